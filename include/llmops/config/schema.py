@@ -1,0 +1,230 @@
+"""Pydantic models of the four registry files. Validators raise ValueError with a `fix:` hint."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from llmops.quantize.recipes import RECIPES
+
+NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names and Milvus aliases
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- gpu_profiles.yaml -------------------------------------------------------------------------
+
+
+class Toleration(Strict):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+
+
+class GpuProfile(Strict):
+    name: str = Field(pattern=NAME_RE)
+    gpu: str  # marketing name, e.g. "NVIDIA A10"
+    instance_families: list[str] = []
+    compute_capability: float = Field(ge=3.0, le=12.0)
+    gpu_memory_gib: float = Field(gt=0)
+    gpus_per_node: int = Field(ge=1, le=16)
+    resource_name: Literal["nvidia.com/gpu", "aliyun.com/gpu-mem"] = "nvidia.com/gpu"
+    resource_per_replica: int = Field(
+        default=1, ge=1, description="GPUs per replica, or GiB when resource_name is aliyun.com/gpu-mem"
+    )
+    node_selector: dict[str, str] = {}
+    tolerations: list[Toleration] = []
+
+    @property
+    def shared(self) -> bool:
+        return self.resource_name == "aliyun.com/gpu-mem"
+
+
+# --- models.yaml -------------------------------------------------------------------------------
+
+
+class GoldenPrompt(Strict):
+    prompt: str = Field(min_length=1)
+    expect_substring: str | None = None
+    expect_regex: str | None = None
+
+    @field_validator("expect_regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a valid regular expression ({exc}); fix: escape it") from exc
+        return value
+
+
+class ModelTarget(Strict):
+    recipe: str
+    gpu_profiles: list[str] = Field(min_length=1)
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, value: str) -> str:
+        if value not in RECIPES:
+            raise ValueError(
+                f"{value!r} is not a known recipe; fix: use one of {', '.join(sorted(RECIPES))}"
+            )
+        return value
+
+    @property
+    def runtime(self) -> str:
+        return RECIPES[self.recipe].runtime
+
+
+class ModelValidation(Strict):
+    golden_prompts: list[GoldenPrompt] = []
+    max_new_tokens: int = Field(default=16, ge=1, le=512)
+    min_agreement: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="share of golden prompts where the quantized model's greedy output matches the original's",
+    )
+
+
+class ModelSpec(Strict):
+    name: str = Field(pattern=NAME_RE)
+    repo_id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    revision: str = "main"
+    endpoint: str | None = Field(default=None, description="HF_ENDPOINT-style mirror for this model")
+    hf_connection_id: str | None = "huggingface_default"
+    allow_patterns: list[str] = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
+    ignore_patterns: list[str] = []
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    tensor_parallel_size: int = Field(default=1, ge=1, le=16)
+    max_model_len: int = Field(default=4096, ge=16)
+    targets: list[ModelTarget] = Field(min_length=1)
+    validation: ModelValidation = ModelValidation()
+
+
+# --- deployments.yaml --------------------------------------------------------------------------
+
+
+class TrafficSpec(Strict):
+    strategy: Literal["gateway-httproute", "replica-ratio"] = "gateway-httproute"
+    gateway_name: str | None = None
+    gateway_namespace: str | None = None
+    hostname: str | None = None
+
+
+class Deployment(Strict):
+    name: str = Field(pattern=NAME_RE)
+    model: str
+    namespace: str = "llmops"
+    gpu_profile: str
+    replicas: int = Field(default=2, ge=1, le=100)
+    max_replicas: int = Field(default=4, ge=1, le=200)
+    image: str = "vllm/vllm-openai:v0.11.0"
+    port: int = Field(default=8000, ge=1, le=65535)
+    service_account: str = "llmops-serving"
+    kubernetes_connection_id: str = "kubernetes_default"
+    traffic: TrafficSpec = TrafficSpec()
+    extra_args: list[str] = []
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> Deployment:
+        if self.max_replicas < self.replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) is below replicas ({self.replicas}); "
+                "fix: raise max_replicas or lower replicas"
+            )
+        return self
+
+
+# --- knowledge_bases.yaml ----------------------------------------------------------------------
+
+
+class KbSource(Strict):
+    kind: Literal["local", "s3", "oss"] = "local"
+    uri: str = Field(description="a directory (relative to the project root or absolute) or s3://, oss:// prefix")
+    include: list[str] = ["**/*.md", "**/*.txt", "**/*.html", "**/*.pdf"]
+    connection_id: str | None = None
+
+
+class Chunking(Strict):
+    size: int = Field(default=800, ge=50, le=20000, description="characters per chunk")
+    overlap: int = Field(default=100, ge=0)
+    markdown_aware: bool = True
+
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> Chunking:
+        if self.overlap >= self.size:
+            raise ValueError(f"overlap ({self.overlap}) must be below size ({self.size}); fix: lower overlap")
+        return self
+
+
+class Embedder(Strict):
+    kind: Literal["sentence-transformers", "openai"] = "sentence-transformers"
+    model: str = "all-MiniLM-L6-v2"
+    endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL for kind=openai")
+    connection_id: str | None = None
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _endpoint_for_openai(self) -> Embedder:
+        if self.kind == "openai" and not self.endpoint:
+            raise ValueError("kind 'openai' needs an endpoint; fix: set endpoint to the server's /v1 base URL")
+        return self
+
+
+class MilvusTarget(Strict):
+    uri: str = Field(
+        default="milvus.db",
+        description="a Milvus Lite file (relative to $LLMOPS_HOME/milvus) or http(s)://host:port of a server",
+    )
+    connection_id: str | None = None
+    index_type: Literal["FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"] = "AUTOINDEX"
+    metric_type: Literal["COSINE", "IP", "L2"] = "COSINE"
+    index_params: dict[str, int] = {}
+
+
+class GoldenQuery(Strict):
+    query: str = Field(min_length=1)
+    expected_document: str
+
+
+class KnowledgeBase(Strict):
+    name: str = Field(pattern=NAME_RE)
+    alias: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
+    source: KbSource
+    chunking: Chunking = Chunking()
+    embedder: Embedder = Embedder()
+    milvus: MilvusTarget = MilvusTarget()
+    retention: int = Field(default=2, ge=1, le=20, description="collection versions kept for rollback")
+    schedule: str | None = "@daily"
+    golden_queries: list[GoldenQuery] = []
+    top_k: int = Field(default=5, ge=1, le=100)
+    min_recall: float = Field(default=0.8, ge=0.0, le=1.0)
+    incremental_max_changed_ratio: float = Field(
+        default=0.5, gt=0.0, le=1.0,
+        description="above this share of changed documents an incremental run rebuilds instead",
+    )
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+class ModelsFile(Strict):
+    models: list[ModelSpec]
+
+
+class GpuProfilesFile(Strict):
+    gpu_profiles: list[GpuProfile]
+
+
+class DeploymentsFile(Strict):
+    deployments: list[Deployment]
+
+
+class KnowledgeBasesFile(Strict):
+    knowledge_bases: list[KnowledgeBase]

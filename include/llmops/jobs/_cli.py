@@ -1,0 +1,26 @@
+"""Shared plumbing for job entrypoints: logging and the one-line JSON result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+RESULT_PREFIX = "LLMOPS_RESULT "
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def emit_result(result: dict) -> None:
+    """Print the job's result as the last stdout line; the step factory parses it into XCom."""
+    print(RESULT_PREFIX + json.dumps(result, sort_keys=True, default=str), flush=True)
+
+
+def parse_result(stdout: str) -> dict | None:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    return None

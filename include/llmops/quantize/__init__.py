@@ -1,0 +1,1 @@
+"""Quantization recipes: what each produces, which GPUs can run it, and how it runs."""

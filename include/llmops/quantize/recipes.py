@@ -1,0 +1,38 @@
+"""The recipe catalogue: pure data, importable without torch.
+
+`min_compute_capability` is the lowest CUDA compute capability whose tensor cores run the format:
+FP8 needs Ada/Hopper (8.9+), NVFP4 needs Blackwell (10.0+). A profile below it never gets the recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    runtime: str  # serving runtime that loads the checkpoint: "vllm" or "tensorrt-llm"
+    tool: str  # "llmcompressor", "modelopt", "optimum-gptq", "trtllm-build"
+    scheme: str  # quantization format as the tool names it
+    min_compute_capability: float
+    legacy_engine: bool = False
+    params: dict = field(default_factory=dict)
+
+    def runs_on(self, compute_capability: float) -> bool:
+        return compute_capability >= self.min_compute_capability
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe("llmcompressor-w8a8", "vllm", "llmcompressor", "W8A8", 7.5),
+        Recipe("llmcompressor-w4a16", "vllm", "llmcompressor", "W4A16", 7.5),
+        Recipe("llmcompressor-fp8-dynamic", "vllm", "llmcompressor", "FP8_DYNAMIC", 8.9),
+        Recipe("optimum-gptq-int4", "vllm", "optimum-gptq", "GPTQ-INT4", 7.5),
+        Recipe("modelopt-fp8", "tensorrt-llm", "modelopt", "FP8", 8.9),
+        Recipe("modelopt-int4-awq", "tensorrt-llm", "modelopt", "INT4_AWQ", 8.0),
+        Recipe("modelopt-nvfp4", "tensorrt-llm", "modelopt", "NVFP4", 10.0),
+        Recipe("trtllm-engine-fp8", "tensorrt-llm", "trtllm-build", "FP8", 8.9, legacy_engine=True),
+    )
+}

@@ -1,0 +1,68 @@
+"""Deployment settings, read from the environment once (tier 1 of the config tiers).
+
+Secrets never live here: they come from Airflow Connections (resolved in plugins/) or from the
+process environment of a pod (RRSA credentials on ACK).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+RUNTIMES = ("local", "kubernetes")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    """All local state: Airflow home, artefact store, Milvus data, logs ($LLMOPS_HOME)."""
+    runtime: str
+    """Where heavy steps run: `local` (subprocesses) or `kubernetes` (pods)."""
+    config_dir: Path
+    """The registry files users edit."""
+    store_uri: str
+    """Artefact store root: file:///path, s3://bucket/prefix or oss://bucket/prefix."""
+    worker_python: str
+    """Python of the worker environment (torch) used by the local runtime."""
+    serving_python: str
+    """Python of the serving environment (vLLM) used by the local runtime."""
+    namespace: str
+    """Kubernetes namespace for pods and Deployments on runtime `kubernetes`."""
+
+    @property
+    def venvs(self) -> Path:
+        return self.home / "venvs"
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    home = Path(_env("LLMOPS_HOME", str(PROJECT_ROOT / ".llmops"))).resolve()
+    runtime = _env("LLMOPS_RUNTIME", "local")
+    if runtime not in RUNTIMES:
+        raise ValueError(
+            f"LLMOPS_RUNTIME={runtime!r} is not a runtime; fix: set it to one of {', '.join(RUNTIMES)}"
+        )
+    venvs = home / "venvs"
+
+    def venv_python(name: str) -> str:
+        candidate = venvs / name / "bin" / "python"
+        return str(candidate) if candidate.exists() else sys.executable
+
+    return Settings(
+        home=home,
+        runtime=runtime,
+        config_dir=Path(_env("LLMOPS_CONFIG_DIR", str(PROJECT_ROOT / "include" / "config"))),
+        store_uri=_env("LLMOPS_STORE_URI", (home / "store").as_uri()),
+        worker_python=_env("LLMOPS_WORKER_PYTHON", venv_python("worker")),
+        serving_python=_env("LLMOPS_SERVING_PYTHON", venv_python("serving")),
+        namespace=_env("LLMOPS_NAMESPACE", "llmops"),
+    )

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Create or reuse the project's virtual environments under $LLMOPS_HOME/venvs.
+# An environment is rebuilt only when its pinned requirements file changed (its sha256 is stamped
+# inside the venv), so a second `make demo` / `make test` installs nothing.
+#
+#   scripts/envs.sh airflow worker serving standins
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+home="${LLMOPS_HOME:-$root/.llmops}"
+venvs="$home/venvs"
+# Where the CPU build of torch lives. Point it at your own wheel folder or index if needed.
+torch_find_links="${LLMOPS_TORCH_FIND_LINKS:-/opt/wheels}"
+uv_version="0.13.8"
+mkdir -p "$venvs"
+
+uv_bin="$venvs/uv/bin/uv"
+if [[ ! -x "$uv_bin" ]]; then
+  echo "[envs] bootstrapping uv $uv_version"
+  python3 -m venv "$venvs/uv"
+  "$venvs/uv/bin/pip" install -q "uv==$uv_version"
+fi
+
+ensure() {  # ensure NAME REQUIREMENTS... (installed in order, each pinned)
+  local name="$1"; shift
+  local venv="$venvs/$name" stamp want
+  want="$(cat "$@" | sha256sum | cut -d' ' -f1)"
+  stamp="$venv/.requirements.sha256"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    echo "[envs] $name: up to date ($venv)"
+    return
+  fi
+  echo "[envs] $name: installing $* into $venv"
+  local t0=$SECONDS
+  [[ -x "$venv/bin/python" ]] || "$uv_bin" venv -q --python "$(command -v python3)" "$venv"
+  local req
+  for req in "$@"; do
+    VIRTUAL_ENV="$venv" "$uv_bin" pip install -q --python "$venv/bin/python" \
+      --find-links "$torch_find_links" --index-strategy unsafe-best-match -r "$req"
+  done
+  echo "$want" >"$stamp"
+  echo "[envs] $name: ready in $((SECONDS - t0)) s"
+}
+
+for name in "$@"; do
+  case "$name" in
+    airflow)  ensure airflow "$root/requirements.txt" "$root/requirements/dev.txt" ;;
+    worker)   ensure worker "$root/requirements/worker.txt" ;;
+    serving)  ensure serving "$root/requirements/serving.txt" ;;
+    standins) ensure standins "$root/requirements/standins.txt" ;;
+    *) echo "[envs] unknown environment '$name' (expected airflow, worker, serving, standins)" >&2; exit 2 ;;
+  esac
+done
