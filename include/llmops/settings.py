@@ -32,6 +32,16 @@ class Settings:
     """Python of the serving environment (vLLM) used by the local runtime."""
     namespace: str
     """Kubernetes namespace for pods and Deployments on runtime `kubernetes`."""
+    worker_image: str
+    """Image of heavy steps on runtime `kubernetes` (images/worker/Dockerfile)."""
+    trtllm_image: str
+    """Image of TensorRT-LLM steps (images/trtllm/Dockerfile)."""
+    service_account: str
+    """Service account of job pods; on ACK bind it to a RAM role with RRSA for OSS access."""
+    model_cache_pvc: str
+    """PersistentVolumeClaim mounted at /models in job pods (empty: an emptyDir)."""
+    kubernetes_connection_id: str
+    """Airflow Connection of the cluster that runs job pods."""
 
     @property
     def venvs(self) -> Path:
@@ -65,4 +75,9 @@ def get_settings() -> Settings:
         worker_python=_env("LLMOPS_WORKER_PYTHON", venv_python("worker")),
         serving_python=_env("LLMOPS_SERVING_PYTHON", venv_python("serving")),
         namespace=_env("LLMOPS_NAMESPACE", "llmops"),
+        worker_image=_env("LLMOPS_WORKER_IMAGE", "llmops-worker:0.1.0"),
+        trtllm_image=_env("LLMOPS_TRTLLM_IMAGE", "llmops-trtllm:0.1.0"),
+        service_account=_env("LLMOPS_SERVICE_ACCOUNT", "llmops-jobs"),
+        model_cache_pvc=_env("LLMOPS_MODEL_CACHE_PVC", ""),
+        kubernetes_connection_id=_env("LLMOPS_KUBERNETES_CONN_ID", "kubernetes_default"),
     )
