@@ -49,7 +49,7 @@ def test_dag_metadata(dagbag, dag_id):
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAG_IDS))
 def test_params_have_json_schema(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
-    for name, param in dag.params.items():
+    for name in dag.params:
         schema = dag.params.get_param(name).schema
         assert schema.get("type"), f"{dag_id}.{name}: give the Param a JSON-schema type"
 

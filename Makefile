@@ -1,0 +1,38 @@
+# Two commands for a new user: `make demo` and `make test`. Everything lands in $(LLMOPS_HOME).
+SHELL := /bin/bash
+export LLMOPS_HOME ?= $(CURDIR)/.llmops
+ENVS := airflow worker serving standins
+
+.PHONY: help envs demo test validate lint lock bench clean
+
+help:
+	@echo "make demo      prepare the environments and run every pipeline end to end on the local runtime"
+	@echo "make test      the whole test suite (starts and stops the local servers it needs)"
+	@echo "make validate  check include/config/*.yaml"
+	@echo "make lock      re-pin requirements*.txt from the .in files"
+	@echo "make bench     run the benchmarks in bench/"
+	@echo "make clean     remove $(LLMOPS_HOME) (environments, artefacts, Milvus data, logs)"
+
+envs:
+	scripts/envs.sh $(ENVS)
+
+demo: envs
+	scripts/demo.sh
+
+test: envs
+	scripts/test.sh
+
+validate: envs
+	source scripts/env.sh && python -m llmops validate
+
+lint: envs
+	source scripts/env.sh && ruff check dags plugins include tests bench && lint-imports
+
+bench: envs
+	source scripts/env.sh && for b in bench/*.py; do echo "== $$b"; python $$b || exit 1; done
+
+lock:
+	scripts/lock.sh
+
+clean:
+	rm -rf $(LLMOPS_HOME)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# make test: the whole suite. Tests start the local servers they need (olah, SeaweedFS, vLLM, Milvus)
+# on 127.0.0.1 and stop them in their fixtures, also on failure.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$root"
+export AIRFLOW_HOME="$LLMOPS_HOME/test/airflow"
+"$LLMOPS_HOME/venvs/airflow/bin/ruff" check dags plugins include tests bench
+"$LLMOPS_HOME/venvs/airflow/bin/python" -m pytest "$@"

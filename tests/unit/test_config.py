@@ -1,0 +1,106 @@
+"""Registry validation: the shipped files load; broken files fail naming the file, the key and the fix."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmops.config import load_registry
+from llmops.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "include" / "config"
+
+
+@pytest.fixture
+def config_dir(tmp_path) -> Path:
+    target = tmp_path / "config"
+    shutil.copytree(SHIPPED, target)
+    return target
+
+
+def edit(config_dir: Path, name: str, change) -> None:
+    path = config_dir / name
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_shipped_registry_is_valid():
+    registry = load_registry(SHIPPED)
+    assert {"a10", "l20", "h20", "a100", "h100"} <= set(registry.gpu_profiles)
+    assert registry.gpu_profile("a10").compute_capability == 8.6
+    assert registry.gpu_profile("a10-shared").resource_name == "aliyun.com/gpu-mem"
+    for profile in registry.gpu_profiles.values():
+        assert "aliyun.accelerator/nvidia_name" in profile.node_selector
+
+
+def test_fp8_recipe_on_a10_is_refused(config_dir):
+    edit(config_dir, "models.yaml", lambda d: d["models"][0]["targets"][1]["gpu_profiles"].append("a10"))
+    with pytest.raises(ConfigError) as err:
+        load_registry(config_dir)
+    text = str(err.value)
+    assert "models.yaml" in text and "models[0].targets[1].gpu_profiles[3]" in text
+    assert "8.9" in text and "8.6" in text and "fix:" in text
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "key", "words"),
+    [
+        ("models.yaml", lambda d: d["models"][0]["targets"][0].update(recipe="int3-magic"),
+         "models[0].targets[0].recipe", "not a known recipe"),
+        ("models.yaml", lambda d: d["models"][0].update(tensor_parallel_size=0),
+         "models[0].tensor_parallel_size", "greater than or equal to 1"),
+        ("models.yaml", lambda d: d["models"][0].update(reivsion="main"), "models[0].reivsion", "spelling"),
+        ("models.yaml", lambda d: d["models"][0].pop("repo_id"), "models[0].repo_id", "add the key"),
+        ("gpu_profiles.yaml", lambda d: d["gpu_profiles"][0].update(resource_name="amd.com/gpu"),
+         "gpu_profiles[0].resource_name", "nvidia.com/gpu"),
+        ("deployments.yaml", lambda d: d["deployments"][0].update(gpu_profile="tpu-v5"),
+         "deployments[0].gpu_profile", "not in gpu_profiles.yaml"),
+        ("deployments.yaml", lambda d: d["deployments"][0].update(model="nope"),
+         "deployments[0].model", "not in models.yaml"),
+        ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0]["chunking"].update(overlap=5000, size=100),
+         "knowledge_bases[0].chunking", "lower overlap"),
+        ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0].update(name="Product Docs"),
+         "knowledge_bases[0].name", "lowercase"),
+    ],
+)
+def test_broken_file_names_file_key_and_fix(config_dir, file, change, key, words):
+    edit(config_dir, file, change)
+    with pytest.raises(ConfigError) as err:
+        load_registry(config_dir)
+    text = str(err.value)
+    assert file in text and key in text and words in text, text
+
+
+def test_malformed_yaml_names_line(config_dir):
+    (config_dir / "models.yaml").write_text("models:\n  - name: x\n   repo_id: [unclosed\n")
+    with pytest.raises(ConfigError) as err:
+        load_registry(config_dir)
+    assert "models.yaml" in str(err.value) and "line" in str(err.value) and "not valid YAML" in str(err.value)
+
+
+def test_duplicate_names_refused(config_dir):
+    edit(config_dir, "gpu_profiles.yaml", lambda d: d["gpu_profiles"].append(dict(d["gpu_profiles"][0])))
+    with pytest.raises(ConfigError, match="defined twice"):
+        load_registry(config_dir)
+
+
+def test_unknown_lookup_lists_known_names():
+    with pytest.raises(ConfigError, match=r"no deployment named 'nope' \(known: tiny-llama-chat\)"):
+        load_registry(SHIPPED).deployment("nope")
+
+
+def test_validate_command_for_users(config_dir):
+    ok = subprocess.run([sys.executable, "-m", "llmops", "validate", "--config-dir", str(config_dir)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "registry OK" in ok.stdout
+    edit(config_dir, "models.yaml", lambda d: d["models"][0].update(max_model_len="long"))
+    bad = subprocess.run([sys.executable, "-m", "llmops", "validate", "--config-dir", str(config_dir)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "models[0].max_model_len" in bad.stderr and "whole number" in bad.stderr
