@@ -117,6 +117,71 @@ class TrafficSpec(Strict):
     hostname: str | None = None
 
 
+class RolloutGoldenPrompt(Strict):
+    """A deterministic check the canary must pass: greedy completion of `prompt`."""
+
+    prompt: str = Field(min_length=1)
+    max_tokens: int = Field(default=8, ge=1, le=512)
+    expect_substring: str | None = None
+    expect_regex: str | None = None
+    expect_json_schema: dict | None = Field(default=None, description="the completion must parse as JSON matching it")
+
+    @field_validator("expect_regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a valid regular expression ({exc}); fix: escape it") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _has_expectation(self) -> RolloutGoldenPrompt:
+        if not (self.expect_substring or self.expect_regex or self.expect_json_schema):
+            raise ValueError("a golden prompt needs an expectation; "
+                             "fix: set expect_substring, expect_regex or expect_json_schema")
+        return self
+
+
+class RolloutThresholds(Strict):
+    max_p95_latency_ratio: float = Field(default=1.5, ge=1.0, le=10.0,
+                                         description="canary p95 end-to-end latency / stable p95, median over rounds")
+    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    min_golden_pass_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class RolloutProbe(Strict):
+    requests_per_round: int = Field(default=8, ge=1, le=1000)
+    concurrency: int = Field(default=2, ge=1, le=64)
+    max_tokens: int = Field(default=16, ge=1, le=1024)
+    pause_s: float = Field(default=0.5, ge=0.0, le=60.0, description="pause before each probe (lets the CPU settle)")
+    min_rounds: int = Field(default=3, ge=1, le=100)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class RolloutSpec(Strict):
+    """Defaults of a model_rollout run for this deployment; the trigger form may override them."""
+
+    steps: list[int] = Field(default=[10, 50, 100], min_length=1)
+    analysis_window_s: int = Field(default=300, ge=5, le=86400, description="analysis time per traffic step")
+    readiness_timeout_s: int = Field(default=1800, ge=10, le=86400)
+    canary_replicas: int = Field(default=1, ge=1, le=100)
+    thresholds: RolloutThresholds = RolloutThresholds()
+    probe: RolloutProbe = RolloutProbe()
+    golden_prompts: list[RolloutGoldenPrompt] = []
+    prometheus_connection_id: str | None = Field(
+        default=None, description="Airflow Connection of a Prometheus server; without it /metrics is scraped")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_increase_to_100(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= s <= 100 for s in value) or value != sorted(set(value)) or value[-1] != 100:
+            raise ValueError(f"{value} must be strictly increasing percentages between 1 and 100 ending at 100; "
+                             "fix: e.g. [10, 50, 100]")
+        return value
+
+
 class Deployment(Strict):
     name: str = Field(pattern=NAME_RE)
     model: str
@@ -130,6 +195,8 @@ class Deployment(Strict):
     kubernetes_connection_id: str = "kubernetes_default"
     traffic: TrafficSpec = TrafficSpec()
     extra_args: list[str] = []
+    serving_runtime: Literal["vllm"] = "vllm"
+    rollout: RolloutSpec = RolloutSpec()
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> Deployment:

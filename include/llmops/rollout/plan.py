@@ -1,0 +1,150 @@
+"""The canary plan as a pure state machine: an observation in, the next state and action out.
+
+    state = start(steps=[10, 50, 100], has_stable=True)      # action: deploy_canary
+    state, action = advance(state, Observation("canary_deployed", at=t))
+    ...
+
+The effects (Kubernetes objects, local vLLM processes) live elsewhere; every decision lives here, so
+the whole plan is tested exhaustively without servers. Any failure before promotion ends in
+`roll_back` (canary removed, weights restored, stable untouched). A first deployment (no stable yet)
+has nothing to compare with: it goes straight to 100 % after readiness and golden prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from llmops.errors import LlmopsError
+
+Phase = Literal["deploying", "waiting_ready", "shifting", "analysing", "promoting", "rolling_back",
+                "promoted", "rolled_back"]
+TERMINAL: tuple[Phase, ...] = ("promoted", "rolled_back")
+PHASES: tuple[Phase, ...] = ("deploying", "waiting_ready", "shifting", "analysing", "promoting",
+                             "rolling_back", "promoted", "rolled_back")
+
+ObservationKind = Literal["canary_deployed", "canary_ready", "canary_not_ready", "weights_set", "analysis_passed",
+                          "analysis_failed", "promoted", "rolled_back", "error"]
+OBSERVATIONS: tuple[ObservationKind, ...] = ("canary_deployed", "canary_ready", "canary_not_ready", "weights_set",
+                                             "analysis_passed", "analysis_failed", "promoted", "rolled_back", "error")
+
+ActionKind = Literal["deploy_canary", "wait_ready", "set_weights", "analyse", "promote", "roll_back", "done"]
+
+
+class InvalidTransition(LlmopsError):
+    """An observation arrived that the plan cannot accept in its current phase (a bug in the driver)."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    kind: ObservationKind
+    at: float = 0.0
+    detail: str = ""
+    canary_percent: int | None = None
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    canary_percent: int | None = None
+    step_index: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: float
+    phase: Phase
+    event: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PlanState:
+    steps: tuple[int, ...]
+    has_stable: bool
+    phase: Phase = "deploying"
+    step_index: int = -1
+    canary_percent: int = 0
+    reason: str = ""
+    timeline: tuple[TimelineEntry, ...] = field(default_factory=tuple)
+
+    @property
+    def done(self) -> bool:
+        return self.phase in TERMINAL
+
+    @property
+    def outcome(self) -> str | None:
+        return self.phase if self.done else None
+
+
+def start(steps: list[int] | tuple[int, ...], *, has_stable: bool, at: float = 0.0) -> tuple[PlanState, Action]:
+    """The initial state and its first action. Without a stable version the steps collapse to [100]."""
+    steps = tuple(steps)
+    if not steps or list(steps) != sorted(set(steps)) or steps[-1] != 100 or steps[0] < 1:
+        raise InvalidTransition(f"steps {list(steps)} must increase strictly from 1 to 100; fix: e.g. [10, 50, 100]")
+    if not has_stable:
+        steps = (100,)
+    state = PlanState(steps=steps, has_stable=has_stable, phase="deploying",
+                      timeline=(TimelineEntry(at, "deploying", "start", f"steps {list(steps)}"),))
+    return state, Action("deploy_canary")
+
+
+def _go(state: PlanState, obs: Observation, phase: Phase, **changes) -> PlanState:
+    entry = TimelineEntry(obs.at, phase, obs.kind, obs.detail)
+    return replace(state, phase=phase, timeline=state.timeline + (entry,), **changes)
+
+
+def _roll_back(state: PlanState, obs: Observation, reason: str) -> tuple[PlanState, Action]:
+    return _go(state, obs, "rolling_back", reason=reason), Action("roll_back", reason=reason)
+
+
+def _next_step(state: PlanState, obs: Observation) -> tuple[PlanState, Action]:
+    index = state.step_index + 1
+    percent = state.steps[index]
+    new = _go(state, obs, "shifting", step_index=index)
+    return new, Action("set_weights", canary_percent=percent, step_index=index)
+
+
+def advance(state: PlanState, obs: Observation) -> tuple[PlanState, Action]:
+    """Apply one observation. Raises InvalidTransition for an observation the phase cannot accept."""
+    phase, kind = state.phase, obs.kind
+    if phase in TERMINAL:
+        raise InvalidTransition(f"the rollout already ended ({phase}); observation {kind!r} is not accepted")
+    if kind == "error":
+        if phase == "rolling_back":  # a failed roll back is retried, never abandoned
+            return _go(state, obs, "rolling_back"), Action("roll_back", reason=state.reason or obs.detail)
+        if phase == "promoting":  # promotion half done: finish it rather than leave two versions serving
+            return _go(state, obs, "promoting"), Action("promote", reason=obs.detail)
+        return _roll_back(state, obs, f"error while {phase}: {obs.detail}")
+    expected: dict[Phase, tuple[ObservationKind, ...]] = {
+        "deploying": ("canary_deployed",),
+        "waiting_ready": ("canary_ready", "canary_not_ready"),
+        "shifting": ("weights_set",),
+        "analysing": ("analysis_passed", "analysis_failed"),
+        "promoting": ("promoted",),
+        "rolling_back": ("rolled_back",),
+    }
+    if kind not in expected.get(phase, ()):
+        raise InvalidTransition(f"phase {phase!r} expects {list(expected.get(phase, ()))}, got {kind!r}")
+
+    if kind == "canary_deployed":
+        return _go(state, obs, "waiting_ready"), Action("wait_ready")
+    if kind == "canary_not_ready":
+        return _roll_back(state, obs, f"canary never became ready: {obs.detail}")
+    if kind == "canary_ready":
+        return _next_step(state, obs)
+    if kind == "weights_set":
+        percent = obs.canary_percent if obs.canary_percent is not None else state.steps[state.step_index]
+        new = _go(state, obs, "analysing", canary_percent=percent)
+        return new, Action("analyse", canary_percent=percent, step_index=state.step_index)
+    if kind == "analysis_failed":
+        return _roll_back(state, obs, f"analysis at {state.canary_percent}% failed: {obs.detail}")
+    if kind == "analysis_passed":
+        if state.step_index + 1 < len(state.steps):
+            return _next_step(state, obs)
+        return _go(state, obs, "promoting"), Action("promote")
+    if kind == "promoted":
+        return _go(state, obs, "promoted", canary_percent=0), Action("done", reason="promoted")
+    # rolled_back
+    return _go(state, obs, "rolled_back", canary_percent=0), Action("done", reason=state.reason)

@@ -1,0 +1,186 @@
+"""Pre-flight checks, run before any object is created. Pure functions over facts gathered by the caller.
+
+Each check returns a list of `Problem`s (empty: fine); `raise_if_problems` turns them into one
+`PreflightError` whose message names the input, the rule and the fix for every problem at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from llmops.config.schema import Deployment, GpuProfile
+from llmops.errors import LlmopsError
+
+# Weights are not all that a replica needs: KV cache, activations and the CUDA context take the rest.
+WEIGHTS_SHARE_OF_GPU_MEMORY = 0.8
+GIB = 1024**3
+
+
+class PreflightError(LlmopsError):
+    """The rollout was refused before anything changed."""
+
+    def __init__(self, subject: str, problems: list[Problem]):
+        self.subject = subject
+        self.problems = problems
+        lines = [f"pre-flight refused {subject}: {len(problems)} problem(s)"]
+        for p in problems:
+            lines.append(f"  - {p.check}: {p.what}\n    fix: {p.fix}")
+        super().__init__("\n".join(lines))
+
+
+class RolloutInProgressError(PreflightError):
+    """Another rollout of the same deployment holds the lock."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    check: str
+    what: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class ArtefactFacts:
+    """What pre-flight needs from a manifest (decoupled from the manifest class's field names)."""
+
+    uri: str
+    model: str
+    serving_runtime: str
+    quantization_format: str
+    min_compute_capability: float
+    tensor_parallel_size: int
+    max_model_len: int | None
+    weights_bytes: int
+    recipe: str = ""
+
+    @classmethod
+    def from_manifest(cls, manifest: Any, uri: str, model: str = "") -> ArtefactFacts:
+        def field(*names, default=None):
+            for name in names:
+                value = manifest.get(name) if isinstance(manifest, dict) else getattr(manifest, name, None)
+                if value is not None:
+                    return value
+            return default
+
+        files = field("files", default=[]) or []
+        weights = 0
+        for f in files:
+            path = f.get("path") if isinstance(f, dict) else f.path
+            size = f.get("size") if isinstance(f, dict) else f.size
+            if str(path).endswith((".safetensors", ".bin", ".pt", ".engine")):
+                weights += int(size or 0)
+        source = field("source", default=None)
+        name = model or field("model", "name", default="") or (getattr(source, "repo_id", "") if source else "")
+        return cls(
+            uri=uri,
+            model=str(name),
+            serving_runtime=str(field("serving_runtime", "runtime", default="")),
+            quantization_format=str(field("quantization_format", "quantization", default="none")),
+            min_compute_capability=float(field("min_compute_capability", default=0.0)),
+            tensor_parallel_size=int(field("tensor_parallel_size", default=1)),
+            max_model_len=field("max_model_len", default=None),
+            weights_bytes=weights,
+            recipe=str(field("recipe", default="")),
+        )
+
+
+@dataclass(frozen=True)
+class NodeCapacity:
+    """One schedulable node of the deployment's pool: allocatable and already requested amounts."""
+
+    name: str
+    allocatable: float
+    requested: float
+
+    @property
+    def free(self) -> float:
+        return max(0.0, self.allocatable - self.requested)
+
+
+def check_compatibility(artefact: ArtefactFacts, deployment: Deployment, profile: GpuProfile) -> list[Problem]:
+    problems = []
+    if artefact.serving_runtime and artefact.serving_runtime != deployment.serving_runtime:
+        problems.append(Problem(
+            "serving runtime",
+            f"{artefact.uri} is built for {artefact.serving_runtime!r} but deployment {deployment.name!r} "
+            f"serves with {deployment.serving_runtime!r}",
+            f"pick the version built for {deployment.serving_runtime} (a {deployment.serving_runtime} recipe target)"))
+    if artefact.min_compute_capability > profile.compute_capability:
+        problems.append(Problem(
+            "compute capability",
+            f"{artefact.quantization_format} ({artefact.recipe or artefact.uri}) needs compute capability "
+            f"{artefact.min_compute_capability}+, but GPU profile {profile.name!r} ({profile.gpu}) has "
+            f"{profile.compute_capability}",
+            "roll out a format this GPU runs (e.g. W8A8 or W4A16) or move the deployment to a newer GPU profile"))
+    if profile.shared and artefact.tensor_parallel_size > 1:
+        problems.append(Problem(
+            "tensor parallel",
+            f"tensor_parallel_size {artefact.tensor_parallel_size} cannot run on shared-GPU profile {profile.name!r}",
+            "use a whole-GPU profile or an artefact built with tensor_parallel_size 1"))
+    elif artefact.tensor_parallel_size > profile.gpus_per_node:
+        problems.append(Problem(
+            "tensor parallel",
+            f"tensor_parallel_size {artefact.tensor_parallel_size} exceeds the {profile.gpus_per_node} GPU(s) per "
+            f"node of profile {profile.name!r}",
+            "use a profile with more GPUs per node or an artefact with a smaller tensor_parallel_size"))
+    memory_gib = (profile.resource_per_replica if profile.shared
+                  else profile.gpu_memory_gib * max(1, artefact.tensor_parallel_size))
+    budget = memory_gib * WEIGHTS_SHARE_OF_GPU_MEMORY * GIB
+    if artefact.weights_bytes > budget:
+        problems.append(Problem(
+            "GPU memory",
+            f"weights of {artefact.weights_bytes / GIB:.1f} GiB exceed {WEIGHTS_SHARE_OF_GPU_MEMORY:.0%} of the "
+            f"{memory_gib:g} GiB a replica gets on profile {profile.name!r}",
+            "use a smaller quantization (e.g. W4A16), a larger tensor_parallel_size or a larger GPU profile"))
+    return problems
+
+
+def replica_request(profile: GpuProfile, artefact: ArtefactFacts | None = None) -> float:
+    """What one replica asks for of `profile.resource_name` (GPUs, or GiB on cGPU)."""
+    if profile.shared:
+        return float(profile.resource_per_replica)
+    tp = artefact.tensor_parallel_size if artefact else 1
+    return float(max(profile.resource_per_replica, tp))
+
+
+def check_capacity(nodes: list[NodeCapacity], *, profile: GpuProfile, per_replica: float,
+                   replicas: int) -> list[Problem]:
+    """Enough free GPU on the pool's nodes for `replicas` canary replicas (each must fit on one node)."""
+    fit = 0
+    for node in nodes:
+        if per_replica > 0:
+            fit += int(node.free // per_replica)
+    if fit >= replicas:
+        return []
+    free = ", ".join(f"{n.name}: {n.free:g}" for n in nodes) or "no matching nodes"
+    return [Problem(
+        "GPU capacity",
+        f"the canary needs {replicas} replica(s) x {per_replica:g} {profile.resource_name} on nodes matching "
+        f"{profile.node_selector}, but only {fit} fit (free per node: {free})",
+        "free GPUs (scale down other workloads), add nodes to the pool, or lower rollout.canary_replicas")]
+
+
+def check_not_in_progress(deployment: str, lock_holder: str | None, this_run: str) -> list[Problem]:
+    if lock_holder and lock_holder != this_run:
+        return [Problem(
+            "rollout lock",
+            f"deployment {deployment!r} is already being rolled out by run {lock_holder!r}",
+            "wait for that run to finish (or fail and roll back), then trigger again; "
+            "this run is refused, not queued")]
+    return []
+
+
+def check_checksums(uri: str, mismatches: list[str]) -> list[Problem]:
+    if not mismatches:
+        return []
+    shown = ", ".join(mismatches[:5]) + (" ..." if len(mismatches) > 5 else "")
+    return [Problem("checksums", f"{uri}: {len(mismatches)} file(s) do not match the manifest ({shown})",
+                    "republish the version (model_refresh) or pick another version")]
+
+
+def raise_if_problems(subject: str, problems: list[Problem]) -> None:
+    if not problems:
+        return
+    cls = RolloutInProgressError if any(p.check == "rollout lock" for p in problems) else PreflightError
+    raise cls(subject, problems)

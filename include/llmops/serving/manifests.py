@@ -1,0 +1,257 @@
+"""Render the Kubernetes objects of a vLLM deployment with a stable and a canary track. Pure dicts.
+
+Objects for deployment NAME:
+    Deployment   NAME-stable, NAME-canary   pods fetch the version (init container: download from OSS and
+                                            verify sha256 against the manifest), then run vLLM; the
+                                            readiness probe runs a real one-token generation, since
+                                            vLLM's /health stays green on a broken GPU (vLLM #36960)
+    Service      NAME-stable, NAME-canary   one per track (HTTPRoute backends)
+                 NAME                       both tracks (replica-ratio strategy, and the stable URL)
+    HPA          NAME-stable                frozen (min = max = current replicas) while a canary runs,
+                                            so the stable track is not scaled up under the experiment
+    ServiceMonitor NAME                     Prometheus Operator / ARMS scrape of /metrics on both tracks
+    HTTPRoute    NAME                       Gateway API weights stable/canary (ACK Gateway with Envoy)
+
+Annotations on each Deployment record the version it serves and the one it replaced, so a manual
+roll back to the previous version needs no other state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from llmops.config.schema import Deployment, GpuProfile
+
+Track = Literal["stable", "canary"]
+TRACKS: tuple[Track, ...] = ("stable", "canary")
+
+ANNOTATION_VERSION = "llmops.io/version"
+ANNOTATION_PREVIOUS_VERSION = "llmops.io/previous-version"
+ANNOTATION_ROLLOUT = "llmops.io/rollout-run"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_TRACK = "llmops.io/track"
+LABEL_VERSION_ID = "llmops.io/version-id"
+LABEL_MODEL = "llmops.io/model"
+MODEL_MOUNT = "/models"
+
+# A readiness probe that generates one token. Any Python in the vLLM image runs it.
+_READY_PROBE = (
+    "import json,sys,urllib.request as u;"
+    "r=u.urlopen(u.Request('http://127.0.0.1:{port}/v1/completions',"
+    "data=json.dumps({{'model':'{model}','prompt':'ping','max_tokens':1,'temperature':0}}).encode(),"
+    "headers={{'Content-Type':'application/json'}}),timeout=20);"
+    "sys.exit(0 if json.load(r).get('choices') else 1)"
+)
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """A published artefact version as the cluster sees it."""
+
+    manifest_uri: str
+    model: str
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+
+    @property
+    def version_id(self) -> str:
+        """A label-safe id of the version (label values are limited to 63 characters)."""
+        return hashlib.sha256(self.manifest_uri.encode()).hexdigest()[:12]
+
+
+def object_name(deployment: Deployment, track: Track | None = None) -> str:
+    return f"{deployment.name}-{track}" if track else deployment.name
+
+
+def labels(deployment: Deployment, track: Track | None = None, version: VersionRef | None = None) -> dict[str, str]:
+    out = {LABEL_NAME: deployment.name, LABEL_MANAGED_BY: "llmops", LABEL_MODEL: deployment.model}
+    if track:
+        out[LABEL_TRACK] = track
+    if version:
+        out[LABEL_VERSION_ID] = version.version_id
+    return out
+
+
+def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track, version: VersionRef, *,
+                      replicas: int, previous_version: str | None = None, rollout_run: str | None = None,
+                      fetch_image: str = "llmops-worker:0.1.0", model_cache_pvc: str = "") -> dict[str, Any]:
+    per_replica = profile.resource_per_replica if profile.shared else max(profile.resource_per_replica,
+                                                                          version.tensor_parallel_size)
+    gpu = {profile.resource_name: str(per_replica)}
+    model_dir = f"{MODEL_MOUNT}/{deployment.model}/{version.version_id}"
+    args = ["--model", model_dir, "--served-model-name", deployment.model, "--host", "0.0.0.0",
+            "--port", str(deployment.port), "--tensor-parallel-size", str(version.tensor_parallel_size)]
+    if version.max_model_len:
+        args += ["--max-model-len", str(version.max_model_len)]
+    args += list(deployment.extra_args)
+    annotations = {ANNOTATION_VERSION: version.manifest_uri}
+    if previous_version:
+        annotations[ANNOTATION_PREVIOUS_VERSION] = previous_version
+    if rollout_run:
+        annotations[ANNOTATION_ROLLOUT] = rollout_run
+    volume = ({"name": "models", "persistentVolumeClaim": {"claimName": model_cache_pvc}} if model_cache_pvc
+              else {"name": "models", "emptyDir": {}})
+    pod_labels = labels(deployment, track, version)
+    probe_cmd = _READY_PROBE.format(port=deployment.port, model=deployment.model)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": object_name(deployment, track), "namespace": deployment.namespace,
+                     "labels": pod_labels, "annotations": annotations},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {LABEL_NAME: deployment.name, LABEL_TRACK: track}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": pod_labels,
+                             "annotations": {ANNOTATION_VERSION: version.manifest_uri,
+                                             "prometheus.io/scrape": "true",
+                                             "prometheus.io/port": str(deployment.port)}},
+                "spec": {
+                    "serviceAccountName": deployment.service_account,
+                    "nodeSelector": dict(profile.node_selector),
+                    "tolerations": [t.model_dump(exclude_none=True) for t in profile.tolerations],
+                    "initContainers": [{
+                        "name": "fetch-model",
+                        "image": fetch_image,
+                        "command": ["python", "-m", "llmops.serving.fetch", "--manifest-uri", version.manifest_uri,
+                                    "--dest", model_dir],
+                        "volumeMounts": [{"name": "models", "mountPath": MODEL_MOUNT}],
+                        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
+                    }],
+                    "containers": [{
+                        "name": "vllm",
+                        "image": deployment.image,
+                        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+                        "args": args,
+                        "ports": [{"name": "http", "containerPort": deployment.port}],
+                        "resources": {"limits": gpu, "requests": gpu},
+                        "volumeMounts": [{"name": "models", "mountPath": MODEL_MOUNT},
+                                         {"name": "shm", "mountPath": "/dev/shm"}],
+                        "startupProbe": {"httpGet": {"path": "/health", "port": deployment.port},
+                                         "periodSeconds": 10, "failureThreshold": 180},
+                        "readinessProbe": {"exec": {"command": ["python3", "-c", probe_cmd]},
+                                           "periodSeconds": 30, "timeoutSeconds": 25, "failureThreshold": 2},
+                        "livenessProbe": {"httpGet": {"path": "/health", "port": deployment.port},
+                                          "periodSeconds": 20, "failureThreshold": 6},
+                    }],
+                    "volumes": [volume, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}],
+                },
+            },
+        },
+    }
+
+
+def render_service(deployment: Deployment, track: Track | None = None) -> dict[str, Any]:
+    selector = {LABEL_NAME: deployment.name}
+    if track:
+        selector[LABEL_TRACK] = track
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": object_name(deployment, track), "namespace": deployment.namespace,
+                     "labels": labels(deployment, track)},
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": deployment.port,
+                                                  "targetPort": "http", "protocol": "TCP"}]},
+    }
+
+
+def render_hpa(deployment: Deployment, *, frozen_replicas: int | None = None) -> dict[str, Any]:
+    """HPA of the stable track; `frozen_replicas` pins min = max while a canary runs."""
+    low = frozen_replicas or deployment.replicas
+    high = frozen_replicas or deployment.max_replicas
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": object_name(deployment, "stable"), "namespace": deployment.namespace,
+                     "labels": labels(deployment, "stable"),
+                     "annotations": {"llmops.io/frozen": "true" if frozen_replicas else "false"}},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                               "name": object_name(deployment, "stable")},
+            "minReplicas": low,
+            "maxReplicas": high,
+            # vLLM exports the queue length; scale on it via the metrics adapter (ack-alibaba-cloud-metrics-adapter)
+            "metrics": [{"type": "Pods", "pods": {
+                "metric": {"name": "vllm_num_requests_waiting"},
+                "target": {"type": "AverageValue", "averageValue": "5"}}}],
+        },
+    }
+
+
+def render_service_monitor(deployment: Deployment) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": object_name(deployment), "namespace": deployment.namespace,
+                     "labels": labels(deployment)},
+        "spec": {
+            "selector": {"matchLabels": {LABEL_NAME: deployment.name, LABEL_MANAGED_BY: "llmops"}},
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+        },
+    }
+
+
+def render_httproute(deployment: Deployment, canary_percent: int) -> dict[str, Any]:
+    if not 0 <= canary_percent <= 100:
+        raise ValueError(f"canary_percent {canary_percent} must be within 0..100")
+    traffic = deployment.traffic
+    spec: dict[str, Any] = {
+        "parentRefs": [{"name": traffic.gateway_name or "gateway",
+                        "namespace": traffic.gateway_namespace or deployment.namespace}],
+        "rules": [{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [
+                {"name": object_name(deployment, "stable"), "port": deployment.port, "weight": 100 - canary_percent},
+                {"name": object_name(deployment, "canary"), "port": deployment.port, "weight": canary_percent},
+            ],
+        }],
+    }
+    if traffic.hostname:
+        spec["hostnames"] = [traffic.hostname]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": object_name(deployment), "namespace": deployment.namespace,
+                     "labels": labels(deployment), "annotations": {"llmops.io/canary-percent": str(canary_percent)}},
+        "spec": spec,
+    }
+
+
+def replica_split(total: int, canary_percent: int) -> tuple[int, int]:
+    """Stable and canary replicas behind one Service for `canary_percent` (replica-ratio strategy).
+
+    Each track keeps at least one replica while the canary runs; at 100 % the stable track is 0.
+    """
+    if canary_percent >= 100:
+        return 0, total
+    if canary_percent <= 0:
+        return total, 0
+    canary = min(total - 1, max(1, round(total * canary_percent / 100)))
+    return total - canary, canary
+
+
+def render_all(deployment: Deployment, profile: GpuProfile, *, stable: VersionRef | None, canary: VersionRef | None,
+               canary_percent: int, stable_replicas: int | None = None, canary_replicas: int = 1,
+               rollout_run: str | None = None, fetch_image: str = "llmops-worker:0.1.0") -> list[dict[str, Any]]:
+    """Every object of the deployment for one moment of a rollout (what `kubectl apply` would get)."""
+    stable_replicas = stable_replicas or deployment.replicas
+    if deployment.traffic.strategy == "replica-ratio" and canary is not None:
+        stable_replicas, canary_replicas = replica_split(stable_replicas + canary_replicas, canary_percent)
+    objects: list[dict[str, Any]] = []
+    if stable is not None:
+        objects.append(render_deployment(deployment, profile, "stable", stable, replicas=stable_replicas,
+                                         fetch_image=fetch_image))
+    if canary is not None:
+        objects.append(render_deployment(deployment, profile, "canary", canary, replicas=canary_replicas,
+                                         previous_version=stable.manifest_uri if stable else None,
+                                         rollout_run=rollout_run, fetch_image=fetch_image))
+    objects += [render_service(deployment), render_service(deployment, "stable"), render_service(deployment, "canary"),
+                render_hpa(deployment, frozen_replicas=stable_replicas if canary is not None else None),
+                render_service_monitor(deployment)]
+    if deployment.traffic.strategy == "gateway-httproute":
+        objects.append(render_httproute(deployment, canary_percent if canary is not None else 0))
+    return objects

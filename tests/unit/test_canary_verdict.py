@@ -1,0 +1,90 @@
+"""The pure verdict function on recorded observations, exhaustively."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from llmops.canary.golden import evaluate_golden
+from llmops.canary.verdict import GoldenOutcome, Observations, ProbeRound, Thresholds, judge, paired_ratios
+
+T = Thresholds(max_p95_latency_ratio=1.5, max_error_rate=0.05, min_golden_pass_rate=1.0, min_rounds=3)
+
+
+def rounds(target, p95s, errors=0, requests=20):
+    return [ProbeRound(target, requests, errors, p95_e2e_s=p, p50_e2e_s=p / 2) for p in p95s]
+
+
+GOLDEN = {"all_pass": [GoldenOutcome("a", True), GoldenOutcome("b", True)],
+          "one_fails": [GoldenOutcome("a", True), GoldenOutcome("b", False, "zz", "expected 'four'")]}
+ERRORS = {"none": 0, "under": 1 / 3, "over": 5}  # errors per round of 20 requests (0, ~1.7 %, 25 %)
+LATENCY = {"same": [0.1, 0.1, 0.1], "noisy_but_fine": [0.1, 2.0, 0.11], "slow": [0.3, 0.3, 0.3],
+           "one_lucky_round": [0.3, 0.1, 0.3]}
+
+
+@pytest.mark.parametrize(("golden", "errors", "latency"), list(itertools.product(GOLDEN, ERRORS, LATENCY)))
+def test_verdict_passes_iff_every_check_passes(golden, errors, latency):
+    stable = rounds("stable", [0.1, 0.1, 0.1])
+    per_round_errors = ERRORS[errors]
+    canary = [ProbeRound("canary", 60 if errors == "under" else 20, 1 if errors == "under" else int(per_round_errors),
+                         p95_e2e_s=p, p50_e2e_s=p / 2) for p in LATENCY[latency]]
+    verdict = judge(Observations(GOLDEN[golden], canary, stable), T)
+    expected = golden == "all_pass" and errors != "over" and latency in ("same", "noisy_but_fine")
+    assert verdict.passed is expected
+    statuses = {c.name: c.status for c in verdict.checks}
+    assert (statuses["golden_prompts"] == "pass") == (golden == "all_pass")
+    assert (statuses["error_rate"] == "pass") == (errors != "over")
+    assert (statuses["p95_latency_ratio"] == "pass") == (latency in ("same", "noisy_but_fine"))
+    if not expected:
+        assert verdict.summary.startswith("canary rejected")
+
+
+def test_median_of_paired_ratios_ignores_one_stalled_round():
+    canary = rounds("canary", [0.1, 5.0, 0.1, 0.1, 0.1])
+    stable = rounds("stable", [0.1, 0.1, 0.1, 0.1, 0.1])
+    assert paired_ratios(canary, stable)[1] == pytest.approx(50)
+    assert judge(Observations(GOLDEN["all_pass"], canary, stable), T).passed
+
+
+def test_too_few_rounds_is_inconclusive_and_fails():
+    verdict = judge(Observations(GOLDEN["all_pass"], rounds("canary", [0.1, 0.1]), rounds("stable", [0.1, 0.1])), T)
+    assert not verdict.passed
+    assert "inconclusive" in verdict.summary
+
+
+def test_no_requests_fails_and_no_stable_skips_latency():
+    assert not judge(Observations(GOLDEN["all_pass"], [], []), T).passed
+    verdict = judge(Observations(GOLDEN["all_pass"], rounds("canary", [0.1]), []), T)
+    assert verdict.passed
+    assert {c.name: c.status for c in verdict.checks}["p95_latency_ratio"] == "skipped"
+
+
+def test_missing_golden_prompts_fail_unless_not_required():
+    obs = Observations([], rounds("canary", [0.1] * 3), rounds("stable", [0.1] * 3))
+    assert not judge(obs, T).passed
+    assert judge(obs, Thresholds(min_golden_pass_rate=0.0)).passed
+
+
+def test_rounds_without_latency_do_not_count():
+    canary = [ProbeRound("canary", 10, 10)] * 3  # every request failed: no latency at all
+    verdict = judge(Observations(GOLDEN["all_pass"], canary, rounds("stable", [0.1] * 3)), T)
+    assert not verdict.passed
+    assert {c.name: c.status for c in verdict.checks} == {"golden_prompts": "pass", "error_rate": "fail",
+                                                           "p95_latency_ratio": "fail"}
+
+
+@pytest.mark.parametrize(("output", "kwargs", "passed"), [
+    (" four, five.", {"expect_substring": "four"}, True),
+    (" 4 5", {"expect_substring": "four"}, False),
+    (" pods on nodes.", {"expect_regex": r"pods? on nodes"}, True),
+    ("nodes", {"expect_regex": r"^pods"}, False),
+    ('{"answer": 4}', {"expect_json_schema": {"type": "object", "required": ["answer"]}}, True),
+    ('{"other": 4}', {"expect_json_schema": {"type": "object", "required": ["answer"]}}, False),
+    ("not json", {"expect_json_schema": {"type": "object"}}, False),
+    (None, {"expect_substring": "x"}, False),
+])
+def test_golden_expectations(output, kwargs, passed):
+    outcome = evaluate_golden("p", output, **kwargs)
+    assert outcome.passed is passed
+    assert bool(outcome.reason) is not passed

@@ -1,0 +1,120 @@
+"""The canary plan state machine, exhaustively, without servers."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from llmops.rollout.plan import OBSERVATIONS, PHASES, TERMINAL, InvalidTransition, Observation, PlanState, advance, start
+
+VALID = {
+    "deploying": {"canary_deployed", "error"},
+    "waiting_ready": {"canary_ready", "canary_not_ready", "error"},
+    "shifting": {"weights_set", "error"},
+    "analysing": {"analysis_passed", "analysis_failed", "error"},
+    "promoting": {"promoted", "error"},
+    "rolling_back": {"rolled_back", "error"},
+}
+
+
+def drive(state, action, script):
+    """Feed observations chosen by `script(action)` until the plan ends; return the final state and actions."""
+    actions = [action]
+    while not state.done:
+        state, action = advance(state, script(action))
+        actions.append(action)
+        assert len(actions) < 100
+    return state, actions
+
+
+def test_happy_path_walks_every_step_then_promotes():
+    state, action = start([10, 50, 100], has_stable=True)
+    responses = {"deploy_canary": "canary_deployed", "wait_ready": "canary_ready", "set_weights": "weights_set",
+                 "analyse": "analysis_passed", "promote": "promoted"}
+    state, actions = drive(state, action, lambda a: Observation(responses[a.kind], canary_percent=a.canary_percent))
+    assert state.outcome == "promoted"
+    assert [a.canary_percent for a in actions if a.kind == "set_weights"] == [10, 50, 100]
+    assert [a.kind for a in actions].count("analyse") == 3
+    assert actions[-1].kind == "done" and state.canary_percent == 0
+
+
+@pytest.mark.parametrize("failing_step", [0, 1, 2])
+def test_a_failed_analysis_at_any_step_rolls_back_and_stops_shifting(failing_step):
+    state, action = start([10, 50, 100], has_stable=True)
+    seen = {"analyse": 0}
+
+    def script(a):
+        if a.kind == "analyse":
+            seen["analyse"] += 1
+            return Observation("analysis_failed" if seen["analyse"] == failing_step + 1 else "analysis_passed",
+                               detail="p95 ratio 3.1 > 1.5")
+        return Observation({"deploy_canary": "canary_deployed", "wait_ready": "canary_ready",
+                            "set_weights": "weights_set", "roll_back": "rolled_back"}[a.kind],
+                           canary_percent=a.canary_percent)
+
+    state, actions = drive(state, action, script)
+    assert state.outcome == "rolled_back"
+    assert "p95 ratio 3.1" in state.reason
+    assert [a.canary_percent for a in actions if a.kind == "set_weights"] == [10, 50, 100][: failing_step + 1]
+    assert not any(a.kind == "promote" for a in actions)
+
+
+def test_initial_deployment_without_stable_goes_straight_to_100():
+    state, action = start([10, 50, 100], has_stable=False)
+    assert state.steps == (100,)
+    state, action = advance(state, Observation("canary_deployed"))
+    state, action = advance(state, Observation("canary_ready"))
+    assert action.kind == "set_weights" and action.canary_percent == 100
+
+
+def test_not_ready_rolls_back():
+    state, _ = start([50, 100], has_stable=True)
+    state, _ = advance(state, Observation("canary_deployed"))
+    state, action = advance(state, Observation("canary_not_ready", detail="timed out after 600 s"))
+    assert action.kind == "roll_back" and "timed out" in action.reason
+
+
+@pytest.mark.parametrize("steps", [[], [0, 100], [50], [50, 10, 100], [10, 10, 100], [10, 101]])
+def test_bad_steps_are_refused(steps):
+    with pytest.raises(InvalidTransition, match="fix"):
+        start(steps, has_stable=True)
+
+
+@pytest.mark.parametrize(("phase", "kind"), list(itertools.product(PHASES, OBSERVATIONS)))
+def test_every_phase_accepts_exactly_its_observations(phase, kind):
+    state = PlanState(steps=(10, 100), has_stable=True, phase=phase, step_index=0, canary_percent=10)
+    if phase in TERMINAL or kind not in VALID.get(phase, set()):
+        with pytest.raises(InvalidTransition):
+            advance(state, Observation(kind))
+        return
+    new, action = advance(state, Observation(kind, detail="x"))
+    assert new.timeline[-1].event == kind
+    if kind == "error":
+        # an error never promotes by accident and never abandons a roll back or a half-done promotion
+        assert action.kind == {"promoting": "promote"}.get(phase, "roll_back")
+    if action.kind == "promote":
+        assert phase in ("analysing", "promoting")
+
+
+def test_every_sequence_of_outcomes_promotes_only_when_all_passed():
+    """All 2^3 analysis outcomes x ready/not ready: promotion iff ready and every step passed."""
+    for ready in (True, False):
+        for outcomes in itertools.product([True, False], repeat=3):
+            state, action = start([10, 50, 100], has_stable=True)
+            results = iter(outcomes)
+            analysed = []
+
+            def script(a, ready=ready, results=results, analysed=analysed):
+                if a.kind == "analyse":
+                    ok = next(results)
+                    analysed.append(ok)
+                    return Observation("analysis_passed" if ok else "analysis_failed")
+                if a.kind == "wait_ready":
+                    return Observation("canary_ready" if ready else "canary_not_ready")
+                return Observation({"deploy_canary": "canary_deployed", "set_weights": "weights_set",
+                                    "promote": "promoted", "roll_back": "rolled_back"}[a.kind])
+
+            state, _ = drive(state, action, script)
+            assert (state.outcome == "promoted") == (ready and all(outcomes)), (ready, outcomes)
+            assert all(analysed[:-1]) if analysed else True  # it stops at the first failure

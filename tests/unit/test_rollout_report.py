@@ -1,0 +1,33 @@
+"""The rollout report renders every number a reviewer needs, in Markdown and escaped HTML."""
+
+from __future__ import annotations
+
+from llmops.canary.verdict import GoldenOutcome, Observations, ProbeRound, Thresholds, judge
+from llmops.rollout.report import RolloutReport, StepReport, render_html, render_markdown
+
+
+def make_report():
+    t = Thresholds(max_p95_latency_ratio=1.5)
+    canary = [ProbeRound("canary", 8, 0, 0.2, 0.4, 0.05, 0.09)] * 3
+    stable = [ProbeRound("stable", 8, 0, 0.1, 0.1, 0.04, 0.05)] * 3
+    golden = [GoldenOutcome("One, two, three,", True, " four, five."), GoldenOutcome("<b>", False, "x", "expected 'y'")]
+    verdict = judge(Observations(golden, canary, stable), t)
+    step = StepReport(10, verdict, canary, stable, golden, {"canary": {"vllm:num_requests_waiting": 0}}, 30)
+    return RolloutReport("tiny-llama-chat", "tiny-llama", "local", "manual__1", "file:///c/manifest.json",
+                         "file:///s/manifest.json", "rolled_back", verdict.summary, t, [step],
+                         [(1.0, "deploying", "start", "steps [10, 100]")], {"canary_ready": 41.0})
+
+
+def test_markdown_has_the_comparison_numbers_and_verdict():
+    md = render_markdown(make_report())
+    assert "ROLLED_BACK" in md
+    assert "| canary | 3 | 24 | 0 | 50 ms | 90 ms | 200 ms | 400 ms |" in md
+    assert "p95_latency_ratio | FAIL | 4.00" in md
+    assert "golden_prompts | FAIL | 50.0 %" in md
+    assert "file:///c/manifest.json" in md and "canary_ready 41.0 s" in md
+
+
+def test_html_is_escaped():
+    page = render_html(make_report())
+    assert "<td>&lt;b&gt;</td>" in page and "<td><b></td>" not in page
+    assert page.startswith("<!doctype html>") and "ROLLED_BACK" in page
