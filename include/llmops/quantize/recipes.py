@@ -17,7 +17,12 @@ class Recipe:
     scheme: str  # quantization format as the tool names it
     min_compute_capability: float
     legacy_engine: bool = False
+    """A TensorRT engine: compiled for one GPU architecture, so one artefact per compute capability."""
     params: dict = field(default_factory=dict)
+    cpu_ok: bool = True
+    """The quantization itself runs without a GPU (the local runtime can build it)."""
+    cpu_servable: bool = False
+    """vLLM on CPU loads the checkpoint, so the local runtime can validate it (int8 / int4 kernels only)."""
 
     def runs_on(self, compute_capability: float) -> bool:
         return compute_capability >= self.min_compute_capability
@@ -26,13 +31,17 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
-        Recipe("llmcompressor-w8a8", "vllm", "llmcompressor", "W8A8", 7.5),
-        Recipe("llmcompressor-w4a16", "vllm", "llmcompressor", "W4A16", 7.5),
+        Recipe("llmcompressor-w8a8", "vllm", "llmcompressor", "W8A8", 7.5, cpu_servable=True),
+        Recipe("llmcompressor-w4a16", "vllm", "llmcompressor", "W4A16", 7.5, cpu_servable=True),
         Recipe("llmcompressor-fp8-dynamic", "vllm", "llmcompressor", "FP8_DYNAMIC", 8.9),
-        Recipe("optimum-gptq-int4", "vllm", "optimum-gptq", "GPTQ-INT4", 7.5),
+        # optimum.gptq calibrates through gptqmodel's CUDA kernels: GPU pods only.
+        Recipe("optimum-gptq-int4", "vllm", "optimum-gptq", "GPTQ-INT4", 7.5, cpu_ok=False,
+               params={"bits": 4, "group_size": 128, "desc_act": False}),
         Recipe("modelopt-fp8", "tensorrt-llm", "modelopt", "FP8", 8.9),
         Recipe("modelopt-int4-awq", "tensorrt-llm", "modelopt", "INT4_AWQ", 8.0),
         Recipe("modelopt-nvfp4", "tensorrt-llm", "modelopt", "NVFP4", 10.0),
-        Recipe("trtllm-engine-fp8", "tensorrt-llm", "trtllm-build", "FP8", 8.9, legacy_engine=True),
+        # TensorRT-LLM <= 1.3.0rc20 only (images/trtllm-legacy): trtllm-build was removed after it.
+        Recipe("trtllm-engine-fp8", "tensorrt-llm", "trtllm-build", "FP8", 8.9, legacy_engine=True,
+               cpu_ok=False, params={"max_batch_size": 8}),
     )
 }

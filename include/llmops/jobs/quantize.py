@@ -1,0 +1,48 @@
+"""python -m llmops.jobs.quantize --item JSON: quantize one planned artefact version (worker environment).
+
+The item comes from llmops.refresh (the plan task). Reads the downloaded snapshot at item.source_dir,
+writes the checkpoint to item.work_dir/checkpoint with llmops_quantize.json (recipe, tool versions,
+the unquantized model's greedy answers on the golden prompts). Rerunning reuses a finished checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from llmops.errors import LlmopsError
+from llmops.jobs._cli import emit_result, setup_logging
+from llmops.refresh import WorkItem
+
+log = logging.getLogger("llmops.jobs.quantize")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--item", required=True, help="a WorkItem as JSON (from the plan task)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    item = WorkItem.from_json(args.item)
+    from llmops.quantize.build import quantize
+    from llmops.validate.golden import GoldenSet
+
+    try:
+        metadata = quantize(
+            item.recipe, Path(item.source_dir), Path(item.checkpoint_dir), golden=GoldenSet.from_dict(item.golden),
+            trust_remote_code=item.trust_remote_code, max_model_len=item.max_model_len,
+            tensor_parallel_size=item.tensor_parallel_size,
+            source_meta={"repo_id": item.repo_id, "revision": item.revision, "sha": item.sha},
+        )
+    except LlmopsError as exc:
+        log.error("%s", exc)
+        return 2
+    emit_result({"model": item.model, "recipe": item.artefact_recipe, "checkpoint": item.checkpoint_dir,
+                 "scheme": metadata["scheme"], "seconds": metadata.get("seconds", 0.0),
+                 "reference": metadata["reference"]["completions"]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

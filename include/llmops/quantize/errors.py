@@ -1,0 +1,17 @@
+"""Errors of the quantize and validate steps; each message names the input, the rule and the fix."""
+
+from __future__ import annotations
+
+from llmops.errors import LlmopsError
+
+
+class QuantizeError(LlmopsError):
+    """A quantization recipe could not produce a checkpoint."""
+
+
+class RecipeUnavailable(QuantizeError):
+    """The recipe cannot run here (no GPU, missing tool); nothing was written."""
+
+
+class ValidationFailed(LlmopsError):
+    """A quantized checkpoint loaded but its answers disagree with the original model too often."""

@@ -1,0 +1,8 @@
+"""Validation of quantized checkpoints: load with the serving runtime, generate on golden prompts,
+compare with the unquantized model's greedy answers.
+
+    golden.py     pure: the golden set, agreement and the verdict
+    reference.py  greedy answers of the unquantized model (transformers, worker environment)
+    vllm.py       a real vLLM OpenAI server on the checkpoint (serving environment / vLLM image)
+    trtllm.py     TensorRT-LLM's LLM API on the checkpoint (TensorRT-LLM image, GPU pods only)
+"""
