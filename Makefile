@@ -26,7 +26,7 @@ validate: envs
 	source scripts/env.sh && python -m llmops validate
 
 lint: envs
-	source scripts/env.sh && ruff check dags plugins include tests bench && lint-imports
+	source scripts/env.sh && ruff check . && lint-imports
 
 bench: envs
 	source scripts/env.sh && for b in bench/*.py; do echo "== $$b"; python $$b || exit 1; done

@@ -5,5 +5,5 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$root"
 export AIRFLOW_HOME="$LLMOPS_HOME/test/airflow"
-"$LLMOPS_HOME/venvs/airflow/bin/ruff" check dags plugins include tests bench
+"$LLMOPS_HOME/venvs/airflow/bin/ruff" check .
 "$LLMOPS_HOME/venvs/airflow/bin/python" -m pytest "$@"
