@@ -1,0 +1,246 @@
+"""Resumable, parallel, verified multipart upload shared by the S3 and OSS backends.
+
+A file at or above `multipart_threshold` is cut into fixed parts (`part_size`, grown only past 9000
+parts). `threads` workers each read one part into memory, hash it and send it, so memory is about
+threads x part_size whatever the file size. The state of an interrupted upload lives on the server
+(the open multipart upload and its parts), so a retry from any machine finds it: parts whose size
+and MD5 match the local bytes are kept, the rest are sent. The finished object is checked against
+checksums computed locally (S3: the multipart ETag; OSS: CRC64) before it counts as uploaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from abc import abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmops.artefacts.errors import ArtefactIntegrityError
+from llmops.artefacts.store import ArtefactStore, Progress
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+MAX_PARTS = 9000  # S3 and OSS allow 10000
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    size: int
+    sha256: str | None  # recorded in object metadata at upload
+    etag: str
+    crc64: int | None = None
+
+
+@dataclass(frozen=True)
+class PartDone:
+    number: int
+    etag: str
+    size: int
+    md5: bytes
+    crc64: int | None = None
+
+
+@dataclass(frozen=True)
+class LocalChecksums:
+    md5: bytes
+    part_md5s: list[bytes]
+    crc64: int | None
+
+
+def normalise_etag(etag: str) -> str:
+    return etag.strip().strip('"').lower()
+
+
+def multipart_etag(part_md5s: list[bytes]) -> str:
+    return hashlib.md5(b"".join(part_md5s), usedforsecurity=False).hexdigest() + f"-{len(part_md5s)}"
+
+
+class ObjectStore(ArtefactStore):
+    def __init__(self, root_uri: str, key_root: str, *, part_size: int = 16 * MiB, threads: int = 8,
+                 multipart_threshold: int = 16 * MiB):
+        super().__init__(root_uri)
+        self.key_root = key_root.strip("/")
+        self.part_size = int(part_size)
+        self.threads = int(threads)
+        self.multipart_threshold = int(multipart_threshold)
+
+    def _key(self, key: str) -> str:
+        return f"{self.key_root}/{key}" if self.key_root else key
+
+    def _relative(self, full_key: str) -> str:
+        return full_key[len(self.key_root) + 1:] if self.key_root else full_key
+
+    # --- backend primitives (full keys) ----------------------------------------------------------
+
+    @abstractmethod
+    def _head(self, key: str) -> RemoteObject | None: ...
+
+    @abstractmethod
+    def _put_object(self, key: str, data: bytes, metadata: dict[str, str], *, if_absent: bool = False) -> str | None:
+        """Write a whole object; return its ETag, or None when `if_absent` and the key exists."""
+
+    @abstractmethod
+    def _find_upload(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def _create_upload(self, key: str, metadata: dict[str, str]) -> str: ...
+
+    @abstractmethod
+    def _list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int]]: ...
+
+    @abstractmethod
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str: ...
+
+    @abstractmethod
+    def _complete(self, key: str, upload_id: str, parts: list[PartDone]) -> None: ...
+
+    @abstractmethod
+    def _abort(self, key: str, upload_id: str) -> None: ...
+
+    @abstractmethod
+    def _delete_full(self, keys: list[str]) -> None: ...
+
+    def _part_crc(self, data: bytes) -> int | None:
+        """CRC64 of a part for backends that check it (OSS); None elsewhere."""
+        return None
+
+    def _object_matches(self, remote: RemoteObject, local: LocalChecksums) -> bool:
+        """Does the server's object hold the local bytes? S3: compare the ETag."""
+        etag = normalise_etag(remote.etag)
+        if "-" in etag:
+            return etag == multipart_etag(local.part_md5s)
+        return etag == local.md5.hex()
+
+    # --- the engine ------------------------------------------------------------------------------
+
+    def part_size_for(self, size: int) -> int:
+        part = self.part_size
+        while size > part * MAX_PARTS:
+            part *= 2
+        return part
+
+    def _local_checksums(self, path: Path, size: int) -> LocalChecksums:
+        part_size = self.part_size_for(size) if size >= self.multipart_threshold else max(size, 1)
+        whole = hashlib.md5(usedforsecurity=False)
+        part_md5s, crc = [], None
+        with open(path, "rb") as handle:
+            while chunk := handle.read(part_size):
+                whole.update(chunk)
+                part_md5s.append(hashlib.md5(chunk, usedforsecurity=False).digest())
+                part_crc = self._part_crc(chunk)
+                if part_crc is not None:
+                    crc = part_crc if crc is None else self._crc_combine(crc, part_crc, len(chunk))
+        if crc is None and size == 0:
+            crc = self._part_crc(b"")
+        return LocalChecksums(whole.digest(), part_md5s, crc)
+
+    def _crc_combine(self, crc1: int, crc2: int, len2: int) -> int:
+        raise NotImplementedError
+
+    def _upload_file(self, key: str, path: Path, size: int, sha256: str, progress: Progress | None) -> bool:
+        full_key = self._key(key)
+        remote = self._head(full_key)
+        if remote is not None and remote.size == size and remote.sha256 == sha256 and self._object_matches(
+                remote, self._local_checksums(path, size)):
+            self.stats.add(bytes_skipped=size)
+            return False
+        metadata = {"sha256": sha256}
+        if size < self.multipart_threshold:
+            data = Path(path).read_bytes()  # below the threshold: bounded
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise ArtefactIntegrityError(
+                    f"{path} no longer has the sha256 the manifest records ({sha256}); fix: rebuild the manifest",
+                    path=key, expected=sha256, actual=hashlib.sha256(data).hexdigest())
+            etag = self._put_object(full_key, data, metadata)
+            expected = hashlib.md5(data, usedforsecurity=False).hexdigest()
+            if etag is not None and normalise_etag(etag) != expected:
+                self._delete_full([full_key])
+                raise ArtefactIntegrityError(f"{self.uri_for(key, '')}: the server stored ETag {etag} for {path}, "
+                                             f"expected MD5 {expected}; fix: retry the publish",
+                                             path=key, expected=expected, actual=etag)
+            self.stats.add(bytes_uploaded=size, parts_uploaded=1)
+            if progress:
+                progress(key, size, size)
+            return True
+        self._multipart(full_key, key, Path(path), size, metadata, progress)
+        return True
+
+    def _multipart(self, full_key: str, key: str, path: Path, size: int, metadata: dict[str, str],
+                   progress: Progress | None) -> None:
+        part_size = self.part_size_for(size)
+        plan = [(number, offset, min(part_size, size - offset))
+                for number, offset in enumerate(range(0, size, part_size), 1)]
+        upload_id = self._find_upload(full_key)
+        listed: dict[int, tuple[str, int]] = {}
+        if upload_id is not None:
+            listed = self._list_parts(full_key, upload_id)
+            log.info("resuming upload of %s: %d of %d parts already on the server", key, len(listed), len(plan))
+        else:
+            upload_id = self._create_upload(full_key, metadata)
+        done_bytes = 0
+
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            def send(item: tuple[int, int, int]) -> PartDone:
+                nonlocal done_bytes
+                number, offset, length = item
+                data = os.pread(fd, length, offset)
+                if len(data) != length:
+                    raise ArtefactIntegrityError(f"{path} shrank while it was uploaded; fix: rerun the step that "
+                                                 "writes it", path=key)
+                md5 = hashlib.md5(data, usedforsecurity=False)
+                crc = self._part_crc(data)
+                existing = listed.get(number)
+                if existing is not None and existing[1] == length and normalise_etag(existing[0]) == md5.hexdigest():
+                    self.stats.add(parts_skipped=1, bytes_skipped=length)
+                    etag = existing[0]
+                else:
+                    etag = self._upload_part(full_key, upload_id, number, data)
+                    if normalise_etag(etag) != md5.hexdigest():
+                        raise ArtefactIntegrityError(
+                            f"{self.uri_for(key, '')} part {number}: server ETag {etag}, local MD5 {md5.hexdigest()}; "
+                            "fix: retry the publish", path=key, expected=md5.hexdigest(), actual=etag)
+                    self.stats.add(parts_uploaded=1, bytes_uploaded=length)
+                with self.stats._lock:
+                    done_bytes += length
+                    done = done_bytes
+                if progress:
+                    progress(key, done, size)
+                return PartDone(number, etag, length, md5.digest(), crc)
+
+            with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="upload") as pool:
+                parts = list(pool.map(send, plan))
+        finally:
+            os.close(fd)
+
+        self._complete(full_key, upload_id, parts)
+        remote = self._head(full_key)
+        crc = None
+        for part in parts:
+            if part.crc64 is not None:
+                crc = part.crc64 if crc is None else self._crc_combine(crc, part.crc64, part.size)
+        local = LocalChecksums(b"", [p.md5 for p in parts], crc)
+        if remote is None or remote.size != size or not self._object_matches(remote, local):
+            self._delete_full([full_key])
+            raise ArtefactIntegrityError(
+                f"{self.uri_for(key, '')}: after completing the multipart upload the server reports {remote}, which "
+                f"does not match the {len(parts)} parts sent (size {size}); the object was removed; fix: retry the "
+                "publish", path=key, expected=str(size), actual=str(remote))
+
+    # --- ArtefactStore primitives on top of the backend ------------------------------------------
+
+    def _stat(self, key: str) -> tuple[int, str | None] | None:
+        remote = self._head(self._key(key))
+        return None if remote is None else (remote.size, remote.sha256)
+
+    def _put_if_absent(self, key: str, data: bytes) -> bool:
+        return self._put_object(self._key(key), data, {"sha256": hashlib.sha256(data).hexdigest()},
+                                if_absent=True) is not None
+
+    def _delete(self, keys: list[str]) -> None:
+        if keys:
+            self._delete_full([self._key(key) for key in keys])

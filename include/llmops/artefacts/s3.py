@@ -1,0 +1,129 @@
+"""S3 backend (boto3): AWS S3, Alibaba Cloud OSS's S3-compatible endpoint, MinIO, SeaweedFS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from llmops.artefacts._object import ObjectStore, PartDone, RemoteObject
+from llmops.artefacts.errors import StoreUriError
+
+
+class S3Store(ObjectStore):
+    scheme = "s3"
+
+    def __init__(self, bucket: str, root: str, credentials: dict, **options):
+        super().__init__(f"s3://{bucket}" + (f"/{root}" if root else ""), root, **options)
+        self.bucket = bucket
+        self._credentials = credentials
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            creds = self._credentials
+            unknown = set(creds) - {"endpoint_url", "access_key_id", "secret_access_key", "session_token", "region",
+                                    "addressing_style"}
+            if unknown:
+                raise StoreUriError(f"s3 credentials have unknown keys {sorted(unknown)}; fix: use endpoint_url, "
+                                    "access_key_id, secret_access_key, session_token, region, addressing_style")
+            style = creds.get("addressing_style") or ("path" if creds.get("endpoint_url") else "auto")
+            self._client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=creds.get("endpoint_url"),
+                aws_access_key_id=creds.get("access_key_id"),
+                aws_secret_access_key=creds.get("secret_access_key"),
+                aws_session_token=creds.get("session_token"),
+                region_name=creds.get("region") or "us-east-1",
+                config=Config(s3={"addressing_style": style}, max_pool_connections=max(10, self.threads * 2),
+                              retries={"mode": "standard", "max_attempts": 5}),
+            )
+        return self._client
+
+    @staticmethod
+    def _code(exc: Exception) -> str:
+        response = getattr(exc, "response", None) or {}
+        return str(response.get("Error", {}).get("Code", "")) or str(
+            response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+
+    def _head(self, key: str) -> RemoteObject | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return RemoteObject(size=head["ContentLength"], sha256=head.get("Metadata", {}).get("sha256"),
+                            etag=head.get("ETag", ""))
+
+    def _put_object(self, key: str, data: bytes, metadata: dict[str, str], *, if_absent: bool = False) -> str | None:
+        from botocore.exceptions import ClientError
+
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata=metadata, **extra)["ETag"]
+        except ClientError as exc:
+            if if_absent and self._code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return None
+            raise
+
+    def _find_upload(self, key: str) -> str | None:
+        uploads = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key).get("Uploads", [])
+        mine = sorted((u for u in uploads if u["Key"] == key), key=lambda u: u["Initiated"])
+        return mine[-1]["UploadId"] if mine else None
+
+    def _create_upload(self, key: str, metadata: dict[str, str]) -> str:
+        return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata=metadata)["UploadId"]
+
+    def _list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
+        parts: dict[int, tuple[str, int]] = {}
+        paginator = self.client.get_paginator("list_parts")
+        for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
+            for part in page.get("Parts", []):
+                parts[part["PartNumber"]] = (part["ETag"], part["Size"])
+        return parts
+
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        return self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                       Body=data)["ETag"]
+
+    def _complete(self, key: str, upload_id: str, parts: list[PartDone]) -> None:
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]})
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    def _delete_full(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = keys[start:start + 1000]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch],
+                                                                   "Quiet": True})
+
+    def _get_bytes(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def _iter_chunks(self, key: str) -> Iterator[bytes]:
+        body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        try:
+            yield from body.iter_chunks(chunk_size=1024 * 1024)
+        finally:
+            body.close()
+
+    def _list(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            for item in page.get("Contents", []):
+                yield self._relative(item["Key"])

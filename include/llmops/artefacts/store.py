@@ -1,0 +1,309 @@
+"""The artefact store: publish a directory under an immutable prefix, manifest last; read it back.
+
+`open_store(uri)` picks the backend from the URI scheme:
+
+| URI                      | backend                                   |
+|--------------------------|-------------------------------------------|
+| `file:///abs/dir`        | local filesystem (the embedded default)   |
+| `s3://bucket[/root]`     | boto3: AWS S3, OSS's S3 endpoint, MinIO, SeaweedFS |
+| `oss://bucket[/root]`    | oss2: Alibaba Cloud OSS, CRC64-checked     |
+
+The rules every backend keeps (tests/integration/artefacts runs one contract suite over all three):
+- a version is a prefix with a `manifest.json`; without one it does not exist (`read_manifest` -> None);
+- `publish` uploads every file, verifies what the server holds, and writes the manifest last and only
+  if absent; publishing the same content again returns the existing URI, different content is refused;
+- uploads stream with flat memory, and a retried publish skips files and parts already uploaded and
+  verified instead of starting over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import ValidationError
+
+from llmops.artefacts.errors import (
+    ArtefactError,
+    ArtefactIntegrityError,
+    ArtefactNotFoundError,
+    ImmutableArtefactError,
+    StoreUriError,
+)
+from llmops.artefacts.manifest import MANIFEST_NAME, Manifest
+
+log = logging.getLogger(__name__)
+
+#: progress(path, bytes_done_of_this_file, file_size), called after each part or whole file
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class TransferStats:
+    """What this store object has sent and skipped; tests use it to prove a retry resumed."""
+
+    files_uploaded: int = 0
+    files_skipped: int = 0
+    parts_uploaded: int = 0
+    parts_skipped: int = 0
+    bytes_uploaded: int = 0
+    bytes_skipped: int = 0
+    bytes_downloaded: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+class ArtefactStore(ABC):
+    """Base class: the publication protocol. Backends supply object primitives on keys below the root."""
+
+    scheme: str = ""
+
+    def __init__(self, root_uri: str):
+        self.root_uri = root_uri.rstrip("/")
+        self.stats = TransferStats()
+
+    # --- primitives every backend provides (keys are relative to the root) -----------------------
+
+    @abstractmethod
+    def _upload_file(self, key: str, path: Path, size: int, sha256: str, progress: Progress | None) -> bool:
+        """Upload and verify one file; skip it when the server already holds it verified. True if sent."""
+
+    @abstractmethod
+    def _stat(self, key: str) -> tuple[int, str | None] | None:
+        """(size, sha256 recorded at upload or None) of an object, None when absent."""
+
+    @abstractmethod
+    def _put_if_absent(self, key: str, data: bytes) -> bool:
+        """Write a small object only if the key is free; False when it already existed."""
+
+    @abstractmethod
+    def _get_bytes(self, key: str) -> bytes | None:
+        """A small object's bytes, None when absent."""
+
+    @abstractmethod
+    def _iter_chunks(self, key: str) -> Iterator[bytes]:
+        """Stream an object's bytes."""
+
+    @abstractmethod
+    def _list(self, prefix: str) -> Iterator[str]:
+        """Keys under `prefix` (which ends with '/')."""
+
+    @abstractmethod
+    def _delete(self, keys: list[str]) -> None:
+        """Delete objects (missing ones are fine)."""
+
+    # --- the protocol ----------------------------------------------------------------------------
+
+    def uri_for(self, prefix: str, name: str = MANIFEST_NAME) -> str:
+        return f"{self.root_uri}/{prefix.strip('/')}/{name}"
+
+    def publish(self, local_dir: Path, prefix: str, manifest: Manifest, *, progress: Progress | None = None) -> str:
+        """Upload `local_dir` under `prefix`, verify, then write manifest.json; return the manifest URI."""
+        local_dir = Path(local_dir)
+        prefix = prefix.strip("/")
+        if prefix != manifest.prefix:
+            raise ArtefactError(
+                f"prefix {prefix!r} does not match the manifest's (model, source_sha, serving_runtime, recipe) "
+                f"-> {manifest.prefix!r}; fix: publish under artefact_prefix(model, sha, runtime, recipe)"
+            )
+        manifest_key = f"{prefix}/{MANIFEST_NAME}"
+        uri = self.uri_for(prefix)
+        manifest = manifest.model_copy(update={"uri": uri})
+        existing = self.read_manifest(prefix)
+        if existing is not None:
+            return self._settle_existing(existing, manifest, uri)
+
+        for entry in manifest.files:  # bad input fails before anything is sent
+            path = local_dir / entry.path
+            if not path.is_file():
+                raise ArtefactError(f"{path} is listed in the manifest but missing; fix: publish the directory "
+                                    "the manifest was built from (Manifest.for_directory)")
+            if path.stat().st_size != entry.size:
+                raise ArtefactIntegrityError(
+                    f"{path} has {path.stat().st_size} bytes but the manifest records {entry.size}: the file "
+                    "changed after the manifest was built; fix: rebuild the manifest with Manifest.for_directory",
+                    path=entry.path, expected=str(entry.size), actual=str(path.stat().st_size))
+
+        started = time.monotonic()
+        total = manifest.total_size
+        log.info("publishing %d files (%.1f MiB) to %s", len(manifest.files), total / 2**20, self.uri_for(prefix, ""))
+        for index, entry in enumerate(manifest.files, 1):
+            sent = self._upload_file(f"{prefix}/{entry.path}", local_dir / entry.path, entry.size, entry.sha256,
+                                     progress)
+            self.stats.add(**({"files_uploaded": 1} if sent else {"files_skipped": 1}))
+            log.info("[%d/%d] %s %s (%.1f MiB)", index, len(manifest.files), "uploaded" if sent else "already there",
+                     entry.path, entry.size / 2**20)
+
+        self._verify_uploaded(prefix, manifest)
+        self._remove_strays(prefix, manifest)
+        if not self._put_if_absent(manifest_key, manifest.to_json().encode()):
+            # someone published this version between our check and our write: same rules apply
+            return self._settle_existing(self.read_manifest(prefix), manifest, uri)
+        elapsed = time.monotonic() - started
+        log.info("published %s in %.1f s (%.1f MiB/s)", uri, elapsed, total / 2**20 / max(elapsed, 1e-6))
+        return uri
+
+    def _settle_existing(self, existing: Manifest | None, manifest: Manifest, uri: str) -> str:
+        if existing is not None and existing.same_content(manifest):
+            log.info("%s is already published with the same content; nothing to do", uri)
+            return uri
+        raise ImmutableArtefactError(
+            f"{uri} is already published with different content (published files or fields differ); versions are "
+            "immutable; fix: keep the published one, or build from a new source sha or under another recipe"
+        )
+
+    def _verify_uploaded(self, prefix: str, manifest: Manifest) -> None:
+        for entry in manifest.files:
+            stat = self._stat(f"{prefix}/{entry.path}")
+            if stat is None or stat[0] != entry.size or stat[1] not in (None, entry.sha256):
+                raise ArtefactIntegrityError(
+                    f"{self.uri_for(prefix, entry.path)} does not hold what was uploaded (server: {stat}, expected "
+                    f"size {entry.size}, sha256 {entry.sha256}); no manifest was written; fix: retry the publish",
+                    path=entry.path, expected=entry.sha256, actual=str(stat))
+
+    def _remove_strays(self, prefix: str, manifest: Manifest) -> None:
+        wanted = {f"{prefix}/{entry.path}" for entry in manifest.files}
+        strays = [key for key in self._list(prefix + "/") if key not in wanted]
+        if strays:
+            log.info("removing %d objects under %s left by an earlier attempt", len(strays), prefix)
+            self._delete(strays)
+
+    def read_manifest(self, prefix: str) -> Manifest | None:
+        """The manifest of the version at `prefix`, or None: a version without a manifest does not exist."""
+        prefix = prefix.strip("/")
+        data = self._get_bytes(f"{prefix}/{MANIFEST_NAME}")
+        if data is None:
+            return None
+        try:
+            manifest = Manifest.model_validate(json.loads(data))
+        except (ValueError, ValidationError) as exc:
+            raise ArtefactError(f"{self.uri_for(prefix)} is not a valid manifest ({exc}); "
+                                "fix: republish the version under a new prefix") from None
+        return manifest.model_copy(update={"uri": self.uri_for(prefix)})
+
+    def exists(self, prefix: str) -> bool:
+        return self._stat(f"{prefix.strip('/')}/{MANIFEST_NAME}") is not None
+
+    def fetch(self, prefix: str, dest: Path, verify: bool = True) -> Path:
+        """Download a version into `dest`, each file checked against the manifest's size and sha256."""
+        prefix = prefix.strip("/")
+        manifest = self.read_manifest(prefix)
+        if manifest is None:
+            raise ArtefactNotFoundError(f"{self.uri_for(prefix)} does not exist (no manifest: not a published "
+                                        "version); fix: check the prefix or publish it first")
+        dest = Path(dest)
+        from llmops.artefacts.hashing import sha256_file
+
+        for entry in manifest.files:
+            target = dest / entry.path
+            if target.is_file() and target.stat().st_size == entry.size and (
+                    not verify or sha256_file(target)[0] == entry.sha256):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".incomplete")
+            import hashlib
+
+            digest, size = hashlib.sha256(), 0
+            with open(partial, "wb") as handle:
+                for chunk in self._iter_chunks(f"{prefix}/{entry.path}"):
+                    handle.write(chunk)
+                    if verify:
+                        digest.update(chunk)
+                    size += len(chunk)
+            self.stats.add(bytes_downloaded=size)
+            actual = digest.hexdigest() if verify else entry.sha256
+            if size != entry.size or actual != entry.sha256:
+                partial.unlink(missing_ok=True)
+                raise ArtefactIntegrityError(
+                    f"{self.uri_for(prefix, entry.path)}: downloaded {size} bytes with sha256 {actual}, the manifest "
+                    f"records {entry.size} bytes with sha256 {entry.sha256}; the stored copy is damaged; fix: "
+                    "republish the version from its source",
+                    path=entry.path, expected=entry.sha256, actual=actual)
+            partial.replace(target)
+        return dest
+
+    def list_versions(self, model: str) -> list[Manifest]:
+        """Every published version of `model`, oldest first (prefixes without a manifest are skipped)."""
+        manifests = []
+        for key in self._list(f"models/{model}/"):
+            parts = key.split("/")
+            if len(parts) == 5 and parts[-1] == MANIFEST_NAME:
+                manifest = self.read_manifest("/".join(parts[:-1]))
+                if manifest is not None:
+                    manifests.append(manifest)
+        return sorted(manifests, key=lambda m: (m.created_at, m.uri or ""))
+
+    def resolve(self, uri_or_latest: str, model: str, *, runtime: str | None = None,
+                recipe: str | None = None) -> Manifest:
+        """'latest' (newest version of `model`, optionally of one runtime/recipe), a manifest or prefix URI,
+        or a prefix relative to the store root -> its Manifest; ArtefactNotFoundError when there is none."""
+        if uri_or_latest == "latest":
+            versions = [m for m in self.list_versions(model)
+                        if (runtime is None or m.serving_runtime == runtime) and (recipe is None or m.recipe == recipe)]
+            if not versions:
+                wanted = ", ".join(f"{k}={v}" for k, v in (("runtime", runtime), ("recipe", recipe)) if v)
+                raise ArtefactNotFoundError(
+                    f"no published version of model {model!r}{' with ' + wanted if wanted else ''} in "
+                    f"{self.root_uri}; fix: run model_refresh for it first, or pick an existing artefact URI")
+            return versions[-1]
+        prefix = uri_or_latest
+        if "://" in uri_or_latest:
+            if not uri_or_latest.startswith(self.root_uri + "/"):
+                raise StoreUriError(f"{uri_or_latest} is not inside this store ({self.root_uri}); fix: pass a URI "
+                                    "under the configured store or open_store() its own root")
+            prefix = uri_or_latest[len(self.root_uri) + 1:]
+        prefix = prefix.strip("/").removesuffix(MANIFEST_NAME).strip("/")
+        manifest = self.read_manifest(prefix)
+        if manifest is None:
+            raise ArtefactNotFoundError(f"{self.uri_for(prefix)} does not exist (no manifest); fix: pick a "
+                                        f"published version (list_versions({model!r})) or 'latest'")
+        if manifest.model != model:
+            raise ArtefactError(f"{manifest.uri} is a version of model {manifest.model!r}, not {model!r}; "
+                                "fix: pick an artefact of the model being rolled out")
+        return manifest
+
+
+def open_store(uri: str, *, credentials: dict | None = None, **options) -> ArtefactStore:
+    """The store for `uri` (file://, s3://bucket/prefix, oss://bucket/prefix).
+
+    credentials: s3 -> endpoint_url, access_key_id, secret_access_key, session_token, region;
+    oss -> endpoint, access_key_id, access_key_secret, security_token, region. Missing keys fall back to
+    the SDK's default chain (environment, RRSA/IRSA), never to anything in code.
+    options: part_size, threads, multipart_threshold (tuning; defaults suit model checkpoints).
+    """
+    parsed = urlparse(uri)
+    credentials = dict(credentials or {})
+    if parsed.scheme == "file":
+        from llmops.artefacts.local import FileStore
+
+        if parsed.netloc not in ("", "localhost"):
+            raise StoreUriError(f"{uri}: file URIs need an absolute path; fix: write file:///abs/path")
+        return FileStore(Path(parsed.path))
+    if parsed.scheme in ("s3", "oss"):
+        if not parsed.netloc:
+            raise StoreUriError(f"{uri} names no bucket; fix: write {parsed.scheme}://<bucket>/<prefix>")
+        root = parsed.path.strip("/")
+        if parsed.scheme == "s3":
+            from llmops.artefacts.s3 import S3Store
+
+            return S3Store(parsed.netloc, root, credentials, **options)
+        from llmops.artefacts.oss import OssStore
+
+        return OssStore(parsed.netloc, root, credentials, **options)
+    raise StoreUriError(f"{uri!r} has no supported scheme; fix: use file:///path, s3://bucket/prefix or "
+                        "oss://bucket/prefix (LLMOPS_STORE_URI)")

@@ -1,0 +1,56 @@
+"""python -m llmops.jobs.download --model NAME --revision-sha SHA --out DIR [--config-dir D]
+
+Download a tracked model's snapshot pinned to a resolved commit sha, under the weight policy, and
+verify every file against the hub's checksums. The token comes from env HF_TOKEN (the step factory
+fills it from the Airflow Connection); it is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from llmops.jobs._cli import emit_result, setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model name in models.yaml")
+    parser.add_argument("--revision-sha", required=True, help="40-hex commit sha from resolve_revision")
+    parser.add_argument("--out", type=Path, required=True, help="directory to download into")
+    parser.add_argument("--config-dir", type=Path, default=None, help="registry directory (default: settings)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # progress goes to our log lines instead
+
+    from llmops.config import load_registry
+    from llmops.errors import LlmopsError
+    from llmops.hub import download_snapshot, hub_endpoint
+
+    started = time.monotonic()
+    try:
+        spec = load_registry(args.config_dir).model(args.model)
+        out = download_snapshot(spec, args.revision_sha, args.out, token=os.environ.get("HF_TOKEN") or None)
+    except LlmopsError as exc:
+        print(f"download failed: {exc}", file=sys.stderr)
+        return 1
+    files = [p for p in out.rglob("*") if p.is_file() and ".cache" not in p.relative_to(out).parts]
+    emit_result({
+        "model": spec.name,
+        "repo_id": spec.repo_id,
+        "revision": spec.revision,
+        "sha": args.revision_sha,
+        "endpoint": hub_endpoint(spec),
+        "path": str(out),
+        "files": len(files),
+        "bytes": sum(p.stat().st_size for p in files),
+        "seconds": round(time.monotonic() - started, 1),
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
