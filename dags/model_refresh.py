@@ -1,10 +1,34 @@
-"""model_refresh: placeholder wiring; the refresh pipeline replaces the task body."""
+"""model_refresh: resolve -> plan -> download -> quantize -> validate -> publish -> Asset event.
+
+Wiring only: the planning is `llmops.refresh`, the heavy steps are `llmops.jobs.*` (subprocesses on the
+local runtime, GPU pods on Kubernetes), the per-item step arguments come from `llmops_airflow.refresh`.
+"""
 
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
 from llmops_airflow.dag_defaults import START_DATE, default_args
+from llmops_airflow.refresh import MODEL_ARTEFACTS, gpu_pool
+from llmops_airflow.steps import heavy_step_partial
+
+DOC = """
+### model_refresh
+For each model in `include/config/models.yaml` (or the one named in **model**):
+
+1. **resolve** the tracked revision (branch or tag) to an immutable commit sha;
+2. **plan** one artefact version per (model, sha, recipe): skip what is already published (the log says
+   which and where), skip recipes a listed GPU cannot run (FP8 needs compute capability 8.9+) and, on the
+   local runtime, recipes that need a GPU to build;
+3. **download** the snapshot pinned to the sha (weight policy, sha256 checked against the hub);
+4. **quantize** with the recipe (llm-compressor / optimum GPTQ for vLLM, ModelOpt for TensorRT-LLM);
+5. **validate**: the serving runtime loads the checkpoint and answers the golden prompts; agreement with
+   the unquantized model must reach `validation.min_agreement` (TensorRT-LLM: GPU pods only);
+6. **publish** under `models/<model>/<sha>/<runtime>-<recipe>/`, manifest last;
+7. **announce** an Asset event (`model_artefacts`) whose extra carries the manifest URI and lineage.
+
+Params: **model** (empty: all), **recipes** (empty: every target), **force** (rebuild even if published).
+"""
 
 
 @dag(
@@ -15,19 +39,94 @@ from llmops_airflow.dag_defaults import START_DATE, default_args
     max_active_runs=1,
     default_args=default_args(),
     tags=["llmops", "models"],
-    doc_md="Resolve each tracked model's Hugging Face revision, quantize it per target and publish it.",
-    params={"model": Param("", type="string", description="one model from models.yaml; empty: all")},
+    doc_md=DOC,
+    params={
+        "model": Param("", type="string", title="Model", description="one model from models.yaml; empty: all"),
+        "recipes": Param([], type="array", items={"type": "string"}, title="Recipes",
+                         description="only these recipes (e.g. llmcompressor-w8a8); empty: every target"),
+        "force": Param(False, type="boolean", title="Force rebuild",
+                       description="rebuild and re-validate versions that are already published"),
+    },
 )
 def model_refresh():
     @task
-    def plan(params=None):
+    def select_models(params=None) -> list[str]:
         from llmops.config import load_registry
 
         registry = load_registry()
         wanted = (params or {}).get("model") or None
-        return [name for name in registry.models if wanted in (None, name)]
+        return [registry.model(wanted).name] if wanted else list(registry.models)
 
-    plan()
+    @task(map_index_template="{{ task.op_kwargs['model'] }}")
+    def resolve(model: str) -> dict:
+        from llmops.config import load_registry
+        from llmops.hub import resolve_revision
+        from llmops_airflow.refresh import hf_token
+
+        spec = load_registry().model(model)
+        sha = resolve_revision(spec, hf_token(spec.hf_connection_id))
+        print(f"{model}: {spec.repo_id}@{spec.revision} -> {sha}")
+        return {"model": model, "sha": sha}
+
+    @task(multiple_outputs=True)
+    def plan(resolved: list[dict], params=None, dag_run=None) -> dict:
+        from llmops.artefacts.store import open_store
+        from llmops.config import load_registry
+        from llmops.refresh import expand_targets, plan_refresh
+        from llmops.settings import get_settings
+        from llmops_airflow.refresh import step_kwargs, work_root
+
+        params = params or {}
+        settings = get_settings()
+        registry = load_registry()
+        shas = {r["model"]: r["sha"] for r in resolved}
+        candidates = expand_targets([registry.model(m) for m in shas], shas, registry.gpu_profiles,
+                                    runtime=settings.runtime, work_root=work_root(),
+                                    recipes=params.get("recipes") or None)
+        store = open_store(settings.store_uri)
+        published = {}
+        for item in candidates.items:
+            manifest = store.read_manifest(item.prefix)
+            if manifest is not None:
+                published[item.prefix] = manifest.uri
+        refresh = plan_refresh(candidates, published, force=bool(params.get("force")))
+        print(refresh.summary())
+        run = ["--dag-id", "model_refresh", "--run-id", dag_run.run_id if dag_run else "manual"]
+        profiles = registry.gpu_profiles
+        return {
+            "download": [{"arguments": ["--model", d["model"], "--revision-sha", d["sha"], "--out", d["out"]]}
+                         for d in refresh.downloads],
+            "quantize": [step_kwargs(i, "quantize", profiles=profiles) for i in refresh.items],
+            "validate": [step_kwargs(i, "validate", profiles=profiles) for i in refresh.items],
+            "publish": [step_kwargs(i, "publish", run, profiles=profiles) for i in refresh.items],
+            "summary": refresh.summary(),
+            "skipped": [s.__dict__ for s in refresh.skipped],
+        }
+
+    @task(outlets=[MODEL_ARTEFACTS], map_index_template="{{ task.op_kwargs['published']['prefix'] }}")
+    def announce(published: dict, outlet_events=None) -> str:
+        outlet_events[MODEL_ARTEFACTS].extra = published["asset_extra"]
+        print(f"published {published['manifest_uri']} (validation: {published['validation']})")
+        return published["manifest_uri"]
+
+    @task(trigger_rule="none_failed")
+    def report(summary: str, manifests: list[str] | None = None) -> str:
+        manifests = [m for m in (manifests or []) if m]
+        text = summary + "\n" + (f"published {len(manifests)} manifest(s):\n" + "\n".join(f"  {m}" for m in manifests)
+                                 if manifests else "nothing new published")
+        print(text)
+        return text
+
+    planned = plan(resolve.expand(model=select_models()))
+    download = heavy_step_partial(task_id="download", job="download").expand_kwargs(planned["download"])
+    quantize = heavy_step_partial(task_id="quantize", job="quantize", pool=gpu_pool()).expand_kwargs(
+        planned["quantize"])
+    validate = heavy_step_partial(task_id="validate", job="validate", environment="serving",
+                                  pool=gpu_pool()).expand_kwargs(planned["validate"])
+    publish = heavy_step_partial(task_id="publish", job="publish").expand_kwargs(planned["publish"])
+    announced = announce.expand(published=publish.output)
+    download >> quantize >> validate >> publish
+    announced >> report(planned["summary"], announced)
 
 
 model_refresh()

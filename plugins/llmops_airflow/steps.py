@@ -32,6 +32,34 @@ class JobFailed(RuntimeError):
     pass
 
 
+def _split_secret_ref(ref: str) -> tuple[str, str]:
+    conn_id, _, field = ref.partition(".")
+    if not conn_id or not field:
+        raise ValueError(f"secret reference {ref!r}; fix: write '<conn_id>.<field>', e.g. 'huggingface_default.password'")
+    return conn_id, field
+
+
+def resolve_secret_env(secret_env: dict[str, str]) -> dict[str, str]:
+    """{ENV: "conn_id.field"} -> {ENV: value} from Airflow Connections, at run time, never rendered or logged.
+
+    `field` is a Connection attribute (password, login, host, schema, port) or `extra.<key>`. A missing
+    Connection leaves the variable unset: the job then runs anonymously or fails with its own clear error.
+    """
+    from airflow.sdk import BaseHook
+
+    values: dict[str, str] = {}
+    for env_name, ref in secret_env.items():
+        conn_id, field = _split_secret_ref(ref)
+        try:
+            conn = BaseHook.get_connection(conn_id)
+        except Exception:  # not configured
+            continue
+        value = conn.extra_dejson.get(field[6:]) if field.startswith("extra.") else getattr(conn, field, None)
+        if value not in (None, ""):
+            values[env_name] = str(value)
+    return values
+
+
 class LocalJobOperator(BaseOperator):
     """Run `python -m llmops.jobs.<job> *arguments` in a project environment, streaming its log."""
 
@@ -39,7 +67,7 @@ class LocalJobOperator(BaseOperator):
     ui_color = "#e8f4ea"
 
     def __init__(self, *, job: str, arguments: list[Any] | None = None, environment: str = "worker",
-                 env_vars: dict[str, str] | None = None, **kwargs):
+                 env_vars: dict[str, str] | None = None, secret_env: dict[str, str] | None = None, **kwargs):
         super().__init__(**kwargs)
         if environment not in ENVIRONMENTS:
             raise ValueError(f"environment={environment!r}; fix: use one of {ENVIRONMENTS}")
@@ -47,6 +75,9 @@ class LocalJobOperator(BaseOperator):
         self.arguments = list(arguments or [])
         self.environment = environment
         self.env_vars = dict(env_vars or {})
+        self.secret_env = dict(secret_env or {})
+        for ref in self.secret_env.values():
+            _split_secret_ref(ref)
         self._process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -55,7 +86,7 @@ class LocalJobOperator(BaseOperator):
         return [python, "-m", f"llmops.jobs.{self.job}", *map(str, self.arguments)]
 
     def execute(self, context):
-        env = {**os.environ, **self.env_vars}
+        env = {**os.environ, **self.env_vars, **resolve_secret_env(self.secret_env)}
         include = str(PROJECT_ROOT / "include")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [include, env.get("PYTHONPATH", "")]))
         command = self.command()
@@ -113,7 +144,9 @@ def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
 
 
 def _kubernetes_kwargs(job: str, environment: str, gpu_profile: str | None, image: str | None,
-                       env_vars: dict[str, str] | None) -> dict[str, Any]:
+                       env_vars: dict[str, str] | None, secret_env: dict[str, str] | None) -> dict[str, Any]:
+    from airflow.providers.cncf.kubernetes.secret import Secret
+
     settings = get_settings()
     profile = load_registry().gpu_profile(gpu_profile) if gpu_profile else None
     pod_env = {"LLMOPS_RUNTIME": "kubernetes", "LLMOPS_STORE_URI": settings.store_uri,
@@ -125,6 +158,10 @@ def _kubernetes_kwargs(job: str, environment: str, gpu_profile: str | None, imag
         "name": f"llmops-{job.replace('_', '-')}",
         "cmds": ["python", "-m", f"llmops.jobs.{job}"],
         "env_vars": pod_env,
+        # In pods, secrets come from Kubernetes Secrets named after the Connection (never from the pod
+        # spec): {"HF_TOKEN": "huggingface_default.password"} reads key `password` of `llmops-huggingface-default`.
+        "secrets": [Secret("env", env_name, kubernetes_secret_name(ref), _split_secret_ref(ref)[1])
+                    for env_name, ref in (secret_env or {}).items()],
         "service_account_name": settings.service_account,
         "labels": {"app.kubernetes.io/part-of": "llmops", "llmops/step": job.replace("_", "-"),
                    "llmops/environment": environment},
@@ -139,33 +176,42 @@ def _kubernetes_kwargs(job: str, environment: str, gpu_profile: str | None, imag
     }
 
 
-def _local_kwargs(job: str, environment: str, env_vars: dict[str, str] | None) -> dict[str, Any]:
-    return {"job": job, "environment": environment, "env_vars": env_vars or {}}
+def kubernetes_secret_name(ref: str) -> str:
+    return "llmops-" + _split_secret_ref(ref)[0].replace("_", "-")
+
+
+def _local_kwargs(job: str, environment: str, env_vars: dict[str, str] | None,
+                  secret_env: dict[str, str] | None) -> dict[str, Any]:
+    return {"job": job, "environment": environment, "env_vars": env_vars or {}, "secret_env": secret_env or {}}
 
 
 def heavy_step(*, task_id: str, job: str, arguments: list[Any] | None = None, environment: str = "worker",
                gpu_profile: str | None = None, image: str | None = None,
-               env_vars: dict[str, str] | None = None, runtime: str | None = None, **operator_kwargs):
+               env_vars: dict[str, str] | None = None, secret_env: dict[str, str] | None = None,
+               runtime: str | None = None, **operator_kwargs):
     """Return the operator that runs `llmops.jobs.<job>` on the configured runtime."""
     runtime = runtime or get_settings().runtime
     if runtime == "kubernetes":
         from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
         return KubernetesPodOperator(task_id=task_id, arguments=[str(a) for a in arguments or []],
-                                     **_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars),
+                                     **_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars,
+                                                          secret_env),
                                      **operator_kwargs)
-    return LocalJobOperator(task_id=task_id, arguments=arguments, **_local_kwargs(job, environment, env_vars),
-                            **operator_kwargs)
+    return LocalJobOperator(task_id=task_id, arguments=arguments,
+                            **_local_kwargs(job, environment, env_vars, secret_env), **operator_kwargs)
 
 
 def heavy_step_partial(*, task_id: str, job: str, environment: str = "worker", gpu_profile: str | None = None,
                        image: str | None = None, env_vars: dict[str, str] | None = None,
-                       runtime: str | None = None, **operator_kwargs):
+                       secret_env: dict[str, str] | None = None, runtime: str | None = None, **operator_kwargs):
     """`heavy_step` for dynamic task mapping: returns `Operator.partial(...)`; call `.expand(arguments=...)`."""
     runtime = runtime or get_settings().runtime
     if runtime == "kubernetes":
         from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
         return KubernetesPodOperator.partial(
-            task_id=task_id, **_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars), **operator_kwargs)
-    return LocalJobOperator.partial(task_id=task_id, **_local_kwargs(job, environment, env_vars), **operator_kwargs)
+            task_id=task_id, **_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars, secret_env),
+            **operator_kwargs)
+    return LocalJobOperator.partial(task_id=task_id, **_local_kwargs(job, environment, env_vars, secret_env),
+                                    **operator_kwargs)

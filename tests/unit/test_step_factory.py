@@ -63,3 +63,28 @@ def test_kubernetes_step_without_gpu_takes_no_gpu_pool():
     kubernetes_validate.validate(pod, "1.33", strict=True)
     assert op.pool != GPU_POOL
     assert "nvidia.com/gpu" not in pod["spec"]["containers"][0]["resources"].get("limits", {})
+
+
+def test_secret_env_comes_from_a_connection_at_run_time(monkeypatch):
+    """The Connection is set through AIRFLOW_CONN_* (how compose and Helm provide them), not mocked."""
+    monkeypatch.setenv("AIRFLOW_CONN_HUGGINGFACE_TEST", '{"conn_type": "generic", "password": "hf_s3cret"}')
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    op = heavy_step(task_id="doctor", job="doctor", runtime="local",
+                    secret_env={"HF_TOKEN": "huggingface_test.password", "MILVUS_TOKEN": "absent_conn.password"})
+    assert "hf_s3cret" not in repr(op.env_vars) + repr(op.secret_env)
+    result = op.execute(context={})
+    assert result["credentials"] == ["HF_TOKEN"]
+
+
+def test_secret_env_in_pods_reads_kubernetes_secrets():
+    op = heavy_step(task_id="download", job="download", runtime="kubernetes",
+                    secret_env={"HF_TOKEN": "huggingface_default.password"})
+    pod = _pod(op)
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    ref = env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "llmops-huggingface-default", "key": "password"}
+
+
+def test_malformed_secret_reference_refused():
+    with pytest.raises(ValueError, match="conn_id>.<field>"):
+        heavy_step(task_id="x", job="doctor", runtime="local", secret_env={"HF_TOKEN": "huggingface_default"})

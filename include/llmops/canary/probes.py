@@ -1,0 +1,192 @@
+"""Probes against OpenAI-compatible endpoints (vLLM): a real generation, golden prompts, bounded load.
+
+Only this module (and `metrics.scrape`) talks to servers. Every probe is bounded in requests and time.
+Readiness means a real generation succeeded: vLLM's /health stays green on a broken GPU (vLLM #36960).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+from llmops.canary.golden import evaluate_golden
+from llmops.canary.stats import percentile
+from llmops.canary.verdict import GoldenOutcome, ProbeRound
+
+log = logging.getLogger(__name__)
+
+LOAD_PROMPTS = (
+    "One, two, three,",
+    "Kubernetes schedules",
+    "The capital of France is",
+    "Airflow runs tasks in",
+    "Milvus stores vectors for",
+    "vLLM serves large language",
+)
+
+
+@dataclass(frozen=True)
+class RequestTiming:
+    ok: bool
+    ttft_s: float | None
+    e2e_s: float | None
+    error: str = ""
+
+
+def complete(base_url: str, model: str, prompt: str, *, max_tokens: int = 8, timeout_s: float = 30.0,
+             client: httpx.Client | None = None) -> str:
+    """One greedy, non-streaming completion; returns the text (raises httpx errors / ValueError)."""
+    payload = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    own = client is None
+    client = client or httpx.Client(timeout=timeout_s)
+    try:
+        response = client.post(f"{base_url.rstrip('/')}/v1/completions", json=payload, timeout=timeout_s)
+        response.raise_for_status()
+        choices = response.json().get("choices") or []
+        if not choices:
+            raise ValueError("the completion had no choices")
+        return choices[0].get("text") or ""
+    finally:
+        if own:
+            client.close()
+
+
+async def generation_ok_async(base_url: str, model: str, *, timeout_s: float = 30.0) -> tuple[bool, str]:
+    """The readiness check the trigger runs: one real one-token generation (async, for triggers)."""
+    payload = {"model": model, "prompt": "ping", "max_tokens": 1, "temperature": 0}
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.post(f"{base_url.rstrip('/')}/v1/completions", json=payload)
+        if response.status_code != 200:
+            return False, f"HTTP {response.status_code}: {response.text[:200]}"
+        if not response.json().get("choices"):
+            return False, "the completion had no choices"
+        return True, "generated"
+    except (httpx.HTTPError, ValueError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def generation_ok(base_url: str, model: str, *, timeout_s: float = 30.0) -> tuple[bool, str]:
+    try:
+        complete(base_url, model, "ping", max_tokens=1, timeout_s=timeout_s)
+        return True, "generated"
+    except (httpx.HTTPError, ValueError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def run_golden(base_url: str, model: str, prompts: Sequence, *, timeout_s: float = 30.0) -> list[GoldenOutcome]:
+    """Each golden prompt once, greedy. `prompts` are RolloutGoldenPrompt-like objects."""
+    outcomes = []
+    with httpx.Client(timeout=timeout_s) as client:
+        for p in prompts:
+            try:
+                text, error = complete(base_url, model, p.prompt, max_tokens=p.max_tokens, timeout_s=timeout_s,
+                                       client=client), None
+            except (httpx.HTTPError, ValueError) as exc:
+                text, error = None, f"{type(exc).__name__}: {exc}"
+            outcomes.append(evaluate_golden(p.prompt, text, expect_substring=p.expect_substring,
+                                            expect_regex=p.expect_regex, expect_json_schema=p.expect_json_schema,
+                                            error=error))
+    return outcomes
+
+
+def timed_stream(client: httpx.Client, base_url: str, model: str, prompt: str, max_tokens: int,
+                 timeout_s: float) -> RequestTiming:
+    """One streamed completion: time to first token and end-to-end latency as the client sees them."""
+    payload = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+               "ignore_eos": True}
+    started = time.perf_counter()
+    ttft = None
+    try:
+        with client.stream("POST", f"{base_url.rstrip('/')}/v1/completions", json=payload,
+                           timeout=timeout_s) as response:
+            if response.status_code != 200:
+                response.read()
+                return RequestTiming(False, None, None, f"HTTP {response.status_code}")
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if ttft is None and (chunk.get("choices") or [{}])[0].get("text"):
+                    ttft = time.perf_counter() - started
+        e2e = time.perf_counter() - started
+        return RequestTiming(True, ttft if ttft is not None else e2e, e2e)
+    except (httpx.HTTPError, ValueError) as exc:
+        return RequestTiming(False, None, None, type(exc).__name__)
+
+
+def load_round(base_url: str, model: str, target: str, *, requests: int, concurrency: int, max_tokens: int,
+               timeout_s: float = 30.0, prompts: Sequence[str] = LOAD_PROMPTS) -> ProbeRound:
+    """A bounded synthetic load: `requests` streamed completions, at most `concurrency` in flight."""
+    started_at = time.time()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(limits=limits, timeout=timeout_s) as client, ThreadPoolExecutor(concurrency) as pool:
+        timings = list(pool.map(lambda i: timed_stream(client, base_url, model, prompts[i % len(prompts)],
+                                                       max_tokens, timeout_s), range(requests)))
+    ok = [t for t in timings if t.ok]
+    e2e = [t.e2e_s for t in ok if t.e2e_s is not None]
+    ttft = [t.ttft_s for t in ok if t.ttft_s is not None]
+    return ProbeRound(target, requests, requests - len(ok), percentile(e2e, 50), percentile(e2e, 95),
+                      percentile(ttft, 50), percentile(ttft, 95), started_at)
+
+
+@dataclass
+class AlternatingProbe:
+    """Repeated, alternating, never simultaneous load rounds against stable and canary.
+
+    Round i probes stable then canary when i is even, canary then stable when odd, each after a short
+    pause, so neither backend systematically runs on a warmer or colder machine. Rounds run until the
+    analysis window is used up (and at least `min_rounds` times).
+    """
+
+    stable_url: str | None
+    canary_url: str
+    model: str
+    requests: int = 8
+    concurrency: int = 2
+    max_tokens: int = 16
+    pause_s: float = 0.5
+    min_rounds: int = 3
+    timeout_s: float = 30.0
+    stop: threading.Event | None = None
+
+    def run(self, window_s: float, *, clock: Callable[[], float] = time.monotonic,
+            stable_model: str | None = None) -> tuple[list[ProbeRound], list[ProbeRound]]:
+        deadline = clock() + window_s
+        canary_rounds: list[ProbeRound] = []
+        stable_rounds: list[ProbeRound] = []
+        index = 0
+        while True:
+            order = [("stable", self.stable_url), ("canary", self.canary_url)]
+            if index % 2:
+                order.reverse()
+            for target, url in order:
+                if url is None:
+                    continue
+                time.sleep(self.pause_s)
+                model = stable_model if (target == "stable" and stable_model) else self.model
+                result = load_round(url, model, target, requests=self.requests, concurrency=self.concurrency,
+                                    max_tokens=self.max_tokens, timeout_s=self.timeout_s)
+                (canary_rounds if target == "canary" else stable_rounds).append(result)
+            index += 1
+            log.info("probe round %d: canary p95 %s s, stable p95 %s s", index, canary_rounds[-1].p95_e2e_s,
+                     stable_rounds[-1].p95_e2e_s if stable_rounds else None)
+            if index >= self.min_rounds and clock() >= deadline:
+                break
+            if self.stop is not None and self.stop.is_set():
+                break
+            # another full round must still fit into the window; otherwise stop at the minimum
+            per_round = (clock() - (deadline - window_s)) / index
+            if index >= self.min_rounds and clock() + per_round > deadline:
+                break
+        return canary_rounds, stable_rounds

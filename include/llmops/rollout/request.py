@@ -1,0 +1,87 @@
+"""A model_rollout request: the trigger form's values, validated against the registry before anything runs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from llmops.canary.verdict import Thresholds
+from llmops.config.loader import Registry
+from llmops.config.schema import Deployment
+from llmops.errors import ConfigError
+
+
+class RolloutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1)
+    version: str = Field(default="latest", min_length=1, description="a manifest URI or 'latest'")
+    deployment: str = Field(min_length=1)
+    traffic_strategy: Literal["deployment-default", "gateway-httproute", "replica-ratio"] = "deployment-default"
+    steps: list[int] | None = None
+    max_p95_latency_ratio: float | None = Field(default=None, ge=1.0, le=10.0)
+    max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_golden_pass_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    analysis_window_s: int | None = Field(default=None, ge=5, le=86400)
+    dry_run: bool = False
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or any(not 1 <= s <= 100 for s in value)
+                                  or value != sorted(set(value)) or value[-1] != 100):
+            raise ValueError(f"{value} must be strictly increasing percentages 1..100 ending at 100; "
+                             "fix: e.g. [10, 50, 100]")
+        return value
+
+    @classmethod
+    def from_params(cls, params: dict) -> RolloutRequest:
+        """Parse the DAG's Params (None / empty values fall back to the deployment's rollout defaults)."""
+        data = {k: v for k, v in params.items() if v not in (None, "", [])}
+        thresholds = data.pop("thresholds", None) or {}
+        data.update({k: v for k, v in thresholds.items() if v is not None})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError("model_rollout params", [
+                (".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, ").split("; fix: ")[0],
+                 e["msg"].split("; fix: ")[1] if "; fix: " in e["msg"] else "see the trigger form's description")
+                for e in exc.errors()]) from None
+
+
+class ResolvedRollout(BaseModel):
+    """The request merged with the deployment's defaults: what the run actually does."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request: RolloutRequest
+    deployment: Deployment
+    steps: list[int]
+    window_s: int
+    thresholds: dict
+
+    def verdict_thresholds(self) -> Thresholds:
+        return Thresholds(**self.thresholds)
+
+
+def resolve_request(request: RolloutRequest, registry: Registry) -> ResolvedRollout:
+    deployment = registry.deployment(request.deployment)  # ConfigError names the known ones
+    if deployment.model != request.model:
+        raise ConfigError("model_rollout params", [(
+            "model", f"deployment {deployment.name!r} serves model {deployment.model!r}, not {request.model!r}",
+            f"set model to {deployment.model!r} or pick a deployment of {request.model!r}")])
+    if request.traffic_strategy != "deployment-default":
+        deployment = deployment.model_copy(update={
+            "traffic": deployment.traffic.model_copy(update={"strategy": request.traffic_strategy})})
+    spec = deployment.rollout
+    t = spec.thresholds
+    thresholds = {
+        "max_p95_latency_ratio": request.max_p95_latency_ratio or t.max_p95_latency_ratio,
+        "max_error_rate": t.max_error_rate if request.max_error_rate is None else request.max_error_rate,
+        "min_golden_pass_rate": (t.min_golden_pass_rate if request.min_golden_pass_rate is None
+                                 else request.min_golden_pass_rate),
+        "min_rounds": spec.probe.min_rounds,
+    }
+    return ResolvedRollout(request=request, deployment=deployment, steps=request.steps or list(spec.steps),
+                           window_s=request.analysis_window_s or spec.analysis_window_s, thresholds=thresholds)

@@ -1,0 +1,323 @@
+"""The local runtime: stable and canary are real vLLM processes (serving environment) on 127.0.0.1.
+
+State lives in `$LLMOPS_HOME/serving/<deployment>/state.json` (which process serves which version on
+which port, the canary weight, the previous version) so separate Airflow tasks, a retry, or the demo
+script see the same deployment. Processes run in their own session and are stopped by PID (SIGTERM,
+then SIGKILL). A lock file created with O_EXCL makes a second rollout of the same deployment fail
+instead of queueing.
+
+There is no load balancer locally: the canary weight is recorded (and reported) but the analysis
+probes each backend directly, exactly as on Kubernetes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from llmops.canary.probes import generation_ok
+from llmops.errors import LlmopsError
+
+log = logging.getLogger(__name__)
+SITE_DIR = Path(__file__).resolve().parent / "vllm_site"
+
+
+class LocalRuntimeError(LlmopsError):
+    pass
+
+
+@dataclass
+class Backend:
+    pid: int
+    port: int
+    version: str  # manifest URI
+    model_dir: str
+    log_path: str
+    started_at: float
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class DeploymentState:
+    stable: Backend | None = None
+    canary: Backend | None = None
+    canary_percent: int = 0
+    previous_version: str | None = None
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DeploymentState:
+        return cls(stable=Backend(**data["stable"]) if data.get("stable") else None,
+                   canary=Backend(**data["canary"]) if data.get("canary") else None,
+                   canary_percent=data.get("canary_percent", 0), previous_version=data.get("previous_version"),
+                   history=data.get("history", []))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_alive(pid: int, port: int | None = None) -> bool:
+    """True if `pid` runs and (when given) was started for `port`, so a reused PID is not mistaken."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    if stat and stat[0] == "Z":
+        return False
+    return port is None or str(port).encode() in cmdline
+
+
+def stop_process(pid: int, *, grace_s: float = 20.0) -> None:
+    """SIGTERM the process group, wait, then SIGKILL it."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if not process_alive(pid):
+                return
+            time.sleep(0.2)
+
+
+class LocalRuntime:
+    def __init__(self, home: Path, deployment: str, model: str, *, serving_python: str,
+                 max_model_len: int = 512, extra_args: list[str] | None = None):
+        self.root = Path(home) / "serving" / deployment
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.deployment = deployment
+        self.model = model
+        self.serving_python = serving_python
+        self.max_model_len = max_model_len
+        self.extra_args = list(extra_args or [])
+
+    # --- state ---------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    def load(self) -> DeploymentState:
+        if not self.state_path.is_file():
+            return DeploymentState()
+        return DeploymentState.from_dict(json.loads(self.state_path.read_text()))
+
+    def save(self, state: DeploymentState) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=1))
+        tmp.replace(self.state_path)
+
+    def _event(self, state: DeploymentState, event: str, **detail) -> None:
+        state.history.append({"at": time.time(), "event": event, **detail})
+        state.history = state.history[-50:]
+
+    # --- lock ----------------------------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        return self.root / "rollout.lock"
+
+    def lock_holder(self) -> str | None:
+        try:
+            return json.loads(self.lock_path.read_text())["run_id"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def acquire(self, run_id: str) -> bool:
+        """Take the rollout lock for `run_id`; True if taken (or already held by the same run)."""
+        try:
+            fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return self.lock_holder() == run_id
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"run_id": run_id, "at": time.time(), "pid": os.getpid()}, handle)
+        return True
+
+    def release(self, run_id: str) -> None:
+        if self.lock_holder() in (run_id, None):
+            self.lock_path.unlink(missing_ok=True)
+
+    # --- processes -----------------------------------------------------------------------------
+    def _start(self, track: str, version: str, model_dir: Path, port: int | None = None) -> Backend:
+        port = port or free_port()
+        log_path = self.root / f"{track}-{port}.log"
+        command = [self.serving_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+                   "--served-model-name", self.model, "--host", "127.0.0.1", "--port", str(port),
+                   "--max-model-len", str(self.max_model_len), "--dtype", "float32", *self.extra_args]
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(SITE_DIR), os.environ.get("PYTHONPATH", "")]))}
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                       start_new_session=True, cwd=self.root)
+        log.info("started %s vLLM for %s on port %d (pid %d, log %s)", track, version, port, process.pid, log_path)
+        return Backend(process.pid, port, version, str(model_dir), str(log_path), time.time())
+
+    def deploy(self, track: str, version: str, model_dir: Path) -> Backend:
+        """Start (or keep, if it already serves `version`) the process of `track`. Idempotent."""
+        state = self.load()
+        current: Backend | None = getattr(state, track)
+        if current and current.version == version and process_alive(current.pid, current.port):
+            log.info("%s already serves %s on port %d", track, version, current.port)
+            return current
+        if current:
+            stop_process(current.pid)
+        backend = self._start(track, version, model_dir)
+        setattr(state, track, backend)
+        self._event(state, f"{track}_started", version=version, port=backend.port)
+        self.save(state)
+        return backend
+
+    def wait_ready(self, track: str, *, timeout_s: float, poll_s: float = 2.0) -> float:
+        """Block until a real generation succeeds on `track`; return the seconds since it was started."""
+        backend = getattr(self.load(), track)
+        if backend is None:
+            raise LocalRuntimeError(f"{self.deployment}: no {track} process to wait for")
+        deadline = time.monotonic() + timeout_s
+        reason = ""
+        while time.monotonic() < deadline:
+            if not process_alive(backend.pid, backend.port):
+                raise LocalRuntimeError(f"{self.deployment}: the {track} vLLM (pid {backend.pid}) exited; "
+                                        f"see {backend.log_path}")
+            ok, reason = generation_ok(backend.url, self.model, timeout_s=10)
+            if ok:
+                return time.time() - backend.started_at
+            time.sleep(poll_s)
+        raise LocalRuntimeError(f"{self.deployment}: {track} not ready after {timeout_s:.0f} s ({reason})")
+
+    def set_weights(self, canary_percent: int) -> None:
+        state = self.load()
+        state.canary_percent = canary_percent
+        self._event(state, "weights", canary_percent=canary_percent)
+        self.save(state)
+
+    def promote(self) -> Backend:
+        """The canary process becomes the stable one; the old stable is stopped. Idempotent."""
+        state = self.load()
+        if state.canary is None:
+            if state.stable is None:
+                raise LocalRuntimeError(f"{self.deployment}: nothing to promote")
+            return state.stable  # already promoted (a retry)
+        old = state.stable
+        state.previous_version = old.version if old else state.previous_version
+        state.stable, state.canary, state.canary_percent = state.canary, None, 0
+        self._event(state, "promoted", version=state.stable.version)
+        self.save(state)
+        if old and old.pid != state.stable.pid:
+            stop_process(old.pid)
+        return state.stable
+
+    def roll_back(self) -> None:
+        """Stop the canary, restore all weight to stable; the stable process is not touched. Idempotent."""
+        state = self.load()
+        if state.canary is not None:
+            stop_process(state.canary.pid)
+        state.canary, state.canary_percent = None, 0
+        self._event(state, "rolled_back")
+        self.save(state)
+
+    def stop_all(self) -> None:
+        state = self.load()
+        for backend in (state.canary, state.stable):
+            if backend is not None:
+                stop_process(backend.pid)
+        state.stable = state.canary = None
+        self.save(state)
+
+
+# --- the rollout backend over the local runtime ---------------------------------------------------
+
+VLLM_CPU_RSS_BYTES = int(1.6 * 1024**3)  # one tiny-model vLLM CPU server, measured ~1.4 GB
+
+
+def available_memory_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class LocalBackend:
+    """`llmops.rollout.runner.RolloutBackend` on this machine: artefacts fetched and verified from the store,
+    served by vLLM processes of the serving environment."""
+
+    runtime = "local"
+
+    def __init__(self, runtime: LocalRuntime, *, model_cache: Path):
+        self.local = runtime
+        self.model_cache = Path(model_cache)
+
+    def model_dir(self, manifest) -> Path:
+        import hashlib
+
+        return self.model_cache / manifest.model / hashlib.sha256((manifest.uri or "").encode()).hexdigest()[:12]
+
+    def stable_version(self) -> str | None:
+        stable = self.local.load().stable
+        return stable.version if stable and process_alive(stable.pid, stable.port) else None
+
+    def lock_holder(self) -> str | None:
+        return self.local.lock_holder()
+
+    def acquire(self, run_id: str) -> bool:
+        return self.local.acquire(run_id)
+
+    def release(self, run_id: str) -> None:
+        self.local.release(run_id)
+
+    def verify_artefact(self, store, manifest) -> list[str]:
+        from llmops.rollout.runner import verify_by_download
+
+        return verify_by_download(store, manifest, self.model_dir(manifest))  # also the copy vLLM will serve
+
+    def capacity_problems(self, facts) -> list:
+        from llmops.rollout.preflight import Problem
+
+        free = available_memory_bytes()
+        if free >= VLLM_CPU_RSS_BYTES:
+            return []
+        return [Problem("capacity", f"the canary vLLM needs ~{VLLM_CPU_RSS_BYTES / 2**30:.1f} GiB of memory, "
+                                    f"{free / 2**30:.1f} GiB are available", "stop other servers and retry")]
+
+    def deploy_canary(self, manifest, run_id: str) -> None:
+        self.local.deploy("canary", manifest.uri, self.model_dir(manifest))
+
+    def wait_ready(self, timeout_s: float) -> float:
+        from llmops.rollout.runner import NotReadyError
+
+        try:
+            return self.local.wait_ready("canary", timeout_s=timeout_s)
+        except LocalRuntimeError as exc:
+            raise NotReadyError(str(exc)) from None
+
+    def set_weights(self, canary_percent: int) -> None:
+        self.local.set_weights(canary_percent)
+
+    def endpoints(self) -> tuple[str | None, str]:
+        state = self.local.load()
+        if state.canary is None:
+            raise LocalRuntimeError(f"{self.local.deployment}: no canary is running")
+        return (state.stable.url if state.stable else None), state.canary.url
+
+    def promote(self, manifest) -> None:
+        self.local.promote()
+
+    def roll_back(self) -> None:
+        self.local.roll_back()
