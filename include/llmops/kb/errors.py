@@ -1,0 +1,37 @@
+"""Errors of the knowledge-base pipeline. Each names the input, the rule it broke and the fix."""
+
+from __future__ import annotations
+
+from llmops.errors import LlmopsError
+
+
+class KbError(LlmopsError):
+    """Base class for knowledge-base indexing errors."""
+
+
+class SourceNotFoundError(KbError):
+    """The knowledge base's source directory or prefix does not exist or lists nothing."""
+
+
+class DocumentError(KbError):
+    """One document could not be read or parsed; the run skips it and reports it."""
+
+
+class EmbedderError(KbError):
+    """The embedder could not be loaded or reached, or returned something unusable."""
+
+
+class DimensionMismatchError(EmbedderError):
+    """The embedder's vectors do not have the dimension the registry or the live collection expects."""
+
+
+class IndexValidationError(KbError):
+    """A freshly built collection failed validation (row count or golden-query recall); the alias was not moved."""
+
+
+class RollbackError(KbError):
+    """There is no earlier collection version to move the alias back to."""
+
+
+class KbBusyError(KbError):
+    """Another run holds this knowledge base's lock."""

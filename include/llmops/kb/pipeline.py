@@ -1,0 +1,361 @@
+"""Re-index one knowledge base: incremental upserts with reconciliation, or a blue/green full build.
+
+Incremental: list and hash the source; read what the live collection holds; embed only new or
+changed documents (and the missing chunks of unchanged ones); upsert first, then delete chunks that
+no longer exist; delete the chunks of documents that left the source. A changed embedder or chunking
+(the fingerprint stored on the collection) turns the run into a full build instead of mixing vectors.
+
+Full: build `<alias>_v<N+1>`, validate it (row count read with Strong consistency, golden-query
+recall@k), move the alias in one call, keep `retention` versions. The live alias is touched only by
+that one call, so a failed or killed build leaves readers on the old version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from llmops.kb.chunking import chunk_lines
+from llmops.kb.embedders import Embedder
+from llmops.kb.errors import DimensionMismatchError, DocumentError, KbBusyError, KbError, SourceNotFoundError
+from llmops.kb.hashing import chunk_key, content_hash
+from llmops.kb.loaders import load_lines
+from llmops.kb.sources import SourceDocument, open_source
+from llmops.kb.store import TEXT_MAX_BYTES, DocRecord, KbIndex
+
+log = logging.getLogger(__name__)
+
+MODES = ("incremental", "full")
+
+
+@dataclass
+class RunSummary:
+    kb: str
+    requested_mode: str
+    mode: str = ""
+    reason: str = ""
+    dry_run: bool = False
+    collection: str | None = None
+    previous_collection: str | None = None
+    documents: int = 0
+    embedded_documents: int = 0
+    embedded_chunks: int = 0
+    skipped_documents: int = 0
+    deleted_documents: int = 0
+    deleted_chunks: int = 0
+    repaired_chunks: int = 0
+    failed: list[dict] = field(default_factory=list)
+    rows: int | None = None
+    recall: float | None = None
+    dropped_collections: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        return (f"{self.kb}: mode={self.mode} ({self.reason}) collection={self.collection} "
+                f"documents={self.documents} embedded={self.embedded_documents} docs/{self.embedded_chunks} chunks "
+                f"skipped={self.skipped_documents} deleted={self.deleted_documents} docs/{self.deleted_chunks} chunks "
+                f"repaired={self.repaired_chunks} chunks failed={len(self.failed)} rows={self.rows} "
+                f"recall={self.recall} duration={self.duration_s:.1f}s" + (" [dry run]" if self.dry_run else ""))
+
+
+@dataclass
+class DocPlan:
+    """What an incremental run does with one listed document."""
+
+    action: str  # "skip" | "embed" (new or changed: all chunks) | "repair" (same content: missing chunks only)
+    indexes: set[int] | None = None  # for "repair": chunk indexes to embed
+    stale_keys: list[str] = field(default_factory=list)  # rows to delete after the writes
+    old_keys: dict[int, str] = field(default_factory=dict)  # for "embed": existing rows by chunk index
+
+
+def config_fingerprint(kb) -> dict:
+    """What the vectors in a collection depend on, besides the documents (dimension is added when built)."""
+    return {"embedder": {"kind": kb.embedder.kind, "model": kb.embedder.model},
+            "chunking": {"size": kb.chunking.size, "overlap": kb.chunking.overlap,
+                         "markdown_aware": kb.chunking.markdown_aware}}
+
+
+def plan_document(doc_hash: str, record: DocRecord | None) -> DocPlan:
+    """Decide from the rows in the store alone whether a document is current, changed or damaged."""
+    if record is None or not record.rows:
+        return DocPlan("embed")
+    current = {idx: n for idx, (_, row_hash, n) in record.rows.items() if row_hash == doc_hash}
+    counts = set(current.values())
+    if not current or len(counts) != 1:
+        return DocPlan("embed", old_keys={idx: pk for idx, (pk, _, _) in record.rows.items()})
+    n_chunks = counts.pop()
+    missing = set(range(n_chunks)) - set(current)
+    stale = [pk for idx, (pk, _, _) in record.rows.items() if idx >= n_chunks]
+    if not missing and not stale:
+        return DocPlan("skip")
+    return DocPlan("repair", indexes=missing, stale_keys=stale)
+
+
+class Progress:
+    def __init__(self, kb: str, total: int, every_s: float = 5.0):
+        self.kb, self.total, self.every_s = kb, total, every_s
+        self.done = 0
+        self.chunks = 0
+        self.start = self.last = time.monotonic()
+
+    def advance(self, documents: int = 1, chunks: int = 0) -> None:
+        self.done += documents
+        self.chunks += chunks
+        now = time.monotonic()
+        if now - self.last >= self.every_s or self.done >= self.total:
+            self.last = now
+            elapsed = max(now - self.start, 1e-9)
+            log.info("%s: %d/%d documents (%.0f%%), %.1f documents/s, %d chunks embedded (%.1f chunks/s)",
+                     self.kb, self.done, self.total, 100.0 * self.done / max(self.total, 1),
+                     self.done / elapsed, self.chunks, self.chunks / elapsed)
+
+
+@contextlib.contextmanager
+def kb_lock(home: Path, name: str) -> Iterator[None]:
+    """One run per knowledge base at a time on this machine (the DAG also limits it; this covers CLI runs)."""
+    lock_dir = home / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"kb-{name}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KbBusyError(f"knowledge base {name!r} is being re-indexed by another process; "
+                              "fix: wait for that run to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fit_text(text: str) -> str:
+    encoded = text.encode("utf-8")
+    return text if len(encoded) <= TEXT_MAX_BYTES else encoded[:TEXT_MAX_BYTES].decode("utf-8", "ignore")
+
+
+class _Writer:
+    """Batches chunks across documents, embeds a batch at once and upserts it."""
+
+    def __init__(self, index: KbIndex, collection: str, embedder: Embedder, batch: int, progress: Progress):
+        self.index, self.collection, self.embedder = index, collection, embedder
+        self.batch = batch
+        self.progress = progress
+        self.pending: list[dict] = []
+        self.pending_docs = 0
+        self.written = 0
+
+    def add(self, doc_id: str, doc_hash: str, chunks: list[str], indexes: set[int] | None) -> int:
+        added = 0
+        for idx, text in enumerate(chunks):
+            if indexes is not None and idx not in indexes:
+                continue
+            self.pending.append({"pk": chunk_key(doc_id, idx), "doc_id": doc_id, "doc_hash": doc_hash,
+                                 "chunk_index": idx, "n_chunks": len(chunks), "text": _fit_text(text)})
+            added += 1
+        self.pending_docs += 1
+        if len(self.pending) >= self.batch:
+            self.flush()
+        return added
+
+    def flush(self) -> None:
+        if self.pending:
+            vectors = self.embedder.embed([row["text"] for row in self.pending])
+            if vectors and len(vectors[0]) != self.embedder.dimension:
+                raise DimensionMismatchError(
+                    f"embedder {self.embedder.kind}:{self.embedder.model} returned {len(vectors[0])}-d vectors, "
+                    f"announced {self.embedder.dimension}; fix: check the model")
+            for row, vector in zip(self.pending, vectors, strict=True):
+                row["vector"] = vector
+            self.index.upsert(self.collection, self.pending)
+            self.written += len(self.pending)
+        self.progress.advance(self.pending_docs, len(self.pending))
+        self.pending, self.pending_docs = [], 0
+
+
+def _chunks(doc: SourceDocument, kb) -> list[str]:
+    lines = load_lines(doc, dict(kb.loaders))
+    return list(chunk_lines(lines, kb.chunking.size, kb.chunking.overlap, kb.chunking.markdown_aware))
+
+
+def _list_and_hash(kb, summary: RunSummary) -> dict[str, tuple[SourceDocument, str]]:
+    source = open_source(kb.source)
+    docs = list(source.list())
+    if not docs:
+        raise SourceNotFoundError(
+            f"knowledge base {kb.name}: source {source.describe()} lists no document matching "
+            f"{list(kb.source.include)}; refusing to treat an empty source as 'delete everything'; "
+            "fix: check source.uri and source.include in knowledge_bases.yaml")
+    hashed: dict[str, tuple[SourceDocument, str]] = {}
+    for doc in docs:
+        try:
+            with doc.open() as stream:
+                hashed[doc.doc_id] = (doc, content_hash(stream))
+        except OSError as exc:
+            summary.failed.append({"doc": doc.doc_id, "error": f"cannot be read ({exc.strerror or exc}); "
+                                   "fix: check that the file exists and is readable"})
+    summary.documents = len(docs)
+    log.info("%s: %d documents listed in %s (%d unreadable)", kb.name, len(docs), source.describe(),
+             len(summary.failed))
+    return hashed
+
+
+def _check_golden(kb, listed: set[str]) -> None:
+    unknown = [q.expected_document for q in kb.golden_queries if q.expected_document not in listed]
+    if unknown:
+        raise KbError(f"knowledge base {kb.name}: golden queries expect {', '.join(sorted(set(unknown)))} which the "
+                      "source does not contain; fix: correct golden_queries[].expected_document "
+                      "(a path relative to the source root)")
+
+
+def reindex(kb, mode: str, *, index: KbIndex, embedder: Embedder | None, dry_run: bool = False,
+            progress_every_s: float = 5.0) -> RunSummary:
+    """Re-index `kb` (a KnowledgeBase registry entry). `embedder` may be None only for a dry run."""
+    if mode not in MODES:
+        raise KbError(f"mode {mode!r} is not a re-index mode; fix: use one of {', '.join(MODES)}")
+    started = time.monotonic()
+    summary = RunSummary(kb=kb.name, requested_mode=mode, dry_run=dry_run)
+    hashed = _list_and_hash(kb, summary)
+    _check_golden(kb, set(hashed) | {f["doc"] for f in summary.failed})
+
+    wanted = config_fingerprint(kb)
+    live = index.live_collection()
+    summary.collection = live
+    effective, reason = mode, "requested"
+    if mode == "incremental":
+        stored = index.fingerprint(live) if live else None
+        if live is None:
+            effective, reason = "full", f"alias {index.alias} does not exist yet"
+        elif stored is None or {k: stored.get(k) for k in wanted} != wanted:
+            effective, reason = "full", f"fingerprint changed: {stored} -> {wanted}"
+        elif embedder is not None and stored.get("dimension") != embedder.dimension:
+            raise DimensionMismatchError(
+                f"knowledge base {kb.name}: embedder {embedder.kind}:{embedder.model} produces {embedder.dimension}-d "
+                f"vectors but the live collection {live} holds {stored.get('dimension')}-d vectors of the same model "
+                "name; nothing was written; fix: if the model behind the name changed, give the embedder a new "
+                "model name (that forces a full rebuild) or run with --mode full")
+    if effective == "incremental":
+        index.ensure_loaded(live)  # a reopened Milvus Lite file starts released
+        records = index.scan(live)
+        plans = {doc_id: plan_document(doc_hash, records.get(doc_id)) for doc_id, (_, doc_hash) in hashed.items()}
+        changed = sum(1 for plan in plans.values() if plan.action == "embed")
+        if hashed and changed / len(hashed) > kb.incremental_max_changed_ratio:
+            effective = "full"
+            reason = (f"{changed}/{len(hashed)} documents changed, above incremental_max_changed_ratio "
+                      f"{kb.incremental_max_changed_ratio}")
+        else:
+            reason = "fingerprint unchanged"
+    summary.mode, summary.reason = effective, reason
+    log.info("%s: %s run (%s)%s", kb.name, effective, reason, " [dry run]" if dry_run else "")
+
+    if effective == "incremental":
+        _incremental(kb, index, live, embedder, hashed, records, plans, summary, dry_run, progress_every_s)
+    else:
+        _full(kb, index, embedder, hashed, summary, dry_run, progress_every_s)
+    summary.duration_s = round(time.monotonic() - started, 3)
+    log.info("summary %s", summary.line())
+    for failure in summary.failed:
+        log.warning("%s: skipped %s: %s", kb.name, failure["doc"], failure["error"])
+    return summary
+
+
+def _incremental(kb, index: KbIndex, live: str, embedder, hashed, records, plans, summary: RunSummary,
+                 dry_run: bool, progress_every_s: float) -> None:
+    unreadable = {f["doc"] for f in summary.failed}
+    orphans = {doc_id: record for doc_id, record in records.items()
+               if doc_id not in hashed and doc_id not in unreadable}
+    todo = {doc_id: plan for doc_id, plan in plans.items() if plan.action != "skip"}
+    summary.skipped_documents = len(plans) - len(todo)
+    summary.deleted_documents = len(orphans)
+    if dry_run:
+        summary.embedded_documents = sum(1 for p in todo.values() if p.action == "embed")
+        summary.repaired_chunks = sum(len(p.indexes or ()) + len(p.stale_keys) for p in todo.values()
+                                      if p.action == "repair")
+        summary.deleted_chunks = sum(len(r.rows) for r in orphans.values())
+        summary.rows = index.count(live)
+        return
+
+    progress = Progress(kb.name, len(todo), progress_every_s)
+    writer = _Writer(index, live, embedder, max(kb.embedder.batch_size * 4, 64), progress)
+    stale: list[str] = []
+    for doc_id, plan in todo.items():
+        doc, doc_hash = hashed[doc_id]
+        try:
+            chunks = _chunks(doc, kb)
+        except DocumentError as exc:
+            summary.failed.append({"doc": doc_id, "error": str(exc)})
+            progress.advance(1)
+            continue
+        if plan.action == "repair":
+            if len(chunks) != next(iter(records[doc_id].rows.values()))[2]:  # chunker disagrees: redo all
+                plan = DocPlan("embed", old_keys={i: r[0] for i, r in records[doc_id].rows.items()})
+            else:
+                summary.repaired_chunks += writer.add(doc_id, doc_hash, chunks, plan.indexes) + len(plan.stale_keys)
+                stale.extend(plan.stale_keys)
+                continue
+        summary.embedded_documents += 1
+        summary.embedded_chunks += writer.add(doc_id, doc_hash, chunks, None)
+        shrunk = [pk for idx, pk in plan.old_keys.items() if idx >= len(chunks)]
+        summary.deleted_chunks += len(shrunk)
+        stale.extend(shrunk)
+    writer.flush()
+    # Deletes come last: a document whose new chunks failed to embed keeps its old ones.
+    orphan_keys = [pk for record in orphans.values() for pk, _, _ in record.rows.values()]
+    summary.deleted_chunks += len(orphan_keys)
+    index.delete_keys(live, stale + orphan_keys)
+    index.flush_and_load(live)
+    summary.rows = index.count(live)
+
+
+def _full(kb, index: KbIndex, embedder, hashed, summary: RunSummary, dry_run: bool,
+          progress_every_s: float) -> None:
+    versions = index.versions()
+    next_version = (versions[-1] + 1) if versions else 1
+    if dry_run:
+        summary.embedded_documents = len(hashed)
+        summary.collection = index.collection_name(next_version)
+        return
+    if embedder is None:
+        raise KbError("a full build needs an embedder; fix: build one with llmops.kb.embedders.build_embedder")
+    summary.dropped_collections += index.drop_unpublished()
+    versions = index.versions()
+    next_version = max([next_version - 1, *versions]) + 1
+    wanted = {**config_fingerprint(kb), "dimension": embedder.dimension}
+    collection = index.create_version(next_version, embedder.dimension, wanted)
+    summary.collection = collection
+    progress = Progress(kb.name, len(hashed), progress_every_s)
+    writer = _Writer(index, collection, embedder, max(kb.embedder.batch_size * 4, 64), progress)
+    for doc_id, (doc, doc_hash) in hashed.items():
+        try:
+            chunks = _chunks(doc, kb)
+        except DocumentError as exc:
+            summary.failed.append({"doc": doc_id, "error": str(exc)})
+            progress.advance(1)
+            continue
+        summary.embedded_documents += 1
+        summary.embedded_chunks += writer.add(doc_id, doc_hash, chunks, None)
+    writer.flush()
+    index.flush_and_load(collection)
+    golden = []
+    if kb.golden_queries:
+        vectors = embedder.embed([q.query for q in kb.golden_queries])
+        golden = [(q.expected_document, v) for q, v in zip(kb.golden_queries, vectors, strict=True)]
+    checked = index.validate(collection, writer.written, golden, kb.top_k, kb.min_recall)
+    summary.rows, summary.recall = checked["rows"], checked["recall"]
+    summary.previous_collection = index.swap_alias(collection)
+    summary.dropped_collections += index.apply_retention(kb.retention)
+
+
+def search(kb, index: KbIndex, embedder: Embedder, query: str, limit: int | None = None) -> list[dict]:
+    """Answer a query from the live alias: the top chunks with their documents and scores."""
+    live = index.live_collection()
+    if live is None:
+        raise KbError(f"knowledge base {kb.name}: alias {index.alias} does not exist; fix: run kb_reindex first")
+    index.ensure_loaded(live)
+    return index.search(index.alias, embedder.embed([query]), limit or kb.top_k)[0]

@@ -1,0 +1,179 @@
+"""Where a knowledge base's documents come from: a local directory, an S3 prefix or an OSS prefix.
+
+A source lists `SourceDocument`s (id = path relative to the root, with forward slashes) filtered by
+the registry's include globs, and opens each as a binary stream. Nothing is read whole.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import IO
+
+from llmops.kb.errors import SourceNotFoundError
+from llmops.settings import PROJECT_ROOT
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    doc_id: str
+    """Path relative to the source root, '/'-separated: stable across machines, used in primary keys."""
+    size: int
+    opener: Callable[[], IO[bytes]] = field(repr=False, compare=False)
+
+    @property
+    def suffix(self) -> str:
+        name = self.doc_id.rsplit("/", 1)[-1]
+        return "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+    def open(self) -> IO[bytes]:
+        return self.opener()
+
+
+@lru_cache(maxsize=256)
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """Translate a '/'-separated glob (`**` = any number of directories) to a regex on relative paths."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def included(doc_id: str, patterns: list[str]) -> bool:
+    return any(glob_to_regex(p).match(doc_id) for p in patterns)
+
+
+class LocalSource:
+    def __init__(self, root: str | Path, include: list[str]):
+        root = Path(root)
+        self.root = root if root.is_absolute() else PROJECT_ROOT / root
+        self.include = include
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def list(self) -> Iterator[SourceDocument]:
+        if not self.root.is_dir():
+            raise SourceNotFoundError(
+                f"knowledge base source {self.root} does not exist or is not a directory; "
+                "fix: create it or correct source.uri in knowledge_bases.yaml")
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                doc_id = path.relative_to(self.root).as_posix()
+                if name.startswith(".") or not included(doc_id, self.include):
+                    continue
+                try:
+                    size = path.stat().st_size
+                except OSError:
+                    size = -1  # e.g. a dangling link: listed, then reported as unreadable when opened
+                yield SourceDocument(doc_id, size, lambda p=path: open(p, "rb"))
+
+
+def _split_bucket(uri: str, scheme: str) -> tuple[str, str]:
+    rest = uri[len(scheme) + 3:]
+    bucket, _, prefix = rest.partition("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return bucket, prefix
+
+
+class S3Source:
+    """An S3 (or S3-compatible) prefix through boto3. Credentials come from the environment/IRSA/RRSA."""
+
+    def __init__(self, uri: str, include: list[str], endpoint: str | None = None, client=None):
+        import boto3
+
+        self.uri = uri
+        self.bucket, self.prefix = _split_bucket(uri, "s3")
+        self.include = include
+        self.client = client or boto3.client("s3", endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL"))
+
+    def describe(self) -> str:
+        return self.uri
+
+    def list(self) -> Iterator[SourceDocument]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        found = False
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for obj in page.get("Contents", []):
+                    doc_id = obj["Key"][len(self.prefix):]
+                    if not doc_id or doc_id.endswith("/") or not included(doc_id, self.include):
+                        continue
+                    found = True
+                    yield SourceDocument(doc_id, obj["Size"],
+                                         lambda k=obj["Key"]: self.client.get_object(Bucket=self.bucket, Key=k)["Body"])
+        except self.client.exceptions.NoSuchBucket:
+            found = False
+        if not found:
+            raise SourceNotFoundError(
+                f"knowledge base source {self.uri} lists no document matching {self.include}; "
+                "fix: upload the documents or correct source.uri / source.include in knowledge_bases.yaml")
+
+
+class OssSource:
+    """An Alibaba Cloud OSS prefix through oss2 (credentials from OSS_ACCESS_KEY_ID/SECRET or RRSA)."""
+
+    def __init__(self, uri: str, include: list[str], endpoint: str | None = None, bucket=None):
+        import oss2
+
+        self.uri = uri
+        bucket_name, self.prefix = _split_bucket(uri, "oss")
+        self.include = include
+        if bucket is None:
+            endpoint = endpoint or os.environ.get("OSS_ENDPOINT")
+            if not endpoint:
+                raise SourceNotFoundError(
+                    f"knowledge base source {uri} needs an OSS endpoint; "
+                    "fix: set source.endpoint in knowledge_bases.yaml or OSS_ENDPOINT in the environment")
+            auth = oss2.ProviderAuthV4(oss2.credentials.EnvironmentVariableCredentialsProvider())
+            bucket = oss2.Bucket(auth, endpoint, bucket_name, region=os.environ.get("OSS_REGION"))
+        self.bucket = bucket
+
+    def describe(self) -> str:
+        return self.uri
+
+    def list(self) -> Iterator[SourceDocument]:
+        import oss2
+
+        found = False
+        for obj in oss2.ObjectIterator(self.bucket, prefix=self.prefix):
+            doc_id = obj.key[len(self.prefix):]
+            if not doc_id or doc_id.endswith("/") or not included(doc_id, self.include):
+                continue
+            found = True
+            yield SourceDocument(doc_id, obj.size, lambda k=obj.key: self.bucket.get_object(k))
+        if not found:
+            raise SourceNotFoundError(
+                f"knowledge base source {self.uri} lists no document matching {self.include}; "
+                "fix: upload the documents or correct source.uri / source.include in knowledge_bases.yaml")
+
+
+def open_source(source) -> LocalSource | S3Source | OssSource:
+    """Build the source named by a `KbSource` registry entry."""
+    if source.kind == "local":
+        return LocalSource(source.uri, list(source.include))
+    if source.kind == "s3":
+        return S3Source(source.uri, list(source.include), endpoint=source.endpoint)
+    return OssSource(source.uri, list(source.include), endpoint=source.endpoint)

@@ -1,0 +1,266 @@
+"""The Milvus side: versioned collections behind an alias, rows as the index's own record.
+
+Readers query the alias (`product_docs`); the data lives in versions (`product_docs_v3`). A full
+build fills a new version, validates it and moves the alias in one `alter_alias` call; the
+previous version stays for rollback. Incremental runs upsert into the version the alias points to.
+
+Every row carries `doc_id`, `doc_hash`, `chunk_index` and `n_chunks`, and every collection carries
+the embedder/chunking fingerprint as a property, so the store itself says what it holds: the
+pipeline reconciles against the rows that are really there, not against a sidecar that can drift.
+Works on Milvus Lite (a local file) and on a Milvus server (http(s)://host:port, token optional).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from llmops.kb.errors import IndexValidationError, KbError, RollbackError
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_PROPERTY = "llmops.kb.fingerprint"
+STRONG = "Strong"
+TEXT_MAX_BYTES = 65535
+_SCAN_FIELDS = ["pk", "doc_id", "doc_hash", "chunk_index", "n_chunks"]
+
+
+def resolve_uri(uri: str, home: Path) -> str:
+    """A server URI stays as it is; a Milvus Lite file is relative to $LLMOPS_HOME/milvus."""
+    if re.match(r"^(https?|tcp|grpc)://", uri):
+        return uri
+    path = Path(uri).expanduser()
+    if not path.is_absolute():
+        path = home / "milvus" / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def connect(uri: str, home: Path, token: str | None = None) -> MilvusClient:
+    resolved = resolve_uri(uri, home)
+    try:
+        return MilvusClient(uri=resolved, token=token or "")
+    except MilvusException as exc:
+        raise KbError(f"Milvus at {resolved} cannot be opened ({exc.message}); fix: start the server, check the "
+                      "token, or for Milvus Lite make sure no other process holds the file") from None
+
+
+def token_from_env(connection_id: str | None) -> str | None:
+    """Milvus token: AIRFLOW_CONN_<ID> (JSON or URI form, as Airflow and K8s secrets pass it) or MILVUS_TOKEN."""
+    if connection_id:
+        raw = os.environ.get(f"AIRFLOW_CONN_{connection_id.upper()}")
+        if raw:
+            if raw.lstrip().startswith("{"):
+                conn = json.loads(raw)
+                password = conn.get("password")
+                login = conn.get("login")
+            else:
+                from urllib.parse import unquote, urlsplit
+
+                parts = urlsplit(raw)
+                password = unquote(parts.password) if parts.password else None
+                login = unquote(parts.username) if parts.username else None
+            if password:
+                return f"{login}:{password}" if login else password
+    return os.environ.get("MILVUS_TOKEN") or None
+
+
+@dataclass
+class DocRecord:
+    """What the store holds for one document: chunk_index -> (primary key, doc_hash, n_chunks)."""
+
+    rows: dict[int, tuple[str, str, int]] = field(default_factory=dict)
+
+
+class KbIndex:
+    """Versions and alias of one knowledge base in one Milvus."""
+
+    def __init__(self, client: MilvusClient, alias: str, index_type: str = "AUTOINDEX",
+                 metric_type: str = "COSINE", index_params: dict | None = None):
+        self.client = client
+        self.alias = alias
+        self.index_type = index_type
+        self.metric_type = metric_type
+        self.index_params = dict(index_params or {})
+        self._version_re = re.compile(rf"^{re.escape(alias)}_v(\d+)$")
+
+    # --- versions and alias ----------------------------------------------------------------------
+
+    def collection_name(self, version: int) -> str:
+        return f"{self.alias}_v{version}"
+
+    def versions(self) -> list[int]:
+        found = []
+        for name in self.client.list_collections():
+            match = self._version_re.match(name)
+            if match:
+                found.append(int(match.group(1)))
+        return sorted(found)
+
+    def live_collection(self) -> str | None:
+        if self.alias not in self.client.list_aliases().get("aliases", []):
+            return None
+        return self.client.describe_alias(self.alias)["collection_name"]
+
+    def version_of(self, collection: str) -> int | None:
+        match = self._version_re.match(collection)
+        return int(match.group(1)) if match else None
+
+    def fingerprint(self, collection: str) -> dict | None:
+        properties = self.client.describe_collection(collection).get("properties", {}) or {}
+        raw = properties.get(FINGERPRINT_PROPERTY)
+        return json.loads(raw) if raw else None
+
+    def dimension(self, collection: str) -> int:
+        for item in self.client.describe_collection(collection)["fields"]:
+            if item["name"] == "vector":
+                return int(item["params"]["dim"])
+        raise KbError(f"collection {collection} has no 'vector' field; fix: it was not built by kb_reindex, "
+                      "point the alias elsewhere or run --mode full")
+
+    def create_version(self, version: int, dimension: int, fingerprint: dict) -> str:
+        name = self.collection_name(version)
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=4096)
+        schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("chunk_index", DataType.INT64)
+        schema.add_field("n_chunks", DataType.INT64)
+        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type=self.index_type, metric_type=self.metric_type,
+                        params=self.index_params)
+        self.client.create_collection(name, schema=schema, index_params=index, consistency_level=STRONG)
+        self.client.alter_collection_properties(name, properties={FINGERPRINT_PROPERTY: json.dumps(fingerprint)})
+        log.info("created collection %s (dimension %d, %s/%s)", name, dimension, self.index_type, self.metric_type)
+        return name
+
+    def swap_alias(self, collection: str) -> str | None:
+        """Point the alias at `collection` in one call; return the collection it pointed at before."""
+        previous = self.live_collection()
+        if previous is None:
+            self.client.create_alias(collection, self.alias)
+        else:
+            self.client.alter_alias(collection, self.alias)
+        log.info("alias %s -> %s (was %s)", self.alias, collection, previous)
+        return previous
+
+    def rollback(self) -> tuple[str, str]:
+        live = self.live_collection()
+        live_version = self.version_of(live) if live else None
+        older = [v for v in self.versions() if live_version is not None and v < live_version]
+        if not older:
+            raise RollbackError(f"alias {self.alias} points at {live} and no earlier version is kept; "
+                                "fix: raise retention in knowledge_bases.yaml, or run --mode full")
+        target = self.collection_name(older[-1])
+        self.ensure_loaded(target)
+        self.swap_alias(target)
+        return live, target
+
+    def drop_unpublished(self) -> list[str]:
+        """Drop versions newer than the live one: failed or killed builds, or versions rolled back from."""
+        live = self.live_collection()
+        live_version = self.version_of(live) if live else -1
+        dropped = []
+        for version in self.versions():
+            if version > live_version:
+                name = self.collection_name(version)
+                self.client.drop_collection(name)
+                dropped.append(name)
+        if dropped:
+            log.info("dropped unpublished collections %s", ", ".join(dropped))
+        return dropped
+
+    def apply_retention(self, keep: int) -> list[str]:
+        """Keep the live version and the `keep - 1` versions before it; drop older ones."""
+        live = self.live_collection()
+        live_version = self.version_of(live) if live else None
+        if live_version is None:
+            return []
+        older = [v for v in self.versions() if v < live_version]
+        doomed = older[:max(0, len(older) - (keep - 1))]
+        for version in doomed:
+            self.client.drop_collection(self.collection_name(version))
+        if doomed:
+            log.info("retention %d: dropped %s", keep, ", ".join(self.collection_name(v) for v in doomed))
+        return [self.collection_name(v) for v in doomed]
+
+    # --- rows ------------------------------------------------------------------------------------
+
+    def upsert(self, collection: str, rows: list[dict]) -> None:
+        if rows:
+            self.client.upsert(collection, rows)
+
+    def delete_keys(self, collection: str, keys: Iterable[str]) -> int:
+        keys = list(keys)
+        for start in range(0, len(keys), 1000):
+            self.client.delete(collection, ids=keys[start:start + 1000])
+        return len(keys)
+
+    def count(self, collection: str) -> int:
+        result = self.client.query(collection, filter="", output_fields=["count(*)"], consistency_level=STRONG)
+        return int(result[0]["count(*)"])
+
+    def scan(self, collection: str) -> dict[str, DocRecord]:
+        """Read what the store holds (doc ids, hashes, chunk indexes), with Strong consistency."""
+        records: dict[str, DocRecord] = {}
+        iterator = self.client.query_iterator(collection, batch_size=2000, filter="", output_fields=_SCAN_FIELDS,
+                                              consistency_level=STRONG)
+        try:
+            while batch := iterator.next():
+                for row in batch:
+                    record = records.setdefault(row["doc_id"], DocRecord())
+                    record.rows[int(row["chunk_index"])] = (row["pk"], row["doc_hash"], int(row["n_chunks"]))
+        finally:
+            iterator.close()
+        return records
+
+    def flush_and_load(self, collection: str) -> None:
+        self.client.flush(collection)
+        self.ensure_loaded(collection)
+
+    def ensure_loaded(self, collection: str) -> None:
+        state = self.client.get_load_state(collection).get("state")
+        if getattr(state, "name", str(state)) != "Loaded":
+            self.client.load_collection(collection)
+
+    def search(self, collection: str, vectors: list[list[float]], limit: int,
+               output_fields: tuple[str, ...] = ("doc_id", "chunk_index", "text")) -> list[list[dict]]:
+        hits = self.client.search(collection, data=vectors, limit=limit, output_fields=list(output_fields),
+                                  search_params={"metric_type": self.metric_type}, consistency_level=STRONG)
+        return [[{"score": hit["distance"], **hit["entity"]} for hit in row] for row in hits]
+
+    def validate(self, collection: str, expected_rows: int, golden: list[tuple[str, list[float]]],
+                 top_k: int, min_recall: float) -> dict:
+        """Row count (Strong) equals what was written; golden queries find their documents at recall@k."""
+        rows = self.count(collection)
+        if rows != expected_rows:
+            raise IndexValidationError(
+                f"collection {collection} holds {rows} rows but {expected_rows} were written; the alias "
+                f"{self.alias} was not moved; fix: rerun (the incomplete version is dropped by the next build)")
+        recall = None
+        misses: list[str] = []
+        if golden:
+            results = self.search(collection, [vector for _, vector in golden], top_k, ("doc_id",))
+            found = 0
+            for (expected, _), hits in zip(golden, results, strict=True):
+                if any(hit["doc_id"] == expected for hit in hits):
+                    found += 1
+                else:
+                    misses.append(expected)
+            recall = found / len(golden)
+            if recall < min_recall:
+                raise IndexValidationError(
+                    f"collection {collection}: golden-query recall@{top_k} is {recall:.2f}, below min_recall "
+                    f"{min_recall}; missed {', '.join(misses)}; the alias {self.alias} was not moved; fix: check "
+                    "the documents, the chunking and the embedder, or the golden queries in knowledge_bases.yaml")
+        return {"rows": rows, "recall": recall, "golden_misses": misses}
