@@ -41,6 +41,7 @@ class AdapterState:
     object_crc: dict[str, int] = field(default_factory=dict)  # path -> crc64 of the whole object
     part_crc: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)  # upload id -> part -> (crc, size)
     stats: Counter = field(default_factory=Counter)
+    corrupt_crc: bool = False  # tests set it to prove clients check x-oss-hash-crc64ecma
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -166,6 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
                 elif operation == "delete":
                     state.object_crc.pop(path, None)
         if crc is not None:
+            crc = crc ^ 1 if state.corrupt_crc else crc
             out_headers.append(("x-oss-hash-crc64ecma", str(crc)))
         content_type = response.getheader("Content-Type", "")
         rewrite = self.command != "HEAD" and ("xml" in content_type or operation not in ("get",))

@@ -72,7 +72,7 @@ def seaweed_server(data_dir: Path | None = None, *, timeout: float = 60) -> Iter
         with open(log, "ab") as log_file:
             proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                                     cwd=data_dir)
-        stack.callback(stop, proc)
+        stack.callback(stop, proc, grace=2.0)  # weed often ignores SIGTERM: do not wait long
         endpoint = f"http://127.0.0.1:{ports['s3']}"
         server = S3Server(endpoint_url=endpoint, pid=proc.pid, data_dir=data_dir, ports=ports)
 

@@ -212,8 +212,12 @@ class ObjectStore(ArtefactStore):
                     progress(key, done, size)
                 return PartDone(number, etag, length, md5.digest(), crc)
 
-            with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="upload") as pool:
-                parts = list(pool.map(send, plan))
+            pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="upload")
+            try:
+                futures = [pool.submit(send, item) for item in plan]
+                parts = [future.result() for future in futures]
+            finally:  # on an error, stop sending: queued parts are cancelled, running ones finish
+                pool.shutdown(wait=True, cancel_futures=True)
         finally:
             os.close(fd)
 

@@ -151,7 +151,7 @@ class OssStore(ObjectStore):
         yield from result
         if result.server_crc is not None and result.client_crc != result.server_crc:
             raise ArtefactIntegrityError(
-                f"{self.uri_for(key, '')}: downloaded bytes have CRC64 {result.client_crc}, OSS reports "
+                f"{self.root_uri}/{key}: downloaded bytes have CRC64 {result.client_crc}, OSS reports "
                 f"{result.server_crc}; fix: retry the download", path=key, expected=str(result.server_crc),
                 actual=str(result.client_crc))
 

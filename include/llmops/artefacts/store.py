@@ -219,12 +219,17 @@ class ArtefactStore(ABC):
             import hashlib
 
             digest, size = hashlib.sha256(), 0
-            with open(partial, "wb") as handle:
-                for chunk in self._iter_chunks(f"{prefix}/{entry.path}"):
-                    handle.write(chunk)
-                    if verify:
-                        digest.update(chunk)
-                    size += len(chunk)
+            try:
+                with open(partial, "wb") as handle:
+                    for chunk in self._iter_chunks(f"{prefix}/{entry.path}"):
+                        handle.write(chunk)
+                        if verify:
+                            digest.update(chunk)
+                        size += len(chunk)
+            except ArtefactIntegrityError as exc:  # the transport's own check (OSS CRC64) failed
+                partial.unlink(missing_ok=True)
+                raise ArtefactIntegrityError(f"{exc}; the stored copy of {entry.path} is damaged", path=entry.path,
+                                             expected=exc.expected, actual=exc.actual) from None
             self.stats.add(bytes_downloaded=size)
             actual = digest.hexdigest() if verify else entry.sha256
             if size != entry.size or actual != entry.sha256:
