@@ -55,7 +55,7 @@ class SentenceTransformerEmbedder:
     kind = "sentence-transformers"
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", batch_size: int = 64, device: str = "cpu",
-                 normalize: bool = True):
+                 normalize: bool = True, truncate_dim: int | None = None):
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
@@ -66,7 +66,7 @@ class SentenceTransformerEmbedder:
         self.normalize = normalize
         path = _resolve_local_model(model)
         try:
-            self._model = SentenceTransformer(path, device=device)
+            self._model = SentenceTransformer(path, device=device, truncate_dim=truncate_dim)
         except OSError as exc:
             raise EmbedderError(f"sentence-transformers model {model!r} cannot be loaded ({exc}); "
                                 "fix: use a local model directory or the packaged all-MiniLM-L6-v2") from None

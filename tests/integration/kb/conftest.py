@@ -1,0 +1,158 @@
+"""Fixtures for the kb_reindex integration tests: real Milvus Lite, a real Milvus standalone server,
+the packaged MiniLM through sentence-transformers.
+
+These tests embed, so they run in the worker environment:
+    .llmops/venvs/worker/bin/python -m pytest tests/integration/kb
+(the Airflow environment has no torch; there the whole folder is skipped with that reason).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "include"))
+
+try:
+    import sentence_transformers  # noqa: F401
+except ImportError:
+    collect_ignore_glob = ["test_*.py"]  # airflow env: no torch; `make test` runs this folder in the worker env
+
+SAMPLE = ROOT / "include" / "sample_kb" / "product-docs"
+STANDINS_PYTHON = Path(os.environ.get("LLMOPS_HOME", ROOT / ".llmops")) / "venvs" / "standins" / "bin" / "python"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from llmops.kb.embedders import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder("all-MiniLM-L6-v2", batch_size=32)
+
+
+@pytest.fixture
+def embedder(minilm):
+    """The real MiniLM, counted: tests assert on how many chunks were embedded."""
+    from llmops.kb.embedders import CountingEmbedder
+
+    return CountingEmbedder(minilm)
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """The `milvus` package's standalone server on 127.0.0.1 (about 10 s to start)."""
+    if not STANDINS_PYTHON.exists():
+        pytest.fail(f"{STANDINS_PYTHON} is missing; run scripts/envs.sh standins")
+    data = tmp_path_factory.mktemp("milvus-server")
+    port, etcd, peer = free_port(), free_port(), free_port()
+    log = open(data / "launcher.log", "w")
+    proc = subprocess.Popen([str(STANDINS_PYTHON), str(Path(__file__).with_name("milvus_standalone.py")),
+                             str(data / "d"), str(port), str(etcd), str(peer)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        from pymilvus import MilvusClient
+
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"milvus standalone exited: {(data / 'launcher.log').read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    pass
+                MilvusClient(uri=uri, timeout=5).list_collections()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    pytest.fail("milvus standalone did not answer within 120 s")
+                time.sleep(1)
+        yield uri
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=15)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        log.close()
+
+
+@pytest.fixture(params=["lite", "server"])
+def milvus_uri(request, tmp_path):
+    """Each test runs on Milvus Lite (a file) and on the standalone server (a fresh alias namespace)."""
+    if request.param == "lite":
+        return str(tmp_path / "milvus.db")
+    return request.getfixturevalue("milvus_server")
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    target = tmp_path / "docs"
+    shutil.copytree(SAMPLE, target)
+    return target
+
+
+_alias_counter = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def make_kb(corpus, tmp_path):
+    """A KnowledgeBase like the registry's product-docs, over a private copy of the sample documents."""
+    from llmops.config import load_file
+
+    registry = load_file(ROOT / "include" / "config" / "knowledge_bases.yaml")
+    base = next(kb for kb in registry.knowledge_bases if kb.name == "product-docs")
+    alias = f"kbt_{os.getpid()}_{int(time.time() * 1000) % 10_000_000}_{next(_alias_counter)}"
+
+    def make(**changes):
+        data = base.model_dump()
+        data["alias"] = alias
+        data["source"]["uri"] = str(corpus)
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key].update(value)
+            else:
+                data[key] = value
+        return type(base).model_validate(data)
+
+    return make
+
+
+@pytest.fixture
+def open_index():
+    """KbIndex over a MilvusClient; closed after the test (a Lite file is held by one process only)."""
+    from llmops.kb.store import KbIndex, connect
+
+    opened = []
+
+    def make(kb, uri):
+        client = connect(uri, Path("/nonexistent"))
+        opened.append(client)
+        return KbIndex(client, kb.alias, kb.milvus.index_type, kb.milvus.metric_type, dict(kb.milvus.index_params))
+
+    yield make
+    for client in opened:
+        try:
+            client.close()
+        except Exception:
+            pass
+
+
+def rows_of(index, collection: str, doc_id: str) -> list[dict]:
+    return index.client.query(collection, filter=f'doc_id == "{doc_id}"', output_fields=["chunk_index", "doc_hash"],
+                              consistency_level="Strong")

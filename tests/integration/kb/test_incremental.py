@@ -1,0 +1,149 @@
+"""Incremental re-indexing against real Milvus (Lite and standalone server) with the real MiniLM."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import rows_of
+from llmops.kb.chunking import chunk_lines
+from llmops.kb.errors import DimensionMismatchError, SourceNotFoundError
+from llmops.kb.pipeline import reindex, search
+
+
+def _chunk_count(path, kb) -> int:
+    return len(list(chunk_lines(path.read_text().splitlines(), kb.chunking.size, kb.chunking.overlap,
+                                kb.chunking.markdown_aware)))
+
+
+def test_edit_and_delete_embed_only_the_edited_document(make_kb, corpus, milvus_uri, open_index, embedder):
+    kb = make_kb()
+    index = open_index(kb, milvus_uri)
+    first = reindex(kb, "incremental", index=index, embedder=embedder)
+    assert first.mode == "full" and first.rows == first.embedded_chunks > 0  # no alias yet: a full build
+    live = index.live_collection()
+    assert live == f"{kb.alias}_v1"
+    removed_rows = len(rows_of(index, live, "faq/upgrades.md"))
+    old_edited_rows = len(rows_of(index, live, "guides/retries.md"))
+    assert removed_rows and old_edited_rows
+
+    edited = corpus / "guides" / "retries.md"
+    edited.write_text(edited.read_text() + "\n## Jitter\n\nOrbit adds up to ten percent random jitter to each delay.\n")
+    (corpus / "faq" / "upgrades.md").unlink()
+    embedder.reset()
+
+    second = reindex(kb, "incremental", index=index, embedder=embedder)
+    assert second.mode == "incremental" and index.live_collection() == live
+    assert second.embedded_documents == 1
+    assert embedder.texts == second.embedded_chunks == _chunk_count(edited, kb)  # counted at the embedder
+    assert second.deleted_documents == 1 and rows_of(index, live, "faq/upgrades.md") == []
+    new_hashes = {row["doc_hash"] for row in rows_of(index, live, "guides/retries.md")}
+    assert len(new_hashes) == 1 and len(rows_of(index, live, "guides/retries.md")) == _chunk_count(edited, kb)
+    assert second.skipped_documents == 10
+    assert second.rows == index.count(live) == first.rows - removed_rows - old_edited_rows + second.embedded_chunks
+    assert second.deleted_chunks == removed_rows + max(0, old_edited_rows - second.embedded_chunks)
+    hits = search(kb, index, embedder, "random jitter added to retry delays", limit=1)
+    assert hits[0]["doc_id"] == "guides/retries.md"
+
+    embedder.reset()
+    rows_before = index.count(live)
+    third = reindex(kb, "incremental", index=index, embedder=embedder)
+    assert embedder.texts == 0 and embedder.calls == 0
+    assert third.embedded_documents == third.deleted_chunks == third.repaired_chunks == 0
+    assert index.count(live) == rows_before == third.rows
+
+
+def test_rows_deleted_or_added_behind_the_back_are_repaired(make_kb, milvus_uri, open_index, embedder):
+    kb = make_kb()
+    index = open_index(kb, milvus_uri)
+    reindex(kb, "incremental", index=index, embedder=embedder)
+    live = index.live_collection()
+    total = index.count(live)
+    target = rows_of(index, live, "guides/installation.md")
+    assert len(target) >= 2
+    # Someone deletes rows of one document and leaves a row of a document that does not exist.
+    index.client.delete(live, filter='doc_id == "guides/installation.md" and chunk_index == 0')
+    index.client.delete(live, filter='doc_id == "faq/pricing.txt"')
+    index.client.upsert(live, [{"pk": "stray", "doc_id": "old/removed.md", "doc_hash": "0" * 64, "chunk_index": 0,
+                                "n_chunks": 1, "text": "stale", "vector": [0.1] * embedder.dimension}])
+    assert index.count(live) == total - 2 + 1
+    embedder.reset()
+
+    summary = reindex(kb, "incremental", index=index, embedder=embedder)
+    assert summary.mode == "incremental"
+    assert index.count(live) == total
+    assert len(rows_of(index, live, "guides/installation.md")) == len(target)
+    assert len(rows_of(index, live, "faq/pricing.txt")) == 1
+    assert rows_of(index, live, "old/removed.md") == []
+    assert summary.repaired_chunks == 1  # chunk 0 of installation.md, without re-embedding its other chunks
+    assert summary.embedded_documents == 1  # pricing.txt had no rows left: embedded as new
+    assert embedder.texts == 2
+    assert summary.deleted_documents == 1 and summary.deleted_chunks == 1
+    again = reindex(kb, "incremental", index=index, embedder=embedder)
+    assert again.embedded_chunks == again.repaired_chunks == again.deleted_chunks == 0
+
+
+def test_changed_chunking_forces_a_full_rebuild(make_kb, milvus_uri, open_index, embedder):
+    kb = make_kb()
+    index = open_index(kb, milvus_uri)
+    reindex(kb, "incremental", index=index, embedder=embedder)
+    smaller = make_kb(chunking={"size": 300, "overlap": 50})
+    summary = reindex(smaller, "incremental", index=index, embedder=embedder)
+    assert summary.mode == "full" and "fingerprint changed" in summary.reason
+    assert index.live_collection() == f"{kb.alias}_v2"
+    assert index.fingerprint(index.live_collection())["chunking"]["size"] == 300
+    assert summary.rows == index.count(index.live_collection()) > 0
+    assert index.versions() == [1, 2]  # the previous version stays for rollback
+
+
+def test_missing_source_fails_before_anything_changes(make_kb, corpus, tmp_path, milvus_uri, open_index, embedder):
+    kb = make_kb(source={"uri": str(tmp_path / "nowhere")})
+    index = open_index(kb, milvus_uri)
+    with pytest.raises(SourceNotFoundError, match="nowhere.*does not exist.*fix:"):
+        reindex(kb, "incremental", index=index, embedder=embedder)
+    assert index.versions() == [] and embedder.calls == 0
+    # An existing but empty source is refused too: it must not read as "delete every document".
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SourceNotFoundError, match="lists no document"):
+        reindex(make_kb(source={"uri": str(empty)}), "incremental", index=index, embedder=embedder)
+
+
+def test_unreadable_files_are_skipped_and_reported(make_kb, corpus, milvus_uri, open_index, embedder):
+    (corpus / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is not really a pdf")
+    (corpus / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (corpus / "dangling.md").symlink_to(corpus / "does-not-exist.md")
+    kb = make_kb()
+    index = open_index(kb, milvus_uri)
+    summary = reindex(kb, "incremental", index=index, embedder=embedder)
+    failed = {item["doc"]: item["error"] for item in summary.failed}
+    assert set(failed) == {"broken.pdf", "latin1.txt", "dangling.md"}
+    assert "not a readable PDF" in failed["broken.pdf"] and "not UTF-8" in failed["latin1.txt"]
+    assert summary.embedded_documents == 12 and summary.recall == 1.0
+    assert index.live_collection() == f"{kb.alias}_v1"
+    # A later run leaves the unreadable files reported, the rest untouched.
+    again = reindex(kb, "incremental", index=index, embedder=embedder)
+    assert again.skipped_documents == 12 and {i["doc"] for i in again.failed} == set(failed)
+
+
+def test_embedder_dimension_mismatch_writes_nothing(make_kb, milvus_uri, open_index, embedder):
+    from llmops.kb.embedders import CountingEmbedder, SentenceTransformerEmbedder
+
+    kb = make_kb()
+    index = open_index(kb, milvus_uri)
+    reindex(kb, "incremental", index=index, embedder=embedder)
+    live = index.live_collection()
+    rows = index.count(live)
+    # Same model name, other dimension: what happens when the model behind a name is swapped.
+    truncated = CountingEmbedder(SentenceTransformerEmbedder("all-MiniLM-L6-v2", truncate_dim=128))
+    assert truncated.dimension == 128
+    with pytest.raises(DimensionMismatchError, match=r"128-d.*384-d.*nothing was written.*fix:"):
+        reindex(kb, "incremental", index=index, embedder=truncated)
+    assert truncated.calls == 0 and index.count(live) == rows and index.versions() == [1]
+
+
+def test_declared_dimension_is_checked_when_the_embedder_is_built(make_kb):
+    from llmops.kb.embedders import build_embedder
+
+    kb = make_kb(embedder={"dimension": 768})
+    with pytest.raises(DimensionMismatchError, match="384-d vectors but knowledge_bases.yaml declares dimension 768"):
+        build_embedder(kb.embedder)
