@@ -21,15 +21,9 @@ MODEL_ARTEFACTS = Asset(name="model_artefacts", uri="llmops://model-artefacts", 
 
 def hf_token(conn_id: str | None) -> str | None:
     """The Hugging Face token from the model's Airflow Connection (password field), if there is one."""
-    if not conn_id:
-        return None
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
+    from llmops_airflow.steps import resolve_secret_env
 
-    try:
-        return BaseHook.get_connection(conn_id).password or None
-    except AirflowNotFoundException:
-        return None
+    return resolve_secret_env({"HF_TOKEN": f"{conn_id}.password"}).get("HF_TOKEN") if conn_id else None
 
 
 def _image_for(item: WorkItem, step: str) -> str | None:

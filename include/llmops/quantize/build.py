@@ -10,6 +10,7 @@ planner import this package on the Airflow side, which has no torch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -34,10 +35,8 @@ IGNORE = ["lm_head"]
 def tool_versions(*packages: str) -> dict[str, str]:
     versions = {}
     for package in packages:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return versions
 
 
@@ -152,12 +151,11 @@ def check_runnable(recipe: Recipe) -> None:
                 f"(GPU here: {gpu_available()}, missing: {', '.join(missing) or 'nothing'}); "
                 "fix: run model_refresh on runtime kubernetes (the worker image has both), "
                 "or use llmcompressor-w4a16 for an int4 vLLM checkpoint that builds on CPU")
-    if recipe.tool == "trtllm-build":
-        if shutil.which("trtllm-build") is None or not gpu_available():
-            raise RecipeUnavailable(
-                f"recipe {recipe.name}: the legacy TensorRT engine build needs `trtllm-build` (TensorRT-LLM "
-                "<= 1.3.0rc20) and the target GPU; fix: run it on runtime kubernetes with the "
-                "images/trtllm-legacy image, or use modelopt-fp8, which current TensorRT-LLM loads directly")
+    if recipe.tool == "trtllm-build" and (shutil.which("trtllm-build") is None or not gpu_available()):
+        raise RecipeUnavailable(
+            f"recipe {recipe.name}: the legacy TensorRT engine build needs `trtllm-build` (TensorRT-LLM "
+            "<= 1.3.0rc20) and the target GPU; fix: run it on runtime kubernetes with the "
+            "images/trtllm-legacy image, or use modelopt-fp8, which current TensorRT-LLM loads directly")
 
 
 def load_metadata(out: Path) -> dict | None:

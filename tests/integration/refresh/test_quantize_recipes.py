@@ -1,0 +1,86 @@
+"""Quantization recipes on the trained tiny model, on CPU, through the real job and the real tools
+(llm-compressor, NVIDIA ModelOpt). The checkpoints are read back from their files, not from the job's word."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from refresh_helpers import plan_items, run_job
+
+
+def safetensors_dtypes(path: Path) -> dict[str, str]:
+    """tensor name -> dtype from a safetensors header (8-byte little-endian length, then JSON)."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return {name: meta["dtype"] for name, meta in header.items() if name != "__metadata__"}
+
+
+def test_llmcompressor_w8a8_writes_an_int8_compressed_tensors_checkpoint_vllm_can_read(quantized):
+    item, result, _ = quantized["llmcompressor-w8a8"]
+    checkpoint = Path(item.checkpoint_dir)
+    config = json.loads((checkpoint / "config.json").read_text())
+    quant = config["quantization_config"]
+    assert quant["quant_method"] == "compressed-tensors"
+    group = quant["config_groups"]["group_0"]
+    assert (group["weights"]["num_bits"], group["weights"]["type"]) == (8, "int")
+    assert group["input_activations"]["dynamic"] is True
+    dtypes = safetensors_dtypes(checkpoint / "model.safetensors")
+    assert dtypes["model.layers.0.mlp.down_proj.weight"] == "I8"
+    assert dtypes["lm_head.weight"] in ("F32", "BF16", "F16")  # kept in full precision
+    assert (checkpoint / "tokenizer.json").is_file()
+    assert result["scheme"] == "W8A8" and result["recipe"] == "llmcompressor-w8a8"
+
+
+def test_modelopt_fp8_writes_the_unified_checkpoint_tensorrt_llm_loads(quantized):
+    item, result, _ = quantized["modelopt-fp8"]
+    checkpoint = Path(item.checkpoint_dir)
+    hf_quant = json.loads((checkpoint / "hf_quant_config.json").read_text())
+    assert hf_quant["producer"]["name"] == "modelopt"
+    assert hf_quant["quantization"]["quant_algo"] == "FP8"
+    assert "lm_head" in hf_quant["quantization"]["exclude_modules"]
+    dtypes = safetensors_dtypes(checkpoint / "model.safetensors")
+    assert dtypes["model.layers.0.self_attn.q_proj.weight"] == "F8_E4M3"
+    assert "model.layers.0.self_attn.q_proj.weight_scale" in dtypes
+
+
+def test_the_unquantized_models_greedy_answers_are_recorded_as_the_reference(quantized):
+    for item, result, _ in quantized.values():
+        metadata = json.loads((Path(item.checkpoint_dir) / "llmops_quantize.json").read_text())
+        reference = metadata["reference"]
+        assert reference["golden"]["prompts"][0]["prompt"] == "The capital of France is"
+        # the tiny model was trained on these sentences, so its greedy continuations are known
+        assert reference["completions"][:2] == [" Paris.", " four, five."]
+        assert result["reference"] == reference["completions"]
+        assert metadata["source"]["sha"] == item.sha
+        assert {"torch", "transformers"} <= set(metadata["tool_versions"])
+    tools = {json.loads((Path(i.checkpoint_dir) / "llmops_quantize.json").read_text())["tool"]: i
+             for i, _, _ in quantized.values()}
+    assert set(tools) == {"llmcompressor", "modelopt"}
+
+
+def test_a_second_run_reuses_the_finished_checkpoint(quantized, worker_python):
+    item, _, first_seconds = quantized["llmcompressor-w8a8"]
+    weights = Path(item.checkpoint_dir) / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    done, result = run_job(worker_python, "quantize", "--item", item.to_json())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "reusing it" in done.stderr
+    assert weights.stat().st_mtime_ns == before
+    assert result["checkpoint"] == item.checkpoint_dir
+
+
+def test_gptq_is_refused_on_a_machine_without_a_gpu_before_anything_is_written(tmp_path, worker_python, tiny_model):
+    # Plans for runtime local never contain this recipe; the job refuses it too if asked directly.
+    items = plan_items(tmp_path, ["llmcompressor-w8a8"])
+    item = items["llmcompressor-w8a8"]
+    data = json.loads(item.to_json())
+    data.update(recipe="optimum-gptq-int4", artefact_recipe="optimum-gptq-int4",
+                source_dir=str(tiny_model), work_dir=str(tmp_path / "gptq"))
+    done, result = run_job(worker_python, "quantize", "--item", json.dumps(data))
+    assert done.returncode == 2 and result is None
+    assert "optimum's GPTQ needs a CUDA GPU and the gptqmodel package" in done.stderr
+    assert "fix: run model_refresh on runtime kubernetes" in done.stderr
+    assert not (tmp_path / "gptq").exists()
