@@ -59,7 +59,10 @@ class OssStore(ObjectStore):
 
     # --- checksums -------------------------------------------------------------------------------
 
-    def _part_crc(self, data: bytes) -> int | None:
+    def _part_checksum(self, data: bytes) -> int | None:
+        return self._crc64(data)
+
+    def _crc64(self, data: bytes) -> int | None:
         from oss2.utils import Crc64
 
         crc = Crc64(0)
@@ -75,6 +78,14 @@ class OssStore(ObjectStore):
         if remote.crc64 is not None and local.crc64 is not None:
             return remote.crc64 == local.crc64
         return super()._object_matches(remote, local)
+
+    def _completed_matches(self, remote, parts) -> bool:
+        combined = parts[0].checksum
+        for part in parts[1:]:
+            combined = self._crc_combine(combined, part.checksum, part.size)
+        if remote.crc64 is None:  # OSS always reports it; without it fall back to the ETag rule
+            return super()._completed_matches(remote, parts)
+        return remote.crc64 == combined
 
     # --- primitives ------------------------------------------------------------------------------
 
@@ -120,13 +131,13 @@ class OssStore(ObjectStore):
 
         return {p.part_number: (p.etag, p.size) for p in oss2.PartIterator(self.bucket, key, upload_id)}
 
-    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes, checksum: int | None) -> str:
         return self.bucket.upload_part(key, upload_id, number, data).etag  # oss2 checks the part's CRC64
 
     def _complete(self, key: str, upload_id: str, parts: list[PartDone]) -> None:
         from oss2.models import PartInfo
 
-        infos = [PartInfo(p.number, p.etag, size=p.size, part_crc=p.crc64) for p in parts]
+        infos = [PartInfo(p.number, p.etag, size=p.size, part_crc=p.checksum) for p in parts]
         self.bucket.complete_multipart_upload(key, upload_id, infos)  # oss2 checks the combined CRC64
 
     def _abort(self, key: str, upload_id: str) -> None:

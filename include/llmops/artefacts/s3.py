@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import zlib
 from collections.abc import Iterator
 
 from llmops.artefacts._object import ObjectStore, PartDone, RemoteObject
-from llmops.artefacts.errors import StoreUriError
+from llmops.artefacts.errors import ArtefactIntegrityError, StoreUriError
 
 
 class S3Store(ObjectStore):
@@ -87,9 +89,20 @@ class S3Store(ObjectStore):
                 parts[part["PartNumber"]] = (part["ETag"], part["Size"])
         return parts
 
-    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
-        return self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                       Body=data)["ETag"]
+    def _part_checksum(self, data: bytes) -> int | None:
+        return zlib.crc32(data)
+
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes, checksum: int | None) -> str:
+        # Passing the CRC32 (which botocore would otherwise compute itself) makes the server reject damaged bytes.
+        sent = base64.b64encode(checksum.to_bytes(4, "big")).decode()
+        response = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                           Body=data, ChecksumCRC32=sent)
+        echoed = response.get("ChecksumCRC32")
+        if echoed is not None and echoed != sent:
+            raise ArtefactIntegrityError(f"s3://{self.bucket}/{key} part {number}: the server stored CRC32 {echoed}, "
+                                         f"we sent {sent}; fix: retry the publish", path=key, expected=sent,
+                                         actual=echoed)
+        return response["ETag"]
 
     def _complete(self, key: str, upload_id: str, parts: list[PartDone]) -> None:
         self.client.complete_multipart_upload(

@@ -103,3 +103,16 @@ def test_s3_publisher_killed_midway_leaves_no_version_and_the_retry_resumes(s3_s
     assert stats["parts_skipped"] >= 3 and stats["files_skipped"] == 1  # config.json and 15 MiB were kept
     assert stats["bytes_uploaded"] <= 25 * MiB
     assert store.fetch(manifest.prefix, tmp_path / "fetched").joinpath("model.safetensors").stat().st_size == 40 * MiB
+
+
+def test_s3_parts_carry_a_crc32_the_server_checks(open_test_store):
+    from botocore.exceptions import ClientError
+
+    store = open_test_store("s3")
+    key = store._key("crc-check/blob")
+    upload_id = store._create_upload(key, {"sha256": "0" * 64})
+    data = os.urandom(MiB)
+    with pytest.raises(ClientError, match="BadDigest"):
+        store._upload_part(key, upload_id, 1, data, store._part_checksum(data) ^ 1)
+    assert store._upload_part(key, upload_id, 1, data, store._part_checksum(data))
+    store._abort(key, upload_id)
