@@ -53,6 +53,16 @@ def connect(uri: str, home: Path, token: str | None = None) -> MilvusClient:
                       "token, or for Milvus Lite make sure no other process holds the file") from None
 
 
+def disconnect(client: MilvusClient, uri: str, home: Path) -> None:
+    """Close the client; for Milvus Lite also stop the in-process server so another process can open the file."""
+    client.close()
+    resolved = resolve_uri(uri, home)
+    if resolved != uri or not re.match(r"^(https?|tcp|grpc)://", uri):
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(resolved)
+
+
 def token_from_env(connection_id: str | None) -> str | None:
     """Milvus token: AIRFLOW_CONN_<ID> (JSON or URI form, as Airflow and K8s secrets pass it) or MILVUS_TOKEN."""
     if connection_id:

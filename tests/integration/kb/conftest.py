@@ -136,19 +136,21 @@ def make_kb(corpus, tmp_path):
 @pytest.fixture
 def open_index():
     """KbIndex over a MilvusClient; closed after the test (a Lite file is held by one process only)."""
-    from llmops.kb.store import KbIndex, connect
+    from llmops.kb.store import KbIndex, connect, disconnect
 
     opened = []
 
     def make(kb, uri):
         client = connect(uri, Path("/nonexistent"))
-        opened.append(client)
-        return KbIndex(client, kb.alias, kb.milvus.index_type, kb.milvus.metric_type, dict(kb.milvus.index_params))
+        opened.append((client, uri))
+        index = KbIndex(client, kb.alias, kb.milvus.index_type, kb.milvus.metric_type, dict(kb.milvus.index_params))
+        index.close = lambda: disconnect(client, uri, Path("/nonexistent"))
+        return index
 
     yield make
-    for client in opened:
+    for client, uri in opened:
         try:
-            client.close()
+            disconnect(client, uri, Path("/nonexistent"))
         except Exception:
             pass
 

@@ -1,0 +1,157 @@
+"""Blue/green full builds: validation gates the alias, a killed build never touches it, rollback, retention."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from llmops.kb.errors import IndexValidationError, RollbackError
+from llmops.kb.pipeline import reindex, search
+
+
+def test_full_builds_rotate_versions_and_roll_back(make_kb, milvus_uri, open_index, embedder):
+    kb = make_kb(retention=2)
+    index = open_index(kb, milvus_uri)
+    summaries = [reindex(kb, "full", index=index, embedder=embedder) for _ in range(3)]
+    assert [s.collection for s in summaries] == [f"{kb.alias}_v{n}" for n in (1, 2, 3)]
+    assert summaries[2].previous_collection == f"{kb.alias}_v2"
+    assert summaries[2].dropped_collections == [f"{kb.alias}_v1"]
+    assert index.versions() == [2, 3] and index.live_collection() == f"{kb.alias}_v3"
+    assert all(s.recall == 1.0 and s.rows == s.embedded_chunks for s in summaries)
+
+    previous, current = index.rollback()
+    assert (previous, current) == (f"{kb.alias}_v3", f"{kb.alias}_v2")
+    assert search(kb, index, embedder, "Is Orbit free?", limit=1)[0]["doc_id"] == "faq/pricing.txt"
+    with pytest.raises(RollbackError, match="no earlier version.*fix:"):
+        index.rollback()
+    # The next build replaces the version that was rolled back from instead of resurrecting it.
+    rebuilt = reindex(kb, "full", index=index, embedder=embedder)
+    assert rebuilt.dropped_collections[0] == f"{kb.alias}_v3"
+    assert rebuilt.collection == f"{kb.alias}_v4" and index.versions() == [2, 4]
+
+
+def test_failed_golden_queries_keep_the_alias(make_kb, milvus_uri, open_index, embedder):
+    kb = make_kb()
+    index = open_index(kb, milvus_uri)
+    reindex(kb, "full", index=index, embedder=embedder)
+    strict = make_kb(min_recall=1.0, golden_queries=[
+        {"query": "Is Orbit free to use?", "expected_document": "guides/installation.md"}])
+    with pytest.raises(IndexValidationError, match=r"recall@3 is 0.00.*alias .* was not moved"):
+        reindex(strict, "full", index=index, embedder=embedder)
+    assert index.live_collection() == f"{kb.alias}_v1"
+    assert index.versions() == [1, 2]  # the rejected build is left for inspection ...
+    done = reindex(kb, "full", index=index, embedder=embedder)
+    assert done.dropped_collections == [f"{kb.alias}_v2"]  # ... and dropped by the next build
+    assert index.live_collection() == done.collection == f"{kb.alias}_v3"
+
+
+def _write_corpus(root, documents: int) -> None:
+    topics = ["scheduling", "retries", "alerts", "storage", "permissions", "upgrades", "metrics", "backups"]
+    for number in range(documents):
+        topic = topics[number % len(topics)]
+        body = "\n\n".join(
+            f"Paragraph {p} of note {number} about {topic}. " + " ".join(
+                f"The {topic} subsystem handles case {number}-{p}-{w} carefully." for w in range(6))
+            for p in range(4))
+        (root / f"note-{number:03d}.md").write_text(f"# Note {number}: {topic}\n\n{body}\n")
+
+
+def _job(args, env, **popen):
+    return subprocess.Popen([sys.executable, "-m", "llmops.jobs.kb_reindex", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **popen)
+
+
+def test_killed_full_build_leaves_the_alias_on_the_old_version(make_kb, corpus, tmp_path, milvus_uri, open_index,
+                                                               embedder):
+    _write_corpus(corpus, 36)
+    kb = make_kb(embedder={"batch_size": 8})
+    index = open_index(kb, milvus_uri)
+    first = reindex(kb, "full", index=index, embedder=embedder)
+    old = index.live_collection()
+    index.close()  # Milvus Lite: one process per file; the job opens it next
+
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "knowledge_bases.yaml").write_text(yaml.safe_dump(
+        {"knowledge_bases": [kb.model_dump(mode="json")]}, sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "include"), "LLMOPS_HOME": str(tmp_path / "home"),
+           "LLMOPS_CONFIG_DIR": str(config)}
+    args = ["--kb", kb.name, "--mode", "full", "--milvus-uri", milvus_uri, "--progress-every", "0"]
+    job = _job(args, env)
+    seen = []
+    try:
+        deadline = time.monotonic() + 240
+        for line in job.stdout:
+            seen.append(line)
+            if "documents (" in line and "embedded" in line and f"/{first.documents} documents" in line \
+                    and f" {first.documents}/{first.documents} " not in line:
+                os.killpg(job.pid, signal.SIGKILL)  # mid-build, between two batches
+                break
+            assert time.monotonic() < deadline, "".join(seen[-20:])
+        job.wait(timeout=30)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    assert job.returncode == -signal.SIGKILL, "the build finished before it could be killed:\n" + "".join(seen[-20:])
+
+    index = open_index(kb, milvus_uri)
+    assert index.live_collection() == old
+    partial = f"{kb.alias}_v2"
+    assert 2 in index.versions() and index.count(partial) < first.rows  # half-built, never published
+    index.ensure_loaded(old)
+    assert index.count(old) == first.rows
+    hits = search(kb, index, embedder, "How do I install Orbit with pip?", limit=1)
+    assert hits[0]["doc_id"] == "guides/installation.md"
+
+    done = reindex(kb, "full", index=index, embedder=embedder)
+    assert partial in done.dropped_collections
+    assert index.live_collection() == done.collection == f"{kb.alias}_v3"
+    assert done.rows == first.rows and done.recall == 1.0
+
+
+def test_pdf_documents_are_indexed(make_kb, corpus, tmp_path, open_index, embedder):
+    from llmops.kb.loaders import load_pdf
+
+    _write_pdf(corpus / "guides" / "sla.pdf",
+               ["Service level agreement", "Orbit support answers priority one tickets within four hours."])
+    with open(corpus / "guides" / "sla.pdf", "rb") as stream:
+        assert "priority one tickets" in " ".join(load_pdf(stream, "sla.pdf"))
+    kb = make_kb()
+    index = open_index(kb, str(tmp_path / "pdf.db"))
+    summary = reindex(kb, "full", index=index, embedder=embedder)
+    assert summary.failed == [] and summary.embedded_documents == 13
+    hits = search(kb, index, embedder, "how fast does support answer priority one tickets", limit=1)
+    assert hits[0]["doc_id"] == "guides/sla.pdf"
+
+
+def _write_pdf(path, lines: list[str]) -> None:
+    """A minimal one-page PDF with real text (Helvetica), written by hand: no PDF writer is installed."""
+    content = "BT /F1 12 Tf 72 720 Td 14 TL " + " ".join(
+        "(" + line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ") Tj T*" for line in lines) + " ET"
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        "/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(content)} >>\nstream\n{content}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(out)
