@@ -18,6 +18,7 @@ The rules every backend keeps (tests/integration/artefacts runs one contract sui
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -37,6 +38,7 @@ from llmops.artefacts.errors import (
     ImmutableArtefactError,
     StoreUriError,
 )
+from llmops.artefacts.hashing import sha256_file
 from llmops.artefacts.manifest import MANIFEST_NAME, Manifest
 
 log = logging.getLogger(__name__)
@@ -207,8 +209,6 @@ class ArtefactStore(ABC):
             raise ArtefactNotFoundError(f"{self.uri_for(prefix)} does not exist (no manifest: not a published "
                                         "version); fix: check the prefix or publish it first")
         dest = Path(dest)
-        from llmops.artefacts.hashing import sha256_file
-
         for entry in manifest.files:
             target = dest / entry.path
             if target.is_file() and target.stat().st_size == entry.size and (
@@ -216,8 +216,6 @@ class ArtefactStore(ABC):
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".incomplete")
-            import hashlib
-
             digest, size = hashlib.sha256(), 0
             try:
                 with open(partial, "wb") as handle:
