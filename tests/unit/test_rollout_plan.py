@@ -6,7 +6,16 @@ import itertools
 
 import pytest
 
-from llmops.rollout.plan import OBSERVATIONS, PHASES, TERMINAL, InvalidTransition, Observation, PlanState, advance, start
+from llmops.rollout.plan import (
+    OBSERVATIONS,
+    PHASES,
+    TERMINAL,
+    InvalidTransition,
+    Observation,
+    PlanState,
+    advance,
+    start,
+)
 
 VALID = {
     "deploying": {"canary_deployed", "error"},
@@ -118,3 +127,15 @@ def test_every_sequence_of_outcomes_promotes_only_when_all_passed():
             state, _ = drive(state, action, script)
             assert (state.outcome == "promoted") == (ready and all(outcomes)), (ready, outcomes)
             assert all(analysed[:-1]) if analysed else True  # it stops at the first failure
+
+
+def test_plan_state_survives_a_round_trip_between_tasks():
+    import json
+
+    from llmops.rollout.plan import state_from_dict, state_to_dict
+
+    state, _ = start([10, 100], has_stable=True, at=1.0)
+    state, _ = advance(state, Observation("canary_deployed", 2.0, "x"))
+    again = state_from_dict(json.loads(json.dumps(state_to_dict(state))))
+    assert again == state
+    assert advance(again, Observation("canary_ready"))[1].canary_percent == 10

@@ -31,3 +31,12 @@ def test_html_is_escaped():
     page = render_html(make_report())
     assert "<td>&lt;b&gt;</td>" in page and "<td><b></td>" not in page
     assert page.startswith("<!doctype html>") and "ROLLED_BACK" in page
+
+
+def test_step_reports_round_trip_through_json():
+    import json
+
+    from llmops.rollout.report import step_from_dict, step_to_dict
+
+    step = make_report().steps[0]
+    assert step_from_dict(json.loads(json.dumps(step_to_dict(step)))) == step

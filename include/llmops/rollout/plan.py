@@ -148,3 +148,16 @@ def advance(state: PlanState, obs: Observation) -> tuple[PlanState, Action]:
         return _go(state, obs, "promoted", canary_percent=0), Action("done", reason="promoted")
     # rolled_back
     return _go(state, obs, "rolled_back", canary_percent=0), Action("done", reason=state.reason)
+
+
+def state_to_dict(state: PlanState) -> dict:
+    """JSON-able form, so the plan can travel between Airflow tasks (XCom)."""
+    return {"steps": list(state.steps), "has_stable": state.has_stable, "phase": state.phase,
+            "step_index": state.step_index, "canary_percent": state.canary_percent, "reason": state.reason,
+            "timeline": [[e.at, e.phase, e.event, e.detail] for e in state.timeline]}
+
+
+def state_from_dict(data: dict) -> PlanState:
+    return PlanState(steps=tuple(data["steps"]), has_stable=data["has_stable"], phase=data["phase"],
+                     step_index=data["step_index"], canary_percent=data["canary_percent"], reason=data["reason"],
+                     timeline=tuple(TimelineEntry(*e) for e in data["timeline"]))

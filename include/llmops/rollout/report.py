@@ -172,3 +172,17 @@ def render_html(report: RolloutReport) -> str:
                                  [[_stamp(at), ph, ev, de] for at, ph, ev, de in report.timeline]))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def step_to_dict(step: StepReport) -> dict:
+    return asdict(step)
+
+
+def step_from_dict(data: dict) -> StepReport:
+    from llmops.canary.verdict import Check, GoldenOutcome
+
+    verdict = Verdict(data["verdict"]["passed"], [Check(**c) for c in data["verdict"]["checks"]],
+                      data["verdict"]["summary"])
+    return StepReport(data["canary_percent"], verdict, [ProbeRound(**r) for r in data["canary_rounds"]],
+                      [ProbeRound(**r) for r in data["stable_rounds"]], [GoldenOutcome(**g) for g in data["golden"]],
+                      data.get("metrics") or {}, data.get("window_s", 0.0))
