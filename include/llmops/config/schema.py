@@ -244,7 +244,9 @@ class Embedder(Strict):
     endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL for kind=openai")
     connection_id: str | None = None
     api_key_env: str | None = Field(
-        default=None, description="environment variable holding the endpoint's API key (filled from a Connection)")
+        default="EMBEDDINGS_API_KEY",
+        description="environment variable holding the endpoint's API key (the DAG fills it from Connection "
+                    "embeddings_default); unset or empty: no Authorization header")
     batch_size: int = Field(default=64, ge=1, le=4096)
     dimension: int | None = Field(
         default=None, ge=1, description="expected vector dimension; a model that returns another fails the run")
