@@ -68,7 +68,7 @@ def model_refresh():
         print(f"{model}: {spec.repo_id}@{spec.revision} -> {sha}")
         return {"model": model, "sha": sha}
 
-    @task(multiple_outputs=True)
+    @task
     def plan(resolved: list[dict], params=None, dag_run=None) -> dict:
         from llmops.artefacts.store import open_store
         from llmops.config import load_registry
@@ -103,6 +103,11 @@ def model_refresh():
             "skipped": [s.__dict__ for s in refresh.skipped],
         }
 
+    @task
+    def arguments_of(planned: dict, step: str) -> list[dict]:
+        """The plan's `expand_kwargs` list for one step (Airflow maps only over a task's return value)."""
+        return planned[step]
+
     @task(outlets=[MODEL_ARTEFACTS], map_index_template="{{ task.op_kwargs['published']['prefix'] }}")
     def announce(published: dict, outlet_events=None) -> str:
         outlet_events[MODEL_ARTEFACTS].extra = published["asset_extra"]
@@ -110,23 +115,29 @@ def model_refresh():
         return published["manifest_uri"]
 
     @task(trigger_rule="none_failed")
-    def report(summary: str, manifests: list[str] | None = None) -> str:
+    def report(planned: dict, manifests: list[str] | None = None) -> str:
         manifests = [m for m in (manifests or []) if m]
-        text = summary + "\n" + (f"published {len(manifests)} manifest(s):\n" + "\n".join(f"  {m}" for m in manifests)
-                                 if manifests else "nothing new published")
+        published = "\n".join(f"  {m}" for m in manifests) if manifests else "  nothing new"
+        text = f"model_refresh plan: {planned['summary']}\npublished:\n{published}"
         print(text)
         return text
 
     planned = plan(resolve.expand(model=select_models()))
-    download = heavy_step_partial(task_id="download", job="download").expand_kwargs(planned["download"])
+
+    def step_input(step: str):
+        return arguments_of.override(task_id=f"{step}_arguments")(planned, step)
+
+    download = heavy_step_partial(task_id="download", job="download",
+                                  secret_env={"HF_TOKEN": "huggingface_default.password"},
+                                  ).expand_kwargs(step_input("download"))
     quantize = heavy_step_partial(task_id="quantize", job="quantize", pool=gpu_pool()).expand_kwargs(
-        planned["quantize"])
+        step_input("quantize"))
     validate = heavy_step_partial(task_id="validate", job="validate", environment="serving",
-                                  pool=gpu_pool()).expand_kwargs(planned["validate"])
-    publish = heavy_step_partial(task_id="publish", job="publish").expand_kwargs(planned["publish"])
+                                  pool=gpu_pool()).expand_kwargs(step_input("validate"))
+    publish = heavy_step_partial(task_id="publish", job="publish").expand_kwargs(step_input("publish"))
     announced = announce.expand(published=publish.output)
     download >> quantize >> validate >> publish
-    announced >> report(planned["summary"], announced)
+    report(planned, announced)
 
 
 model_refresh()

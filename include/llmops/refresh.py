@@ -98,7 +98,8 @@ class RefreshPlan:
                 f"validation skipped: {item.validation_skip_reason}"
             lines.append(f"  build {item.prefix} for {', '.join(item.gpu_profiles)} ({note})")
         for skip in self.skipped:
-            lines.append(f"  skip  {skip.model}/{skip.recipe}: {skip.reason}")
+            where = f" ({skip.manifest_uri})" if skip.manifest_uri else ""
+            lines.append(f"  skip  {skip.model}/{skip.recipe}: {skip.reason}{where}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
