@@ -29,11 +29,12 @@ def _decoded_lines(stream: IO[bytes], doc_id: str) -> Iterator[str]:
     offset = 0
     while True:
         block = stream.read(_BLOCK)
+        buffered = len(decoder.getstate()[0])  # bytes of a character split by the previous block
         try:
             text = decoder.decode(block or b"", final=not block)
         except UnicodeDecodeError as exc:
             raise DocumentError(
-                f"{doc_id}: is not UTF-8 text (bad byte at offset {offset + exc.start}); "
+                f"{doc_id}: is not UTF-8 text (bad byte at offset {offset - buffered + exc.start}); "
                 "fix: convert it to UTF-8 or exclude it with source.include") from None
         offset += len(block or b"")
         pending += text

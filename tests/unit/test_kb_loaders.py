@@ -1,0 +1,81 @@
+"""Loaders: streaming UTF-8 text, HTML to text with headings, clear errors for unreadable input, sources."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from llmops.kb.errors import DocumentError, SourceNotFoundError
+from llmops.kb.loaders import load_html, load_lines, load_text, loader_for
+from llmops.kb.sources import LocalSource, SourceDocument, glob_to_regex, included
+
+
+class _Trickle(io.RawIOBase):
+    """Returns at most `step` bytes per read, so multi-byte characters straddle block borders."""
+
+    def __init__(self, data: bytes, step: int):
+        self.data, self.step, self.pos = data, step, 0
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        chunk = self.data[self.pos:self.pos + self.step]
+        self.pos += len(chunk)
+        return chunk
+
+
+def test_text_is_decoded_across_block_borders():
+    text = "première ligne\r\nzweite Zeile – ok\n第三行"
+    assert list(load_text(_Trickle(text.encode(), 3), "x.txt")) == ["première ligne", "zweite Zeile – ok", "第三行"]
+
+
+def test_invalid_utf8_names_the_document_and_offset():
+    with pytest.raises(DocumentError, match=r"a\.txt: is not UTF-8 text \(bad byte at offset 3\).*fix:"):
+        list(load_text(io.BytesIO(b"caf\xe9"), "a.txt"))
+
+
+def test_html_becomes_markdown_like_text_without_scripts():
+    html = (b"<html><head><title>T</title><script>var x = 'hidden';</script></head><body>"
+            b"<h2>Endpoints</h2><p>Use <code>GET /jobs</code> &amp; friends.</p><ul><li>one</li><li>two</li></ul>"
+            b"<style>.a{}</style></body></html>")
+    lines = [line for line in load_html(io.BytesIO(html), "a.html") if line]
+    assert lines == ["T", "## Endpoints", "Use GET /jobs & friends.", "- one", "- two"]
+
+
+def test_loader_choice_and_unknown_suffix():
+    doc = SourceDocument("a/b.HTML", 1, lambda: io.BytesIO(b""))
+    assert loader_for(doc) == "html"
+    assert loader_for(SourceDocument("notes.log", 1, lambda: io.BytesIO(b"")), {".log": "text"}) == "text"
+    with pytest.raises(DocumentError, match=r"no loader for '\.log'.*fix: add it to loaders"):
+        loader_for(SourceDocument("notes.log", 1, lambda: io.BytesIO(b"")))
+
+
+def test_missing_file_is_a_document_error(tmp_path):
+    doc = SourceDocument("gone.md", 0, lambda: open(tmp_path / "gone.md", "rb"))
+    with pytest.raises(DocumentError, match="gone.md: cannot be opened"):
+        list(load_lines(doc))
+
+
+@pytest.mark.parametrize(("pattern", "path", "expected"), [
+    ("**/*.md", "a.md", True), ("**/*.md", "x/y/a.md", True), ("**/*.md", "a.mdx", False),
+    ("*.md", "x/a.md", False), ("docs/**", "docs/a/b.txt", True), ("docs/*.txt", "docs/a/b.txt", False),
+    ("faq/?.txt", "faq/a.txt", True),
+])
+def test_include_globs(pattern, path, expected):
+    assert bool(glob_to_regex(pattern).match(path)) is expected
+
+
+def test_local_source_lists_relative_posix_ids(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "x.md").write_text("x")
+    (tmp_path / "top.txt").write_text("t")
+    (tmp_path / "skip.bin").write_bytes(b"\0")
+    (tmp_path / ".hidden.md").write_text("h")
+    docs = list(LocalSource(tmp_path, ["**/*.md", "**/*.txt"]).list())
+    assert [d.doc_id for d in docs] == ["top.txt", "a/b/x.md"] or sorted(d.doc_id for d in docs) == ["a/b/x.md",
+                                                                                                   "top.txt"]
+    assert included("a/b/x.md", ["**/*.md"])
+    with pytest.raises(SourceNotFoundError, match="does not exist.*fix:"):
+        list(LocalSource(tmp_path / "missing", ["**/*"]).list())
