@@ -1,0 +1,100 @@
+"""Helpers for scripts/demo_model_rollout.sh and bench/rollout.py (local runtime only).
+
+    python -m llmops.rollout.demo versions      # -> JSON {"baseline": uri, "candidate": uri}
+    python -m llmops.rollout.demo stop          # stop the demo deployment's vLLM processes
+    python -m llmops.rollout.demo report        # print the newest rollout report of the deployment
+
+`versions` picks the version model_refresh published last for the vLLM runtime (the candidate) and
+the one before it (the baseline the canary is compared with). If the store has fewer than two, it
+builds the tiny model (worker environment) and publishes it, recorded honestly as a local build
+(source_repo local/make_tiny_model, source sha = sha1 of its weights), recipe `unquantized`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from llmops.artefacts import ArtefactNotFoundError, Manifest, open_store
+from llmops.settings import PROJECT_ROOT, get_settings
+
+MODEL = "tiny-llama"
+DEPLOYMENT = "tiny-llama-chat"
+
+
+def build_tiny_model(out: Path) -> Path:
+    if not (out / "model.safetensors").is_file():
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "include")}
+        subprocess.run([get_settings().worker_python, "-m", "llmops.jobs.make_tiny_model", "--out", str(out)],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+    return out
+
+
+def publish_local_build(store, model_dir: Path) -> str:
+    digest = hashlib.sha1()
+    with open(model_dir / "model.safetensors", "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    manifest = Manifest.for_directory(model_dir, model=MODEL, source_repo="local/make_tiny_model",
+                                      source_sha=digest.hexdigest(), recipe="unquantized", serving_runtime="vllm",
+                                      quantization_format="none", min_compute_capability=0.0, max_model_len=512)
+    return store.publish(model_dir, manifest.prefix, manifest)
+
+
+def versions() -> dict:
+    settings = get_settings()
+    store = open_store(settings.store_uri)
+    try:
+        candidate = store.resolve("latest", MODEL, runtime="vllm").uri
+    except ArtefactNotFoundError:
+        candidate = None
+    published = [m.uri for m in store.list_versions(MODEL) if m.serving_runtime == "vllm"]
+    older = [uri for uri in published if uri != candidate]
+    if candidate is None or not older:
+        local = publish_local_build(store, build_tiny_model(settings.home / "demo" / "rollout" / "tiny-llama"))
+        if candidate is None:
+            candidate = local
+        baseline = local if local != candidate else None
+    else:
+        baseline = older[-1]
+    return {"baseline": baseline, "candidate": candidate,
+            "source": "model_refresh" if candidate in published and baseline != candidate else "local build"}
+
+
+def stop() -> None:
+    from llmops.serving.local import LocalRuntime
+
+    settings = get_settings()
+    LocalRuntime(settings.home, DEPLOYMENT, MODEL, serving_python=settings.serving_python).stop_all()
+
+
+def newest_report() -> Path | None:
+    root = get_settings().home / "reports" / "rollouts" / DEPLOYMENT
+    reports = sorted(root.glob("*/report.md"), key=lambda p: p.stat().st_mtime)
+    return reports[-1] if reports else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["versions", "stop", "report"])
+    args = parser.parse_args(argv)
+    if args.command == "versions":
+        print(json.dumps(versions()))
+    elif args.command == "stop":
+        stop()
+    else:
+        report = newest_report()
+        if report is None:
+            print("no rollout report yet", file=sys.stderr)
+            return 1
+        print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The trigger form: out-of-range values are refused before anything runs (by the Params' JSON schema
+in the form, and again by the request model in the first task)."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmops.config import load_registry
+from llmops.errors import ConfigError
+from llmops.rollout.request import RolloutRequest, resolve_request
+
+BASE = {"model": "tiny-llama", "deployment": "tiny-llama-chat", "version": "latest"}
+
+
+@pytest.fixture(scope="module")
+def rollout_dag():
+    from airflow.models import DagBag
+
+    from llmops.settings import PROJECT_ROOT
+
+    return DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "model_rollout.py")).dags["model_rollout"]
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("steps", [0, 100]), ("steps", [10, 150]), ("steps", []), ("analysis_window_s", 1),
+    ("thresholds", {"max_p95_latency_ratio": 0.5}), ("thresholds", {"max_error_rate": 2}),
+    ("thresholds", {"unknown": 1}), ("traffic_strategy", "dns"), ("deployment", "nope"), ("version", "v2"),
+])
+def test_the_form_refuses_out_of_range_values(rollout_dag, key, value):
+    import copy
+
+    params = copy.deepcopy(rollout_dag.params)
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match=key):
+        params[key] = value  # the form validates each value as it is set
+        params.validate()
+
+
+def test_the_defaults_validate(rollout_dag):
+    values = rollout_dag.params.validate()
+    request = RolloutRequest.from_params(values)
+    assert request.steps == [10, 50, 100] and request.max_p95_latency_ratio == 1.5
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"steps": [50, 10, 100]}, "strictly increasing"),
+    ({"steps": [10, 50]}, "ending at 100"),
+    ({"thresholds": {"max_error_rate": 1.5}}, "max_error_rate"),
+    ({"analysis_window_s": 2}, "analysis_window_s"),
+])
+def test_request_model_names_the_input_and_the_fix(params, match):
+    with pytest.raises(ConfigError, match=match):
+        RolloutRequest.from_params({**BASE, **params})
+
+
+def test_deployment_and_model_are_checked_against_the_registry():
+    registry = load_registry()
+    with pytest.raises(ConfigError, match="known: tiny-llama-chat"):
+        resolve_request(RolloutRequest(**{**BASE, "deployment": "other"}), registry)
+    with pytest.raises(ConfigError, match="serves model 'tiny-llama'"):
+        resolve_request(RolloutRequest(**{**BASE, "model": "llama-3"}), registry)
+
+
+def test_empty_values_fall_back_to_the_deployment_defaults():
+    registry = load_registry()
+    resolved = resolve_request(RolloutRequest.from_params({**BASE, "steps": [], "analysis_window_s": None,
+                                                           "thresholds": {"max_error_rate": 0.2}}), registry)
+    spec = registry.deployment("tiny-llama-chat").rollout
+    assert resolved.steps == spec.steps and resolved.window_s == spec.analysis_window_s
+    assert resolved.thresholds["max_error_rate"] == 0.2
+    assert resolved.thresholds["max_p95_latency_ratio"] == spec.thresholds.max_p95_latency_ratio
