@@ -11,8 +11,8 @@ from pathlib import Path
 
 import oss2
 import pytest
+from artefact_helpers import BUCKET, make_manifest
 
-from conftest import BUCKET, make_manifest
 from llmops.artefacts import open_store
 
 ROOT = Path(__file__).resolve().parents[3]

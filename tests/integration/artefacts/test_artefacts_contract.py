@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from artefact_helpers import SHA, make_manifest
 
-from conftest import SHA, make_manifest
 from llmops.artefacts import (
     ArtefactError,
     ArtefactIntegrityError,
