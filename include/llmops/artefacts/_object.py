@@ -189,8 +189,14 @@ class ObjectStore(ArtefactStore):
         listed: dict[int, tuple[str, int]] = {}
         if upload_id is not None:
             listed = self._list_parts(full_key, upload_id)
-            log.info("resuming upload of %s: %d of %d parts already on the server", key, len(listed), len(plan))
-        else:
+            if not self._parts_match(path, plan, listed):
+                # an earlier attempt uploaded other bytes (and recorded another sha256): start over
+                log.info("open upload of %s holds other bytes; starting a new one", key)
+                self._abort(full_key, upload_id)
+                upload_id, listed = None, {}
+            else:
+                log.info("resuming upload of %s: %d of %d parts already on the server", key, len(listed), len(plan))
+        if upload_id is None:
             upload_id = self._create_upload(full_key, metadata)
         done_bytes = 0
 
@@ -204,9 +210,8 @@ class ObjectStore(ArtefactStore):
                     raise ArtefactIntegrityError(f"{path} shrank while it was uploaded; fix: rerun the step that "
                                                  "writes it", path=key)
                 checksum = self._part_checksum(data)
-                existing = listed.get(number)
-                if existing is not None and existing[1] == length and normalise_etag(existing[0]) == hashlib.md5(
-                        data, usedforsecurity=False).hexdigest():
+                existing = listed.get(number)  # checked against the local bytes by _parts_match
+                if existing is not None:
                     self.stats.add(parts_skipped=1, bytes_skipped=length)
                     etag = existing[0]
                 else:
@@ -236,6 +241,19 @@ class ObjectStore(ArtefactStore):
                 f"{self.root_uri}/{key}: after completing the multipart upload the server reports {remote}, which "
                 f"does not match the {len(parts)} parts sent (size {size}); the object was removed; fix: retry the "
                 "publish", path=key, expected=str(size), actual=str(remote))
+
+    @staticmethod
+    def _parts_match(path: Path, plan: list[tuple[int, int, int]], listed: dict[int, tuple[str, int]]) -> bool:
+        """Do the parts already on the server hold the local bytes at their offsets (size and MD5)?"""
+        offsets = {number: (offset, length) for number, offset, length in plan}
+        with open(path, "rb") as handle:
+            for number, (etag, size) in listed.items():
+                if number not in offsets or offsets[number][1] != size:
+                    return False
+                handle.seek(offsets[number][0])
+                if hashlib.md5(handle.read(size), usedforsecurity=False).hexdigest() != normalise_etag(etag):
+                    return False
+        return True
 
     # --- ArtefactStore primitives on top of the backend ------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -134,3 +135,23 @@ def test_resolve_latest_filters_and_orders(store, checkpoint):
         store.resolve("latest", "tiny-llama", recipe="nope")
     with pytest.raises(ArtefactError, match="not 'other'"):
         store.resolve(older.prefix, "other")
+
+
+def test_retry_after_the_bytes_changed_does_not_reuse_stale_parts(store, checkpoint, open_test_store, tmp_path):
+    """A rebuilt (non-deterministic) checkpoint after a crash: parts of the old bytes must not be kept."""
+    manifest = make_manifest(checkpoint)
+
+    def crash_midway(path: str, done: int, size: int) -> None:
+        if path.endswith("model.safetensors") and done >= 10 * 1024 * 1024:
+            raise Interrupted(path)
+
+    with pytest.raises(Interrupted):
+        store.publish(checkpoint, manifest.prefix, manifest, progress=crash_midway)
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(os.urandom(weights.stat().st_size))
+    rebuilt = make_manifest(checkpoint)
+    retry = open_test_store(store.scheme)
+    retry.publish(checkpoint, rebuilt.prefix, rebuilt)
+    assert retry.stats.parts_skipped == 0
+    fetched = retry.fetch(rebuilt.prefix, tmp_path / "fetched")
+    assert (fetched / "model.safetensors").read_bytes() == weights.read_bytes()
