@@ -91,7 +91,7 @@ def model_refresh():
                 published[item.prefix] = manifest.uri
         refresh = plan_refresh(candidates, published, force=bool(params.get("force")))
         print(refresh.summary())
-        run = ["--dag-id", "model_refresh", "--run-id", dag_run.run_id if dag_run else "manual"]
+        run = ["--dag-id", "model_refresh", "--run-id", dag_run.run_id if dag_run else "manual", "--task-id", "publish"]
         profiles = registry.gpu_profiles
         return {
             "download": [{"arguments": ["--model", d["model"], "--revision-sha", d["sha"], "--out", d["out"]]}
@@ -127,14 +127,16 @@ def model_refresh():
     def step_input(step: str):
         return arguments_of.override(task_id=f"{step}_arguments")(planned, step)
 
+    # strict=False: on Kubernetes an item's pod settings (its GPU profile's resources, node selector,
+    # tolerations, image) override the step's defaults.
     download = heavy_step_partial(task_id="download", job="download",
                                   secret_env={"HF_TOKEN": "huggingface_default.password"},
                                   ).expand_kwargs(step_input("download"))
     quantize = heavy_step_partial(task_id="quantize", job="quantize", pool=gpu_pool()).expand_kwargs(
-        step_input("quantize"))
+        step_input("quantize"), strict=False)
     validate = heavy_step_partial(task_id="validate", job="validate", environment="serving",
-                                  pool=gpu_pool()).expand_kwargs(step_input("validate"))
-    publish = heavy_step_partial(task_id="publish", job="publish").expand_kwargs(step_input("publish"))
+                                  pool=gpu_pool()).expand_kwargs(step_input("validate"), strict=False)
+    publish = heavy_step_partial(task_id="publish", job="publish").expand_kwargs(step_input("publish"), strict=False)
     announced = announce.expand(published=publish.output)
     download >> quantize >> validate >> publish
     report(planned, announced)

@@ -73,6 +73,8 @@ def _llmcompressor(recipe: Recipe, model, tokenizer, out: Path, calibration: lis
     return {"format": "compressed-tensors", "scheme": recipe.scheme, "ignore": IGNORE, "calibration": "none"}
 
 
+_TOOL_PACKAGES = {"llmcompressor": ("llmcompressor", "compressed-tensors"), "modelopt": ("nvidia-modelopt",),
+                  "optimum-gptq": ("optimum", "gptqmodel"), "trtllm-build": ("tensorrt_llm", "nvidia-modelopt")}
 _MODELOPT_CONFIGS = {"FP8": "FP8_DEFAULT_CFG", "INT4_AWQ": "INT4_AWQ_CFG", "NVFP4": "NVFP4_DEFAULT_CFG"}
 
 
@@ -197,12 +199,11 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
         del model
         details = _trtllm_engine(recipe, source, staging, max_model_len=max_model_len,
                                  tensor_parallel_size=tensor_parallel_size)
-        versions = tool_versions("tensorrt_llm", "nvidia-modelopt", "torch")
+        versions = tool_versions("torch", *_TOOL_PACKAGES[recipe.tool])
     else:
         runner = {"llmcompressor": _llmcompressor, "modelopt": _modelopt, "optimum-gptq": _optimum_gptq}[recipe.tool]
         details = runner(recipe, model, tokenizer, staging, calibration)
-        versions = tool_versions("torch", "transformers", "llmcompressor", "compressed-tensors", "nvidia-modelopt",
-                                 "optimum", "gptqmodel")
+        versions = tool_versions("torch", "transformers", *_TOOL_PACKAGES[recipe.tool])
     _verify(recipe, staging)
     metadata = {
         "recipe": recipe.name, "tool": recipe.tool, "runtime": recipe.runtime, "scheme": recipe.scheme,
