@@ -70,6 +70,25 @@ class TransferStats:
             return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
 
+class _ProgressLog:
+    """Logs each file's upload every 10% (long uploads show progress), then calls the caller's callback."""
+
+    def __init__(self, callback: Progress | None):
+        self.callback = callback
+        self.logged: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, path: str, done: int, size: int) -> None:
+        tenth = done * 10 // size if size else 10
+        with self.lock:
+            if size >= 64 * 2**20 and tenth > self.logged.get(path, 0):
+                self.logged[path] = tenth
+                log.info("  %s: %d%% (%.0f of %.0f MiB)", path.rsplit("/", 1)[-1], tenth * 10, done / 2**20,
+                         size / 2**20)
+        if self.callback:
+            self.callback(path, done, size)
+
+
 class ArtefactStore(ABC):
     """Base class: the publication protocol. Backends supply object primitives on keys below the root."""
 
@@ -144,9 +163,10 @@ class ArtefactStore(ABC):
         started = time.monotonic()
         total = manifest.total_size
         log.info("publishing %d files (%.1f MiB) to %s", len(manifest.files), total / 2**20, self.uri_for(prefix, ""))
+        report = _ProgressLog(progress)
         for index, entry in enumerate(manifest.files, 1):
             sent = self._upload_file(f"{prefix}/{entry.path}", local_dir / entry.path, entry.size, entry.sha256,
-                                     progress)
+                                     report)
             self.stats.add(**({"files_uploaded": 1} if sent else {"files_skipped": 1}))
             log.info("[%d/%d] %s %s (%.1f MiB)", index, len(manifest.files), "uploaded" if sent else "already there",
                      entry.path, entry.size / 2**20)
