@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from llmops.quantize.recipes import RECIPES
 from llmops_airflow.dag_defaults import START_DATE, default_args
 from llmops_airflow.refresh import MODEL_ARTEFACTS, gpu_pool
 from llmops_airflow.steps import heavy_step_partial
@@ -42,7 +43,7 @@ Params: **model** (empty: all), **recipes** (empty: every target), **force** (re
     doc_md=DOC,
     params={
         "model": Param("", type="string", title="Model", description="one model from models.yaml; empty: all"),
-        "recipes": Param([], type="array", items={"type": "string"}, title="Recipes",
+        "recipes": Param([], type="array", items={"type": "string", "enum": sorted(RECIPES)}, title="Recipes",
                          description="only these recipes (e.g. llmcompressor-w8a8); empty: every target"),
         "force": Param(False, type="boolean", title="Force rebuild",
                        description="rebuild and re-validate versions that are already published"),
