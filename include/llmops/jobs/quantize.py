@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     from llmops.quantize.build import quantize
     from llmops.validate.golden import GoldenSet
 
+    # A verdict belongs to the checkpoint it was made on: a (re)quantization invalidates the old one.
+    Path(item.validation_file).unlink(missing_ok=True)
     try:
         metadata = quantize(
             item.recipe, Path(item.source_dir), Path(item.checkpoint_dir), golden=GoldenSet.from_dict(item.golden),
