@@ -39,7 +39,9 @@ Roll a published model version out to a vLLM deployment with a canary that judge
    report is written, so the failure notifier fires.
 
 Locally (`LLMOPS_RUNTIME=local`) stable and canary are real vLLM processes on 127.0.0.1.
-Empty thresholds / steps / window use the deployment's `rollout:` defaults.
+Empty thresholds / steps / window use the deployment's `rollout:` defaults. **version** `previous` rolls back
+to the version the current stable one replaced (read from the `llmops.io/previous-version` annotation, or
+the local runtime's state), through the same checks and canary steps (use steps `[100]` to go at once).
 """
 
 
@@ -70,8 +72,10 @@ DEPLOYMENTS = _deployment_names()
     render_template_as_native_obj=True,
     params={
         "model": Param("tiny-llama", type="string", minLength=1, title="Model", description="a model from models.yaml"),
-        "version": Param("latest", type="string", minLength=1, pattern=r"^(latest|[a-z0-9]+://\S+|models/\S+)$",
-                         title="Version", description="a manifest URI (file://, s3://, oss://) or 'latest'"),
+        "version": Param("latest", type="string", minLength=1, title="Version",
+                         pattern=r"^(latest|previous|[a-z0-9]+://\S+|models/\S+)$",
+                         description="a manifest URI (file://, s3://, oss://), 'latest', or 'previous' to roll "
+                                     "back to the version the stable one replaced (recorded on the deployment)"),
         "deployment": Param(DEPLOYMENTS[0] if DEPLOYMENTS else "", type="string", minLength=1,
                             title="Deployment", description="a deployment from deployments.yaml",
                             **({"enum": DEPLOYMENTS} if DEPLOYMENTS else {})),

@@ -160,9 +160,20 @@ class AlternatingProbe:
     timeout_s: float = 30.0
     stop: threading.Event | None = None
 
+    warmup: bool = True
+
     def run(self, window_s: float, *, clock: Callable[[], float] = time.monotonic,
             stable_model: str | None = None) -> tuple[list[ProbeRound], list[ProbeRound]]:
-        deadline = clock() + window_s
+        started = clock()
+        deadline = started + window_s
+        if self.warmup:
+            # A fresh canary serves its first requests from cold caches (and on CPU, first-shape kernel
+            # compiles) while the stable one is warm: one unrecorded round each keeps that out of the verdict.
+            for target, url in (("canary", self.canary_url), ("stable", self.stable_url)):
+                if url is not None:
+                    load_round(url, stable_model if (target == "stable" and stable_model) else self.model, target,
+                               requests=self.concurrency, concurrency=self.concurrency, max_tokens=self.max_tokens,
+                               timeout_s=self.timeout_s)
         canary_rounds: list[ProbeRound] = []
         stable_rounds: list[ProbeRound] = []
         index = 0
@@ -186,7 +197,7 @@ class AlternatingProbe:
             if self.stop is not None and self.stop.is_set():
                 break
             # another full round must still fit into the window; otherwise stop at the minimum
-            per_round = (clock() - (deadline - window_s)) / index
+            per_round = (clock() - started) / index
             if index >= self.min_rounds and clock() + per_round > deadline:
                 break
         return canary_rounds, stable_rounds

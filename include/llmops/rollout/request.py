@@ -16,7 +16,8 @@ class RolloutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(min_length=1)
-    version: str = Field(default="latest", min_length=1, description="a manifest URI or 'latest'")
+    version: str = Field(default="latest", min_length=1,
+                         description="a manifest URI, 'latest', or 'previous' (roll back to the recorded previous version)")
     deployment: str = Field(min_length=1)
     traffic_strategy: Literal["deployment-default", "gateway-httproute", "replica-ratio"] = "deployment-default"
     steps: list[int] | None = None

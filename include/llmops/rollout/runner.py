@@ -35,6 +35,7 @@ class RolloutBackend(Protocol):
     runtime: str
 
     def stable_version(self) -> str | None: ...
+    def previous_version(self) -> str | None: ...
     def lock_holder(self) -> str | None: ...
     def acquire(self, run_id: str) -> bool: ...
     def release(self, run_id: str) -> None: ...
@@ -65,9 +66,16 @@ def run_preflight(resolved: ResolvedRollout, *, store: Any, backend: RolloutBack
     """Every check before any object is created; raises PreflightError listing all problems at once."""
     deployment = resolved.deployment
     subject = f"rollout of {resolved.request.model} to {deployment.name}"
+    version = resolved.request.version
+    if version == "previous":  # manual roll back: the version the stable one replaced, as recorded on it
+        version = backend.previous_version()
+        if not version:
+            raise pf.PreflightError(subject, [pf.Problem(
+                "previous version", f"{deployment.name} records no previous version",
+                "trigger with an explicit manifest URI instead of 'previous'")])
     try:
-        manifest = store.resolve(resolved.request.version, resolved.request.model, runtime=deployment.serving_runtime
-                                 if resolved.request.version == "latest" else None)
+        manifest = store.resolve(version, resolved.request.model, runtime=deployment.serving_runtime
+                                 if version == "latest" else None)
     except ArtefactError as exc:
         raise pf.PreflightError(subject, [pf.Problem("artefact", str(exc).split("; fix: ")[0],
                                                      str(exc).split("; fix: ")[-1])]) from None

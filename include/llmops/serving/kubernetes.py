@@ -145,6 +145,10 @@ class KubernetesBackend:
         obj = self.stable_object()
         return (obj or {}).get("metadata", {}).get("annotations", {}).get(m.ANNOTATION_VERSION)
 
+    def previous_version(self) -> str | None:
+        obj = self.stable_object()
+        return (obj or {}).get("metadata", {}).get("annotations", {}).get(m.ANNOTATION_PREVIOUS_VERSION)
+
     def canary_version(self) -> str | None:
         obj = self._get("Deployment", "canary")
         return (obj or {}).get("metadata", {}).get("annotations", {}).get(m.ANNOTATION_VERSION)

@@ -273,6 +273,9 @@ class LocalBackend:
         stable = self.local.load().stable
         return stable.version if stable and process_alive(stable.pid, stable.port) else None
 
+    def previous_version(self) -> str | None:
+        return self.local.load().previous_version
+
     def lock_holder(self) -> str | None:
         return self.local.lock_holder()
 

@@ -190,6 +190,9 @@ class CanaryAnalysisOperator(_RolloutOperator):
                                        requests=spec.probe.requests_per_round, concurrency=spec.probe.concurrency,
                                        max_tokens=spec.probe.max_tokens, pause_s=spec.probe.pause_s,
                                        min_rounds=spec.probe.min_rounds, timeout_s=spec.probe.timeout_s)
+                    if spec.prometheus_connection_id:
+                        observed.metrics["promql"] = self._promql(ctx, spec.prometheus_connection_id,
+                                                                  pre["window_s"])
                     verdict = judge(observed, thresholds)
                     step = StepReport(action.canary_percent or 0, verdict, observed.canary_rounds,
                                       observed.stable_rounds, observed.golden, observed.metrics,
@@ -203,6 +206,24 @@ class CanaryAnalysisOperator(_RolloutOperator):
                 obs = Observation("error", time.time(), f"{action.kind}: {type(exc).__name__}: {exc}")
             state, action = advance(state, obs)
         return {"decision": action.kind, "reason": action.reason, "plan": state_to_dict(state), "steps": steps}
+
+
+    def _promql(self, ctx, conn_id: str, window_s: int) -> dict:
+        """Server-side numbers from Prometheus (ServiceMonitor scrapes) for the report; never fails the step."""
+        from airflow.sdk import BaseHook
+
+        from llmops.canary.metrics import promql_instant, promql_window_queries
+
+        try:
+            conn = BaseHook.get_connection(conn_id)
+            base = conn.host if "://" in (conn.host or "") else f"{conn.schema or 'http'}://{conn.host}:{conn.port or 9090}"
+            headers = {"Authorization": f"Bearer {conn.password}"} if conn.password else {}
+            return {track: {name: promql_instant(base, query, headers=headers)
+                            for name, query in promql_window_queries(ctx.deployment.name, track, window_s).items()}
+                    for track in ("stable", "canary")}
+        except Exception as exc:  # metrics are evidence for the report; the probes decide
+            self.log.warning("PromQL via connection %r failed: %s", conn_id, exc)
+            return {"error": str(exc)}
 
 
 class PromoteOrRollBackOperator(_RolloutOperator):

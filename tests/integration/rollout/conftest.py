@@ -9,7 +9,9 @@ vLLM process started by the code under test.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,8 +41,19 @@ def tiny_models() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def rollout_store(tmp_path_factory, tiny_models):
-    root = tmp_path_factory.mktemp("store")
+def rollout_tmp():
+    """Session scratch space under $LLMOPS_HOME/test (not /tmp/pytest-of-*: concurrent pytest sessions on
+    this machine rotate those away, and vLLM processes keep reading their model files for minutes)."""
+    base = get_settings().home / "test" / "rollout"
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="session-", dir=base))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def rollout_store(rollout_tmp, tiny_models):
+    root = rollout_tmp / "store"
     store = open_store(root.as_uri())
     uris = {}
     for name, sha in SHAS.items():
@@ -65,10 +78,10 @@ def registry():
 
 
 @pytest.fixture(scope="session")
-def local_backend(tmp_path_factory, rollout_store):
+def local_backend(rollout_tmp, rollout_store):
     """A local runtime whose stable track serves the `stable` version (started once, stopped at the end)."""
     store, uris = rollout_store
-    home = tmp_path_factory.mktemp("llmops-home")
+    home = rollout_tmp / "home"
     runtime = LocalRuntime(home, "tiny-llama-chat", "tiny-llama", serving_python=get_settings().serving_python)
     backend = LocalBackend(runtime, model_cache=home / "models")
     stable = store.resolve(uris["stable"], "tiny-llama")

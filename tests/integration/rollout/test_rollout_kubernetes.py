@@ -175,6 +175,12 @@ def test_canary_promote_on_kubernetes_and_manual_roll_back(kube, hook, registry,
     assert hook.get("HorizontalPodAutoscaler", "tiny-llama-chat-stable", NS)["spec"]["maxReplicas"] == 4
     assert backend.lock_holder() is None
 
+    # a manual roll back as a rollout: version "previous" resolves from the annotation, checks run again
+    back = run_preflight(resolved(registry, "previous"), store=store, backend=backend, registry=registry,
+                         run_id="run-3")
+    assert back.manifest.uri == uris["stable"] and back.stable_version == uris["healthy"]
+    backend.release("run-3")
+    # or directly: the stable Deployment goes back to the recorded previous version
     assert backend.roll_back_to_previous() == uris["stable"]
     annotations = hook.get("Deployment", "tiny-llama-chat-stable", NS)["metadata"]["annotations"]
     assert annotations[m.ANNOTATION_VERSION] == uris["stable"]
