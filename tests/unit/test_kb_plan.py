@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _record(rows: dict[int, tuple[str, int]], doc="d.md") -> DocRecord:
-    return DocRecord({idx: (chunk_key(doc, idx), doc_hash, n) for idx, (doc_hash, n) in rows.items()})
+    return DocRecord({idx: (chunk_key(doc, idx), doc_hash, n, f"c{idx}") for idx, (doc_hash, n) in rows.items()})
 
 
 def test_new_document_is_embedded():
@@ -33,6 +33,7 @@ def test_complete_current_document_is_skipped():
 def test_changed_document_is_embedded_and_remembers_old_rows():
     plan = plan_document("h2", _record({0: ("h1", 3), 1: ("h1", 3), 2: ("h1", 3)}))
     assert plan.action == "embed" and sorted(plan.old_keys) == [0, 1, 2]
+    assert plan.old_chunks == {0: "c0", 1: "c1", 2: "c2"}  # unchanged chunks keep their vectors
 
 
 def test_missing_rows_of_an_unchanged_document_are_repaired_alone():

@@ -22,5 +22,10 @@ def chunk_key(doc_id: str, chunk_index: int) -> str:
     return hashlib.sha256(f"{doc_id}\x1f{chunk_index}".encode()).hexdigest()
 
 
+def text_hash(text: str) -> str:
+    """Hash of what is embedded: an unchanged chunk of a changed document keeps its vector."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def fingerprint_digest(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]

@@ -23,7 +23,7 @@ from pathlib import Path
 from llmops.kb.chunking import chunk_lines
 from llmops.kb.embedders import Embedder
 from llmops.kb.errors import DimensionMismatchError, DocumentError, KbBusyError, KbError, SourceNotFoundError
-from llmops.kb.hashing import chunk_key, content_hash
+from llmops.kb.hashing import chunk_key, content_hash, text_hash
 from llmops.kb.loaders import load_lines
 from llmops.kb.sources import SourceDocument, open_source
 from llmops.kb.store import TEXT_MAX_BYTES, DocRecord, KbIndex
@@ -31,6 +31,7 @@ from llmops.kb.store import TEXT_MAX_BYTES, DocRecord, KbIndex
 log = logging.getLogger(__name__)
 
 MODES = ("incremental", "full")
+SCHEMA_VERSION = 2  # row layout; a collection of another layout is rebuilt, not patched
 
 
 @dataclass
@@ -45,6 +46,7 @@ class RunSummary:
     documents: int = 0
     embedded_documents: int = 0
     embedded_chunks: int = 0
+    reused_chunks: int = 0
     skipped_documents: int = 0
     deleted_documents: int = 0
     deleted_chunks: int = 0
@@ -61,6 +63,7 @@ class RunSummary:
     def line(self) -> str:
         return (f"{self.kb}: mode={self.mode} ({self.reason}) collection={self.collection} "
                 f"documents={self.documents} embedded={self.embedded_documents} docs/{self.embedded_chunks} chunks "
+                f"(+{self.reused_chunks} unchanged chunks kept) "
                 f"skipped={self.skipped_documents} deleted={self.deleted_documents} docs/{self.deleted_chunks} chunks "
                 f"repaired={self.repaired_chunks} chunks failed={len(self.failed)} rows={self.rows} "
                 f"recall={self.recall} duration={self.duration_s:.1f}s" + (" [dry run]" if self.dry_run else ""))
@@ -74,11 +77,12 @@ class DocPlan:
     indexes: set[int] | None = None  # for "repair": chunk indexes to embed
     stale_keys: list[str] = field(default_factory=list)  # rows to delete after the writes
     old_keys: dict[int, str] = field(default_factory=dict)  # for "embed": existing rows by chunk index
+    old_chunks: dict[int, str] = field(default_factory=dict)  # for "embed": stored chunk_hash by chunk index
 
 
 def config_fingerprint(kb) -> dict:
     """What the vectors in a collection depend on, besides the documents (dimension is added when built)."""
-    return {"embedder": {"kind": kb.embedder.kind, "model": kb.embedder.model},
+    return {"schema": SCHEMA_VERSION, "embedder": {"kind": kb.embedder.kind, "model": kb.embedder.model},
             "chunking": {"size": kb.chunking.size, "overlap": kb.chunking.overlap,
                          "markdown_aware": kb.chunking.markdown_aware}}
 
@@ -87,13 +91,14 @@ def plan_document(doc_hash: str, record: DocRecord | None) -> DocPlan:
     """Decide from the rows in the store alone whether a document is current, changed or damaged."""
     if record is None or not record.rows:
         return DocPlan("embed")
-    current = {idx: n for idx, (_, row_hash, n) in record.rows.items() if row_hash == doc_hash}
+    current = {idx: row[2] for idx, row in record.rows.items() if row[1] == doc_hash}
     counts = set(current.values())
     if not current or len(counts) != 1:
-        return DocPlan("embed", old_keys={idx: pk for idx, (pk, _, _) in record.rows.items()})
+        return DocPlan("embed", old_keys={idx: row[0] for idx, row in record.rows.items()},
+                       old_chunks={idx: row[3] for idx, row in record.rows.items()})
     n_chunks = counts.pop()
     missing = set(range(n_chunks)) - set(current)
-    stale = [pk for idx, (pk, _, _) in record.rows.items() if idx >= n_chunks]
+    stale = [row[0] for idx, row in record.rows.items() if idx >= n_chunks]
     if not missing and not stale:
         return DocPlan("skip")
     return DocPlan("repair", indexes=missing, stale_keys=stale)
@@ -148,24 +153,45 @@ class _Writer:
         self.batch = batch
         self.progress = progress
         self.pending: list[dict] = []
+        self.carried: list[dict] = []  # unchanged chunks of changed documents: stored vector, new metadata
         self.pending_docs = 0
         self.written = 0
+        self.embedded = 0
 
-    def add(self, doc_id: str, doc_hash: str, chunks: list[str], indexes: set[int] | None) -> int:
-        added = 0
+    def add(self, doc_id: str, doc_hash: str, chunks: list[str], indexes: set[int] | None,
+            stored: dict[int, str] | None = None) -> tuple[int, int]:
+        """Queue a document's chunks; return (chunks to embed, chunks whose stored vector is kept)."""
+        embedded = carried = 0
         for idx, text in enumerate(chunks):
             if indexes is not None and idx not in indexes:
                 continue
-            self.pending.append({"pk": chunk_key(doc_id, idx), "doc_id": doc_id, "doc_hash": doc_hash,
-                                 "chunk_index": idx, "n_chunks": len(chunks), "text": _fit_text(text)})
-            added += 1
+            row = {"pk": chunk_key(doc_id, idx), "doc_id": doc_id, "doc_hash": doc_hash, "chunk_index": idx,
+                   "n_chunks": len(chunks), "chunk_hash": text_hash(text), "text": _fit_text(text)}
+            if stored and stored.get(idx) == row["chunk_hash"]:
+                self.carried.append(row)
+                carried += 1
+            else:
+                self.pending.append(row)
+                embedded += 1
         self.pending_docs += 1
-        if len(self.pending) >= self.batch:
+        if len(self.pending) + len(self.carried) >= self.batch:
             self.flush()
-        return added
+        return embedded, carried
 
     def flush(self) -> None:
+        if self.carried:
+            vectors = self.index.vectors(self.collection, [row["pk"] for row in self.carried])
+            for row in self.carried:
+                if row["pk"] in vectors:
+                    row["vector"] = vectors[row["pk"]]
+                else:  # deleted meanwhile: embed it after all
+                    self.pending.append(row)
+            self.carried = [row for row in self.carried if "vector" in row]
+            self.index.upsert(self.collection, self.carried)
+            self.written += len(self.carried)
+            self.carried = []
         if self.pending:
+            self.embedded += len(self.pending)
             vectors = self.embedder.embed([row["text"] for row in self.pending])
             if vectors and len(vectors[0]) != self.embedder.dimension:
                 raise DimensionMismatchError(
@@ -293,20 +319,25 @@ def _incremental(kb, index: KbIndex, live: str, embedder, hashed, records, plans
             progress.advance(1)
             continue
         if plan.action == "repair":
-            if len(chunks) != next(iter(records[doc_id].rows.values()))[2]:  # chunker disagrees: redo all
-                plan = DocPlan("embed", old_keys={i: r[0] for i, r in records[doc_id].rows.items()})
+            rows = records[doc_id].rows
+            if len(chunks) != next(iter(rows.values()))[2]:  # chunker disagrees: redo all
+                plan = DocPlan("embed", old_keys={i: r[0] for i, r in rows.items()},
+                               old_chunks={i: r[3] for i, r in rows.items()})
             else:
-                summary.repaired_chunks += writer.add(doc_id, doc_hash, chunks, plan.indexes) + len(plan.stale_keys)
+                embedded, _ = writer.add(doc_id, doc_hash, chunks, plan.indexes)
+                summary.repaired_chunks += embedded + len(plan.stale_keys)
                 stale.extend(plan.stale_keys)
                 continue
         summary.embedded_documents += 1
-        summary.embedded_chunks += writer.add(doc_id, doc_hash, chunks, None)
+        embedded, carried = writer.add(doc_id, doc_hash, chunks, None, plan.old_chunks)
+        summary.embedded_chunks += embedded
+        summary.reused_chunks += carried
         shrunk = [pk for idx, pk in plan.old_keys.items() if idx >= len(chunks)]
         summary.deleted_chunks += len(shrunk)
         stale.extend(shrunk)
     writer.flush()
     # Deletes come last: a document whose new chunks failed to embed keeps its old ones.
-    orphan_keys = [pk for record in orphans.values() for pk, _, _ in record.rows.values()]
+    orphan_keys = [row[0] for record in orphans.values() for row in record.rows.values()]
     summary.deleted_chunks += len(orphan_keys)
     index.delete_keys(live, stale + orphan_keys)
     index.flush_and_load(live)
@@ -339,7 +370,7 @@ def _full(kb, index: KbIndex, embedder, hashed, summary: RunSummary, dry_run: bo
             progress.advance(1)
             continue
         summary.embedded_documents += 1
-        summary.embedded_chunks += writer.add(doc_id, doc_hash, chunks, None)
+        summary.embedded_chunks += writer.add(doc_id, doc_hash, chunks, None)[0]
     writer.flush()
     index.flush_and_load(collection)
     golden = []

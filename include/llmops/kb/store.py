@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 FINGERPRINT_PROPERTY = "llmops.kb.fingerprint"
 STRONG = "Strong"
 TEXT_MAX_BYTES = 65535
-_SCAN_FIELDS = ["pk", "doc_id", "doc_hash", "chunk_index", "n_chunks"]
+_SCAN_FIELDS = ["pk", "doc_id", "doc_hash", "chunk_index", "n_chunks", "chunk_hash"]
 
 
 def resolve_uri(uri: str, home: Path) -> str:
@@ -85,9 +85,9 @@ def token_from_env(connection_id: str | None) -> str | None:
 
 @dataclass
 class DocRecord:
-    """What the store holds for one document: chunk_index -> (primary key, doc_hash, n_chunks)."""
+    """What the store holds for one document: chunk_index -> (primary key, doc_hash, n_chunks, chunk_hash)."""
 
-    rows: dict[int, tuple[str, str, int]] = field(default_factory=dict)
+    rows: dict[int, tuple[str, str, int, str]] = field(default_factory=dict)
 
 
 class KbIndex:
@@ -144,6 +144,7 @@ class KbIndex:
         schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
         schema.add_field("chunk_index", DataType.INT64)
         schema.add_field("n_chunks", DataType.INT64)
+        schema.add_field("chunk_hash", DataType.VARCHAR, max_length=64)
         schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
         index = self.client.prepare_index_params()
@@ -216,6 +217,14 @@ class KbIndex:
             self.client.delete(collection, ids=keys[start:start + 1000])
         return len(keys)
 
+    def vectors(self, collection: str, keys: list[str]) -> dict[str, list[float]]:
+        """Stored vectors by primary key (to carry an unchanged chunk over without embedding it again)."""
+        found: dict[str, list[float]] = {}
+        for start in range(0, len(keys), 1000):
+            for row in self.client.get(collection, ids=keys[start:start + 1000], output_fields=["vector"]):
+                found[row["pk"]] = [float(x) for x in row["vector"]]
+        return found
+
     def count(self, collection: str) -> int:
         result = self.client.query(collection, filter="", output_fields=["count(*)"], consistency_level=STRONG)
         return int(result[0]["count(*)"])
@@ -229,7 +238,8 @@ class KbIndex:
             while batch := iterator.next():
                 for row in batch:
                     record = records.setdefault(row["doc_id"], DocRecord())
-                    record.rows[int(row["chunk_index"])] = (row["pk"], row["doc_hash"], int(row["n_chunks"]))
+                    record.rows[int(row["chunk_index"])] = (row["pk"], row["doc_hash"], int(row["n_chunks"]),
+                                                            row["chunk_hash"])
         finally:
             iterator.close()
         return records

@@ -10,9 +10,12 @@ from llmops.kb.errors import DimensionMismatchError, SourceNotFoundError
 from llmops.kb.pipeline import reindex, search
 
 
+def _chunks(text: str, kb) -> list[str]:
+    return list(chunk_lines(text.splitlines(), kb.chunking.size, kb.chunking.overlap, kb.chunking.markdown_aware))
+
+
 def _chunk_count(path, kb) -> int:
-    return len(list(chunk_lines(path.read_text().splitlines(), kb.chunking.size, kb.chunking.overlap,
-                                kb.chunking.markdown_aware)))
+    return len(_chunks(path.read_text(), kb))
 
 
 def test_edit_and_delete_embed_only_the_edited_document(make_kb, corpus, milvus_uri, open_index, embedder):
@@ -27,20 +30,27 @@ def test_edit_and_delete_embed_only_the_edited_document(make_kb, corpus, milvus_
     assert removed_rows and old_edited_rows
 
     edited = corpus / "guides" / "retries.md"
-    edited.write_text(edited.read_text() + "\n## Jitter\n\nOrbit adds up to ten percent random jitter to each delay.\n")
+    before = _chunks(edited.read_text(), kb)
+    edited.write_text(edited.read_text().replace("doubles each time", "doubles after each try")
+                      + "\n## Jitter\n\nOrbit adds up to ten percent random jitter to each delay.\n")
+    after = _chunks(edited.read_text(), kb)
+    changed = [i for i, text in enumerate(after) if i >= len(before) or before[i] != text]
+    assert 0 < len(changed) < len(after)  # one chunk edited, one added, one untouched
     (corpus / "faq" / "upgrades.md").unlink()
     embedder.reset()
 
     second = reindex(kb, "incremental", index=index, embedder=embedder)
     assert second.mode == "incremental" and index.live_collection() == live
     assert second.embedded_documents == 1
-    assert embedder.texts == second.embedded_chunks == _chunk_count(edited, kb)  # counted at the embedder
+    # Counted at the embedder: only the edited document's changed chunks; its unchanged chunk keeps its vector.
+    assert embedder.texts == second.embedded_chunks == len(changed)
+    assert second.reused_chunks == len(after) - len(changed)
     assert second.deleted_documents == 1 and rows_of(index, live, "faq/upgrades.md") == []
     new_hashes = {row["doc_hash"] for row in rows_of(index, live, "guides/retries.md")}
     assert len(new_hashes) == 1 and len(rows_of(index, live, "guides/retries.md")) == _chunk_count(edited, kb)
     assert second.skipped_documents == 10
-    assert second.rows == index.count(live) == first.rows - removed_rows - old_edited_rows + second.embedded_chunks
-    assert second.deleted_chunks == removed_rows + max(0, old_edited_rows - second.embedded_chunks)
+    assert second.rows == index.count(live) == first.rows - removed_rows - old_edited_rows + len(after)
+    assert second.deleted_chunks == removed_rows + max(0, old_edited_rows - len(after))
     hits = search(kb, index, embedder, "random jitter added to retry delays", limit=1)
     assert hits[0]["doc_id"] == "guides/retries.md"
 
@@ -64,7 +74,7 @@ def test_rows_deleted_or_added_behind_the_back_are_repaired(make_kb, milvus_uri,
     index.client.delete(live, filter='doc_id == "guides/installation.md" and chunk_index == 0')
     index.client.delete(live, filter='doc_id == "faq/pricing.txt"')
     index.client.upsert(live, [{"pk": "stray", "doc_id": "old/removed.md", "doc_hash": "0" * 64, "chunk_index": 0,
-                                "n_chunks": 1, "text": "stale", "vector": [0.1] * embedder.dimension}])
+                                "n_chunks": 1, "chunk_hash": "0" * 64, "text": "stale", "vector": [0.1] * embedder.dimension}])
     assert index.count(live) == total - 2 + 1
     embedder.reset()
 
