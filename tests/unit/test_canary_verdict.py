@@ -88,3 +88,36 @@ def test_golden_expectations(output, kwargs, passed):
     outcome = evaluate_golden("p", output, **kwargs)
     assert outcome.passed is passed
     assert bool(outcome.reason) is not passed
+
+
+def samples_round(target, base, n=20, outliers=0, shift=0.0):
+    values = [base + shift + 0.001 * i for i in range(n - outliers)] + [base * 20] * outliers
+    from llmops.canary.stats import percentile
+
+    return ProbeRound(target, n, 0, percentile(values, 50), percentile(values, 95), e2e_samples=tuple(values))
+
+
+def test_a_few_stalled_requests_are_noise_not_a_slow_canary():
+    """p95 of a small round is its maximum: two stalls per round triple it, but the rank test sees the bulk."""
+    canary = [samples_round("canary", 0.05, outliers=2) for _ in range(3)]
+    stable = [samples_round("stable", 0.05) for _ in range(3)]
+    check = {c.name: c for c in judge(Observations(GOLDEN["all_pass"], canary, stable), T).checks}["p95_latency_ratio"]
+    assert check.observed > T.max_p95_latency_ratio
+    assert check.status == "pass" and "not significant" in check.detail
+
+
+def test_a_systematically_slower_canary_fails_both_ways():
+    canary = [samples_round("canary", 0.05, shift=0.5) for _ in range(3)]
+    stable = [samples_round("stable", 0.05) for _ in range(3)]
+    check = {c.name: c for c in judge(Observations(GOLDEN["all_pass"], canary, stable), T).checks}["p95_latency_ratio"]
+    assert check.status == "fail" and "p=" in check.detail
+
+
+@pytest.mark.parametrize(("x", "y", "low"), [([5, 6, 7, 8, 9], [1, 2, 3, 4, 5], True), ([1, 2, 3], [1, 2, 3], False),
+                                             ([1, 2, 3, 4], [5, 6, 7, 8], False)])
+def test_mann_whitney_one_sided(x, y, low):
+    from llmops.canary.stats import mann_whitney_greater
+
+    p = mann_whitney_greater(x * 4, y * 4)
+    assert (p < 0.05) is low
+    assert mann_whitney_greater([], y) is None

@@ -137,7 +137,8 @@ def load_round(base_url: str, model: str, target: str, *, requests: int, concurr
     e2e = [t.e2e_s for t in ok if t.e2e_s is not None]
     ttft = [t.ttft_s for t in ok if t.ttft_s is not None]
     return ProbeRound(target, requests, requests - len(ok), percentile(e2e, 50), percentile(e2e, 95),
-                      percentile(ttft, 50), percentile(ttft, 95), started_at)
+                      percentile(ttft, 50), percentile(ttft, 95), started_at,
+                      tuple(round(v, 5) for v in e2e))
 
 
 @dataclass

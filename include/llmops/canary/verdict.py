@@ -6,6 +6,12 @@ canary probed one after the other, alternating who goes first, never simultaneou
 median of the per-round p95 ratios, so one stalled round cannot fail a healthy canary, and one lucky
 round cannot pass a slow one. Errors and golden prompts are counted over all rounds.
 
+The ratio says *how much* slower; a one-sided Mann-Whitney rank test on the per-request latencies of all
+rounds (as Netflix's Kayenta judge does) says whether the canary is slower *at all* rather than hit by a
+few stalled requests. The latency check fails only when both agree: the median ratio is above the
+threshold and the rank test is significant (p < `latency_alpha`). Rounds recorded without samples fall
+back to the ratio alone.
+
 A verdict is `pass` only if every check passes; missing data (no stable to compare with is allowed
 and marked `skipped`, but too few rounds or no successful requests) is `fail`, never a silent pass.
 """
@@ -15,7 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from llmops.canary.stats import median
+from llmops.canary.stats import mann_whitney_greater, median
 
 CheckStatus = Literal["pass", "fail", "skipped"]
 
@@ -26,6 +32,7 @@ class Thresholds:
     max_error_rate: float = 0.01
     min_golden_pass_rate: float = 1.0
     min_rounds: int = 3
+    latency_alpha: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class ProbeRound:
     p50_ttft_s: float | None = None
     p95_ttft_s: float | None = None
     started_at: float = 0.0
+    e2e_samples: tuple[float, ...] = ()
 
     @property
     def error_rate(self) -> float:
@@ -128,9 +136,17 @@ def _latency_check(obs: Observations, t: Thresholds) -> Check:
                      f"only {len(ratios)} comparable round(s), need {t.min_rounds}: inconclusive")
     ratio = median(ratios)
     assert ratio is not None
-    return Check("p95_latency_ratio", "pass" if ratio <= t.max_p95_latency_ratio else "fail", ratio,
-                 t.max_p95_latency_ratio,
-                 f"median of {len(ratios)} paired-round ratios " + ", ".join(f"{r:.2f}" for r in ratios))
+    detail = f"median of {len(ratios)} paired-round ratios " + ", ".join(f"{r:.2f}" for r in ratios)
+    canary_samples = [v for r in obs.canary_rounds for v in r.e2e_samples]
+    stable_samples = [v for r in obs.stable_rounds for v in r.e2e_samples]
+    p_value = mann_whitney_greater(canary_samples, stable_samples)
+    over = ratio > t.max_p95_latency_ratio
+    if p_value is not None:
+        detail += f"; rank test canary slower p={p_value:.3g} ({len(canary_samples)} vs {len(stable_samples)} requests)"
+        if over and p_value >= t.latency_alpha:
+            detail += ": not significant, treated as noise"
+        over = over and p_value < t.latency_alpha
+    return Check("p95_latency_ratio", "fail" if over else "pass", ratio, t.max_p95_latency_ratio, detail)
 
 
 def judge(obs: Observations, thresholds: Thresholds) -> Verdict:

@@ -183,6 +183,9 @@ def step_from_dict(data: dict) -> StepReport:
 
     verdict = Verdict(data["verdict"]["passed"], [Check(**c) for c in data["verdict"]["checks"]],
                       data["verdict"]["summary"])
-    return StepReport(data["canary_percent"], verdict, [ProbeRound(**r) for r in data["canary_rounds"]],
-                      [ProbeRound(**r) for r in data["stable_rounds"]], [GoldenOutcome(**g) for g in data["golden"]],
+    def probe_round(r: dict) -> ProbeRound:
+        return ProbeRound(**{**r, "e2e_samples": tuple(r.get("e2e_samples") or ())})
+
+    return StepReport(data["canary_percent"], verdict, [probe_round(r) for r in data["canary_rounds"]],
+                      [probe_round(r) for r in data["stable_rounds"]], [GoldenOutcome(**g) for g in data["golden"]],
                       data.get("metrics") or {}, data.get("window_s", 0.0))

@@ -171,10 +171,13 @@ class CanaryAnalysisOperator(_RolloutOperator):
         ctx = self._ctx(context)
         spec = ctx.deployment.rollout
         thresholds = ctx.resolved.verdict_thresholds()
-        state, action = start(pre["steps"], has_stable=pre["stable_version"] is not None)
-        state, action = advance(state, Observation("canary_deployed", time.time()))
-        event = "canary_ready" if ready and ready.get("status") == "ready" else "canary_not_ready"
-        state, action = advance(state, Observation(event, time.time(), (ready or {}).get("detail", "no event")))
+        ready = ready or {"status": "not_ready", "detail": "no readiness event"}
+        deployed_at = ready.get("started_at") or time.time()
+        state, action = start(pre["steps"], has_stable=pre["stable_version"] is not None, at=deployed_at)
+        state, action = advance(state, Observation("canary_deployed", deployed_at))
+        event = "canary_ready" if ready["status"] == "ready" else "canary_not_ready"
+        state, action = advance(state, Observation(event, deployed_at + (ready.get("ready_s") or 0.0),
+                                                   f"{ready['detail']} after {ready.get('ready_s')} s"))
         steps = []
         while action.kind in ("set_weights", "analyse"):
             try:
@@ -205,7 +208,9 @@ class CanaryAnalysisOperator(_RolloutOperator):
                 self.log.exception("%s failed", action.kind)
                 obs = Observation("error", time.time(), f"{action.kind}: {type(exc).__name__}: {exc}")
             state, action = advance(state, obs)
-        return {"decision": action.kind, "reason": action.reason, "plan": state_to_dict(state), "steps": steps}
+        analysis_s = round(sum(step["window_s"] for step in steps), 1)
+        return {"decision": action.kind, "reason": action.reason, "plan": state_to_dict(state), "steps": steps,
+                "analysis_s": analysis_s}
 
 
     def _promql(self, ctx, conn_id: str, window_s: int) -> dict:
@@ -290,7 +295,9 @@ class PromoteOrRollBackOperator(_RolloutOperator):
         timeline = [tuple(e) for e in plan.get("timeline", [])] + [(time.time(), outcome, outcome, reason)]
         ready = self._pull(context, "deploy_canary") or {}
         if ready.get("ready_s") is not None:
-            timings = {"canary_ready_s": ready["ready_s"], **timings}
+            timings = {"canary_ready_s": ready["ready_s"], "analysis_s": analysis.get("analysis_s", 0.0), **timings}
+        if ready.get("started_at"):
+            timings["since_canary_deployed_s"] = round(time.time() - ready["started_at"], 1)
         report = RolloutReport(ctx.deployment.name, ctx.deployment.model, ctx.backend.runtime, self._run_id(context),
                                pre["manifest_uri"], pre.get("stable_version"), outcome, reason,
                                ctx.resolved.verdict_thresholds(), [step_from_dict(s) for s in analysis.get("steps", [])],

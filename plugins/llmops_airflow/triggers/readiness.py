@@ -77,18 +77,21 @@ class VllmReadyTrigger(BaseTrigger):
     async def run(self):
         deadline = time.monotonic() + self.timeout_s
         detail = "not checked yet"
+        last_log = 0.0
         while time.monotonic() < deadline:
             try:
                 ok, detail, fatal = await self._check()
             except Exception as exc:  # an API hiccup is "not ready yet", not a failed rollout
                 ok, detail, fatal = False, f"{type(exc).__name__}: {exc}", False
             if ok:
-                yield TriggerEvent({"status": "ready", "detail": detail,
+                yield TriggerEvent({"status": "ready", "detail": detail, "started_at": self.started_at,
                                     "ready_s": round(time.time() - self.started_at, 1)})
                 return
             if fatal:
                 break
-            self.log.info("%s %s not ready: %s", self.deployment, self.track, detail)
+            if time.monotonic() - last_log >= 30:  # progress, not a line per poll
+                self.log.info("%s %s not ready yet: %s", self.deployment, self.track, detail)
+                last_log = time.monotonic()
             await asyncio.sleep(self.poll_s)
-        yield TriggerEvent({"status": "not_ready", "detail": detail,
+        yield TriggerEvent({"status": "not_ready", "detail": detail, "started_at": self.started_at,
                             "ready_s": round(time.time() - self.started_at, 1)})
