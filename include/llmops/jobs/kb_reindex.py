@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     # Milvus Lite's in-process gRPC server logs a traceback for every RPC it does not implement
     # (AllocTimestamp, asked by query iterators); the client falls back by itself.
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+    # ... and pymilvus then warns once per scan that it used a client-side timestamp instead.
+    logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(lambda r: "mvccTs" not in r.getMessage())
     args = parse_args(argv)
     try:
         result = run(args)

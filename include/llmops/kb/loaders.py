@@ -55,7 +55,7 @@ load_markdown = load_text  # markdown structure is the chunker's business
 
 
 class _HtmlToText(HTMLParser):
-    _SKIP = {"script", "style", "noscript", "template", "head"}
+    _SKIP = {"script", "style", "noscript", "template"}
     _BLOCKS = {"p", "div", "section", "article", "main", "header", "footer", "nav", "aside", "br", "li",
                "ul", "ol", "table", "tr", "pre", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "title",
                "dt", "dd", "hr", "form", "figure", "figcaption"}
@@ -75,7 +75,7 @@ class _HtmlToText(HTMLParser):
         self._current = []
 
     def handle_starttag(self, tag, attrs):
-        if tag in self._SKIP and not (tag == "head"):
+        if tag in self._SKIP:
             self._skip_depth += 1
             return
         if tag in self._BLOCKS:
@@ -86,7 +86,7 @@ class _HtmlToText(HTMLParser):
             self._current.append("- ")
 
     def handle_endtag(self, tag):
-        if tag in self._SKIP and tag != "head":
+        if tag in self._SKIP:
             self._skip_depth = max(0, self._skip_depth - 1)
             return
         if tag in self._BLOCKS:
