@@ -60,49 +60,16 @@ def model_refresh():
 
     @task(map_index_template="{{ task.op_kwargs['model'] }}")
     def resolve(model: str) -> dict:
-        from llmops.config import load_registry
-        from llmops.hub import resolve_revision
-        from llmops_airflow.refresh import hf_token
+        from llmops_airflow.refresh import resolve_model
 
-        spec = load_registry().model(model)
-        sha = resolve_revision(spec, hf_token(spec.hf_connection_id))
-        print(f"{model}: {spec.repo_id}@{spec.revision} -> {sha}")
-        return {"model": model, "sha": sha}
+        return resolve_model(model)
 
     @task
     def plan(resolved: list[dict], params=None, dag_run=None) -> dict:
-        from llmops.artefacts.store import open_store
-        from llmops.config import load_registry
-        from llmops.refresh import expand_targets, plan_refresh
-        from llmops.settings import get_settings
-        from llmops_airflow.refresh import step_kwargs, work_root
+        from llmops_airflow.refresh import plan_run
 
-        params = params or {}
-        settings = get_settings()
-        registry = load_registry()
-        shas = {r["model"]: r["sha"] for r in resolved}
-        candidates = expand_targets([registry.model(m) for m in shas], shas, registry.gpu_profiles,
-                                    runtime=settings.runtime, work_root=work_root(),
-                                    recipes=params.get("recipes") or None)
-        store = open_store(settings.store_uri)
-        published = {}
-        for item in candidates.items:
-            manifest = store.read_manifest(item.prefix)
-            if manifest is not None:
-                published[item.prefix] = manifest.uri
-        refresh = plan_refresh(candidates, published, force=bool(params.get("force")))
-        print(refresh.summary())
-        run = ["--dag-id", "model_refresh", "--run-id", dag_run.run_id if dag_run else "manual", "--task-id", "publish"]
-        profiles = registry.gpu_profiles
-        return {
-            "download": [{"arguments": ["--model", d["model"], "--revision-sha", d["sha"], "--out", d["out"]]}
-                         for d in refresh.downloads],
-            "quantize": [step_kwargs(i, "quantize", profiles=profiles) for i in refresh.items],
-            "validate": [step_kwargs(i, "validate", profiles=profiles) for i in refresh.items],
-            "publish": [step_kwargs(i, "publish", run, profiles=profiles) for i in refresh.items],
-            "summary": refresh.summary(),
-            "skipped": [s.__dict__ for s in refresh.skipped],
-        }
+        return plan_run(resolved, recipes=(params or {}).get("recipes") or None,
+                        force=bool((params or {}).get("force")), run_id=dag_run.run_id if dag_run else "manual")
 
     @task
     def arguments_of(planned: dict, step: str) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Airflow glue of model_refresh: the Asset it emits, the Hugging Face token, per-item step arguments.
+"""Airflow glue of model_refresh: the Asset it emits, the bodies of its resolve and plan tasks, and the
+per-item arguments of its heavy steps.
 
 The planning itself is `llmops.refresh` (pure). Here a planned WorkItem becomes the keyword arguments of
 one mapped heavy step: `--item <json>` always, and on runtime `kubernetes` the GPU profile's resources,
@@ -74,3 +75,45 @@ def work_root() -> str:
 
     settings = get_settings()
     return f"{MODEL_CACHE_MOUNT}/refresh" if settings.runtime == "kubernetes" else str(settings.home / "work")
+
+
+def resolve_model(model: str) -> dict[str, str]:
+    """The `resolve` task: the model's tracked revision -> commit sha, with the token from its Connection."""
+    from llmops.config import load_registry
+    from llmops.hub import resolve_revision
+
+    spec = load_registry().model(model)
+    sha = resolve_revision(spec, hf_token(spec.hf_connection_id))
+    print(f"{model}: {spec.repo_id}@{spec.revision} -> {sha}")
+    return {"model": model, "sha": sha}
+
+
+def plan_run(resolved: list[dict], *, recipes: list[str] | None, force: bool, run_id: str) -> dict[str, Any]:
+    """The `plan` task: every candidate version, minus those the store already has; per-step mapping lists."""
+    from llmops.artefacts.store import open_store
+    from llmops.config import load_registry
+    from llmops.refresh import expand_targets, plan_refresh
+
+    settings = get_settings()
+    registry = load_registry()
+    shas = {r["model"]: r["sha"] for r in resolved}
+    candidates = expand_targets([registry.model(m) for m in shas], shas, registry.gpu_profiles,
+                                runtime=settings.runtime, work_root=work_root(), recipes=recipes)
+    store = open_store(settings.store_uri)
+    published = {}
+    for item in candidates.items:
+        manifest = store.read_manifest(item.prefix)
+        if manifest is not None:
+            published[item.prefix] = manifest.uri
+    refresh = plan_refresh(candidates, published, force=force)
+    print(refresh.summary())
+    run = ["--dag-id", "model_refresh", "--run-id", run_id, "--task-id", "publish"]
+    profiles = registry.gpu_profiles
+    return {
+        "download": [{"arguments": ["--model", d["model"], "--revision-sha", d["sha"], "--out", d["out"]]}
+                     for d in refresh.downloads],
+        "quantize": [step_kwargs(i, "quantize", profiles=profiles) for i in refresh.items],
+        "validate": [step_kwargs(i, "validate", profiles=profiles) for i in refresh.items],
+        "publish": [step_kwargs(i, "publish", run, profiles=profiles) for i in refresh.items],
+        "summary": refresh.summary(),
+    }
