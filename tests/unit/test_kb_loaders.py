@@ -53,7 +53,7 @@ def test_loader_choice_and_unknown_suffix():
 
 
 def test_missing_file_is_a_document_error(tmp_path):
-    doc = SourceDocument("gone.md", 0, lambda: open(tmp_path / "gone.md", "rb"))
+    doc = SourceDocument("gone.md", 0, lambda: open(tmp_path / "gone.md", "rb"))  # noqa: SIM115
     with pytest.raises(DocumentError, match="gone.md: cannot be opened"):
         list(load_lines(doc))
 

@@ -128,7 +128,7 @@ def load_pdf(stream: IO[bytes], doc_id: str) -> Iterator[str]:
         spool.seek(0)
         try:
             reader = PdfReader(spool)
-            for number, page in enumerate(reader.pages, start=1):
+            for page in reader.pages:
                 text = page.extract_text() or ""
                 yield from text.splitlines()
                 yield ""

@@ -87,7 +87,7 @@ class LocalSource:
                     size = path.stat().st_size
                 except OSError:
                     size = -1  # e.g. a dangling link: listed, then reported as unreadable when opened
-                yield SourceDocument(doc_id, size, lambda p=path: open(p, "rb"))
+                yield SourceDocument(doc_id, size, lambda p=path: open(p, "rb"))  # noqa: SIM115 (caller closes)
 
 
 def _split_bucket(uri: str, scheme: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ These tests embed, so they run in the worker environment:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -59,7 +60,7 @@ def milvus_server(tmp_path_factory):
         pytest.fail(f"{STANDINS_PYTHON} is missing; run scripts/envs.sh standins")
     data = tmp_path_factory.mktemp("milvus-server")
     port, etcd, peer = free_port(), free_port(), free_port()
-    log = open(data / "launcher.log", "w")
+    log = open(data / "launcher.log", "w")  # noqa: SIM115 (closed in the finalizer)
     proc = subprocess.Popen([str(STANDINS_PYTHON), str(Path(__file__).with_name("milvus_standalone.py")),
                              str(data / "d"), str(port), str(etcd), str(peer)],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -149,10 +150,8 @@ def open_index():
 
     yield make
     for client, uri in opened:
-        try:
+        with contextlib.suppress(Exception):
             disconnect(client, uri, Path("/nonexistent"))
-        except Exception:
-            pass
 
 
 def rows_of(index, collection: str, doc_id: str) -> list[dict]:
