@@ -78,7 +78,7 @@ def main() -> int:
     result = {"outcome": report.outcome, "total_s": round(total, 1), "canary_ready_s": round(ready, 1),
               "configured_analysis_s": configured, "measured_analysis_s": round(report.timings.get("analysis_s", 0), 1),
               "overhead_s": round(total - ready - configured, 1), "ratio": round(ratio, 3), "target": args.target,
-              "report": locations.get("store_markdown")}
+              "report_stored": bool(locations.get("store_markdown"))}
     print(json.dumps(result, indent=1))
     print(f"[bench] rollout wall time / (canary ready + analysis window) = {ratio:.3f} (target <= {args.target})")
     return 0 if ratio <= args.target and report.outcome == "promoted" else 1
