@@ -20,23 +20,15 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(Path(__file__).parent))
+from kb_helpers import ROOT, SAMPLE, STANDINS_PYTHON, free_port  # noqa: E402
+
 sys.path.insert(0, str(ROOT / "include"))
 
 try:
     import sentence_transformers  # noqa: F401
 except ImportError:
     collect_ignore_glob = ["test_*.py"]  # airflow env: no torch; `make test` runs this folder in the worker env
-
-SAMPLE = ROOT / "include" / "sample_kb" / "product-docs"
-STANDINS_PYTHON = Path(os.environ.get("LLMOPS_HOME", ROOT / ".llmops")) / "venvs" / "standins" / "bin" / "python"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="session")
 def minilm():
@@ -153,7 +145,3 @@ def open_index():
         with contextlib.suppress(Exception):
             disconnect(client, uri, Path("/nonexistent"))
 
-
-def rows_of(index, collection: str, doc_id: str) -> list[dict]:
-    return index.client.query(collection, filter=f'doc_id == "{doc_id}"', output_fields=["chunk_index", "doc_hash"],
-                              consistency_level="Strong")

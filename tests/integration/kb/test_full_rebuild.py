@@ -10,8 +10,8 @@ import time
 
 import pytest
 import yaml
+from kb_helpers import ROOT
 
-from conftest import ROOT
 from llmops.kb.errors import IndexValidationError, RollbackError
 from llmops.kb.pipeline import reindex, search
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from kb_helpers import rows_of
 
-from conftest import rows_of
 from llmops.kb.chunking import chunk_lines
 from llmops.kb.errors import DimensionMismatchError, SourceNotFoundError
 from llmops.kb.pipeline import reindex, search

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from kb_helpers import SAMPLE
 
-from conftest import SAMPLE
 from llmops.kb.errors import KbError, SourceNotFoundError
 from llmops.kb.pipeline import reindex, search
 
