@@ -28,9 +28,12 @@ def job_arguments(knowledge_bases: dict, knowledge_base: str = "", mode: str = "
 
 
 def format_report(results: list[dict | None]) -> str:
-    """One line per knowledge base: what was embedded, skipped, deleted, repaired, and how long it took."""
+    """One line per knowledge base: what was embedded, skipped, deleted, repaired, and how long it took.
+
+    `kept`: unchanged chunks of changed documents that kept their stored vector (not embedded again).
+    """
     lines = [f"{'knowledge base':<20} {'mode':<12} {'collection':<28} {'docs':>5} {'embedded':>14} "
-             f"{'skipped':>7} {'deleted':>14} {'repaired':>8} {'failed':>6} {'rows':>7} {'recall':>6} {'time':>7}"]
+             f"{'kept':>5} {'skipped':>7} {'deleted':>14} {'repaired':>8} {'failed':>6} {'rows':>7} {'recall':>6} {'time':>7}"]
     problems = []
     for result in results:
         if not result:
@@ -44,7 +47,7 @@ def format_report(results: list[dict | None]) -> str:
         lines.append(
             f"{result['kb']:<20} {mode:<12} {str(result.get('collection')):<28} {result.get('documents', 0):>5} "
             f"{result.get('embedded_documents', 0):>5} docs/{result.get('embedded_chunks', 0):>4} "
-            f"{result.get('skipped_documents', 0):>7} {result.get('deleted_documents', 0):>5} docs/"
+            f"{result.get('reused_chunks', 0):>5} {result.get('skipped_documents', 0):>7} {result.get('deleted_documents', 0):>5} docs/"
             f"{result.get('deleted_chunks', 0):>4} {result.get('repaired_chunks', 0):>8} "
             f"{len(result.get('failed', [])):>6} {str(result.get('rows')):>7} {recall:>6} "
             f"{result.get('duration_s', 0):>6.1f}s")
