@@ -157,3 +157,51 @@ def test_declared_dimension_is_checked_when_the_embedder_is_built(make_kb):
     kb = make_kb(embedder={"dimension": 768})
     with pytest.raises(DimensionMismatchError, match="384-d vectors but knowledge_bases.yaml declares dimension 768"):
         build_embedder(kb.embedder)
+
+
+class _FailingAfter:
+    """The real MiniLM that raises once `limit` texts were embedded.
+
+    Fault injection, not a stand-in: the embedding endpoint dying mid-run is the failure under test,
+    and no real server can be made to die at a chosen call.
+    """
+
+    def __init__(self, inner, limit: int):
+        self.inner, self.limit, self.seen = inner, limit, 0
+        self.kind, self.model, self.dimension = inner.kind, inner.model, inner.dimension
+
+    def embed(self, texts):
+        self.seen += len(texts)
+        if self.seen > self.limit:
+            raise ConnectionError("embedding endpoint went away")
+        return self.inner.embed(texts)
+
+
+def test_a_failed_embedding_never_deletes_the_old_chunks(make_kb, corpus, milvus_uri, open_index, minilm):
+    kb = make_kb(embedder={"batch_size": 1})  # one batch per 64 chunks: the failure hits the only batch
+    index = open_index(kb, milvus_uri)
+    reindex(kb, "incremental", index=index, embedder=minilm)
+    live = index.live_collection()
+    rows = index.count(live)
+    old_rows = rows_of(index, live, "guides/alerts.md")
+    (corpus / "guides" / "alerts.md").write_text("# Alerts\n\nAlerts are now configured in the web console.\n")
+    (corpus / "faq" / "upgrades.md").unlink()
+    with pytest.raises(ConnectionError):
+        reindex(kb, "incremental", index=index, embedder=_FailingAfter(minilm, 0))
+    # Nothing was deleted: neither the edited document's old chunks nor the removed document's.
+    assert index.count(live) == rows and rows_of(index, live, "guides/alerts.md") == old_rows
+    assert rows_of(index, live, "faq/upgrades.md")
+    done = reindex(kb, "incremental", index=index, embedder=minilm)
+    assert done.embedded_documents == 1 and done.deleted_documents == 1
+    assert len(rows_of(index, live, "guides/alerts.md")) == 1
+
+
+def test_many_changed_documents_turn_into_a_full_rebuild(make_kb, corpus, milvus_uri, open_index, embedder):
+    kb = make_kb(incremental_max_changed_ratio=0.5)
+    index = open_index(kb, milvus_uri)
+    reindex(kb, "incremental", index=index, embedder=embedder)
+    for path in sorted(corpus.rglob("*.md"))[:7]:  # 7 of 12 documents
+        path.write_text(path.read_text() + "\nReviewed in November.\n")
+    summary = reindex(kb, "incremental", index=index, embedder=embedder)
+    assert summary.mode == "full" and "7/12 documents changed" in summary.reason
+    assert index.live_collection() == f"{kb.alias}_v2" and summary.rows == index.count(f"{kb.alias}_v2")
