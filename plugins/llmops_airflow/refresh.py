@@ -90,16 +90,16 @@ def resolve_model(model: str) -> dict[str, str]:
 
 def plan_run(resolved: list[dict], *, recipes: list[str] | None, force: bool, run_id: str) -> dict[str, Any]:
     """The `plan` task: every candidate version, minus those the store already has; per-step mapping lists."""
-    from llmops.artefacts.store import open_store
     from llmops.config import load_registry
     from llmops.refresh import expand_targets, plan_refresh
+    from llmops_airflow.hooks.artefacts import ArtefactStoreHook
 
     settings = get_settings()
     registry = load_registry()
     shas = {r["model"]: r["sha"] for r in resolved}
     candidates = expand_targets([registry.model(m) for m in shas], shas, registry.gpu_profiles,
                                 runtime=settings.runtime, work_root=work_root(), recipes=recipes)
-    store = open_store(settings.store_uri)
+    store = ArtefactStoreHook().get_conn()
     published = {}
     for item in candidates.items:
         manifest = store.read_manifest(item.prefix)
