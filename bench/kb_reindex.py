@@ -30,6 +30,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 
+
+def _reexec_where_torch_is() -> None:
+    """`make bench` runs every bench with the Airflow env's python, which has no torch: move over."""
+    try:
+        import sentence_transformers  # noqa: F401
+        return
+    except ImportError:
+        pass
+    venvs = Path(os.environ.get("LLMOPS_HOME", ROOT / ".llmops")) / "venvs"
+    for name in ("bench", "worker"):
+        python = venvs / name / "bin" / "python"
+        if python.exists() and Path(sys.prefix).resolve() != (venvs / name).resolve():
+            print(f"(no torch in {sys.prefix}: running in {venvs / name})", flush=True)
+            os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+    sys.exit("bench/kb_reindex.py needs torch and sentence-transformers: run scripts/envs.sh worker")
+
+
+if __name__ == "__main__":
+    _reexec_where_torch_is()
+
 from llmops.config.schema import KnowledgeBase  # noqa: E402
 from llmops.kb.chunking import chunk_lines  # noqa: E402
 from llmops.kb.embedders import CountingEmbedder, SentenceTransformerEmbedder  # noqa: E402
