@@ -12,20 +12,21 @@ from refresh_helpers import plan_items, run_job
 from llmops.refresh import WorkItem
 
 
+def _venv_python(venvs: Path, name: str) -> Path:
+    python = venvs / name / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} missing; fix: scripts/envs.sh {name}")
+    return python
+
+
 @pytest.fixture(scope="session")
 def worker_python(venvs) -> Path:
-    python = venvs / "worker" / "bin" / "python"
-    if not python.exists():
-        pytest.fail(f"{python} missing; fix: scripts/envs.sh worker")
-    return python
+    return _venv_python(venvs, "worker")
 
 
 @pytest.fixture(scope="session")
 def serving_python(venvs) -> Path:
-    python = venvs / "serving" / "bin" / "python"
-    if not python.exists():
-        pytest.fail(f"{python} missing; fix: scripts/envs.sh serving")
-    return python
+    return _venv_python(venvs, "serving")
 
 
 @pytest.fixture(scope="session")
