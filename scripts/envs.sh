@@ -20,10 +20,10 @@ if [[ ! -x "$uv_bin" ]]; then
   "$venvs/uv/bin/pip" install -q "uv==$uv_version"
 fi
 
-ensure() {  # ensure NAME REQUIREMENTS... (installed in order, each pinned)
+ensure() {  # ensure NAME REQUIREMENTS... (fully pinned files; the venv is synced to exactly their union)
   local name="$1"; shift
   local venv="$venvs/$name" stamp want
-  want="$(cat "$@" | sha256sum | cut -d' ' -f1)"
+  want="$( (echo "uv pip sync"; cat "$@") | sha256sum | cut -d' ' -f1)"
   stamp="$venv/.requirements.sha256"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     echo "[envs] $name: up to date ($venv)"
@@ -32,11 +32,10 @@ ensure() {  # ensure NAME REQUIREMENTS... (installed in order, each pinned)
   echo "[envs] $name: installing $* into $venv"
   local t0=$SECONDS
   [[ -x "$venv/bin/python" ]] || "$uv_bin" venv -q --python "$(command -v python3)" "$venv"
-  local req
-  for req in "$@"; do
-    VIRTUAL_ENV="$venv" "$uv_bin" pip install -q --python "$venv/bin/python" \
-      --find-links "$torch_find_links" --index-strategy unsafe-best-match -r "$req"
-  done
+  # sync, not install: the files are complete locks, so nothing is re-resolved (a re-resolution would
+  # pull packages a lock excludes on purpose, e.g. torchvision into the vLLM environment).
+  VIRTUAL_ENV="$venv" "$uv_bin" pip sync -q --python "$venv/bin/python" \
+    --find-links "$torch_find_links" --index-strategy unsafe-best-match "$@"
   echo "$want" >"$stamp"
   echo "[envs] $name: ready in $((SECONDS - t0)) s"
 }
@@ -47,6 +46,7 @@ for name in "$@"; do
     worker)   ensure worker "$root/requirements/worker.txt" ;;
     serving)  ensure serving "$root/requirements/serving.txt" ;;
     standins) ensure standins "$root/requirements/standins.txt" ;;
-    *) echo "[envs] unknown environment '$name' (expected airflow, worker, serving, standins)" >&2; exit 2 ;;
+    bench)    ensure bench "$root/requirements/bench.txt" ;;
+    *) echo "[envs] unknown environment '$name' (expected airflow, worker, serving, standins, bench)" >&2; exit 2 ;;
   esac
 done
