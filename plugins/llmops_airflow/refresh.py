@@ -30,12 +30,11 @@ def hf_token(conn_id: str | None) -> str | None:
 def _image_for(item: WorkItem, step: str) -> str | None:
     settings = get_settings()
     if step == "quantize" and item.recipe.startswith("trtllm-engine"):
-        return getattr(settings, "trtllm_legacy_image", "llmops-trtllm-legacy:0.1.0")
+        return settings.trtllm_legacy_image
     if step == "validate":
         if item.validation == VALIDATE_TRTLLM:
-            return settings.trtllm_image if not item.recipe.startswith("trtllm-engine") else \
-                getattr(settings, "trtllm_legacy_image", "llmops-trtllm-legacy:0.1.0")
-        return getattr(settings, "serving_image", "llmops-vllm:0.1.0")
+            return settings.trtllm_legacy_image if item.recipe.startswith("trtllm-engine") else settings.trtllm_image
+        return settings.serving_image
     return None
 
 

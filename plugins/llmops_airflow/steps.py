@@ -154,7 +154,7 @@ def _kubernetes_kwargs(job: str, environment: str, gpu_profile: str | None, imag
     return {
         "kubernetes_conn_id": settings.kubernetes_connection_id,
         "namespace": settings.namespace,
-        "image": image or settings.worker_image,
+        "image": image or (settings.serving_image if environment == "serving" else settings.worker_image),
         "name": f"llmops-{job.replace('_', '-')}",
         "cmds": ["python", "-m", f"llmops.jobs.{job}"],
         "env_vars": pod_env,
