@@ -46,8 +46,10 @@ run canary "$candidate" "[50, 100]" "$window"
 
 report="$(python -m llmops.rollout.demo report)"
 echo
-sed -n '1,/^## Timeline/p' "$report" | head -n 60
+awk '/^vLLM \/metrics/ {exit} {print}' "$report"  # the summary, checks, numbers and golden outputs
 verdict="$(head -n 1 "$report" | sed -E 's/.*\*\*(.*)\*\*.*/\1/')"
+stored="$(grep -o '"store_markdown": "[^"]*"' "$log/canary.log" | tail -n 1 | cut -d'"' -f4 || true)"
 echo "[rollout demo] verdict: $verdict"
-echo "[rollout demo] report: $report (and ${report%.md}.html; a copy is stored next to the artefact under $candidate/../rollouts/)"
+echo "[rollout demo] report: $report (and report.html beside it)"
+echo "[rollout demo] stored next to the artefact: ${stored:-(not stored, see $log/canary.log)}"
 [[ "$verdict" == PROMOTED || "$verdict" == ROLLED_BACK ]]
