@@ -32,7 +32,6 @@ class RolloutContext:
 
 
 def rollout_context(params: dict, *, kubernetes_config_dict: dict | None = None) -> RolloutContext:
-    from llmops.artefacts import open_store
     from llmops.config import load_registry
     from llmops.rollout.request import RolloutRequest, resolve_request
     from llmops.settings import get_settings
@@ -40,7 +39,9 @@ def rollout_context(params: dict, *, kubernetes_config_dict: dict | None = None)
     settings = get_settings()
     registry = load_registry()
     resolved = resolve_request(RolloutRequest.from_params(params), registry)
-    store = open_store(settings.store_uri)
+    from llmops_airflow.hooks.artefacts import ArtefactStoreHook
+
+    store = ArtefactStoreHook().get_conn()  # LLMOPS_STORE_URI, credentials from the llmops_artefacts Connection
     deployment = resolved.deployment
     if settings.runtime == "local":
         from llmops.serving.local import LocalBackend, LocalRuntime
