@@ -75,14 +75,28 @@ def milvus_server(tmp_path_factory):
                 time.sleep(1)
         yield uri
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=15)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
+        _stop_group(proc)
         log.close()
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """SIGTERM the launcher's process group (the milvus binary is in it), SIGKILL what is left after grace_s.
+
+    Waiting for the launcher alone is not enough: it dies at once while milvus shuts down slowly.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            proc.poll()
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.5)
 
 
 @pytest.fixture(params=["lite", "server"])
