@@ -242,8 +242,8 @@ class PromoteOrRollBackOperator(_RolloutOperator):
 
     def execute(self, context):
         pre = self._pull(context, "preflight")
-        if not pre:
-            raise AirflowSkipException("pre-flight did not pass: nothing was created")
+        if not pre:  # fail the run (its only leaf task) rather than let a refused rollout look successful
+            raise AirflowFailException("the request or pre-flight was refused (see those tasks); nothing was created")
         if pre.get("dry_run"):
             raise AirflowSkipException("dry run: nothing to promote or roll back")
         ctx = self._ctx(context)
