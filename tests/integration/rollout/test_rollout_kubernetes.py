@@ -122,6 +122,7 @@ def test_fp8_on_a10_and_full_cluster_are_refused_with_nothing_created(kube, hook
     assert not [o for o in kube.live_objects() if o[1] == NS]
 
 
+@pytest.mark.slow  # the readiness generation goes to a real vLLM (the session's stable server)
 def test_canary_promote_on_kubernetes_and_manual_roll_back(kube, hook, registry, rollout_store, local_backend):
     store, uris = rollout_store
     stable_url = local_backend.local.load().stable.url
