@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kb_helpers import ROOT, SAMPLE, STANDINS_PYTHON, free_port  # noqa: E402
+from kb_helpers import ROOT, SAMPLE, STANDINS_PYTHON, free_port, stop_group  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "include"))
 
@@ -75,28 +74,9 @@ def milvus_server(tmp_path_factory):
                 time.sleep(1)
         yield uri
     finally:
-        _stop_group(proc)
+        stop_group(proc)
         log.close()
 
-
-def _stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """SIGTERM the launcher's process group (the milvus binary is in it), SIGKILL what is left after grace_s.
-
-    Waiting for the launcher alone is not enough: it dies at once while milvus shuts down slowly.
-    """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            proc.poll()
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.5)
 
 
 @pytest.fixture(params=["lite", "server"])
