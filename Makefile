@@ -29,6 +29,7 @@ lint: envs
 	source scripts/env.sh && ruff check . && lint-imports
 
 bench: envs
+	scripts/envs.sh bench
 	source scripts/env.sh && for b in bench/*.py; do echo "== $$b"; python $$b || exit 1; done
 
 lock:

@@ -65,6 +65,8 @@ def seaweed_server(data_dir: Path | None = None, *, timeout: float = 60) -> Iter
         command = [
             str(STANDINS_BIN / "weed"), "server", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-s3", "-volume.max=0", "-master.volumeSizeLimitMB=256", "-master.telemetry=false",
+            # fixed default ports (8181, 9101) would clash between concurrent servers; we use neither
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
             *(f"-{name.replace('.grpc', '.port.grpc')}={port}" if name.endswith(".grpc") else f"-{name}.port={port}"
               for name, port in ports.items()),
         ]
