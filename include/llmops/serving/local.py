@@ -82,11 +82,21 @@ def process_alive(pid: int, port: int | None = None) -> bool:
     return port is None or str(port).encode() in cmdline
 
 
-def stop_process(pid: int, *, grace_s: float = 20.0) -> None:
-    """SIGTERM the process group, wait, then SIGKILL it."""
+def stop_process(pid: int, *, grace_s: float = 20.0, port: int | None = None) -> None:
+    """SIGTERM the process group, wait, then SIGKILL it.
+
+    PIDs are reused quickly on busy machines (pid_max is often 32768): a PID from a state file may by
+    now belong to someone else. With `port`, only a process started for that port is signalled, and
+    the group is signalled only if the process leads it (our processes start their own session).
+    """
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        if port is not None and not process_alive(pid, port):
+            return
         try:
-            os.killpg(pid, sig)
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
         except ProcessLookupError:
             return
         except PermissionError:
@@ -178,7 +188,7 @@ class LocalRuntime:
             log.info("%s already serves %s on port %d", track, version, current.port)
             return current
         if current:
-            stop_process(current.pid)
+            stop_process(current.pid, port=current.port)
         backend = self._start(track, version, model_dir)
         setattr(state, track, backend)
         self._event(state, f"{track}_started", version=version, port=backend.port)
@@ -221,14 +231,14 @@ class LocalRuntime:
         self._event(state, "promoted", version=state.stable.version)
         self.save(state)
         if old and old.pid != state.stable.pid:
-            stop_process(old.pid)
+            stop_process(old.pid, port=old.port)
         return state.stable
 
     def roll_back(self) -> None:
         """Stop the canary, restore all weight to stable; the stable process is not touched. Idempotent."""
         state = self.load()
         if state.canary is not None:
-            stop_process(state.canary.pid)
+            stop_process(state.canary.pid, port=state.canary.port)
         state.canary, state.canary_percent = None, 0
         self._event(state, "rolled_back")
         self.save(state)
@@ -237,7 +247,7 @@ class LocalRuntime:
         state = self.load()
         for backend in (state.canary, state.stable):
             if backend is not None:
-                stop_process(backend.pid)
+                stop_process(backend.pid, port=backend.port)
         state.stable = state.canary = None
         self.save(state)
 
