@@ -1,0 +1,47 @@
+"""python -m llmops.serving.fetch --manifest-uri URI --dest DIR: the init container of vLLM pods.
+
+Downloads one published version and verifies every file's size and sha256 against its manifest
+before vLLM starts (a damaged or partial copy fails the pod, never serves). Re-running with the
+files already in place only re-verifies them (a PVC model cache survives pod restarts).
+Credentials: the SDK default chain (RRSA on ACK, or env), never arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from llmops.artefacts import MANIFEST_NAME, open_store
+from llmops.errors import LlmopsError
+
+log = logging.getLogger(__name__)
+
+
+def split_manifest_uri(uri: str) -> tuple[str, str]:
+    """`<store root>/models/<model>/<sha>/<runtime>-<recipe>/manifest.json` -> (store root, prefix)."""
+    head, sep, tail = uri.partition("/models/")
+    if not sep or not tail.rstrip("/").endswith(MANIFEST_NAME) or "://" not in head:
+        raise LlmopsError(f"{uri!r} is not a manifest URI; fix: pass <store>/models/<model>/<sha>/"
+                          f"<runtime>-<recipe>/{MANIFEST_NAME}")
+    return head, "models/" + tail.rstrip("/").removesuffix(MANIFEST_NAME).strip("/")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from llmops.jobs._cli import emit_result, setup_logging
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest-uri", required=True)
+    parser.add_argument("--dest", type=Path, required=True)
+    args = parser.parse_args(argv)
+    setup_logging()
+    root, prefix = split_manifest_uri(args.manifest_uri)
+    started = time.monotonic()
+    dest = open_store(root).fetch(prefix, args.dest, verify=True)
+    log.info("fetched and verified %s into %s in %.1f s", args.manifest_uri, dest, time.monotonic() - started)
+    emit_result({"dest": str(dest), "manifest_uri": args.manifest_uri})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""The pods' init container: fetch a version and verify it; a damaged copy fails before vLLM starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmops.artefacts import ArtefactIntegrityError, Manifest, open_store
+from llmops.errors import LlmopsError
+from llmops.serving.fetch import main, split_manifest_uri
+
+
+def test_split_manifest_uri():
+    assert split_manifest_uri("oss://bucket/root/models/m/" + "a" * 40 + "/vllm-x/manifest.json") == (
+        "oss://bucket/root", "models/m/" + "a" * 40 + "/vllm-x")
+    with pytest.raises(LlmopsError, match="fix:"):
+        split_manifest_uri("models/m/x/manifest.json")
+
+
+def test_fetch_verifies_and_refuses_a_damaged_copy(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"weights" * 1000)
+    (src / "config.json").write_text("{}")
+    store = open_store((tmp_path / "store").as_uri())
+    manifest = Manifest.for_directory(src, model="m", source_repo="o/m", source_sha="a" * 40, recipe="r",
+                                      serving_runtime="vllm", quantization_format="none",
+                                      min_compute_capability=0.0, max_model_len=16)
+    uri = store.publish(src, manifest.prefix, manifest)
+    main(["--manifest-uri", uri, "--dest", str(tmp_path / "pod")])
+    assert (tmp_path / "pod" / "model.safetensors").read_bytes() == b"weights" * 1000
+    stored = tmp_path / "store" / manifest.prefix / "model.safetensors"
+    stored.write_bytes(b"Weights" * 1000)  # same size, different bytes
+    with pytest.raises(ArtefactIntegrityError):
+        main(["--manifest-uri", uri, "--dest", str(tmp_path / "pod2")])
