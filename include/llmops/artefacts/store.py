@@ -189,14 +189,33 @@ class ArtefactStore(ABC):
             "immutable; fix: keep the published one, or build from a new source sha or under another recipe"
         )
 
-    def _verify_uploaded(self, prefix: str, manifest: Manifest) -> None:
+    def changed_files(self, manifest: Manifest, prefix: str | None = None) -> list[tuple[str, object]]:
+        """(path, what the server holds) for every file of `manifest` missing under `prefix` or not of its size
+        (or recorded sha256): a cheap remote check that reads no file's bytes."""
+        prefix = (prefix or manifest.prefix).strip("/")
+        changed = []
         for entry in manifest.files:
             stat = self._stat(f"{prefix}/{entry.path}")
             if stat is None or stat[0] != entry.size or stat[1] not in (None, entry.sha256):
-                raise ArtefactIntegrityError(
-                    f"{self.uri_for(prefix, entry.path)} does not hold what was uploaded (server: {stat}, expected "
-                    f"size {entry.size}, sha256 {entry.sha256}); no manifest was written; fix: retry the publish",
-                    path=entry.path, expected=entry.sha256, actual=str(stat))
+                changed.append((entry.path, stat))
+        return changed
+
+    def put_beside(self, prefix: str, name: str, data: bytes) -> str:
+        """Write a small write-once object beside the version at `prefix` (a rollout report, say); it is not
+        part of the version's manifest and never fetched with it. Returns its URI."""
+        prefix = prefix.strip("/")
+        self._put_if_absent(f"{prefix}/{name}", data)
+        return self.uri_for(prefix, name)
+
+    def _verify_uploaded(self, prefix: str, manifest: Manifest) -> None:
+        changed = self.changed_files(manifest, prefix)
+        if changed:
+            path, stat = changed[0]
+            entry = next(entry for entry in manifest.files if entry.path == path)
+            raise ArtefactIntegrityError(
+                f"{self.uri_for(prefix, path)} does not hold what was uploaded (server: {stat}, expected "
+                f"size {entry.size}, sha256 {entry.sha256}); no manifest was written; fix: retry the publish",
+                path=path, expected=entry.sha256, actual=str(stat))
 
     def _remove_strays(self, prefix: str, manifest: Manifest) -> None:
         wanted = {f"{prefix}/{entry.path}" for entry in manifest.files}

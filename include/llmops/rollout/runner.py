@@ -192,10 +192,8 @@ def store_report(report: RolloutReport, *, store: Any, manifest: Manifest, local
     locations = {"local_markdown": str(local_dir / "report.md"), "local_html": str(local_dir / "report.html")}
     try:
         # reports sit beside the immutable version (not listed in its manifest, never fetched with it)
-        store._put_if_absent(f"{key}/report.md", markdown.encode())
-        store._put_if_absent(f"{key}/report.html", page.encode())
-        locations["store_markdown"] = store.uri_for(key, "report.md")
-        locations["store_html"] = store.uri_for(key, "report.html")
+        locations["store_markdown"] = store.put_beside(key, "report.md", markdown.encode())
+        locations["store_html"] = store.put_beside(key, "report.html", page.encode())
     except Exception as exc:  # a report that cannot be uploaded must not turn a good rollout into a failure
         log.warning("could not store the report next to the artefact: %s", exc)
     return locations

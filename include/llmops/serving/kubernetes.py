@@ -182,12 +182,7 @@ class KubernetesBackend:
     def verify_artefact(self, store: Any, manifest: Any) -> list[str]:
         """Cheap remote check (every file present with its size; sha256 where the store reports it).
         The pods' init container downloads and verifies every sha256 before vLLM starts."""
-        mismatches = []
-        for entry in manifest.files:
-            stat = store._stat(f"{manifest.prefix}/{entry.path}")
-            if stat is None or stat[0] != entry.size or stat[1] not in (None, entry.sha256):
-                mismatches.append(entry.path)
-        return mismatches
+        return [path for path, _ in store.changed_files(manifest)]
 
     def capacity_problems(self, facts: pf.ArtefactFacts) -> list[pf.Problem]:
         per_replica = pf.replica_request(self.profile, facts)

@@ -155,3 +155,29 @@ def test_retry_after_the_bytes_changed_does_not_reuse_stale_parts(store, checkpo
     assert retry.stats.parts_skipped == 0
     fetched = retry.fetch(rebuilt.prefix, tmp_path / "fetched")
     assert (fetched / "model.safetensors").read_bytes() == weights.read_bytes()
+
+
+def test_changed_files_spots_a_damaged_or_missing_file_without_reading_bytes(store, checkpoint, request):
+    manifest = make_manifest(checkpoint)
+    store.publish(checkpoint, manifest.prefix, manifest)
+    assert store.changed_files(manifest) == []
+    key = f"{manifest.prefix}/tokenizer.json"
+    if store.scheme == "file":
+        (store.root / key).write_bytes(b"{}")
+    else:
+        server = request.getfixturevalue("s3_server")
+        server.client().put_object(Bucket="artefacts", Key=store._key(key), Body=b"{}")
+    assert [path for path, _ in store.changed_files(manifest)] == ["tokenizer.json"]
+
+
+def test_put_beside_writes_once_next_to_a_version_outside_its_manifest(store, checkpoint, tmp_path):
+    manifest = make_manifest(checkpoint)
+    store.publish(checkpoint, manifest.prefix, manifest)
+    report_prefix = f"{manifest.prefix}/rollouts/chat/run-1"
+    uri = store.put_beside(report_prefix, "report.md", b"# first")
+    assert uri.endswith("/rollouts/chat/run-1/report.md")
+    store.put_beside(report_prefix, "report.md", b"# second")  # write-once: a rerun keeps the first
+    assert store._get_bytes(f"{report_prefix}/report.md") == b"# first"
+    fetched = store.fetch(manifest.prefix, tmp_path / "fetched")
+    assert not (fetched / "rollouts").exists()
+    assert store.read_manifest(manifest.prefix).files == manifest.files
