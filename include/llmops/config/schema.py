@@ -49,6 +49,8 @@ class GpuProfile(Strict):
 
 
 class GoldenPrompt(Strict):
+    """A prompt answered greedily; optional expectations on the answer."""
+
     prompt: str = Field(min_length=1)
     expect_substring: str | None = None
     expect_regex: str | None = None
@@ -117,24 +119,11 @@ class TrafficSpec(Strict):
     hostname: str | None = None
 
 
-class RolloutGoldenPrompt(Strict):
-    """A deterministic check the canary must pass: greedy completion of `prompt`."""
+class RolloutGoldenPrompt(GoldenPrompt):
+    """A deterministic check the canary must pass: greedy completion of `prompt`, with an expectation."""
 
-    prompt: str = Field(min_length=1)
     max_tokens: int = Field(default=8, ge=1, le=512)
-    expect_substring: str | None = None
-    expect_regex: str | None = None
     expect_json_schema: dict | None = Field(default=None, description="the completion must parse as JSON matching it")
-
-    @field_validator("expect_regex")
-    @classmethod
-    def _regex_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"is not a valid regular expression ({exc}); fix: escape it") from exc
-        return value
 
     @model_validator(mode="after")
     def _has_expectation(self) -> RolloutGoldenPrompt:
