@@ -46,6 +46,9 @@ class Settings:
     """PersistentVolumeClaim mounted at /models in job pods (empty: an emptyDir)."""
     kubernetes_connection_id: str
     """Airflow Connection of the cluster that runs job pods."""
+    milvus_uri: str = ""
+    """A Milvus server (http://host:port) that replaces every Milvus Lite file named in knowledge_bases.yaml:
+    the local runtime's shared Milvus (`milvus-lite server`), so readers and re-index runs share one store."""
 
     @property
     def venvs(self) -> Path:
@@ -86,4 +89,5 @@ def get_settings() -> Settings:
         service_account=_env("LLMOPS_SERVICE_ACCOUNT", "llmops-jobs"),
         model_cache_pvc=_env("LLMOPS_MODEL_CACHE_PVC", ""),
         kubernetes_connection_id=_env("LLMOPS_KUBERNETES_CONN_ID", "kubernetes_default"),
+        milvus_uri=_env("LLMOPS_MILVUS_URI", ""),
     )

@@ -21,6 +21,8 @@ from pathlib import Path
 from llmops.config import load_file
 from llmops.errors import ConfigError, LlmopsError
 from llmops.jobs._cli import emit_result, setup_logging
+from llmops.kb.embedders import build_embedder
+from llmops.kb.errors import KbError
 from llmops.kb.pipeline import kb_lock, reindex, search
 from llmops.kb.store import KbIndex, connect, token_from_env
 from llmops.settings import get_settings
@@ -40,7 +42,8 @@ def load_knowledge_base(name: str, config_dir: Path):
 
 def open_index(kb, milvus_uri: str | None = None) -> KbIndex:
     settings = get_settings()
-    client = connect(milvus_uri or kb.milvus.uri, settings.home, token_from_env(kb.milvus.connection_id))
+    client = connect(milvus_uri or kb.milvus.uri, settings.home, token_from_env(kb.milvus.connection_id),
+                     server=settings.milvus_uri)
     return KbIndex(client, kb.alias, kb.milvus.index_type, kb.milvus.metric_type, dict(kb.milvus.index_params))
 
 
@@ -61,13 +64,13 @@ def run(args: argparse.Namespace) -> dict:
     kb = load_knowledge_base(args.kb, Path(args.config_dir or settings.config_dir))
     if args.mode == "search" and not args.query:
         raise ConfigError("--query", [("", "is required with --mode search", "pass --query 'your question'")])
-    embedder = None
-    if not args.dry_run and args.mode != "rollback":
-        from llmops.kb.embedders import build_embedder
-
-        embedder = build_embedder(kb.embedder)
+    # Milvus first: a locked Lite file or a missing alias fails in a second, not after loading a model.
     index = open_index(kb, args.milvus_uri)
+    embedder = None
     if args.mode == "search":
+        if index.live_collection() is None:
+            raise KbError(f"knowledge base {kb.name}: alias {index.alias} does not exist; fix: run kb_reindex first")
+        embedder = build_embedder(kb.embedder)
         hits = search(kb, index, embedder, args.query)
         for rank, hit in enumerate(hits, start=1):
             print(f"{rank}. {hit['doc_id']} (chunk {hit['chunk_index']}, score {hit['score']:.3f})")
@@ -75,6 +78,8 @@ def run(args: argparse.Namespace) -> dict:
         return {"kb": kb.name, "mode": "search", "query": args.query,
                 "hits": [{k: hit[k] for k in ("doc_id", "chunk_index", "score")} for hit in hits]}
     with kb_lock(settings.home, kb.name):
+        if not args.dry_run and args.mode != "rollback":
+            embedder = build_embedder(kb.embedder)
         if args.mode == "rollback":
             started = time.monotonic()
             if args.dry_run:

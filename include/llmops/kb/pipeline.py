@@ -52,6 +52,7 @@ class RunSummary:
     deleted_chunks: int = 0
     repaired_chunks: int = 0
     failed: list[dict] = field(default_factory=list)
+    excluded: list[dict] = field(default_factory=list)  # refused by policy (links, size): treated as absent
     rows: int | None = None
     recall: float | None = None
     dropped_collections: list[str] = field(default_factory=list)
@@ -65,7 +66,8 @@ class RunSummary:
                 f"documents={self.documents} embedded={self.embedded_documents} docs/{self.embedded_chunks} chunks "
                 f"(+{self.reused_chunks} unchanged chunks kept) "
                 f"skipped={self.skipped_documents} deleted={self.deleted_documents} docs/{self.deleted_chunks} chunks "
-                f"repaired={self.repaired_chunks} chunks failed={len(self.failed)} rows={self.rows} "
+                f"repaired={self.repaired_chunks} chunks failed={len(self.failed)} excluded={len(self.excluded)} "
+                f"rows={self.rows} "
                 f"recall={self.recall} duration={self.duration_s:.1f}s" + (" [dry run]" if self.dry_run else ""))
 
 
@@ -212,11 +214,22 @@ def _chunks(doc: SourceDocument, kb) -> list[str]:
 
 def _list_and_hash(kb, summary: RunSummary) -> dict[str, tuple[SourceDocument, str]]:
     source = open_source(kb.source)
-    docs = list(source.list())
+    limit = int(kb.source.max_document_mib * 1024 * 1024)
+    docs = []
+    for doc in source.list():
+        if doc.size > limit:
+            summary.excluded.append({"doc": doc.doc_id, "error": (
+                f"is {doc.size / 2**20:.1f} MiB, above source.max_document_mib {kb.source.max_document_mib:g}; "
+                "fix: split the document or raise source.max_document_mib in knowledge_bases.yaml")})
+        else:
+            docs.append(doc)
+    summary.excluded[:0] = getattr(source, "excluded", [])
     if not docs:
+        excluded = f" ({len(summary.excluded)} excluded: {summary.excluded[0]['doc']} {summary.excluded[0]['error']})" \
+            if summary.excluded else ""
         raise SourceNotFoundError(
             f"knowledge base {kb.name}: source {source.describe()} lists no document matching "
-            f"{list(kb.source.include)}; refusing to treat an empty source as 'delete everything'; "
+            f"{list(kb.source.include)}{excluded}; refusing to treat an empty source as 'delete everything'; "
             "fix: check source.uri and source.include in knowledge_bases.yaml")
     hashed: dict[str, tuple[SourceDocument, str]] = {}
     for doc in docs:
@@ -227,8 +240,10 @@ def _list_and_hash(kb, summary: RunSummary) -> dict[str, tuple[SourceDocument, s
             summary.failed.append({"doc": doc.doc_id, "error": f"cannot be read ({exc.strerror or exc}); "
                                    "fix: check that the file exists and is readable"})
     summary.documents = len(docs)
-    log.info("%s: %d documents listed in %s (%d unreadable)", kb.name, len(docs), source.describe(),
-             len(summary.failed))
+    log.info("%s: %d documents listed in %s (%d unreadable, %d excluded)", kb.name, len(docs), source.describe(),
+             len(summary.failed), len(summary.excluded))
+    for item in summary.excluded:
+        log.warning("%s: excluded %s: %s", kb.name, item["doc"], item["error"])
     return hashed
 
 

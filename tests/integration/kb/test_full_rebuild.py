@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-import yaml
-from kb_helpers import ROOT
+from kb_helpers import job_env, start_job, write_corpus
 
 from llmops.kb.errors import IndexValidationError, RollbackError
 from llmops.kb.pipeline import reindex, search
@@ -52,40 +49,18 @@ def test_failed_golden_queries_keep_the_alias(make_kb, milvus_uri, open_index, e
     assert index.live_collection() == done.collection == f"{kb.alias}_v3"
 
 
-def _write_corpus(root, documents: int) -> None:
-    topics = ["scheduling", "retries", "alerts", "storage", "permissions", "upgrades", "metrics", "backups"]
-    for number in range(documents):
-        topic = topics[number % len(topics)]
-        body = "\n\n".join(
-            f"Paragraph {p} of note {number} about {topic}. " + " ".join(
-                f"The {topic} subsystem handles case {number}-{p}-{w} carefully." for w in range(6))
-            for p in range(4))
-        (root / f"note-{number:03d}.md").write_text(f"# Note {number}: {topic}\n\n{body}\n")
-
-
-def _job(args, env, **popen):
-    return subprocess.Popen([sys.executable, "-m", "llmops.jobs.kb_reindex", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, **popen)
-
-
 def test_killed_full_build_leaves_the_alias_on_the_old_version(make_kb, corpus, tmp_path, milvus_uri, open_index,
                                                                embedder):
-    _write_corpus(corpus, 36)
+    write_corpus(corpus, 36)
     kb = make_kb(embedder={"batch_size": 8})
     index = open_index(kb, milvus_uri)
     first = reindex(kb, "full", index=index, embedder=embedder)
     old = index.live_collection()
     index.close()  # Milvus Lite: one process per file; the job opens it next
 
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "knowledge_bases.yaml").write_text(yaml.safe_dump(
-        {"knowledge_bases": [kb.model_dump(mode="json")]}, sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "include"), "LLMOPS_HOME": str(tmp_path / "home"),
-           "LLMOPS_CONFIG_DIR": str(config)}
+    env = job_env(kb, tmp_path)
     args = ["--kb", kb.name, "--mode", "full", "--milvus-uri", milvus_uri, "--progress-every", "0"]
-    job = _job(args, env)
+    job = start_job(args, env)
     seen = []
     try:
         deadline = time.monotonic() + 240
