@@ -199,3 +199,15 @@ def test_an_instance_type_of_the_wrong_family_is_refused(tmp_path):
     result = subprocess.run([sys.executable, str(KIT / "render.py"), "--values", str(tmp_path / "values.yaml"),
                              "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode != 0 and "node_pools.h100.instance_type" in result.stderr
+
+
+def test_the_kits_own_pod_meets_the_restricted_pod_security_profile(rendered):
+    """kubernetes-validate checks schemas, not Pod Security Standards: the restricted profile's rules here."""
+    job = next(d for d in manifests(rendered) if d["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+        assert "limits" in container["resources"]
