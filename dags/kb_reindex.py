@@ -12,6 +12,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from llmops_airflow.dag_defaults import START_DATE, default_args
+from llmops_airflow.forms import one_or_all
 from llmops_airflow.kb import KNOWLEDGE_BASES, airflow_schedule, knowledge_base_asset, load_knowledge_bases
 from llmops_airflow.steps import heavy_step_partial
 
@@ -31,7 +32,7 @@ as its source prefix, or `null`: manual only), with its own run history.
   versions. A failed or killed build never touches the live alias.
 * **rollback**: move the alias back to the previous kept version.
 
-Params: **knowledge_base** (empty: all), **mode**, **dry_run** (count documents and chunks, estimate
+Params: **knowledge_base** (`all`, the default: every one), **mode**, **dry_run** (count documents and chunks, estimate
 the time, write nothing). The task log shows a heartbeat (chunks done/total, rate, ETA). `announce`
 updates the Asset `knowledge_base__<name>` of every knowledge base re-indexed successfully; `report`
 prints embedded / skipped / deleted / repaired / duration per knowledge base and fails the run when
@@ -98,8 +99,8 @@ def build_kb_reindex(dag_id: str, schedule=None, knowledge_base: str | None = No
 build_kb_reindex(
     "kb_reindex",
     params={
-        "knowledge_base": Param("", type="string", title="Knowledge base",
-                                description="one name from knowledge_bases.yaml; empty: all"),
+        "knowledge_base": one_or_all("knowledge_bases.yaml", "knowledge_bases", title="Knowledge base",
+                                     description="one knowledge base from knowledge_bases.yaml, or all"),
         "mode": Param("incremental", type="string", enum=MODES, title="Mode",
                       description="incremental upserts, full blue/green rebuild, or rollback of the alias"),
         "dry_run": Param(False, type="boolean", title="Dry run", description="plan and count, write nothing"),

@@ -38,9 +38,10 @@ def load_knowledge_bases() -> dict:
 def select(params: dict | None, fixed_knowledge_base: str | None) -> list[dict]:
     """`expand_kwargs` of the reindex step: one `--kb NAME --mode MODE [--dry-run]` per knowledge base."""
     from llmops.kb.runs import job_arguments
+    from llmops_airflow.forms import chosen
 
     params = params or {}
-    runs = job_arguments(load_knowledge_bases(), fixed_knowledge_base or params.get("knowledge_base") or "",
+    runs = job_arguments(load_knowledge_bases(), fixed_knowledge_base or chosen(params.get("knowledge_base")) or "",
                          params.get("mode") or "incremental", bool(params.get("dry_run")))
     print("re-indexing " + ", ".join(args[1] for args in runs))
     return [{"arguments": args} for args in runs]

@@ -52,6 +52,8 @@ def test_report_is_the_only_leaf_and_runs_after_every_item(bag):
 def test_params_offer_the_modes_and_a_dry_run(dag):
     assert dag.params.get_param("mode").schema["enum"] == ["incremental", "full", "rollback"]
     assert dag.params.get_param("dry_run").schema["type"] == "boolean"
+    assert dag.params["knowledge_base"] == "all"
+    assert dag.params.get_param("knowledge_base").schema["enum"] == ["all", "product-docs"]
     assert dag.schedule is None  # manual: the schedules are the knowledge bases' own DAGs
 
 
