@@ -106,6 +106,10 @@ def test_report_shows_counts_and_skipped_documents():
     assert "docs: ran full instead of incremental: alias missing" in text
     assert "docs: skipped bad.pdf: not a readable PDF" in text
     assert "alias moved back from o_v2" in text
+    dry = format_report([("docs", {**results[0], "dry_run": True, "chunks_to_embed": 30, "embed_rate": 12.0,
+                                   "estimated_s": 2.5})])
+    assert "docs: dry run: 11 documents and 30 chunks to embed, about 2 s at the embedder's measured 12.0 chunks/s" \
+        in dry
 
 
 @pytest.mark.parametrize(("change", "message"), [

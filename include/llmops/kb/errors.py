@@ -35,3 +35,7 @@ class RollbackError(KbError):
 
 class KbBusyError(KbError):
     """Another run holds this knowledge base's lock."""
+
+
+class Stopped(KbError):
+    """The run was asked to stop (SIGTERM); what it did is logged and a full build's unfinished version dropped."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llmops.errors import ConfigError, shorten
+from llmops.kb.progress import duration
 
 RUN_MODES = ("incremental", "full", "rollback")
 
@@ -64,6 +65,12 @@ def format_report(items: list[tuple[str, dict | None]]) -> str:
             f"{result.get('deleted_chunks', 0):>4} {result.get('repaired_chunks', 0):>8} "
             f"{len(result.get('failed', [])):>6} {str(result.get('rows')):>7} {recall:>6} "
             f"{result.get('duration_s', 0):>6.1f}s")
+        if result.get("dry_run"):
+            rate = result.get("embed_rate")
+            problems.append(f"{result['kb']}: dry run: {result.get('embedded_documents', 0)} documents and "
+                            f"{result.get('chunks_to_embed', 0)} chunks to embed" + (
+                                f", about {duration(result.get('estimated_s'))} at the embedder's measured "
+                                f"{rate:.1f} chunks/s" if rate else ""))
         if result.get("reason") and result.get("mode") != result.get("requested_mode"):
             problems.append(f"{result['kb']}: ran {result['mode']} instead of {result['requested_mode']}: "
                             f"{result['reason']}")
