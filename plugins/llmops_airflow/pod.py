@@ -1,4 +1,4 @@
-"""The step factory's pod operator: KubernetesPodOperator that knows the jobs' exit-status contract.
+"""The step factory's pod operator: a (restricted) KubernetesPodOperator that knows the jobs' exit statuses.
 
 A job exits with `EXIT_PERMANENT` for an error no retry can fix (bad input, policy refusal, checksum
 mismatch...) and writes the error to /dev/termination-log. The provider turns every failed pod into
@@ -10,12 +10,12 @@ Imported only on runtime `kubernetes` (the provider costs seconds to import).
 
 from __future__ import annotations
 
-from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.utils.container import get_container_termination_message
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from llmops.jobs._cli import EXIT_PERMANENT
 from llmops_airflow.links import STEP_LINKS
+from llmops_airflow.pod_operator import RestrictedPodOperator
 
 
 def base_container_exit_code(pod, container_name: str) -> int | None:
@@ -25,7 +25,7 @@ def base_container_exit_code(pod, container_name: str) -> int | None:
     return terminated.exit_code if terminated is not None else None
 
 
-class JobPodOperator(KubernetesPodOperator):
+class JobPodOperator(RestrictedPodOperator):
     operator_extra_links = STEP_LINKS
 
     def cleanup(self, pod, remote_pod, xcom_result=None, context=None) -> None:

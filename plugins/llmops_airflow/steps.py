@@ -168,8 +168,17 @@ class LocalJobOperator(BaseOperator):
 
 
 def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
-    """KubernetesPodOperator arguments for a GPU profile: resources, node selector, tolerations, pool."""
+    """KubernetesPodOperator arguments for a GPU profile: resources, node selector, tolerations, pool, and the
+    Pod Security Standards "restricted" settings (the same ones the vLLM pods get, see llmops.serving.manifests).
+
+    Step pods run as uid 10001, drop every capability, forbid privilege escalation, use the RuntimeDefault
+    seccomp profile, set CPU and memory requests and limits on every container (the xcom sidecar too) and
+    mount no service-account token: no step calls the Kubernetes API (the Airflow worker reads the xcom
+    sidecar, and RRSA's OIDC token is a projected volume of its own). Exceptions: none.
+    """
     from kubernetes.client import models as k8s
+
+    from llmops.serving.manifests import restricted_container_security_context, restricted_pod_security_context
 
     settings = get_settings()
     if settings.model_cache_pvc:
@@ -181,13 +190,17 @@ def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
         "volumes": [cache],
         "volume_mounts": [k8s.V1VolumeMount(name="model-cache", mount_path=MODEL_CACHE_MOUNT)],
         "container_resources": k8s.V1ResourceRequirements(
-            requests={"cpu": "2", "memory": "8Gi"}, limits={"memory": "32Gi"}),
+            requests={"cpu": "2", "memory": "8Gi"}, limits={"cpu": "4", "memory": "32Gi"}),
+        "security_context": restricted_pod_security_context(),
+        "container_security_context": restricted_container_security_context(),
+        "xcom_sidecar_container_security_context": restricted_container_security_context(),
+        "automount_service_account_token": False,
     }
     if profile is not None:
         gpu = {profile.resource_name: str(profile.resource_per_replica)}
         result.update(
             container_resources=k8s.V1ResourceRequirements(
-                requests={"cpu": "4", "memory": "32Gi", **gpu}, limits={"memory": "64Gi", **gpu}),
+                requests={"cpu": "4", "memory": "32Gi", **gpu}, limits={"cpu": "8", "memory": "64Gi", **gpu}),
             node_selector=dict(profile.node_selector),
             tolerations=[k8s.V1Toleration(**t.model_dump(exclude_none=True)) for t in profile.tolerations],
             pool=GPU_POOL,
@@ -203,7 +216,9 @@ def _kubernetes_kwargs(job: str, environment: str, gpu_profile: str | None, imag
     settings = get_settings()
     profile = load_registry().gpu_profile(gpu_profile) if gpu_profile else None
     pod_env = {**JOB_ENV, "LLMOPS_RUNTIME": "kubernetes", "LLMOPS_STORE_URI": settings.store_uri,
-               "HF_HOME": f"{MODEL_CACHE_MOUNT}/hf", **(env_vars or {})}
+               "HF_HOME": f"{MODEL_CACHE_MOUNT}/hf",
+               # Pods run as uid 10001 (pod_settings); the vLLM/TensorRT-LLM images' HOME (/root) is not theirs.
+               "HOME": "/tmp", **(env_vars or {})}
     return {
         "kubernetes_conn_id": settings.kubernetes_connection_id,
         "namespace": settings.namespace,
