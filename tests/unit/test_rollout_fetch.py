@@ -28,7 +28,8 @@ def test_fetch_verifies_and_refuses_a_damaged_copy(tmp_path):
     uri = store.publish(src, manifest.prefix, manifest)
     main(["--manifest-uri", uri, "--dest", str(tmp_path / "pod")])
     assert (tmp_path / "pod" / "model.safetensors").read_bytes() == b"weights" * 1000
-    stored = tmp_path / "store" / manifest.prefix / "model.safetensors"
+    entry = next(e for e in store.read_manifest(manifest.prefix).files if e.path == "model.safetensors")
+    stored = tmp_path / "store" / manifest.prefix / entry.key
     stored.write_bytes(b"Weights" * 1000)  # same size, different bytes
     with pytest.raises(ArtefactIntegrityError):
         main(["--manifest-uri", uri, "--dest", str(tmp_path / "pod2")])
