@@ -342,9 +342,15 @@ class ArtefactStore(ABC):
             return None
         try:
             manifest = Manifest.model_validate(json.loads(data))
-        except (ValueError, ValidationError) as exc:
-            raise ArtefactError(f"{self.uri_for(prefix)} is not a valid manifest ({exc}); "
-                                "fix: republish the version under a new prefix") from None
+        except ValidationError as exc:
+            details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                                for e in exc.errors()[:3])
+            raise ArtefactError(f"{self.uri_for(prefix)} is not a valid manifest ({details}); nothing was read "
+                                "from it; fix: have an operator remove this manifest.json and republish the "
+                                "version (model_refresh)") from None
+        except ValueError as exc:
+            raise ArtefactError(f"{self.uri_for(prefix)} is not valid JSON ({exc}); fix: have an operator remove "
+                                "this manifest.json and republish the version (model_refresh)") from None
         return manifest.model_copy(update={"uri": self.uri_for(prefix)})
 
     def exists(self, prefix: str) -> bool:

@@ -6,15 +6,17 @@ import os
 import time
 
 import pytest
-from artefact_helpers import SHA, make_manifest, overwrite_stored, stored_key
+from artefact_helpers import BUCKET, SHA, make_manifest, overwrite_stored, stored_key
 
 from llmops.artefacts import (
     ArtefactError,
     ArtefactIntegrityError,
     ArtefactNotFoundError,
     ImmutableArtefactError,
+    StoreUriError,
     artefact_prefix,
 )
+from llmops.rollout.preflight import check_checksums
 
 
 class Interrupted(Exception):
@@ -170,10 +172,14 @@ def test_verify_stored_catches_a_same_size_bit_flip_and_says_what_it_compared(st
     assert not check.ok and len(check.mismatches) == 1 and check.mismatches[0].startswith("tokenizer.json: ")
     assert kind in check.mismatches[0]
 
+    problems = check_checksums(published.uri, check)  # what rollout pre-flight turns it into
+    assert len(problems) == 1 and "tokenizer.json" in problems[0].what and check.verified in problems[0].what
+
     unrecorded = published.model_copy(update={"files": [e.model_copy(update={"checksums": {}})
                                                         for e in published.files]})
     refused = store.verify_stored(unrecorded)
     assert not refused.ok and "no server-kept checksum" in refused.unverifiable
+    assert "published before checksums were recorded" in check_checksums(published.uri, refused)[0].what
 
 
 def test_put_beside_writes_once_next_to_a_version_outside_its_manifest(store, checkpoint, tmp_path):
@@ -187,3 +193,20 @@ def test_put_beside_writes_once_next_to_a_version_outside_its_manifest(store, ch
     fetched = store.fetch(manifest.prefix, tmp_path / "fetched")
     assert not (fetched / "rollouts").exists()
     assert store.read_manifest(manifest.prefix).same_content(manifest)
+
+
+def test_a_version_string_cannot_reach_a_manifest_planted_outside_the_store_root(store, checkpoint, request):
+    """A rollout `version` of models/../../outside/evil: on object stores an HTTP path with '..' may be collapsed
+    by the server, so the store refuses it before any request."""
+    manifest = make_manifest(checkpoint)
+    evil = manifest.to_json().encode()
+    if store.scheme == "file":  # root is <tmp>/store: models/../../outside/evil is <tmp>/outside/evil
+        planted = store.root.parent / "outside" / "evil" / "manifest.json"
+        planted.parent.mkdir(parents=True)
+        planted.write_bytes(evil)
+    else:  # root is <bucket>/<test id>: models/../../outside/evil is <bucket>/outside/evil
+        request.getfixturevalue("s3_server").client().put_object(Bucket=BUCKET, Key="outside/evil/manifest.json",
+                                                                  Body=evil)
+    for version in ("models/../../outside/evil", f"{store.root_uri}/models/../../outside/evil/manifest.json"):
+        with pytest.raises(StoreUriError, match="outside the store root; fix:"):
+            store.resolve(version, "tiny-llama")
