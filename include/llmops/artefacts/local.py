@@ -36,15 +36,19 @@ class FileStore(ArtefactStore):
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".incomplete")
         digest, done = hashlib.sha256(), 0
-        with open(path, "rb") as source, open(partial, "wb") as sink:
-            while chunk := source.read(CHUNK):
-                sink.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(key, done, size)
-            sink.flush()
-            os.fsync(sink.fileno())
+        try:
+            with open(path, "rb") as source, open(partial, "wb") as sink:
+                while chunk := source.read(CHUNK):
+                    sink.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(key, done, size)
+                sink.flush()
+                os.fsync(sink.fileno())
+        except BaseException:  # a full disk or a kill: no half-written file stays behind
+            partial.unlink(missing_ok=True)
+            raise
         if done != size or digest.hexdigest() != sha256:
             partial.unlink(missing_ok=True)
             raise ArtefactIntegrityError(

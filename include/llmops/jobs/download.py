@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import emit_result, os_error_line, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         out = download_snapshot(spec, args.revision_sha, args.out, token=os.environ.get("HF_TOKEN") or None)
     except LlmopsError as exc:
         print(f"download failed: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full or read-only --out: one line, not a traceback
+        line = os_error_line(exc, f"download into {args.out}")
+        if line is None:
+            raise
+        print(f"download failed: {line}", file=sys.stderr)
         return 1
     files = [p for p in out.rglob("*") if p.is_file() and ".cache" not in p.relative_to(out).parts]
     emit_result({

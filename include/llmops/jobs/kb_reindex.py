@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llmops.config import load_file
 from llmops.errors import ConfigError, LlmopsError
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import emit_result, os_error_line, setup_logging
 from llmops.kb.pipeline import kb_lock, reindex, search
 from llmops.kb.store import KbIndex, connect, token_from_env
 from llmops.settings import get_settings
@@ -102,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     except LlmopsError as exc:
         log.error("%s", exc)
         print(f"kb_reindex failed: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full or read-only Milvus Lite directory: one line, not a traceback
+        line = os_error_line(exc, f"kb_reindex --kb {args.kb}")
+        if line is None:
+            raise
+        print(f"kb_reindex failed: {line}", file=sys.stderr)
         return 2
     emit_result(result)
     return 0

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import emit_result, os_error_line, parse_item, setup_logging
 from llmops.refresh import WorkItem
 
 log = logging.getLogger("llmops.jobs.publish")
@@ -68,16 +68,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store-uri", default=None, help="default: LLMOPS_STORE_URI / settings")
     args = parser.parse_args(argv)
     setup_logging()
-    item = WorkItem.from_json(args.item)
     from llmops.artefacts.store import open_store
     from llmops.settings import get_settings
 
+    store_uri = args.store_uri or get_settings().store_uri
     try:
+        item = parse_item(args.item)
         manifest = build_manifest(item, {"dag_id": args.dag_id, "run_id": args.run_id, "task_id": args.task_id})
-        store = open_store(args.store_uri or get_settings().store_uri)
+        store = open_store(store_uri)
         uri = store.publish(Path(item.checkpoint_dir), item.prefix, manifest)
     except LlmopsError as exc:
         log.error("%s", exc)
+        return 2
+    except OSError as exc:  # a full or read-only store: one line, not a traceback
+        line = os_error_line(exc, f"publish to {store_uri}")
+        if line is None:
+            raise
+        log.error("%s", line)
         return 2
     published = store.read_manifest(item.prefix)
     log.info("published %s (%d files, %.1f MiB)", uri, len(published.files), published.total_size / 2**20)
