@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, os_error_line, parse_item, setup_logging
+from llmops.jobs._cli import emit_result, fail, parse_item, setup_logging, storage_error
 
 log = logging.getLogger("llmops.jobs.quantize")
 
@@ -26,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         item = parse_item(args.item)
     except LlmopsError as exc:
-        log.error("%s", exc)
-        return 2
+        return fail(exc, log)
     from llmops.quantize.build import quantize
     from llmops.validate.golden import GoldenSet
 
@@ -41,14 +40,12 @@ def main(argv: list[str] | None = None) -> int:
             source_meta={"repo_id": item.repo_id, "revision": item.revision, "sha": item.sha},
         )
     except LlmopsError as exc:
-        log.error("%s", exc)
-        return 2
+        return fail(exc, log)
     except OSError as exc:  # a full or read-only work directory: one line, not a traceback
-        line = os_error_line(exc, f"quantize into {item.checkpoint_dir}")
-        if line is None:
+        full_or_read_only = storage_error(exc, f"quantize into {item.checkpoint_dir}")
+        if full_or_read_only is None:
             raise
-        log.error("%s", line)
-        return 2
+        return fail(full_or_read_only, log)
     emit_result({"model": item.model, "recipe": item.artefact_recipe, "checkpoint": item.checkpoint_dir,
                  "scheme": metadata["scheme"], "seconds": metadata.get("seconds", 0.0),
                  "reference": metadata["reference"]["completions"]})

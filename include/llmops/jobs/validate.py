@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, os_error_line, parse_item, setup_logging
+from llmops.jobs._cli import emit_result, fail, parse_item, setup_logging, storage_error
 from llmops.refresh import VALIDATE_SKIP, VALIDATE_TRTLLM, VALIDATE_VLLM, WorkItem
 
 log = logging.getLogger("llmops.jobs.validate")
@@ -93,14 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         record = validate(item)
         _write(item, record)
     except LlmopsError as exc:
-        log.error("%s", exc)
-        return 2
+        return fail(exc, log)
     except OSError as exc:  # a full or read-only work directory: one line, not a traceback
-        line = os_error_line(exc, "validate")
-        if line is None:
+        full_or_read_only = storage_error(exc, "validate")
+        if full_or_read_only is None:
             raise
-        log.error("%s", line)
-        return 2
+        return fail(full_or_read_only, log)
     emit_result({"model": item.model, "recipe": item.artefact_recipe, "status": record["status"],
                  "agreement": record.get("agreement"), "reason": record.get("reason")})
     return 0
