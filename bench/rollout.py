@@ -22,12 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from llmops.rollout.runner import execute, run_preflight, store_report
+
 from _common import ROOT  # noqa: F401 - puts include/ on sys.path
 from llmops.artefacts import Manifest, open_store
 from llmops.config import load_registry
 from llmops.rollout.demo import build_tiny_model
 from llmops.rollout.request import RolloutRequest, resolve_request
-from llmops.rollout.runner import execute, run_preflight, store_report
 from llmops.serving.local import LocalBackend, LocalRuntime
 from llmops.settings import get_settings
 

@@ -25,6 +25,7 @@ class StepReport:
     golden: list[Any] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     window_s: float = 0.0
+    stopped_early: str = ""
 
 
 @dataclass
@@ -41,6 +42,9 @@ class RolloutReport:
     steps: list[StepReport] = field(default_factory=list)
     timeline: list[tuple[float, str, str, str]] = field(default_factory=list)  # (at, phase, event, detail)
     timings: dict[str, float] = field(default_factory=dict)
+    manual_roll_back: bool = False  # version "previous": a person asked to go back
+    canary_extra_args: list[str] = field(default_factory=list)
+    probe: dict = field(default_factory=dict)  # requests per round, concurrency, window
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -182,10 +186,10 @@ def step_from_dict(data: dict) -> StepReport:
     from llmops.canary.verdict import Check, GoldenOutcome
 
     verdict = Verdict(data["verdict"]["passed"], [Check(**c) for c in data["verdict"]["checks"]],
-                      data["verdict"]["summary"])
+                      data["verdict"]["summary"], data["verdict"].get("outcome", "passed"))
     def probe_round(r: dict) -> ProbeRound:
         return ProbeRound(**{**r, "e2e_samples": tuple(r.get("e2e_samples") or ())})
 
     return StepReport(data["canary_percent"], verdict, [probe_round(r) for r in data["canary_rounds"]],
                       [probe_round(r) for r in data["stable_rounds"]], [GoldenOutcome(**g) for g in data["golden"]],
-                      data.get("metrics") or {}, data.get("window_s", 0.0))
+                      data.get("metrics") or {}, data.get("window_s", 0.0), data.get("stopped_early", ""))

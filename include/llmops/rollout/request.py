@@ -15,7 +15,8 @@ from llmops.errors import ConfigError
 class RolloutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(min_length=1)
+    model: str | None = Field(default=None, min_length=1,
+                              description="optional: the deployment fixes the model; if given it must match")
     version: str = Field(default="latest", min_length=1,
                          description="a manifest URI, 'latest', or 'previous' (roll back to the recorded previous version)")
     deployment: str = Field(min_length=1)
@@ -25,6 +26,8 @@ class RolloutRequest(BaseModel):
     max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     min_golden_pass_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     analysis_window_s: int | None = Field(default=None, ge=5, le=86400)
+    canary_extra_args: list[str] | None = Field(
+        default=None, description="extra vLLM arguments for the canary only (after the deployment's extra_args)")
     dry_run: bool = False
 
     @field_validator("steps")
@@ -65,10 +68,15 @@ class ResolvedRollout(BaseModel):
     def verdict_thresholds(self) -> Thresholds:
         return Thresholds(**self.thresholds)
 
+    @property
+    def probe_concurrency(self) -> int:
+        """The probe reaches at least the concurrency the deployment expects, or queueing stays invisible."""
+        return max(self.deployment.rollout.probe.concurrency, self.deployment.expected_concurrency)
+
 
 def resolve_request(request: RolloutRequest, registry: Registry) -> ResolvedRollout:
     deployment = registry.deployment(request.deployment)  # ConfigError names the known ones
-    if deployment.model != request.model:
+    if request.model is not None and deployment.model != request.model:
         raise ConfigError("model_rollout params", [(
             "model", f"deployment {deployment.name!r} serves model {deployment.model!r}, not {request.model!r}",
             f"set model to {deployment.model!r} or pick a deployment of {request.model!r}")])
@@ -83,6 +91,7 @@ def resolve_request(request: RolloutRequest, registry: Registry) -> ResolvedRoll
         "min_golden_pass_rate": (t.min_golden_pass_rate if request.min_golden_pass_rate is None
                                  else request.min_golden_pass_rate),
         "min_rounds": spec.probe.min_rounds,
+        "min_errors_to_stop": spec.probe.min_errors_to_stop,
     }
     return ResolvedRollout(request=request, deployment=deployment, steps=request.steps or list(spec.steps),
                            window_s=request.analysis_window_s or spec.analysis_window_s, thresholds=thresholds)
