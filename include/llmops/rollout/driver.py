@@ -246,8 +246,8 @@ def drive(ctx: RolloutContext, progress: Progress, event: dict | None = None) ->
                 obs = Observation("analysis_passed" if step.verdict.passed else "analysis_failed", time.time(),
                                   step.verdict.summary)
             elif kind == "promote":
-                _count(progress, "promote")
                 if event is None:
+                    _count(progress, "promote")
                     if backend.begin_promote(manifest):
                         return _wait(ctx, progress, state, action, backend.wait_target("stable", manifest))
                 else:

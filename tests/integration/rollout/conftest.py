@@ -90,13 +90,14 @@ def local_backend(rollout_tmp, rollout_store):
         for attempt in (1, 2):
             runtime.deploy("stable", stable.uri, backend.model_dir(stable))
             try:
-                runtime.wait_ready("stable", timeout_s=300)
+                runtime.wait_ready("stable", timeout_s=900)  # ~40 s alone; minutes with 8 suites on 2 cores
                 break
-            except LocalRuntimeError:
+            except LocalRuntimeError as exc:
                 # Seen on the shared dev machine: the server SIGKILLed seconds after start with an empty log,
                 # i.e. from outside (another suite's cleanup signalling a reused PID). Start it once more.
                 if attempt == 2:
-                    raise
+                    log_tail = Path(runtime.load().stable.log_path).read_text(errors="replace")[-3000:]
+                    raise LocalRuntimeError(f"{exc}\n{log_tail}") from None
         yield backend
     finally:
         runtime.stop_all()
