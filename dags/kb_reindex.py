@@ -9,6 +9,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from llmops_airflow.dag_defaults import START_DATE, default_args
+from llmops_airflow.forms import chosen, one_or_all
 from llmops_airflow.steps import heavy_step_partial
 
 DOC = """
@@ -25,8 +26,8 @@ collection **alias**; versions are `<alias>_v<N>`.
   versions. A failed or killed build never touches the live alias.
 * **rollback**: move the alias back to the previous kept version.
 
-Params: **knowledge_base** (empty: all; scheduled runs skip those with `schedule: null`), **mode**,
-**dry_run** (plan and count, write nothing). The task log shows progress (documents done/total, rate);
+Params: **knowledge_base** (`all`, the default: every one; scheduled runs skip those with
+`schedule: null`), **mode**, **dry_run** (plan and count, write nothing). The task log shows progress (documents done/total, rate);
 the `report` task prints embedded / skipped / deleted / repaired / duration per knowledge base.
 Credentials: Connection `milvus_default` (password = Milvus token) and `embeddings_default`
 (password = API key of an OpenAI-compatible embeddings endpoint), both optional.
@@ -43,8 +44,8 @@ Credentials: Connection `milvus_default` (password = Milvus token) and `embeddin
     tags=["llmops", "knowledge-base"],
     doc_md=DOC,
     params={
-        "knowledge_base": Param("", type="string", title="Knowledge base",
-                                description="one name from knowledge_bases.yaml; empty: all"),
+        "knowledge_base": one_or_all("knowledge_bases.yaml", "knowledge_bases", title="Knowledge base",
+                                     description="one knowledge base from knowledge_bases.yaml, or all"),
         "mode": Param("incremental", type="string", enum=["incremental", "full", "rollback"], title="Mode",
                       description="incremental upserts, full blue/green rebuild, or rollback of the alias"),
         "dry_run": Param(False, type="boolean", title="Dry run", description="plan and count, write nothing"),
@@ -60,8 +61,9 @@ def kb_reindex():
         params = params or {}
         registry = load_file(get_settings().config_dir / "knowledge_bases.yaml")
         scheduled = bool(dag_run and str(getattr(dag_run, "run_type", "")).lower().endswith("scheduled"))
-        runs = job_arguments({kb.name: kb for kb in registry.knowledge_bases}, params.get("knowledge_base") or "",
-                             params.get("mode") or "incremental", bool(params.get("dry_run")), scheduled)
+        runs = job_arguments({kb.name: kb for kb in registry.knowledge_bases},
+                             chosen(params.get("knowledge_base")) or "", params.get("mode") or "incremental",
+                             bool(params.get("dry_run")), scheduled)
         print("re-indexing " + ", ".join(args[1] for args in runs))
         return [{"arguments": args} for args in runs]
 

@@ -10,6 +10,7 @@ from airflow.sdk import Param, dag, task
 
 from llmops.quantize.recipes import RECIPES
 from llmops_airflow.dag_defaults import START_DATE, default_args
+from llmops_airflow.forms import chosen, one_or_all
 from llmops_airflow.refresh import MODEL_ARTEFACTS, gpu_pool
 from llmops_airflow.steps import heavy_step_partial
 
@@ -28,7 +29,8 @@ For each model in `include/config/models.yaml` (or the one named in **model**):
 6. **publish** under `models/<model>/<sha>/<runtime>-<recipe>/`, manifest last;
 7. **announce** an Asset event (`model_artefacts`) whose extra carries the manifest URI and lineage.
 
-Params: **model** (empty: all), **recipes** (empty: every target), **force** (rebuild even if published).
+Params: **model** (`all`, the default: every model), **recipes** (none selected: every target), **force**
+(rebuild even if published).
 """
 
 
@@ -42,9 +44,10 @@ Params: **model** (empty: all), **recipes** (empty: every target), **force** (re
     tags=["llmops", "models"],
     doc_md=DOC,
     params={
-        "model": Param("", type="string", title="Model", description="one model from models.yaml; empty: all"),
-        "recipes": Param([], type="array", items={"type": "string", "enum": sorted(RECIPES)}, title="Recipes",
-                         description="only these recipes (e.g. llmcompressor-w8a8); empty: every target"),
+        "model": one_or_all("models.yaml", "models", title="Model", description="one model from models.yaml, or all"),
+        "recipes": Param(None, type=["null", "array"], items={"type": "string", "enum": sorted(RECIPES)},
+                         examples=sorted(RECIPES), uniqueItems=True, title="Recipes",
+                         description="only these recipes (e.g. llmcompressor-w8a8); none selected: every target"),
         "force": Param(False, type="boolean", title="Force rebuild",
                        description="rebuild and re-validate versions that are already published"),
     },
@@ -55,7 +58,7 @@ def model_refresh():
         from llmops.config import load_registry
 
         registry = load_registry()
-        wanted = (params or {}).get("model") or None
+        wanted = chosen((params or {}).get("model"))
         return [registry.model(wanted).name] if wanted else list(registry.models)
 
     @task(map_index_template="{{ task.op_kwargs['model'] }}")

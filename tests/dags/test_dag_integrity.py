@@ -66,3 +66,46 @@ def test_parsing_imports_no_heavy_library():
                          check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"errors": [], "heavy": []}
+
+
+def _types(schema: dict) -> set[str]:
+    kind = schema.get("type")
+    return set(kind) if isinstance(kind, list) else {kind}
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAG_IDS))
+def test_trigger_form_accepts_the_defaults(dagbag, dag_id):
+    """The React trigger form counts "" and [] as missing and then disables Trigger: an optional field is nullable,
+    every default validates against its schema (the browser test in tests/airflow checks the real form)."""
+    dag = dagbag.dags[dag_id]
+    for name in dag.params:
+        param = dag.params.get_param(name)
+        if param.value in ("", [], {}, None):
+            assert "null" in _types(param.schema), f"{dag_id}.{name}: an optional field needs type ['null', ...]"
+        param.resolve(suppress_exception=False)  # the default passes its own schema
+
+
+@pytest.mark.parametrize(("dag_id", "name", "registry"), [("model_refresh", "model", "models"),
+                                                          ("kb_reindex", "knowledge_base", "knowledge_bases")])
+def test_one_or_all_fields_are_drop_downs_of_the_registry(dagbag, dag_id, name, registry):
+    from llmops.config import load_registry
+
+    names = list(getattr(load_registry(), registry))
+    param = dagbag.dags[dag_id].params.get_param(name)
+    assert param.value == "all"
+    assert param.schema["enum"] == ["all", *names]
+
+
+def test_recipes_is_a_multi_select_of_the_catalogue(dagbag):
+    from llmops.quantize.recipes import RECIPES
+
+    schema = dagbag.dags["model_refresh"].params.get_param("recipes").schema
+    assert schema["examples"] == sorted(RECIPES) == schema["items"]["enum"]
+    assert "null" in _types(schema) and "array" in _types(schema)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("all", None), ("", None), (None, None), ("tiny-llama", "tiny-llama")])
+def test_chosen_reads_all_empty_and_null_as_every_item(value, expected):
+    from llmops_airflow.forms import chosen
+
+    assert chosen(value) == expected

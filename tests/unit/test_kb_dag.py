@@ -31,7 +31,8 @@ def test_reindex_is_mapped_and_limited_to_one_at_a_time(dag):
 def test_params_offer_the_modes_and_a_dry_run(dag):
     assert dag.params.get_param("mode").schema["enum"] == ["incremental", "full", "rollback"]
     assert dag.params.get_param("dry_run").schema["type"] == "boolean"
-    assert dag.params["knowledge_base"] == ""
+    assert dag.params["knowledge_base"] == "all"
+    assert dag.params.get_param("knowledge_base").schema["enum"] == ["all", "product-docs"]
 
 
 def test_select_turns_params_into_job_arguments(dag):

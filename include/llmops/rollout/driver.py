@@ -166,14 +166,17 @@ def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
     facts = pf.ArtefactFacts.from_manifest(manifest, manifest.uri or version, manifest.model)
     problems = pf.check_not_in_progress(deployment.name, backend.lock_holder(), ctx.run_id)
     problems += pf.check_compatibility(facts, deployment, ctx.registry.gpu_profile(deployment.gpu_profile))
+    verification = None
     if not problems:  # downloading / capacity queries only for an artefact that could run at all
-        problems += pf.check_checksums(facts.uri, backend.verify_artefact(ctx.store, manifest))
+        verification = backend.verify_artefact(ctx.store, manifest)
+        problems += pf.check_checksums(facts.uri, verification)
         problems += backend.capacity_problems(facts)
     pf.raise_if_problems(subject, problems)
     if acquire and not backend.acquire(ctx.run_id):
         pf.raise_if_problems(subject, pf.check_not_in_progress(deployment.name, backend.lock_holder() or "?",
                                                                ctx.run_id))
-    checks = ["artefact exists", "checksums verify", "compatible with GPU profile", "capacity", "no rollout running"]
+    checks = ["artefact exists", pf.checksums_checked(verification), "compatible with GPU profile", "capacity",
+              "no rollout running"]
     return PreflightResult(manifest, facts, backend.stable_version(), previous, checks)
 
 

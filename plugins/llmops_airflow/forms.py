@@ -1,0 +1,43 @@
+"""Trigger-form building blocks shared by the DAGs' Params.
+
+The React trigger form treats an empty string or an empty list as a missing value and disables the
+Trigger button, so a field meant to be optional is nullable (`type=["null", ...]`), and "every item"
+is spelled `all` in a drop-down. `chosen()` is the one place that reads such a value back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ALL = "all"
+
+
+def registry_names(file: str, key: str) -> list[str]:
+    """The `name`s listed under `key` in the registry file `file` (e.g. models.yaml, "models").
+
+    Read at parse time for a drop-down: one small YAML read, no validation. A missing or broken registry
+    gives no names (the form then offers only `all`); the tasks load and validate it and report the problem.
+    """
+    try:
+        import yaml
+
+        from llmops.settings import get_settings
+
+        data = yaml.safe_load((Path(get_settings().config_dir) / file).read_text()) or {}
+        return [str(item["name"]) for item in data.get(key) or [] if isinstance(item, dict) and item.get("name")]
+    except Exception:  # noqa: BLE001 - never break DAG parsing over the registry
+        return []
+
+
+def one_or_all(file: str, key: str, *, title: str, description: str):
+    """A drop-down Param of the registry's names plus `all` (the default)."""
+    from airflow.sdk import Param
+
+    return Param(ALL, type="string", enum=[ALL, *registry_names(file, key)], title=title, description=description)
+
+
+def chosen(value: str | None) -> str | None:
+    """A one-or-all field's value: None means every item (`all`, empty or null), else the name."""
+    if value is None or str(value).strip() in ("", ALL):
+        return None
+    return str(value)
