@@ -107,6 +107,10 @@ def test_decisive_evidence_stops_early_and_weak_evidence_does_not():
     verdict = judge(Observations(GOLDEN["all_pass"], [], [], canary_gone="the canary vLLM process 1 exited",
                                  stopped_early="the canary vLLM process 1 exited"), T)
     assert verdict.outcome == "failed" and "crashed" in verdict.summary
+    golden_only = judge(Observations(GOLDEN["one_fails"], [], [], stopped_early="golden prompts failing",
+                                     has_stable=True), T)
+    latency = {c.name: c for c in golden_only.checks}["p95_latency_ratio"]
+    assert latency.status == "skipped" and "initial deployment" not in latency.detail
 
 
 def test_a_significant_rank_test_outvoted_by_the_ratio_is_mentioned():

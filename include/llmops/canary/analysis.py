@@ -28,7 +28,7 @@ def analyse(*, canary_url: str, stable_url: str | None, model: str, golden_promp
     before = {"canary": metrics.scrape(canary_url), "stable": metrics.scrape(stable_url) if stable_url else None}
     golden = run_golden(canary_url, model, golden_prompts, timeout_s=timeout_s)
     log.info("golden prompts on the canary: %d/%d passed", sum(g.passed for g in golden), len(golden))
-    observed = Observations(golden)
+    observed = Observations(golden, has_stable=stable_url is not None)
     reason = stop_reason(observed) if stop_reason else None
     if reason:
         log.warning("analysis stopped before the load rounds: %s", reason)
@@ -40,7 +40,7 @@ def analyse(*, canary_url: str, stable_url: str | None, model: str, golden_promp
 
     def after_round(canary_rounds, stable_rounds, error_limit: str) -> bool:
         so_far = Observations(golden, list(canary_rounds), list(stable_rounds), {},
-                              error_limit_reached=error_limit)
+                              error_limit_reached=error_limit, has_stable=stable_url is not None)
         state["reason"] = (stop_reason(so_far) if stop_reason else None) or error_limit or None
         return bool(state["reason"])
 
@@ -48,7 +48,7 @@ def analyse(*, canary_url: str, stable_url: str | None, model: str, golden_promp
     canary_rounds, stable_rounds, error_limit = probe.run(remaining, after_round=after_round)
     errors = sum(1 for r in canary_rounds + stable_rounds if r.measurement_error)
     observed = Observations(golden, canary_rounds, stable_rounds, {}, measurement_errors=errors,
-                            error_limit_reached=error_limit)
+                            error_limit_reached=error_limit, has_stable=stable_url is not None)
     if state["reason"]:
         log.warning("analysis stopped early: %s", state["reason"])
     return _finish(observed, state["reason"] or "", canary_url, stable_url, before)

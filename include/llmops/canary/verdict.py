@@ -85,6 +85,7 @@ class Observations:
     canary_gone: str = ""  # the canary process / pods disappeared during the window
     measurement_errors: int = 0  # rounds without any response
     error_limit_reached: str = ""  # max_consecutive_errors rounds in a row without any response
+    has_stable: bool | None = None  # is there a stable to compare with? None: inferred from stable_rounds
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def paired_ratios(canary: list[ProbeRound], stable: list[ProbeRound], attr: str 
 
 
 def _latency_check(obs: Observations, t: Thresholds) -> Check:
-    if not obs.stable_rounds:
+    if obs.has_stable is False or (obs.has_stable is None and not obs.stable_rounds):
         return Check("p95_latency_ratio", "skipped", None, t.max_p95_latency_ratio,
                      "no stable version to compare with (initial deployment)")
     ratios = paired_ratios(obs.canary_rounds, obs.stable_rounds)
@@ -211,7 +212,7 @@ def judge(obs: Observations, thresholds: Thresholds) -> Verdict:
     canary_rounds, stable_rounds = obs.canary_rounds, obs.stable_rounds
     if stable_rounds:
         canary_rounds, stable_rounds = _paired(canary_rounds, stable_rounds)
-    measured = Observations(obs.golden, canary_rounds, stable_rounds, obs.metrics)
+    measured = Observations(obs.golden, canary_rounds, stable_rounds, obs.metrics, has_stable=obs.has_stable)
     checks = [_golden_check(measured, thresholds), _error_check(measured, thresholds),
               _latency_check(measured, thresholds)]
     alive = _alive_check(obs)

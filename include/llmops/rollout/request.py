@@ -48,6 +48,15 @@ class RolloutRequest(BaseModel):
                              "fix: e.g. [10, 50, 100]")
         return value
 
+    @field_validator("canary_extra_args")
+    @classmethod
+    def _printable_args(cls, value: list[str] | None) -> list[str] | None:
+        for arg in value or []:
+            if not arg or not arg.isprintable():
+                raise ValueError(f"{shorten(arg)} is empty or holds a control character; "
+                                 "fix: write each vLLM argument as its own list entry, e.g. --max-num-seqs, 64")
+        return value
+
     @classmethod
     def from_params(cls, params: dict) -> RolloutRequest:
         """Parse the DAG's Params (None / empty values fall back to the deployment's rollout defaults)."""
