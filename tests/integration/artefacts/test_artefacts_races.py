@@ -123,3 +123,18 @@ def test_the_manifest_cannot_be_written_twice(kind, open_test_store, tmp_path):
     before = store_a._get_bytes(key)
     assert store_b._put_if_absent(key, second.to_json().encode()) is False
     assert store_a._get_bytes(key) == before
+
+
+@pytest.mark.parametrize("kind", ["s3", "oss"])
+def test_racing_publishers_of_one_multipart_file_share_its_key_safely(kind, open_test_store, tmp_path):
+    """Identical bytes above the multipart threshold: both publishers may find and share one open upload of
+    the (content-addressed) key; whoever completes it second must accept the twin's object, not crash."""
+    weights = os.urandom(6 * 1024 * 1024)  # two 5 MiB parts
+    publishers, store = [open_test_store(kind), open_test_store(kind)], open_test_store(kind)
+    for race in range(3):
+        dirs = [_checkpoint(tmp_path / f"{race}-{name}", weights) for name in ("a", "b")]
+        manifests = [make_manifest(d, source_sha=f"{race:040x}", built_by={"run_id": name})
+                     for d, name in zip(dirs, ("a", "b"), strict=True)]
+        outcomes = _race(publishers, dirs, manifests)
+        assert all(isinstance(outcome, str) for outcome in outcomes), f"race {race}: {outcomes!r}"
+        _assert_published_exactly(store, manifests[0], dirs[0], tmp_path / f"{race}-fetched")
