@@ -24,7 +24,7 @@ from pathlib import Path
 
 from llmops.config import load_file
 from llmops.errors import ConfigError, LlmopsError
-from llmops.jobs._cli import emit_result, fail, setup_logging
+from llmops.jobs._cli import emit_result, fail, setup_logging, storage_error
 from llmops.kb.pipeline import kb_lock, reindex, search
 from llmops.kb.store import KbIndex, connect, token_from_env
 from llmops.settings import get_settings
@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args)
     except LlmopsError as exc:
         return fail(exc, log)
+    except OSError as exc:  # a full or read-only Milvus Lite directory: one line, not a traceback
+        full_or_read_only = storage_error(exc, f"kb_reindex --kb {args.kb}")
+        if full_or_read_only is None:
+            raise
+        return fail(full_or_read_only, log)
     emit_result(result)
     return 0
 
