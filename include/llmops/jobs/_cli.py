@@ -141,15 +141,15 @@ def setup_logging() -> None:
     for name, value in JOB_ENV.items():
         os.environ.setdefault(name, value)
     interactive = sys.stderr.isatty()
-    # Only a job process (`python -m llmops...`) owns its streams and the root logger; a test or a notebook
-    # calling main() in-process keeps its own.
+    # Only a job process (`python -m llmops...`) has its streams wrapped; a test or a notebook calling main()
+    # in-process keeps its own (but gets the job's log format on stderr).
     job_process = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", "").startswith("llmops.")
     if job_process and not interactive and not isinstance(sys.stderr, _CleanStream):
         sys.stdout = _CleanStream(sys.stdout)
         sys.stderr = _CleanStream(sys.stderr)
     # A person at a terminal has no task log around the job: give them the time.
     logging.basicConfig(level=logging.INFO, format=("%(asctime)s " if interactive else "") + LOG_FORMAT,
-                        stream=sys.stderr, force=job_process)
+                        stream=sys.stderr, force=True)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
