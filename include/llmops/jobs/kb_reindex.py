@@ -6,9 +6,13 @@
     python -m llmops.jobs.kb_reindex --kb product-docs --mode search --query "how do I install?"
 
 The last stdout line is `LLMOPS_RESULT {summary}` (embedded, skipped, deleted, repaired, duration...).
-The Milvus token comes from AIRFLOW_CONN_<milvus.connection_id> or MILVUS_TOKEN, never from arguments.
-Exit status 2 means bad input or a failed validation; the message says what to fix. SIGTERM stops the run
-cleanly (exit 143): it logs what was done and drops a full build's unfinished version.
+The Milvus token comes from AIRFLOW_CONN_<milvus.connection_id> or MILVUS_TOKEN, never from arguments;
+the server from --milvus-uri, else the knowledge base's `milvus.uri`, else MILVUS_URI (the `milvus_default`
+Connection's host, filled in by the DAG), else the default Milvus Lite file; a Milvus Lite file is replaced by
+LLMOPS_MILVUS_URI when set (the local runtime's `milvus-lite server`, shared by every process).
+Exit status 2 means a permanent error (bad input, a failed validation): not retried; the message says what
+to fix. Other non-zero statuses (Milvus unreachable, lock held) are retried. SIGTERM stops the run cleanly
+(exit 143): it logs what was done and drops a full build's unfinished version.
 A heartbeat line (`progress <kb>: ...`) comes at once and then every --progress-every seconds.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -24,7 +29,7 @@ from typing import TYPE_CHECKING
 
 # Only light imports here: the heartbeat starts before Milvus' client, the registry schema or any model load.
 from llmops.errors import ConfigError, LlmopsError
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import emit_result, fail, setup_logging, storage_error
 from llmops.kb.errors import KbError, Stopped
 from llmops.kb.progress import Progress
 
@@ -46,12 +51,23 @@ def load_knowledge_base(name: str, config_dir: Path):
     return known[name]
 
 
-def open_index(kb, milvus_uri: str | None = None) -> KbIndex:
+def milvus_uri(kb, override: str | None = None) -> str:
+    """--milvus-uri > the knowledge base's own `milvus.uri` > MILVUS_URI (the step factory fills it from the
+    `milvus_default` Connection's host; a host without a scheme gets http://) > the default Lite file."""
+    if override:
+        return override
+    connection = os.environ.get("MILVUS_URI", "").strip()
+    if "uri" in kb.milvus.model_fields_set or not connection:
+        return kb.milvus.uri
+    return connection if "://" in connection else f"http://{connection}"
+
+
+def open_index(kb, override_uri: str | None = None) -> KbIndex:
     from llmops.kb.store import KbIndex, connect, token_from_env
     from llmops.settings import get_settings
 
     settings = get_settings()
-    client = connect(milvus_uri or kb.milvus.uri, settings.home, token_from_env(kb.milvus.connection_id),
+    client = connect(milvus_uri(kb, override_uri), settings.home, token_from_env(kb.milvus.connection_id),
                      server=settings.milvus_uri)
     return KbIndex(client, kb.alias, kb.milvus.index_type, kb.milvus.metric_type, dict(kb.milvus.index_params))
 
@@ -162,9 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("%s", exc)
         return 128 + signal.SIGTERM
     except LlmopsError as exc:
-        log.error("%s", exc)
-        print(f"kb_reindex failed: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, log)
+    except OSError as exc:  # a full or read-only Milvus Lite directory: one line, not a traceback
+        full_or_read_only = storage_error(exc, f"kb_reindex --kb {args.kb}")
+        if full_or_read_only is None:
+            raise
+        return fail(full_or_read_only, log)
     emit_result(result)
     return 0
 

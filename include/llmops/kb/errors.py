@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmops.errors import LlmopsError
+from llmops.errors import LlmopsError, TransientError
 
 
 class KbError(LlmopsError):
@@ -33,8 +33,12 @@ class RollbackError(KbError):
     """There is no earlier collection version to move the alias back to."""
 
 
-class KbBusyError(KbError):
-    """Another run holds this knowledge base's lock."""
+class KbBusyError(KbError, TransientError):
+    """Another run holds this knowledge base's lock (retried: the other run ends)."""
+
+
+class MilvusLiteBusyError(KbError, TransientError):
+    """A Milvus Lite file is held by another process (retried: that process ends); serve it to share it."""
 
 
 class Stopped(KbError):

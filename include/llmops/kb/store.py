@@ -24,7 +24,7 @@ from pathlib import Path
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from llmops.kb.errors import IndexValidationError, KbError, RollbackError
+from llmops.kb.errors import IndexValidationError, KbError, MilvusLiteBusyError, RollbackError
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +78,16 @@ def connect(uri: str, home: Path, token: str | None = None, server: str = "") ->
     at once, with the fix, before the caller loads a model)."""
     resolved = resolve_uri(uri, home, server)
     if not is_server(resolved) and _lite_file_busy(Path(resolved)):
-        raise KbError(f"Milvus Lite file {resolved} is held by another process; "
-                      + LITE_LOCKED_FIX.format(path=resolved))
+        raise MilvusLiteBusyError(f"Milvus Lite file {resolved} is held by another process; "
+                                  + LITE_LOCKED_FIX.format(path=resolved))
     try:
         return MilvusClient(uri=resolved, token=token or "")
     except MilvusException as exc:
-        busy = not is_server(resolved) and _lite_file_busy(Path(resolved))
-        raise KbError(f"Milvus at {resolved} cannot be opened ({exc.message}); " + (
-            LITE_LOCKED_FIX.format(path=resolved) if busy else
-            "fix: start the server, check the URI and the token")) from None
+        if not is_server(resolved) and _lite_file_busy(Path(resolved)):
+            raise MilvusLiteBusyError(f"Milvus Lite file {resolved} is held by another process; "
+                                      + LITE_LOCKED_FIX.format(path=resolved)) from None
+        raise KbError(f"Milvus at {resolved} cannot be opened ({exc.message}); "
+                      "fix: start the server, check the URI and the token") from None
 
 
 def disconnect(client: MilvusClient, uri: str, home: Path) -> None:

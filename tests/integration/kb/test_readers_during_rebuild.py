@@ -67,7 +67,7 @@ def test_a_lite_file_held_by_a_run_fails_a_reader_before_any_model_load(make_kb,
     started = time.monotonic()
     job = start_job(["--kb", kb.name, "--mode", "search", "--query", QUERY], job_env(kb, tmp_path))
     output = job.communicate(timeout=120)[0]
-    assert job.returncode == 2, output
+    assert job.returncode == 75, output  # transient: retried once the holder is done
     assert "is held by another process" in output and "milvus-lite server --data-dir" in output
     assert "LLMOPS_MILVUS_URI" in output
     assert "embedder" not in output and "sentence_transformers" not in output  # failed before loading the model
