@@ -49,6 +49,8 @@ def resolve_secret_env(secret_env: dict[str, str]) -> dict[str, str]:
 
     values: dict[str, str] = {}
     for env_name, ref in secret_env.items():
+        if not ref:  # e.g. a model without hf_connection_id
+            continue
         conn_id, field = _split_secret_ref(ref)
         try:
             conn = BaseHook.get_connection(conn_id)
@@ -63,7 +65,9 @@ def resolve_secret_env(secret_env: dict[str, str]) -> dict[str, str]:
 class LocalJobOperator(BaseOperator):
     """Run `python -m llmops.jobs.<job> *arguments` in a project environment, streaming its log."""
 
-    template_fields = ("arguments", "env_vars")
+    # secret_env holds references ("conn.field"), never values: templated so a mapped task group can pick
+    # each item's Connection.
+    template_fields = ("arguments", "env_vars", "secret_env")
     ui_color = "#e8f4ea"
 
     def __init__(self, *, job: str, arguments: list[Any] | None = None, environment: str = "worker",
@@ -72,12 +76,14 @@ class LocalJobOperator(BaseOperator):
         if environment not in ENVIRONMENTS:
             raise ValueError(f"environment={environment!r}; fix: use one of {ENVIRONMENTS}")
         self.job = job
-        self.arguments = list(arguments or [])
+        # a list, or a mapped task group's argument resolved at run time
+        self.arguments = arguments if arguments is not None else []
         self.environment = environment
         self.env_vars = dict(env_vars or {})
         self.secret_env = dict(secret_env or {})
         for ref in self.secret_env.values():
-            _split_secret_ref(ref)
+            if isinstance(ref, str):
+                _split_secret_ref(ref)
         self._process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -92,6 +98,7 @@ class LocalJobOperator(BaseOperator):
         command = self.command()
         self.log.info("running %s step: %s", self.environment, " ".join(command))
         tail: deque[str] = deque(maxlen=30)
+        first_error: str | None = None
         stdout: list[str] = []
         self._process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -104,15 +111,27 @@ class LocalJobOperator(BaseOperator):
                 stdout.append(line)
                 continue
             tail.append(line)
+            if first_error is None and " ERROR " in line:
+                first_error = line
             self.log.info("%s", line)
         code = self._process.wait()
         if code != 0:
+            context["ti"].xcom_push(key="error", value=first_error_line([first_error] if first_error else tail))
             raise JobFailed(f"step llmops.jobs.{self.job} exited with {code}; last lines:\n" + "\n".join(tail))
         return parse_result("\n".join(stdout))
 
     def on_kill(self) -> None:
         if self._process and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGTERM)
+
+
+def first_error_line(lines) -> str:
+    """The message of the job's first ERROR log line, else its last line: what a report shows of a failure."""
+    lines = [line for line in lines if line.strip()]
+    for line in lines:
+        if " ERROR " in line:
+            return line.split(": ", 1)[-1].strip()
+    return lines[-1].strip() if lines else "the job printed nothing"
 
 
 def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
@@ -194,10 +213,11 @@ def heavy_step(*, task_id: str, job: str, arguments: list[Any] | None = None, en
     if runtime == "kubernetes":
         from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-        return KubernetesPodOperator(task_id=task_id, arguments=[str(a) for a in arguments or []],
-                                     **_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars,
-                                                          secret_env),
-                                     **operator_kwargs)
+        if isinstance(arguments, list):
+            arguments = [str(a) for a in arguments]
+        # operator_kwargs override the defaults (e.g. an item's own node selector and resources)
+        kwargs = {**_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars, secret_env), **operator_kwargs}
+        return KubernetesPodOperator(task_id=task_id, arguments=arguments or [], **kwargs)
     return LocalJobOperator(task_id=task_id, arguments=arguments,
                             **_local_kwargs(job, environment, env_vars, secret_env), **operator_kwargs)
 

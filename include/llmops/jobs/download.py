@@ -8,12 +8,15 @@ fills it from the Airflow Connection); it is never printed.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 
 from llmops.jobs._cli import emit_result, setup_logging
+
+log = logging.getLogger("llmops.jobs.download")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_registry(args.config_dir).model(args.model)
         out = download_snapshot(spec, args.revision_sha, args.out, token=os.environ.get("HF_TOKEN") or None)
     except LlmopsError as exc:
-        print(f"download failed: {exc}", file=sys.stderr)
+        log.error("download failed: %s", exc)
         return 1
     files = [p for p in out.rglob("*") if p.is_file() and ".cache" not in p.relative_to(out).parts]
     emit_result({

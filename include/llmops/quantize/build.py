@@ -14,16 +14,14 @@ import contextlib
 import importlib.metadata
 import json
 import logging
-import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 from llmops.quantize.errors import QuantizeError, RecipeUnavailable
 from llmops.quantize.recipes import RECIPES, Recipe
 from llmops.validate.golden import GoldenSet
-from llmops.validate.reference import greedy_completions
+from llmops.validate.reference import eos_token_ids, greedy_generations
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +72,7 @@ def _llmcompressor(recipe: Recipe, model, tokenizer, out: Path, calibration: lis
 
 
 _TOOL_PACKAGES = {"llmcompressor": ("llmcompressor", "compressed-tensors"), "modelopt": ("nvidia-modelopt",),
-                  "optimum-gptq": ("optimum", "gptqmodel"), "trtllm-build": ("tensorrt_llm", "nvidia-modelopt")}
+                  "optimum-gptq": ("optimum", "gptqmodel")}
 _MODELOPT_CONFIGS = {"FP8": "FP8_DEFAULT_CFG", "INT4_AWQ": "INT4_AWQ_CFG", "NVFP4": "NVFP4_DEFAULT_CFG"}
 
 
@@ -117,28 +115,6 @@ def _optimum_gptq(recipe: Recipe, model, tokenizer, out: Path, calibration: list
             "calibration": f"{len(calibration)} golden prompts"}
 
 
-def _trtllm_engine(recipe: Recipe, source: Path, out: Path, *, max_model_len: int, tensor_parallel_size: int) -> dict:
-    """Legacy: ModelOpt FP8 through TensorRT-LLM's example script, then `trtllm-build` for this GPU."""
-    examples = Path(os.environ.get("TRTLLM_EXAMPLES_DIR", "/app/tensorrt_llm/examples"))
-    checkpoint = out.parent / (out.name + ".trtllm-ckpt")
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    quantize = ["python", str(examples / "quantization" / "quantize.py"), "--model_dir", str(source),
-                "--qformat", recipe.scheme.lower(), "--kv_cache_dtype", "fp8", "--dtype", "bfloat16",
-                "--tp_size", str(tensor_parallel_size), "--output_dir", str(checkpoint)]
-    build = ["trtllm-build", "--checkpoint_dir", str(checkpoint), "--output_dir", str(out),
-             "--max_seq_len", str(max_model_len), "--max_batch_size", str(recipe.params.get("max_batch_size", 8)),
-             "--gemm_plugin", "auto"]
-    for command in (quantize, build):
-        log.info("running %s", " ".join(command))
-        subprocess.run(command, check=True)
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    import torch
-
-    capability = torch.cuda.get_device_capability()
-    return {"format": "tensorrt-engine", "scheme": recipe.scheme, "engine_compute_capability":
-            float(f"{capability[0]}.{capability[1]}"), "gpu": torch.cuda.get_device_name()}
-
-
 def check_runnable(recipe: Recipe) -> None:
     """Refuse a recipe this machine cannot run, before anything is loaded or written."""
     if recipe.cpu_ok:
@@ -153,11 +129,6 @@ def check_runnable(recipe: Recipe) -> None:
                 f"(GPU here: {gpu_available()}, missing: {', '.join(missing) or 'nothing'}); "
                 "fix: run model_refresh on runtime kubernetes (the worker image has both), "
                 "or use llmcompressor-w4a16 for an int4 vLLM checkpoint that builds on CPU")
-    if recipe.tool == "trtllm-build" and (shutil.which("trtllm-build") is None or not gpu_available()):
-        raise RecipeUnavailable(
-            f"recipe {recipe.name}: the legacy TensorRT engine build needs `trtllm-build` (TensorRT-LLM "
-            "<= 1.3.0rc20) and the target GPU; fix: run it on runtime kubernetes with the "
-            "images/trtllm-legacy image, or use modelopt-fp8, which current TensorRT-LLM loads directly")
 
 
 def load_metadata(out: Path) -> dict | None:
@@ -181,7 +152,8 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
         raise QuantizeError(f"source {source} has no config.json; fix: point --source at a downloaded "
                             "Hugging Face snapshot (the download step's output)")
     existing = load_metadata(out)
-    if existing and existing.get("recipe") == recipe.name and existing.get("source") == (source_meta or {}):
+    if (existing and existing.get("recipe") == recipe.name and existing.get("source") == (source_meta or {})
+            and "generations" in existing.get("reference", {})):
         log.info("%s already holds a %s checkpoint of this source; reusing it", out, recipe.name)
         return existing
     check_runnable(recipe)
@@ -193,24 +165,21 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
     log.info("quantizing %s with %s (%s %s)", source, recipe.name, recipe.tool, recipe.scheme)
     calibration = golden.texts
     model, tokenizer = _load(source, trust_remote_code=trust_remote_code)
-    reference = greedy_completions(model, tokenizer, golden.texts, golden.max_new_tokens)
-    log.info("reference (unquantized, greedy): %s", dict(zip(golden.texts, reference, strict=True)))
-    if recipe.tool == "trtllm-build":
-        del model
-        details = _trtllm_engine(recipe, source, staging, max_model_len=max_model_len,
-                                 tensor_parallel_size=tensor_parallel_size)
-        versions = tool_versions("torch", *_TOOL_PACKAGES[recipe.tool])
-    else:
-        runner = {"llmcompressor": _llmcompressor, "modelopt": _modelopt, "optimum-gptq": _optimum_gptq}[recipe.tool]
-        details = runner(recipe, model, tokenizer, staging, calibration)
-        versions = tool_versions("torch", "transformers", *_TOOL_PACKAGES[recipe.tool])
+    reference = greedy_generations(model, tokenizer, golden.texts, golden.max_new_tokens)
+    eos_ids = eos_token_ids(model, tokenizer)
+    log.info("reference (unquantized, greedy): %s",
+             {text: g["text"] for text, g in zip(golden.texts, reference, strict=True)})
+    runner = {"llmcompressor": _llmcompressor, "modelopt": _modelopt, "optimum-gptq": _optimum_gptq}[recipe.tool]
+    details = runner(recipe, model, tokenizer, staging, calibration)
+    versions = tool_versions("torch", "transformers", *_TOOL_PACKAGES[recipe.tool])
     _verify(recipe, staging)
     metadata = {
         "recipe": recipe.name, "tool": recipe.tool, "runtime": recipe.runtime, "scheme": recipe.scheme,
         "min_compute_capability": recipe.min_compute_capability, "params": recipe.params,
         "quantization": details, "tool_versions": versions, "source": source_meta or {},
         "reference": {"generator": "transformers greedy, unquantized", "golden": golden.to_dict(),
-                      "completions": reference},
+                      "completions": [g["text"] for g in reference], "generations": reference,
+                      "eos_token_ids": eos_ids},
     }
     # Only what the checkpoint is goes into the file (no timings): a forced rebuild of the same source
     # with the same tools yields the same bytes, which the immutable store accepts as "already published".
@@ -223,12 +192,12 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
 
 
 def _verify(recipe: Recipe, staging: Path) -> None:
-    weights = list(staging.glob("*.safetensors")) + list(staging.glob("*.engine"))
+    weights = list(staging.glob("*.safetensors"))
     if not weights:
         raise QuantizeError(f"recipe {recipe.name} wrote no weights into {staging}; "
                             "fix: check the tool's log above (unsupported architecture?)")
     required = {"llmcompressor": "config.json", "optimum-gptq": "config.json",
-                "modelopt": "hf_quant_config.json", "trtllm-build": "config.json"}[recipe.tool]
+                "modelopt": "hf_quant_config.json"}[recipe.tool]
     if not (staging / required).is_file():
         raise QuantizeError(f"recipe {recipe.name} wrote no {required} into {staging}; "
                             "fix: check the tool's log above")
