@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmops.artefacts import ArtefactIntegrityError, Manifest, open_store
+from llmops.artefacts import ArtefactIntegrityError, Manifest, StoreUriError, open_store
 from llmops.errors import LlmopsError
 from llmops.serving.fetch import main, split_manifest_uri
 
@@ -28,7 +28,18 @@ def test_fetch_verifies_and_refuses_a_damaged_copy(tmp_path):
     uri = store.publish(src, manifest.prefix, manifest)
     main(["--manifest-uri", uri, "--dest", str(tmp_path / "pod")])
     assert (tmp_path / "pod" / "model.safetensors").read_bytes() == b"weights" * 1000
-    stored = tmp_path / "store" / manifest.prefix / "model.safetensors"
+    entry = next(e for e in store.read_manifest(manifest.prefix).files if e.path == "model.safetensors")
+    stored = tmp_path / "store" / manifest.prefix / entry.key
     stored.write_bytes(b"Weights" * 1000)  # same size, different bytes
     with pytest.raises(ArtefactIntegrityError):
         main(["--manifest-uri", uri, "--dest", str(tmp_path / "pod2")])
+
+
+def test_fetch_refuses_a_manifest_uri_that_leaves_the_store(tmp_path):
+    planted = tmp_path / "outside" / "evil" / "manifest.json"
+    planted.parent.mkdir(parents=True)
+    planted.write_text("{}")
+    with pytest.raises(StoreUriError, match="outside the store root; fix:"):
+        main(["--manifest-uri", f"{(tmp_path / 'store').as_uri()}/models/../../outside/evil/manifest.json",
+              "--dest", str(tmp_path / "pod")])
+    assert not (tmp_path / "pod").exists()

@@ -21,7 +21,13 @@ from pathlib import Path
 from llmops.artefacts.hashing import git_blob_sha1, sha256_file
 from llmops.artefacts.manifest import SHA_RE
 from llmops.config.schema import ModelSpec
-from llmops.hub.errors import ChecksumMismatchError, HubError, RepoNotFoundError, RevisionNotFoundError
+from llmops.hub.errors import (
+    ChecksumMismatchError,
+    HubError,
+    HubUnavailableError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+)
 from llmops.hub.policy import CONFIG_FILES, check_remote_code, plan_download
 
 log = logging.getLogger(__name__)
@@ -51,8 +57,12 @@ def _hub_call(what: str, endpoint: str, call):
     except (RepositoryNotFoundError, HfRevisionNotFound):
         raise
     except Exception as exc:  # noqa: BLE001 - network stacks differ between huggingface_hub 1.x and 2.x
-        raise HubError(f"{what} failed against {endpoint}: {type(exc).__name__}: {str(exc).splitlines()[0]}; fix: "
-                       "check the endpoint (models.yaml endpoint / HF_ENDPOINT) is reachable, then rerun") from None
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        # A 4xx other than timeout / rate limit is an answer (forbidden, gated...): retrying repeats it.
+        error = HubError if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429) \
+            else HubUnavailableError
+        raise error(f"{what} failed against {endpoint}: {type(exc).__name__}: {str(exc).splitlines()[0]}; fix: "
+                    "check the endpoint (models.yaml endpoint / HF_ENDPOINT) is reachable, then rerun") from None
 
 
 def _known_refs(api, repo_id: str) -> list[str] | None:

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import emit_result, fail, setup_logging
 
 log = logging.getLogger("llmops.jobs.download")
 
@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_registry(args.config_dir).model(args.model)
         out = download_snapshot(spec, args.revision_sha, args.out, token=os.environ.get("HF_TOKEN") or None)
     except LlmopsError as exc:
-        log.error("download failed: %s", exc)
-        return 1
+        return fail(exc, log)
     files = [p for p in out.rglob("*") if p.is_file() and ".cache" not in p.relative_to(out).parts]
     emit_result({
         "model": spec.name,

@@ -7,7 +7,8 @@
 
 The last stdout line is `LLMOPS_RESULT {summary}` (embedded, skipped, deleted, repaired, duration...).
 The Milvus token comes from AIRFLOW_CONN_<milvus.connection_id> or MILVUS_TOKEN, never from arguments.
-Exit status 2 means bad input or a failed validation; the message says what to fix.
+Exit status 2 means a permanent error (bad input, a failed validation): not retried; the message says what
+to fix. Other non-zero statuses (Milvus unreachable, lock held) are retried.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from llmops.config import load_file
 from llmops.errors import ConfigError, LlmopsError
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import emit_result, fail, setup_logging
 from llmops.kb.pipeline import kb_lock, reindex, search
 from llmops.kb.store import KbIndex, connect, token_from_env
 from llmops.settings import get_settings
@@ -100,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(args)
     except LlmopsError as exc:
-        log.error("%s", exc)
-        print(f"kb_reindex failed: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, log)
     emit_result(result)
     return 0
 

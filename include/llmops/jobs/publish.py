@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import emit_result, fail, setup_logging
 from llmops.refresh import WorkItem
 
 log = logging.getLogger("llmops.jobs.publish")
@@ -69,16 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     item = WorkItem.from_json(args.item)
+    from llmops.artefacts.credentials import access_error, credentials_from_env
     from llmops.artefacts.store import open_store
     from llmops.settings import get_settings
 
+    store_uri = args.store_uri or get_settings().store_uri
     try:
         manifest = build_manifest(item, {"dag_id": args.dag_id, "run_id": args.run_id, "task_id": args.task_id})
-        store = open_store(args.store_uri or get_settings().store_uri)
+        # The step factory hands over the llmops_artefacts credentials as AWS_* / OSS_* variables.
+        store = open_store(store_uri, credentials=credentials_from_env(store_uri))
         uri = store.publish(Path(item.checkpoint_dir), item.prefix, manifest)
     except LlmopsError as exc:
-        log.error("%s", exc)
-        return 2
+        return fail(exc, log)
+    except Exception as exc:
+        denied = access_error(exc, store_uri)
+        if denied is None:
+            raise  # a crash or a network error: the traceback goes to the log, the step retries
+        return fail(denied, log)
     published = store.read_manifest(item.prefix)
     log.info("published %s (%d files, %.1f MiB)", uri, len(published.files), published.total_size / 2**20)
     emit_result({"manifest_uri": uri, "prefix": item.prefix, "asset_extra": published.asset_extra(),

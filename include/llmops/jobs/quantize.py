@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import emit_result, fail, setup_logging
 from llmops.refresh import WorkItem
 
 log = logging.getLogger("llmops.jobs.quantize")
@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             source_meta={"repo_id": item.repo_id, "revision": item.revision, "sha": item.sha},
         )
     except LlmopsError as exc:
-        log.error("%s", exc)
-        return 2
+        return fail(exc, log)
     emit_result({"model": item.model, "recipe": item.artefact_recipe, "checkpoint": item.checkpoint_dir,
                  "scheme": metadata["scheme"], "seconds": metadata.get("seconds", 0.0),
                  "reference": metadata["reference"]["completions"]})

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import emit_result, fail, setup_logging
 from llmops.refresh import VALIDATE_SKIP, VALIDATE_TRTLLM, VALIDATE_VLLM, WorkItem
 
 log = logging.getLogger("llmops.jobs.validate")
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = validate(item)
     except LlmopsError as exc:
-        log.error("%s", exc)
-        return 2
+        return fail(exc, log)
     _write(item, record)
     emit_result({"model": item.model, "recipe": item.artefact_recipe, "status": record["status"],
                  "agreement": record.get("agreement"), "reason": record.get("reason")})

@@ -39,7 +39,8 @@ class RolloutBackend(Protocol):
     def lock_holder(self) -> str | None: ...
     def acquire(self, run_id: str) -> bool: ...
     def release(self, run_id: str) -> None: ...
-    def verify_artefact(self, store: Any, manifest: Manifest) -> list[str]: ...
+    def verify_artefact(self, store: Any, manifest: Manifest) -> Any:
+        """The store's StoredCheck, or the paths that failed a verifying download (see pf.check_checksums)."""
     def capacity_problems(self, facts: pf.ArtefactFacts) -> list[pf.Problem]: ...
     def deploy_canary(self, manifest: Manifest, run_id: str) -> None: ...
     def wait_ready(self, timeout_s: float) -> float: ...
@@ -82,13 +83,16 @@ def run_preflight(resolved: ResolvedRollout, *, store: Any, backend: RolloutBack
     facts = pf.ArtefactFacts.from_manifest(manifest, manifest.uri or resolved.request.version, manifest.model)
     problems = pf.check_not_in_progress(deployment.name, backend.lock_holder(), run_id)
     problems += pf.check_compatibility(facts, deployment, registry.gpu_profile(deployment.gpu_profile))
+    verification = None
     if not problems:  # downloading / capacity queries only for an artefact that could run at all
-        problems += pf.check_checksums(facts.uri, backend.verify_artefact(store, manifest))
+        verification = backend.verify_artefact(store, manifest)
+        problems += pf.check_checksums(facts.uri, verification)
         problems += backend.capacity_problems(facts)
     pf.raise_if_problems(subject, problems)
     if acquire and not backend.acquire(run_id):
         pf.raise_if_problems(subject, pf.check_not_in_progress(deployment.name, backend.lock_holder() or "?", run_id))
-    checks = ["artefact exists", "checksums verify", "compatible with GPU profile", "capacity", "no rollout running"]
+    checks = ["artefact exists", pf.checksums_checked(verification), "compatible with GPU profile", "capacity",
+              "no rollout running"]
     return PreflightResult(manifest, facts, backend.stable_version(), checks)
 
 

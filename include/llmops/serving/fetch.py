@@ -3,7 +3,8 @@
 Downloads one published version and verifies every file's size and sha256 against its manifest
 before vLLM starts (a damaged or partial copy fails the pod, never serves). Re-running with the
 files already in place only re-verifies them (a PVC model cache survives pod restarts).
-Credentials: the SDK default chain (RRSA on ACK, or env), never arguments.
+Credentials: AWS_* / OSS_* variables (llmops.artefacts.credentials; from the optional Secret
+`llmops-llmops-artefacts`), else the SDK default chain (RRSA on ACK), never arguments.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from llmops.artefacts import MANIFEST_NAME, open_store
+from llmops.artefacts.credentials import credentials_from_env
 from llmops.errors import LlmopsError
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     root, prefix = split_manifest_uri(args.manifest_uri)
     started = time.monotonic()
-    dest = open_store(root).fetch(prefix, args.dest, verify=True)
+    dest = open_store(root, credentials=credentials_from_env(root)).fetch(prefix, args.dest, verify=True)
     log.info("fetched and verified %s into %s in %.1f s", args.manifest_uri, dest, time.monotonic() - started)
     emit_result({"dest": str(dest), "manifest_uri": args.manifest_uri})
 

@@ -179,10 +179,11 @@ class KubernetesBackend:
             self.client.delete("ConfigMap", self.lock_name, self.deployment.namespace)
 
     # --- pre-flight ----------------------------------------------------------------------------
-    def verify_artefact(self, store: Any, manifest: Any) -> list[str]:
-        """Cheap remote check (every file present with its size; sha256 where the store reports it).
-        The pods' init container downloads and verifies every sha256 before vLLM starts."""
-        return [path for path, _ in store.changed_files(manifest)]
+    def verify_artefact(self, store: Any, manifest: Any) -> Any:
+        """Before any object exists: every file's size and the checksum the store keeps for it (recorded in the
+        manifest at publish) against what the store reports now, reading no bytes. The pods' init container
+        later downloads and verifies every sha256 before vLLM starts."""
+        return store.verify_stored(manifest)
 
     def capacity_problems(self, facts: pf.ArtefactFacts) -> list[pf.Problem]:
         per_replica = pf.replica_request(self.profile, facts)
