@@ -118,6 +118,21 @@ def _validation(recipe, runtime: str) -> tuple[str, str | None]:
                            "a GPU pod (runtime kubernetes) validates it")
 
 
+def check_handoff(runtime: str, model_cache_pvc: str) -> None:
+    """Refuse runtime kubernetes without a shared model cache, before anything runs.
+
+    Each step is its own pod: the download hands the snapshot to quantize, quantize the checkpoint to
+    validate and publish, through the volume at /models. Without a PersistentVolumeClaim that volume is an
+    emptyDir, which vanishes with each pod: every later step would find nothing.
+    """
+    if runtime == "kubernetes" and not model_cache_pvc:
+        raise ConfigError("setting LLMOPS_MODEL_CACHE_PVC", [(
+            "LLMOPS_MODEL_CACHE_PVC", "is empty, but on runtime kubernetes each step runs in its own pod and hands "
+            "the download and the checkpoint to the next one through the model cache volume",
+            "create a ReadWriteMany PersistentVolumeClaim in the job namespace (NAS or CPFS on ACK) and set "
+            "LLMOPS_MODEL_CACHE_PVC to its name")])
+
+
 def expand_targets(models: list, shas: dict[str, str], profiles: dict, *, runtime: str, work_root: str,
                    recipes: list[str] | None = None) -> RefreshPlan:
     """Every artefact version the registry asks for, before looking at the store.

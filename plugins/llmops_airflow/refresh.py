@@ -11,6 +11,7 @@ and fails the run.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from airflow.sdk import Asset
@@ -130,6 +131,23 @@ def work_root() -> str:
     return f"{MODEL_CACHE_MOUNT}/refresh" if settings.runtime == "kubernetes" else str(settings.home / "work")
 
 
+@contextlib.contextmanager
+def fail_fast(ti=None):
+    """A permanent error (bad registry or Params, unknown repo or revision) fails the task at once, without
+    retries; anything else is raised as is and retried. Either way the first line of the error is kept (XCom
+    `error`) for the report."""
+    from llmops.errors import is_permanent
+
+    try:
+        yield
+    except Exception as exc:
+        if ti is not None:
+            ti.xcom_push(key=ERROR_XCOM, value=first_line(exc))
+        if is_permanent(exc):
+            raise AirflowFailException(f"{exc}\n(permanent error, not retried)") from None
+        raise
+
+
 def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -137,18 +155,14 @@ def first_line(exc: BaseException) -> str:
 def resolve_model(model: str, ti=None) -> dict[str, str]:
     """The `resolve` task: the model's tracked revision -> commit sha, with the token from its Connection.
 
-    On failure the first line of the error is kept for the report, then the task fails.
+    A permanent error (unknown repo or revision) fails at once; the report shows its first line.
     """
     from llmops.config import load_registry
     from llmops.hub import resolve_revision
 
-    try:
+    with fail_fast(ti):
         spec = load_registry().model(model)
         sha = resolve_revision(spec, hf_token(spec.hf_connection_id))
-    except Exception as exc:
-        if ti is not None:
-            ti.xcom_push(key=ERROR_XCOM, value=first_line(exc))
-        raise
     print(f"{model}: {spec.repo_id}@{spec.revision} -> {sha}")
     return {"model": model, "sha": sha}
 
@@ -160,10 +174,11 @@ def plan_run(models: list[str], resolved: list[dict], *, recipes: list[str] | No
     Runs when some models failed to resolve (they are listed as `unresolved`; the others go ahead).
     """
     from llmops.config import load_registry
-    from llmops.refresh import expand_targets, plan_refresh
+    from llmops.refresh import check_handoff, expand_targets, plan_refresh
     from llmops_airflow.hooks.artefacts import ArtefactStoreHook
 
     settings = get_settings()
+    check_handoff(settings.runtime, settings.model_cache_pvc)
     registry = load_registry()
     shas = {r["model"]: r["sha"] for r in resolved if r}
     unresolved = [m for m in models if m not in shas]

@@ -160,7 +160,7 @@ class LocalJobOperator(BaseOperator):
                 errors.append(text)
             self.log.log(level, "%s", text)
         code = self._process.wait()
-        if code != 0:  # the report of a pipeline shows this line of a failed step
+        if code != 0 and context.get("ti") is not None:  # a pipeline's report shows this line of a failed step
             context["ti"].xcom_push(key="error", value=first_error_line(errors, tail))
         if code == EXIT_PERMANENT:
             from airflow.sdk.exceptions import AirflowFailException

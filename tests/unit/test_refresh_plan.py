@@ -23,6 +23,7 @@ from llmops.refresh import (
     ItemOutcome,
     RefreshPlan,
     WorkItem,
+    check_handoff,
     expand_targets,
     item_outcome,
     plan_refresh,
@@ -182,3 +183,11 @@ def test_the_report_lists_every_item_failures_first_with_counts():
     assert [line.split()[:2] for line in lines[1:5]] == [
         ["failed", "c/w8a8"], ["failed", "d"], ["published", "a/w8a8"], ["skipped", "b/fp8"]]
     assert "validate: lacks 'Berlin'" in lines[1] and lines[5] == "plan:"
+
+
+def test_runtime_kubernetes_without_a_shared_model_cache_is_refused_with_the_fix():
+    with pytest.raises(ConfigError) as refused:
+        check_handoff("kubernetes", "")
+    assert "LLMOPS_MODEL_CACHE_PVC" in str(refused.value) and "PersistentVolumeClaim" in str(refused.value)
+    check_handoff("kubernetes", "llmops-model-cache")
+    check_handoff("local", "")

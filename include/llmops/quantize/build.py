@@ -58,14 +58,16 @@ def _load(source: Path, *, trust_remote_code: bool):
     return model, tokenizer
 
 
-def _llmcompressor(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str]) -> dict:
+def _llmcompressor(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str], *,
+                   trust_remote_code: bool = False) -> dict:
     # Data-free: W8A8 (int8 weights, dynamic per-token int8 activations), W4A16 (round-to-nearest,
     # group 128) and FP8_DYNAMIC need no calibration set, so the same code runs on CPU and in a pod.
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import QuantizationModifier
 
     modifier = QuantizationModifier(targets="Linear", scheme=recipe.scheme, ignore=IGNORE)
-    oneshot(model=model, recipe=modifier)
+    # llm-compressor reloads the config and processor itself: without the flag it refuses custom code
+    oneshot(model=model, recipe=modifier, trust_remote_code_model=trust_remote_code)
     model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
     return {"format": "compressed-tensors", "scheme": recipe.scheme, "ignore": IGNORE, "calibration": "none"}
@@ -87,7 +89,7 @@ def _calibrate_loop(tokenizer, calibration: list[str]):
     return forward_loop
 
 
-def _modelopt(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str]) -> dict:
+def _modelopt(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str], **_) -> dict:
     # ModelOpt's unified Hugging Face checkpoint (hf_quant_config.json): what current TensorRT-LLM
     # (PyTorch backend) loads directly, no engine build.
     import modelopt.torch.quantization as mtq
@@ -104,7 +106,7 @@ def _modelopt(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str
             "quant_algo": quant_config.get("quantization", {}).get("quant_algo")}
 
 
-def _optimum_gptq(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str]) -> dict:
+def _optimum_gptq(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str], **_) -> dict:
     from optimum.gptq import GPTQQuantizer
 
     quantizer = GPTQQuantizer(dataset=calibration, **recipe.params)
@@ -170,13 +172,16 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
     log.info("reference (unquantized, greedy): %s",
              {text: g["text"] for text, g in zip(golden.texts, reference, strict=True)})
     runner = {"llmcompressor": _llmcompressor, "modelopt": _modelopt, "optimum-gptq": _optimum_gptq}[recipe.tool]
-    details = runner(recipe, model, tokenizer, staging, calibration)
+    details = runner(recipe, model, tokenizer, staging, calibration, trust_remote_code=trust_remote_code)
+    if trust_remote_code:
+        _copy_remote_code(source, staging)
     versions = tool_versions("torch", "transformers", *_TOOL_PACKAGES[recipe.tool])
     _verify(recipe, staging)
     metadata = {
         "recipe": recipe.name, "tool": recipe.tool, "runtime": recipe.runtime, "scheme": recipe.scheme,
         "min_compute_capability": recipe.min_compute_capability, "params": recipe.params,
         "quantization": details, "tool_versions": versions, "source": source_meta or {},
+        "trust_remote_code": trust_remote_code,
         "reference": {"generator": "transformers greedy, unquantized", "golden": golden.to_dict(),
                       "completions": [g["text"] for g in reference], "generations": reference,
                       "eos_token_ids": eos_ids},
@@ -189,6 +194,14 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
     seconds = round(time.monotonic() - started, 1)
     log.info("wrote %s in %.1f s", out, seconds)
     return {**metadata, "seconds": seconds}
+
+
+def _copy_remote_code(source: Path, staging: Path) -> None:
+    """A checkpoint of a custom-code model needs the code beside it: its config's auto_map names those files,
+    and the serving runtime (vLLM --trust-remote-code) imports them from the checkpoint directory."""
+    for path in source.glob("*.py"):
+        if not (staging / path.name).exists():
+            shutil.copy2(path, staging / path.name)
 
 
 def _verify(recipe: Recipe, staging: Path) -> None:
