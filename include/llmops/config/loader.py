@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,10 +116,8 @@ def _check_file(path: Path) -> tuple[dict[str, BaseModel], list[tuple[str, str, 
         problems.extend(_problems(exc, data))
         entries = []  # the entries that are valid on their own still take part in the checks below
         for raw in raw_entries:
-            try:
+            with contextlib.suppress(ValidationError):  # reported above, with the whole file's errors
                 entries.append(entry_schema.model_validate(raw))
-            except ValidationError:
-                pass
     by_name: dict[str, BaseModel] = {}
     for entry in entries:
         if entry.name in by_name:
