@@ -63,9 +63,9 @@ def model_refresh():
     @task
     def select_models(params=None) -> list[str]:
         from llmops.config import load_registry
-        from llmops_airflow.refresh import fail_fast
+        from llmops_airflow.failures import permanent_errors_fail_at_once
 
-        with fail_fast():
+        with permanent_errors_fail_at_once():
             registry = load_registry()
             wanted = chosen((params or {}).get("model"))
             return [registry.model(wanted).name] if wanted else list(registry.models)
@@ -78,9 +78,10 @@ def model_refresh():
 
     @task(trigger_rule="all_done")  # models that resolved go ahead when others did not
     def plan(models: list[str], resolved: list[dict], params=None, dag_run=None) -> dict:
-        from llmops_airflow.refresh import fail_fast, plan_run
+        from llmops_airflow.failures import permanent_errors_fail_at_once
+        from llmops_airflow.refresh import plan_run
 
-        with fail_fast():
+        with permanent_errors_fail_at_once():
             # a slice reads the models that resolved in one call (iterating would probe one past the end)
             return plan_run(list(models), list(resolved[:]), recipes=(params or {}).get("recipes") or None,
                             force=bool((params or {}).get("force")), run_id=dag_run.run_id if dag_run else "manual")

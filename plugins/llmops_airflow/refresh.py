@@ -11,7 +11,6 @@ and fails the run.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from airflow.sdk import Asset
@@ -35,12 +34,11 @@ def hf_secret_ref(conn_id: str | None) -> str | None:
     return f"{conn_id}.password" if conn_id else None
 
 
-def hf_token(conn_id: str | None) -> str | None:
-    """The Hugging Face token from the model's Airflow Connection (password field), if there is one."""
-    from llmops_airflow.steps import resolve_secret_env
+def hf_connection(conn_id: str | None) -> tuple[str | None, str | None]:
+    """(token, mirror URL) of the model's Hugging Face Connection; (None, None) when there is none."""
+    from llmops_airflow.hooks.huggingface import HuggingFaceHook
 
-    ref = hf_secret_ref(conn_id)
-    return resolve_secret_env({"HF_TOKEN": ref}).get("HF_TOKEN") if ref else None
+    return HuggingFaceHook(conn_id).token_and_mirror()
 
 
 def _image_for(item: WorkItem, step: str) -> str:
@@ -51,12 +49,13 @@ def _image_for(item: WorkItem, step: str) -> str:
 
 
 def item_entry(item: WorkItem, *, hf_connection_id: str | None, run: list[str], runtime: str | None = None,
-               profiles: dict | None = None) -> dict[str, Any]:
+               download_extra: list[str] | None = None, profiles: dict | None = None) -> dict[str, Any]:
     """The `expand_kwargs` entry of one item's group (keys: ITEM_FIELDS)."""
     payload = ["--item", item.to_json()]
     entry: dict[str, Any] = dict.fromkeys(ITEM_FIELDS)
     entry.update(key=item.key, quantize=payload, validate=payload, publish=[*payload, *run],
-                 download=["--model", item.model, "--revision-sha", item.sha, "--out", item.source_dir],
+                 download=["--model", item.model, "--revision-sha", item.sha, "--out", item.source_dir,
+                           *(download_extra or [])],
                  hf_token=hf_secret_ref(hf_connection_id))
     if (runtime or get_settings().runtime) != "kubernetes":
         return entry
@@ -131,21 +130,10 @@ def work_root() -> str:
     return f"{MODEL_CACHE_MOUNT}/refresh" if settings.runtime == "kubernetes" else str(settings.home / "work")
 
 
-@contextlib.contextmanager
-def fail_fast(ti=None):
-    """A permanent error (bad registry or Params, unknown repo or revision) fails the task at once, without
-    retries; anything else is raised as is and retried. Either way the first line of the error is kept (XCom
-    `error`) for the report."""
-    from llmops.errors import is_permanent
-
-    try:
-        yield
-    except Exception as exc:
-        if ti is not None:
-            ti.xcom_push(key=ERROR_XCOM, value=first_line(exc))
-        if is_permanent(exc):
-            raise AirflowFailException(f"{exc}\n(permanent error, not retried)") from None
-        raise
+def _mirror_argument(spec) -> list[str]:
+    """`--mirror URL` for the download job when the model's Hugging Face Connection names a host."""
+    mirror = hf_connection(spec.hf_connection_id)[1]
+    return ["--mirror", mirror] if mirror else []
 
 
 def first_line(exc: BaseException) -> str:
@@ -153,16 +141,21 @@ def first_line(exc: BaseException) -> str:
 
 
 def resolve_model(model: str, ti=None) -> dict[str, str]:
-    """The `resolve` task: the model's tracked revision -> commit sha, with the token from its Connection.
-
-    A permanent error (unknown repo or revision) fails at once; the report shows its first line.
-    """
+    """The `resolve` task: the model's tracked revision -> commit sha, with the token (and mirror) from its
+    Connection. A permanent error (unknown repo or revision) fails at once; the report shows its first line."""
     from llmops.config import load_registry
     from llmops.hub import resolve_revision
+    from llmops_airflow.failures import permanent_errors_fail_at_once
 
-    with fail_fast(ti):
-        spec = load_registry().model(model)
-        sha = resolve_revision(spec, hf_token(spec.hf_connection_id))
+    try:
+        with permanent_errors_fail_at_once():
+            spec = load_registry().model(model)
+            token, mirror = hf_connection(spec.hf_connection_id)
+            sha = resolve_revision(spec, token, mirror=mirror)
+    except Exception as exc:
+        if ti is not None:
+            ti.xcom_push(key=ERROR_XCOM, value=first_line(exc))
+        raise
     print(f"{model}: {spec.repo_id}@{spec.revision} -> {sha}")
     return {"model": model, "sha": sha}
 
@@ -199,7 +192,8 @@ def plan_run(models: list[str], resolved: list[dict], *, recipes: list[str] | No
     run = ["--dag-id", "model_refresh", "--run-id", run_id, "--task-id", f"{ITEM_GROUP}.publish"]
     return {
         "items": [item_entry(i, hf_connection_id=registry.model(i.model).hf_connection_id, run=run,
-                             profiles=registry.gpu_profiles) for i in refresh.items],
+                             download_extra=_mirror_argument(registry.model(i.model)), profiles=registry.gpu_profiles)
+                  for i in refresh.items],
         "skipped": [{"key": f"{s.model}/{s.recipe}", "reason": s.reason + (f" ({s.manifest_uri})" if s.manifest_uri
                                                                              else "")} for s in refresh.skipped],
         "unresolved": unresolved,

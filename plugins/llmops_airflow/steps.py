@@ -88,6 +88,15 @@ def resolve_secret_env(secret_env: dict[str, str]) -> dict[str, str]:
     return values
 
 
+def object_store_secret_env(conn_id: str) -> dict[str, str]:
+    """secret_env giving a job S3 and OSS credentials (the SDKs' own variable names) from one Connection of
+    the `llmops_artefacts` kind: login/password = keys, extra endpoint_url / endpoint, region_name / region."""
+    return {"AWS_ACCESS_KEY_ID": f"{conn_id}.login", "AWS_SECRET_ACCESS_KEY": f"{conn_id}.password",
+            "AWS_ENDPOINT_URL": f"{conn_id}.extra.endpoint_url", "AWS_DEFAULT_REGION": f"{conn_id}.extra.region_name",
+            "OSS_ACCESS_KEY_ID": f"{conn_id}.login", "OSS_ACCESS_KEY_SECRET": f"{conn_id}.password",
+            "OSS_ENDPOINT": f"{conn_id}.extra.endpoint", "OSS_REGION": f"{conn_id}.extra.region"}
+
+
 class LocalJobOperator(BaseOperator):
     """Run `python -m llmops.jobs.<job> *arguments` in a project environment, streaming its log.
 

@@ -139,3 +139,16 @@ def test_a_permanent_job_error_is_logged_as_error_and_fails_without_retry(capsys
     assert "[error" in error
     stamp = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}")
     assert all(len(stamp.findall(line)) <= 1 for line in lines)  # Airflow's timestamp, not the job's too
+
+
+def test_in_process_tasks_fail_at_once_on_permanent_errors_only():
+    from llmops.errors import ConfigError
+    from llmops.hub.errors import HubUnavailableError
+    from llmops_airflow.failures import permanent_errors_fail_at_once
+
+    with pytest.raises(AirflowFailException, match="has no model"), permanent_errors_fail_at_once():
+        raise ConfigError("models.yaml", [("", "has no model named 'x'", "add it")])
+    with pytest.raises(HubUnavailableError), permanent_errors_fail_at_once():  # retried
+        raise HubUnavailableError("mirror down; fix: rerun")
+    with pytest.raises(OSError), permanent_errors_fail_at_once():  # not ours: retried
+        raise OSError("disk")

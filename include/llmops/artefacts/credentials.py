@@ -18,7 +18,7 @@ from llmops.artefacts.errors import ArtefactError
 #: open_store credential key -> environment variable, per scheme.
 ENV_NAMES: dict[str, dict[str, str]] = {
     "s3": {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY",
-           "session_token": "AWS_SESSION_TOKEN", "endpoint_url": "AWS_ENDPOINT_URL", "region": "AWS_REGION"},
+           "session_token": "AWS_SESSION_TOKEN", "endpoint_url": "AWS_ENDPOINT_URL", "region": "AWS_DEFAULT_REGION"},
     "oss": {"access_key_id": "OSS_ACCESS_KEY_ID", "access_key_secret": "OSS_ACCESS_KEY_SECRET",
             "security_token": "OSS_SESSION_TOKEN", "endpoint": "OSS_ENDPOINT", "region": "OSS_REGION"},
 }
@@ -40,7 +40,7 @@ def credentials_from_env(store_uri: str, environ: Mapping[str, str] | None = Non
     names = ENV_NAMES.get(_scheme(store_uri), {})
     found = {key: environ.get(name, "") for key, name in names.items()}
     if _scheme(store_uri) == "s3" and not found["region"]:
-        found["region"] = environ.get("AWS_DEFAULT_REGION", "")
+        found["region"] = environ.get("AWS_REGION", "")
     return {key: value for key, value in found.items() if value}
 
 
