@@ -48,7 +48,8 @@ def main() -> None:
 
         with olah_server(work / "mirrors", work_dir=work / "olah") as endpoint:
             spec = ModelSpec(name="bench", repo_id=REPO, revision=sha, endpoint=endpoint,
-                             targets=[{"recipe": "llmcompressor-w8a8", "gpu_profiles": ["a10"]}])
+                             targets=[{"recipe": "llmcompressor-w8a8", "gpu_profiles": ["a10"]}],
+                             validation={"golden_prompts": [{"prompt": "Hello"}]})
 
             def baseline(run: int) -> None:
                 out = work / f"baseline-{run}"

@@ -2,6 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+# An echoed input is cut to this many characters: a 200,000-character name must not make a 200,000-character error.
+ECHO_LIMIT = 80
+# Any one part of a message (key path, problem, fix) is capped too, whatever it echoes, and so is the
+# number of problems listed.
+PART_LIMIT = 1000
+PROBLEMS_LISTED = 20
+
+
+def shorten(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """`repr(value)` for a message, cut to `limit` characters with an ellipsis and the full length."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+def _cap(text: str) -> str:
+    return text if len(text) <= PART_LIMIT else f"{text[:PART_LIMIT]}… ({len(text)} characters)"
+
 
 class LlmopsError(Exception):
     """Base class for errors a user can act on."""
@@ -11,9 +32,12 @@ class ConfigError(LlmopsError):
     """A registry file (include/config/*.yaml) or a run parameter is invalid."""
 
     def __init__(self, source: str, problems: list[tuple[str, str, str]]):
-        self.source = source
+        self.source = source = _cap(source)
+        problems = [(_cap(key), _cap(what), _cap(fix)) for key, what, fix in problems]
         self.problems = problems  # (key path, what is wrong, how to fix it)
         lines = [f"{source}: {len(problems)} problem(s)"]
-        for key, what, fix in problems:
+        for key, what, fix in problems[:PROBLEMS_LISTED]:
             lines.append(f"  - {key or '<top level>'}: {what}" + (f"\n    fix: {fix}" if fix else ""))
+        if len(problems) > PROBLEMS_LISTED:
+            lines.append(f"  ... and {len(problems) - PROBLEMS_LISTED} more of the same kinds")
         super().__init__("\n".join(lines))

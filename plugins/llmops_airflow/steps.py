@@ -116,8 +116,17 @@ class LocalJobOperator(BaseOperator):
 
 
 def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
-    """KubernetesPodOperator arguments for a GPU profile: resources, node selector, tolerations, pool."""
+    """KubernetesPodOperator arguments for a GPU profile: resources, node selector, tolerations, pool, and the
+    Pod Security Standards "restricted" settings (the same ones the vLLM pods get, see llmops.serving.manifests).
+
+    Step pods run as uid 10001, drop every capability, forbid privilege escalation, use the RuntimeDefault
+    seccomp profile, set CPU and memory requests and limits on every container (the xcom sidecar too) and
+    mount no service-account token: no step calls the Kubernetes API (the Airflow worker reads the xcom
+    sidecar, and RRSA's OIDC token is a projected volume of its own). Exceptions: none.
+    """
     from kubernetes.client import models as k8s
+
+    from llmops.serving.manifests import restricted_container_security_context, restricted_pod_security_context
 
     settings = get_settings()
     if settings.model_cache_pvc:
@@ -129,13 +138,17 @@ def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
         "volumes": [cache],
         "volume_mounts": [k8s.V1VolumeMount(name="model-cache", mount_path=MODEL_CACHE_MOUNT)],
         "container_resources": k8s.V1ResourceRequirements(
-            requests={"cpu": "2", "memory": "8Gi"}, limits={"memory": "32Gi"}),
+            requests={"cpu": "2", "memory": "8Gi"}, limits={"cpu": "4", "memory": "32Gi"}),
+        "security_context": restricted_pod_security_context(),
+        "container_security_context": restricted_container_security_context(),
+        "xcom_sidecar_container_security_context": restricted_container_security_context(),
+        "automount_service_account_token": False,
     }
     if profile is not None:
         gpu = {profile.resource_name: str(profile.resource_per_replica)}
         result.update(
             container_resources=k8s.V1ResourceRequirements(
-                requests={"cpu": "4", "memory": "32Gi", **gpu}, limits={"memory": "64Gi", **gpu}),
+                requests={"cpu": "4", "memory": "32Gi", **gpu}, limits={"cpu": "8", "memory": "64Gi", **gpu}),
             node_selector=dict(profile.node_selector),
             tolerations=[k8s.V1Toleration(**t.model_dump(exclude_none=True)) for t in profile.tolerations],
             pool=GPU_POOL,
@@ -150,7 +163,9 @@ def _kubernetes_kwargs(job: str, environment: str, gpu_profile: str | None, imag
     settings = get_settings()
     profile = load_registry().gpu_profile(gpu_profile) if gpu_profile else None
     pod_env = {"LLMOPS_RUNTIME": "kubernetes", "LLMOPS_STORE_URI": settings.store_uri,
-               "HF_HOME": f"{MODEL_CACHE_MOUNT}/hf", **(env_vars or {})}
+               "HF_HOME": f"{MODEL_CACHE_MOUNT}/hf",
+               # Pods run as uid 10001 (pod_settings); the vLLM/TensorRT-LLM images' HOME (/root) is not theirs.
+               "HOME": "/tmp", **(env_vars or {})}
     return {
         "kubernetes_conn_id": settings.kubernetes_connection_id,
         "namespace": settings.namespace,
@@ -192,9 +207,9 @@ def heavy_step(*, task_id: str, job: str, arguments: list[Any] | None = None, en
     """Return the operator that runs `llmops.jobs.<job>` on the configured runtime."""
     runtime = runtime or get_settings().runtime
     if runtime == "kubernetes":
-        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+        from llmops_airflow.pod_operator import RestrictedPodOperator
 
-        return KubernetesPodOperator(task_id=task_id, arguments=[str(a) for a in arguments or []],
+        return RestrictedPodOperator(task_id=task_id, arguments=[str(a) for a in arguments or []],
                                      **_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars,
                                                           secret_env),
                                      **operator_kwargs)
@@ -208,9 +223,9 @@ def heavy_step_partial(*, task_id: str, job: str, environment: str = "worker", g
     """`heavy_step` for dynamic task mapping: returns `Operator.partial(...)`; call `.expand(arguments=...)`."""
     runtime = runtime or get_settings().runtime
     if runtime == "kubernetes":
-        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+        from llmops_airflow.pod_operator import RestrictedPodOperator
 
-        return KubernetesPodOperator.partial(
+        return RestrictedPodOperator.partial(
             task_id=task_id, **_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars, secret_env),
             **operator_kwargs)
     return LocalJobOperator.partial(task_id=task_id, **_local_kwargs(job, environment, env_vars, secret_env),

@@ -13,7 +13,7 @@ SHA = "a" * 40
 
 def spec(**fields) -> ModelSpec:
     return ModelSpec(name="m", repo_id="org/m", targets=[{"recipe": "llmcompressor-w8a8", "gpu_profiles": ["a10"]}],
-                     **fields)
+                     **{"validation": {"golden_prompts": [{"prompt": "Hello"}]}, **fields})
 
 
 def test_safetensors_repo_downloads_only_allowed_files_and_never_pickle():

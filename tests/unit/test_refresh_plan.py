@@ -23,6 +23,7 @@ from llmops.refresh import (
 )
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
+GOLDEN = {"golden_prompts": [{"prompt": "Hello"}]}
 PROFILES = {
     name: GpuProfile(name=name, gpu=name.upper(), compute_capability=cc, gpu_memory_gib=24, gpus_per_node=1)
     for name, cc in [("t4", 7.5), ("a10", 8.6), ("a100", 8.0), ("l20", 8.9), ("h20", 9.0), ("b200", 10.0)]
@@ -31,7 +32,7 @@ PROFILES = {
 
 def model(name="m", recipes=tuple(RECIPES), profiles=tuple(PROFILES), **extra) -> ModelSpec:
     return ModelSpec(name=name, repo_id=f"org/{name}", targets=[
-        {"recipe": r, "gpu_profiles": list(profiles)} for r in recipes], **extra)
+        {"recipe": r, "gpu_profiles": list(profiles)} for r in recipes], **{"validation": GOLDEN, **extra})
 
 
 def expand(models, runtime="kubernetes", **kwargs) -> RefreshPlan:

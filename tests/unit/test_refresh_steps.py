@@ -26,7 +26,7 @@ def items(runtime: str) -> tuple[dict[str, WorkItem], dict]:
     spec = ModelSpec(name="m", repo_id="org/m", targets=[
         {"recipe": "llmcompressor-w8a8", "gpu_profiles": ["a10"]},
         {"recipe": "modelopt-fp8", "gpu_profiles": ["a10", "l20", "h20"]},
-        {"recipe": "trtllm-engine-fp8", "gpu_profiles": ["h20"]}])
+        {"recipe": "trtllm-engine-fp8", "gpu_profiles": ["h20"]}], validation={"golden_prompts": [{"prompt": "Hello"}]})
     plan = expand_targets([spec], {"m": SHA}, registry.gpu_profiles, runtime=runtime, work_root="/models/refresh")
     return {item.recipe: item for item in plan.items}, registry.gpu_profiles
 

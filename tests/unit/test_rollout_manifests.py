@@ -91,13 +91,17 @@ def test_pods_fetch_and_verify_then_serve_with_a_generating_readiness_probe(regi
     assert CANARY.manifest_uri in pod["initContainers"][0]["command"]
     probe = " ".join(pod["containers"][0]["readinessProbe"]["exec"]["command"])
     assert "/v1/completions" in probe and "max_tokens" in probe
-    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    resources = pod["containers"][0]["resources"]
+    assert resources["limits"] == {"nvidia.com/gpu": "1", "cpu": deployment.resources.cpu_limit,
+                                   "memory": deployment.resources.memory_limit}
+    assert resources["requests"] == {"nvidia.com/gpu": "1", "cpu": deployment.resources.cpu,
+                                     "memory": deployment.resources.memory}
     assert pod["nodeSelector"] == {"aliyun.accelerator/nvidia_name": "NVIDIA-A10"}
     assert canary["metadata"]["annotations"][ANNOTATION_VERSION] == CANARY.manifest_uri
     assert canary["metadata"]["annotations"][ANNOTATION_PREVIOUS_VERSION] == STABLE.manifest_uri
     assert stable["metadata"]["annotations"][ANNOTATION_VERSION] == STABLE.manifest_uri
     shared = render_all(deployment, registry.gpu_profile("a10-shared"), stable=None, canary=CANARY, canary_percent=100)
-    assert shared[0]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"aliyun.com/gpu-mem": "12"}
+    assert shared[0]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["aliyun.com/gpu-mem"] == "12"
 
 
 def test_hpa_is_frozen_during_a_canary_only(registry):

@@ -40,7 +40,9 @@ def _pod(op) -> dict:
 def test_kubernetes_step_is_a_valid_gpu_pod(profile, resource, amount):
     op = heavy_step(task_id="quantize", job="quantize", arguments=["--model", "tiny-llama"],
                     gpu_profile=profile, runtime="kubernetes")
-    assert type(op).__name__ == "KubernetesPodOperator"
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    assert isinstance(op, KubernetesPodOperator)
     assert op.deferrable is True and op.pool == GPU_POOL
     assert op.startup_timeout_seconds == POD_STARTUP_TIMEOUT_S
     pod = _pod(op)

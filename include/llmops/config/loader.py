@@ -19,7 +19,7 @@ from llmops.config.schema import (
     ModelsFile,
     ModelSpec,
 )
-from llmops.errors import ConfigError
+from llmops.errors import ECHO_LIMIT, ConfigError, shorten
 from llmops.quantize.recipes import RECIPES
 from llmops.settings import get_settings
 
@@ -42,6 +42,9 @@ _FIXES = {
     "int_parsing": "write a whole number",
     "float_parsing": "write a number",
     "bool_parsing": "write true or false",
+    "finite_number": "write a finite number (NaN and infinity are not allowed)",
+    "string_too_long": "shorten it",
+    "too_long": "remove entries",
     "list_type": "write a YAML list",
     "dict_type": "write a YAML mapping",
     "model_type": "write a YAML mapping",
@@ -122,8 +125,9 @@ class Registry:
 def _lookup(table: dict, name: str, kind: str, file: Path):
     if name not in table:
         known = ", ".join(sorted(table)) or "none"
-        raise ConfigError(str(file), [("", f"has no {kind} named {name!r} (known: {known})",
-                                       f"pick a known {kind} or add {name!r} to {file.name}")])
+        raise ConfigError(str(file), [("", f"has no {kind} named {shorten(name)} (known: {known})",
+                                       f"pick a known {kind}" + (f" or add {name!r} to {file.name}"
+                                                                 if len(repr(name)) <= ECHO_LIMIT else ""))])
     return table[name]
 
 
@@ -147,7 +151,7 @@ def load_registry(config_dir: Path | None = None) -> Registry:
                 key = f"models[{i}].targets[{j}].gpu_profiles[{k}]"
                 profile = profiles.get(profile_name)
                 if profile is None:
-                    problems.append((key, f"GPU profile {profile_name!r} is not in gpu_profiles.yaml",
+                    problems.append((key, f"GPU profile {shorten(profile_name)} is not in gpu_profiles.yaml",
                                      f"use one of {', '.join(sorted(profiles))}"))
                 elif not recipe.runs_on(profile.compute_capability):
                     problems.append((key, f"recipe {recipe.name} needs compute capability "
@@ -159,11 +163,11 @@ def load_registry(config_dir: Path | None = None) -> Registry:
 
     for i, deployment in enumerate(files["deployments.yaml"].deployments):
         if deployment.model not in models:
-            problems.append((f"deployments[{i}].model", f"model {deployment.model!r} is not in models.yaml",
+            problems.append((f"deployments[{i}].model", f"model {shorten(deployment.model)} is not in models.yaml",
                              f"use one of {', '.join(sorted(models))}"))
         if deployment.gpu_profile not in profiles:
             problems.append((f"deployments[{i}].gpu_profile",
-                             f"GPU profile {deployment.gpu_profile!r} is not in gpu_profiles.yaml",
+                             f"GPU profile {shorten(deployment.gpu_profile)} is not in gpu_profiles.yaml",
                              f"use one of {', '.join(sorted(profiles))}"))
     if problems:
         raise ConfigError(str(config_dir / "deployments.yaml"), problems)

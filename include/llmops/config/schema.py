@@ -7,13 +7,25 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmops.errors import shorten
 from llmops.quantize.recipes import RECIPES
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names and Milvus aliases
+# RFC 1123 label (namespaces, Service names) and subdomain (service accounts, gateways), as Kubernetes checks them.
+DNS1123_LABEL_RE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS1123_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+# An image reference: [registry[:port]/]path[:tag][@sha256:digest], no spaces or control characters.
+IMAGE_RE = (r"^([A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?/)?[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
+            r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+# A Kubernetes resource quantity (CPU "500m", "4"; memory "512Mi", "32Gi").
+QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
+# Longest context any served model has today is ~10M tokens; 2**24 leaves room and refuses typos like 10**30.
+MAX_MODEL_LEN = 2**24
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are refused as such ("finite number"), not by a misleading range check.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- gpu_profiles.yaml -------------------------------------------------------------------------
@@ -75,7 +87,7 @@ class ModelTarget(Strict):
     def _known_recipe(cls, value: str) -> str:
         if value not in RECIPES:
             raise ValueError(
-                f"{value!r} is not a known recipe; fix: use one of {', '.join(sorted(RECIPES))}"
+                f"{shorten(value)} is not a known recipe; fix: use one of {', '.join(sorted(RECIPES))}"
             )
         return value
 
@@ -85,7 +97,8 @@ class ModelTarget(Strict):
 
 
 class ModelValidation(Strict):
-    golden_prompts: list[GoldenPrompt] = []
+    golden_prompts: list[GoldenPrompt] = Field(
+        min_length=1, description="required: without them a quantized checkpoint could be published unchecked")
     max_new_tokens: int = Field(default=16, ge=1, le=512)
     min_agreement: float = Field(
         default=0.5, ge=0.0, le=1.0,
@@ -104,9 +117,9 @@ class ModelSpec(Strict):
     allow_pickle: bool = False
     trust_remote_code: bool = False
     tensor_parallel_size: int = Field(default=1, ge=1, le=16)
-    max_model_len: int = Field(default=4096, ge=16)
+    max_model_len: int = Field(default=4096, ge=16, le=MAX_MODEL_LEN)
     targets: list[ModelTarget] = Field(min_length=1)
-    validation: ModelValidation = ModelValidation()
+    validation: ModelValidation
 
 
 # --- deployments.yaml --------------------------------------------------------------------------
@@ -114,9 +127,10 @@ class ModelSpec(Strict):
 
 class TrafficSpec(Strict):
     strategy: Literal["gateway-httproute", "replica-ratio"] = "gateway-httproute"
-    gateway_name: str | None = None
-    gateway_namespace: str | None = None
-    hostname: str | None = None
+    gateway_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN_RE, max_length=253)
+    gateway_namespace: str | None = Field(default=None, pattern=DNS1123_LABEL_RE, max_length=63)
+    hostname: str | None = Field(default=None, pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+                                 max_length=253)
 
 
 class RolloutGoldenPrompt(GoldenPrompt):
@@ -146,7 +160,7 @@ class RolloutProbe(Strict):
     max_tokens: int = Field(default=16, ge=1, le=1024)
     pause_s: float = Field(default=0.5, ge=0.0, le=60.0, description="pause before each probe (lets the CPU settle)")
     min_rounds: int = Field(default=3, ge=1, le=100)
-    timeout_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
 
 
 class RolloutSpec(Strict):
@@ -158,7 +172,8 @@ class RolloutSpec(Strict):
     canary_replicas: int = Field(default=1, ge=1, le=100)
     thresholds: RolloutThresholds = RolloutThresholds()
     probe: RolloutProbe = RolloutProbe()
-    golden_prompts: list[RolloutGoldenPrompt] = []
+    golden_prompts: list[RolloutGoldenPrompt] = Field(
+        min_length=1, description="required: without them the canary's answers are never checked")
     prometheus_connection_id: str | None = Field(
         default=None, description="Airflow Connection of a Prometheus server; without it /metrics is scraped")
 
@@ -166,26 +181,61 @@ class RolloutSpec(Strict):
     @classmethod
     def _steps_increase_to_100(cls, value: list[int]) -> list[int]:
         if any(not 1 <= s <= 100 for s in value) or value != sorted(set(value)) or value[-1] != 100:
-            raise ValueError(f"{value} must be strictly increasing percentages between 1 and 100 ending at 100; "
+            raise ValueError(f"{shorten(value)} must be strictly increasing percentages between 1 and 100 ending at 100; "
                              "fix: e.g. [10, 50, 100]")
         return value
 
 
+def quantity(value: str) -> float:
+    """A Kubernetes quantity (validated by QUANTITY_RE) as a number of base units."""
+    units = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
+    number = value.rstrip("".join(set("".join(units))))
+    return float(number) * units.get(value[len(number):], 1)
+
+
+class ContainerResources(Strict):
+    """CPU and memory of the vLLM container (GPUs come from the GPU profile). Requests and limits are always set."""
+
+    cpu: str = Field(default="4", pattern=QUANTITY_RE, description="CPU request")
+    memory: str = Field(default="32Gi", pattern=QUANTITY_RE, description="memory request")
+    cpu_limit: str = Field(default="8", pattern=QUANTITY_RE)
+    memory_limit: str = Field(default="32Gi", pattern=QUANTITY_RE)
+
+    @model_validator(mode="after")
+    def _limits_cover_requests(self) -> ContainerResources:
+        for request, limit in (("cpu", "cpu_limit"), ("memory", "memory_limit")):
+            if quantity(getattr(self, limit)) < quantity(getattr(self, request)):
+                raise ValueError(f"{limit} ({getattr(self, limit)}) is below {request} ({getattr(self, request)}); "
+                                 f"fix: raise {limit} or lower {request}")
+        return self
+
+
 class Deployment(Strict):
     name: str = Field(pattern=NAME_RE)
-    model: str
-    namespace: str = "llmops"
-    gpu_profile: str
+    model: str = Field(pattern=NAME_RE)
+    namespace: str = Field(default="llmops", pattern=DNS1123_LABEL_RE, max_length=63)
+    gpu_profile: str = Field(pattern=NAME_RE)
     replicas: int = Field(default=2, ge=1, le=100)
     max_replicas: int = Field(default=4, ge=1, le=200)
-    image: str = "vllm/vllm-openai:v0.11.0"
+    image: str = Field(default="vllm/vllm-openai:v0.11.0", pattern=IMAGE_RE, max_length=512)
     port: int = Field(default=8000, ge=1, le=65535)
-    service_account: str = "llmops-serving"
-    kubernetes_connection_id: str = "kubernetes_default"
+    service_account: str = Field(default="llmops-serving", pattern=DNS1123_SUBDOMAIN_RE, max_length=253)
+    kubernetes_connection_id: str = Field(default="kubernetes_default", pattern=r"^[A-Za-z0-9_.-]{1,250}$")
     traffic: TrafficSpec = TrafficSpec()
+    resources: ContainerResources = ContainerResources()
     extra_args: list[str] = []
     serving_runtime: Literal["vllm"] = "vllm"
-    rollout: RolloutSpec = RolloutSpec()
+    rollout: RolloutSpec
+
+    @field_validator("extra_args")
+    @classmethod
+    def _printable_args(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            if not arg.isprintable():
+                raise ValueError(f"{shorten(arg)} holds a control character (newline, tab...); "
+                                 "fix: write each vLLM argument as its own list entry")
+        return value
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> Deployment:

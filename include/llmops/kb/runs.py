@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmops.errors import ConfigError
+from llmops.errors import ConfigError, shorten
 
 RUN_MODES = ("incremental", "full", "rollback")
 
@@ -15,12 +15,13 @@ def job_arguments(knowledge_bases: dict, knowledge_base: str = "", mode: str = "
     is null are left out (they are re-indexed on demand only).
     """
     if mode not in RUN_MODES:
-        raise ConfigError("params.mode", [("", f"{mode!r} is not a mode", f"use one of {', '.join(RUN_MODES)}")])
+        raise ConfigError("params.mode", [("", f"{shorten(mode)} is not a mode", f"use one of {', '.join(RUN_MODES)}")])
     if knowledge_base:
         if knowledge_base not in knowledge_bases:
             known = ", ".join(sorted(knowledge_bases)) or "none"
-            raise ConfigError("params.knowledge_base", [("", f"{knowledge_base!r} is not in knowledge_bases.yaml "
-                                                             f"(known: {known})", "pick a known knowledge base")])
+            raise ConfigError("params.knowledge_base", [(
+                "", f"{shorten(knowledge_base)} is not in knowledge_bases.yaml (known: {known})",
+                "pick a known knowledge base")])
         names = [knowledge_base]
     else:
         names = sorted(name for name, kb in knowledge_bases.items() if not scheduled or kb.schedule)

@@ -8,17 +8,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llmops.canary.verdict import Thresholds
 from llmops.config.loader import Registry
-from llmops.config.schema import Deployment
-from llmops.errors import ConfigError
+from llmops.config.schema import NAME_RE, Deployment
+from llmops.errors import ConfigError, shorten
+
+_FORM_FIX = "see the trigger form's description"
+_FIXES = {
+    "finite_number": "enter a finite number (NaN and infinity are not allowed)",
+    "string_pattern_mismatch": "use a name from deployments.yaml / models.yaml (lowercase letters, digits, '-'), "
+                               "or a version without spaces",
+    "string_too_long": "use a name from deployments.yaml / models.yaml",
+}
 
 
 class RolloutRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are refused as such ("finite number"), not by a misleading range check.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    model: str = Field(min_length=1)
-    version: str = Field(default="latest", min_length=1,
+    model: str = Field(min_length=1, max_length=52, pattern=NAME_RE)
+    version: str = Field(default="latest", min_length=1, max_length=1024, pattern=r"^\S+$",
                          description="a manifest URI, 'latest', or 'previous' (roll back to the recorded previous version)")
-    deployment: str = Field(min_length=1)
+    deployment: str = Field(min_length=1, max_length=52, pattern=NAME_RE)
     traffic_strategy: Literal["deployment-default", "gateway-httproute", "replica-ratio"] = "deployment-default"
     steps: list[int] | None = None
     max_p95_latency_ratio: float | None = Field(default=None, ge=1.0, le=10.0)
@@ -32,7 +41,7 @@ class RolloutRequest(BaseModel):
     def _steps(cls, value: list[int] | None) -> list[int] | None:
         if value is not None and (not value or any(not 1 <= s <= 100 for s in value)
                                   or value != sorted(set(value)) or value[-1] != 100):
-            raise ValueError(f"{value} must be strictly increasing percentages 1..100 ending at 100; "
+            raise ValueError(f"{shorten(value)} must be strictly increasing percentages 1..100 ending at 100; "
                              "fix: e.g. [10, 50, 100]")
         return value
 
@@ -47,7 +56,7 @@ class RolloutRequest(BaseModel):
         except ValidationError as exc:
             raise ConfigError("model_rollout params", [
                 (".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, ").split("; fix: ")[0],
-                 e["msg"].split("; fix: ")[1] if "; fix: " in e["msg"] else "see the trigger form's description")
+                 e["msg"].split("; fix: ")[1] if "; fix: " in e["msg"] else _FIXES.get(e["type"], _FORM_FIX))
                 for e in exc.errors()]) from None
 
 
@@ -70,7 +79,7 @@ def resolve_request(request: RolloutRequest, registry: Registry) -> ResolvedRoll
     deployment = registry.deployment(request.deployment)  # ConfigError names the known ones
     if deployment.model != request.model:
         raise ConfigError("model_rollout params", [(
-            "model", f"deployment {deployment.name!r} serves model {deployment.model!r}, not {request.model!r}",
+            "model", f"deployment {deployment.name!r} serves model {deployment.model!r}, not {shorten(request.model)}",
             f"set model to {deployment.model!r} or pick a deployment of {request.model!r}")])
     if request.traffic_strategy != "deployment-default":
         deployment = deployment.model_copy(update={

@@ -14,10 +14,19 @@ Objects for deployment NAME:
 
 Annotations on each Deployment record the version it serves and the one it replaced, so a manual
 roll back to the previous version needs no other state.
+
+Pods pass the Pod Security Standards "restricted" profile: they run as uid/gid 10001 (the vLLM image's
+default user is root; nothing in it needs root, and HOME points at a writable emptyDir), drop every
+capability, forbid privilege escalation, use the RuntimeDefault seccomp profile and mount only emptyDir
+and PVC volumes. No service-account token is mounted: neither vLLM nor the init container calls the
+Kubernetes API (RRSA's OIDC token for OSS is a projected volume the ACK webhook adds on its own). Every
+container has CPU and memory requests and limits. Exceptions: none; the pod template's
+`llmops.io/pod-security` annotations say so, and a new exception must be recorded there and in the README.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,7 +44,26 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_TRACK = "llmops.io/track"
 LABEL_VERSION_ID = "llmops.io/version-id"
 LABEL_MODEL = "llmops.io/model"
+ANNOTATION_POD_SECURITY = "llmops.io/pod-security"
+ANNOTATION_POD_SECURITY_EXCEPTIONS = "llmops.io/pod-security-exceptions"
 MODEL_MOUNT = "/models"
+HOME_MOUNT = "/home/llmops"
+# The uid/gid the worker image creates (images/worker/Dockerfile); images without it run fine as this uid.
+RUN_AS_USER = 10001
+# The init container streams files through sha256: one core and a small buffer are enough.
+FETCH_RESOURCES = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+
+
+def restricted_pod_security_context() -> dict[str, Any]:
+    """Pod-level settings of the "restricted" Pod Security Standard (shared by step pods and vLLM pods)."""
+    return {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER, "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def restricted_container_security_context() -> dict[str, Any]:
+    """Container-level settings of the "restricted" Pod Security Standard."""
+    return {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "privileged": False,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
 
 # A readiness probe that generates one token. Any Python in the vLLM image runs it.
 _READY_PROBE = (
@@ -92,9 +120,12 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
         annotations[ANNOTATION_PREVIOUS_VERSION] = previous_version
     if rollout_run:
         annotations[ANNOTATION_ROLLOUT] = rollout_run
+    # vLLM, torch and Triton write caches under HOME; the vLLM image's HOME (/root) is not writable as uid 10001,
+    # hence HOME on the `home` emptyDir.
     volume = ({"name": "models", "persistentVolumeClaim": {"claimName": model_cache_pvc}} if model_cache_pvc
               else {"name": "models", "emptyDir": {}})
     pod_labels = labels(deployment, track, version)
+    res = deployment.resources
     probe_cmd = _READY_PROBE.format(port=deployment.port, model=deployment.model)
     return {
         "apiVersion": "apps/v1",
@@ -109,9 +140,14 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
                 "metadata": {"labels": pod_labels,
                              "annotations": {ANNOTATION_VERSION: version.manifest_uri,
                                              "prometheus.io/scrape": "true",
-                                             "prometheus.io/port": str(deployment.port)}},
+                                             "prometheus.io/port": str(deployment.port),
+                                             ANNOTATION_POD_SECURITY: "restricted",
+                                             ANNOTATION_POD_SECURITY_EXCEPTIONS: "none"}},
                 "spec": {
                     "serviceAccountName": deployment.service_account,
+                    # Neither vLLM nor the fetch init container calls the Kubernetes API.
+                    "automountServiceAccountToken": False,
+                    "securityContext": restricted_pod_security_context(),
                     "nodeSelector": dict(profile.node_selector),
                     "tolerations": [t.model_dump(exclude_none=True) for t in profile.tolerations],
                     "initContainers": [{
@@ -119,17 +155,24 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
                         "image": fetch_image,
                         "command": ["python", "-m", "llmops.serving.fetch", "--manifest-uri", version.manifest_uri,
                                     "--dest", model_dir],
-                        "volumeMounts": [{"name": "models", "mountPath": MODEL_MOUNT}],
-                        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
+                        "env": [{"name": "HOME", "value": HOME_MOUNT}],
+                        "volumeMounts": [{"name": "models", "mountPath": MODEL_MOUNT},
+                                         {"name": "home", "mountPath": HOME_MOUNT}],
+                        "resources": copy.deepcopy(FETCH_RESOURCES),
+                        "securityContext": restricted_container_security_context(),
                     }],
                     "containers": [{
                         "name": "vllm",
                         "image": deployment.image,
                         "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
                         "args": args,
+                        "env": [{"name": "HOME", "value": HOME_MOUNT}],
                         "ports": [{"name": "http", "containerPort": deployment.port}],
-                        "resources": {"limits": gpu, "requests": gpu},
+                        "resources": {"requests": {"cpu": res.cpu, "memory": res.memory, **gpu},
+                                      "limits": {"cpu": res.cpu_limit, "memory": res.memory_limit, **gpu}},
+                        "securityContext": restricted_container_security_context(),
                         "volumeMounts": [{"name": "models", "mountPath": MODEL_MOUNT},
+                                         {"name": "home", "mountPath": HOME_MOUNT},
                                          {"name": "shm", "mountPath": "/dev/shm"}],
                         "startupProbe": {"httpGet": {"path": "/health", "port": deployment.port},
                                          "periodSeconds": 10, "failureThreshold": 180},
@@ -138,7 +181,8 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
                         "livenessProbe": {"httpGet": {"path": "/health", "port": deployment.port},
                                           "periodSeconds": 20, "failureThreshold": 6},
                     }],
-                    "volumes": [volume, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}],
+                    "volumes": [volume, {"name": "home", "emptyDir": {"sizeLimit": "10Gi"}},
+                                {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}],
                 },
             },
         },

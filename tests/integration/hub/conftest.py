@@ -28,7 +28,8 @@ class Mirror:
 
     def spec(self, repo: str, revision: str = "main", **fields) -> ModelSpec:
         return ModelSpec(name=fields.pop("name", "test-model"), repo_id=f"llmops-test/{repo}", revision=revision,
-                         endpoint=self.endpoint, targets=TARGETS, **fields)
+                         endpoint=self.endpoint, targets=TARGETS,
+                         **{"validation": {"golden_prompts": [{"prompt": "Hello"}]}, **fields})
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,9 @@ WORKER_PYTHON = Path(os.environ.get("LLMOPS_HOME", ROOT / ".llmops")) / "venvs" 
 TOKEN = "hf_llmops_job_secret_do_not_print"
 
 
+GOLDEN = {"golden_prompts": [{"prompt": "Hello"}]}
+
+
 @pytest.fixture
 def config_dir(tmp_path, mirror) -> Path:
     config = tmp_path / "config"
@@ -24,9 +27,9 @@ def config_dir(tmp_path, mirror) -> Path:
     models = {"models": [
         {"name": "tiny-mirror", "repo_id": "llmops-test/tiny", "revision": "main", "endpoint": mirror.endpoint,
          "allow_patterns": ["*.json", "*.safetensors"],
-         "targets": [{"recipe": "llmcompressor-w8a8", "gpu_profiles": ["a10"]}]},
+         "targets": [{"recipe": "llmcompressor-w8a8", "gpu_profiles": ["a10"]}], "validation": GOLDEN},
         {"name": "tampered", "repo_id": "llmops-test/tampered", "endpoint": mirror.endpoint,
-         "targets": [{"recipe": "llmcompressor-w8a8", "gpu_profiles": ["a10"]}]},
+         "targets": [{"recipe": "llmcompressor-w8a8", "gpu_profiles": ["a10"]}], "validation": GOLDEN},
     ]}
     (config / "models.yaml").write_text(yaml.safe_dump(models))
     deployments = yaml.safe_load((config / "deployments.yaml").read_text()) or {}

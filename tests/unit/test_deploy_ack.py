@@ -1,0 +1,213 @@
+"""deploy/ack/: the ACK kit renders from one values file into manifests a cluster accepts.
+
+Native objects validate with kubernetes-validate against the Kubernetes version values.yaml names (the one
+ACK runs); custom resources (Milvus, AliyunLogConfig) against the minimal schemas bundled in
+tests/unit/data/crds/ (their headers say what they were derived from and what they miss). RBAC is checked
+against what the pipelines really create: the kinds rollout renders, plus job pods and the rollout lock.
+That the kit applies to a Kubernetes API is tested against kmock in tests/integration/deploy_kit/.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+KIT = ROOT / "deploy" / "ack"
+CRDS = Path(__file__).parent / "data" / "crds"
+VALUES = yaml.safe_load((KIT / "values.yaml").read_text())
+CUSTOM = {("milvus.io/v1beta1", "Milvus"), ("log.alibabacloud.com/v1alpha1", "AliyunLogConfig")}
+# API group and resource of each kind the pipelines create (plural names as RBAC writes them).
+RESOURCES = {"Deployment": ("apps", "deployments"), "Service": ("", "services"), "ConfigMap": ("", "configmaps"),
+             "Pod": ("", "pods"), "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
+             "HTTPRoute": ("gateway.networking.k8s.io", "httproutes"),
+             "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors")}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ack")
+    subprocess.run([sys.executable, str(KIT / "render.py"), "--out", str(out)], check=True, capture_output=True)
+    return out
+
+
+def manifests(out: Path) -> list[dict]:
+    docs = []
+    for path in sorted(out.glob("*.yaml")):
+        if path.name != "30-airflow-values.yaml":
+            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def test_everything_renders_from_the_values_file(rendered):
+    names = sorted(p.name for p in rendered.iterdir())
+    assert names == sorted([p.name for p in (KIT / "templates").glob("*.yaml")] + ["60-node-pools.tf"])
+    for path in rendered.iterdir():
+        text = path.read_text()
+        assert "${" not in text, f"{path.name} has an unrendered value"
+    assert VALUES["pipelines"]["namespace"] in (rendered / "10-rbac.yaml").read_text()
+
+
+def test_a_missing_value_stops_the_render_naming_it(tmp_path):
+    values = yaml.safe_load((KIT / "values.yaml").read_text())
+    del values["sls"]["logstore"]
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    result = subprocess.run([sys.executable, str(KIT / "render.py"), "--values", str(tmp_path / "values.yaml"),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "sls.logstore" in result.stderr and "50-logs.yaml" in result.stderr
+
+
+def test_native_manifests_validate_against_the_cluster_version(rendered):
+    docs = manifests(rendered)
+    native = [d for d in docs if (d["apiVersion"], d["kind"]) not in CUSTOM]
+    assert {d["kind"] for d in native} >= {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+                                          "ClusterRoleBinding", "ConfigMap", "PersistentVolumeClaim", "Job"}
+    for doc in native:
+        kubernetes_validate.validate(doc, VALUES["kubernetes_version"], strict=True)
+
+
+def test_custom_resources_validate_against_their_bundled_schemas(rendered):
+    custom = [d for d in manifests(rendered) if (d["apiVersion"], d["kind"]) in CUSTOM]
+    assert {d["kind"] for d in custom} == {"Milvus", "AliyunLogConfig"}
+    for doc in custom:
+        group = doc["apiVersion"].replace("/", "_")
+        schema = yaml.safe_load((CRDS / f"{group}_{doc['kind']}.yaml").read_text())
+        jsonschema.validate(doc, schema)
+    bad = next(d for d in custom if d["kind"] == "Milvus")
+    bad = {**bad, "spec": {**bad["spec"], "mode": "clustered"}}
+    with pytest.raises(jsonschema.ValidationError):  # the schemas can fail
+        jsonschema.validate(bad, yaml.safe_load((CRDS / "milvus.io_v1beta1_Milvus.yaml").read_text()))
+
+
+def test_milvus_is_a_cluster_on_oss_matching_the_connection(rendered):
+    milvus = next(d for d in manifests(rendered) if d["kind"] == "Milvus")
+    spec = milvus["spec"]
+    assert spec["mode"] == "cluster"
+    assert spec["components"]["proxy"]["replicas"] >= 2 and spec["components"]["queryNode"]["replicas"] >= 2
+    storage, minio = spec["dependencies"]["storage"], spec["config"]["minio"]
+    assert storage["external"] and storage["endpoint"].startswith("oss-")
+    assert (minio["cloudProvider"], minio["useIAM"], minio["useVirtualHost"]) == ("aliyun", True, True)
+    assert spec["components"]["serviceAccountName"] == VALUES["service_accounts"]["milvus"]
+    # The operator's proxy Service is <name>-milvus on 19530: the Connection in the file's header says so.
+    host = f"http://{milvus['metadata']['name']}-milvus.{milvus['metadata']['namespace']}.svc.cluster.local:19530"
+    assert host in (rendered / "40-milvus.yaml").read_text()
+
+
+def _rules(doc: dict) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in doc["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def test_rbac_grants_exactly_what_the_pipelines_create_in_their_namespace(rendered):
+    from llmops.config import load_registry
+    from llmops.serving import manifests as m
+
+    registry = load_registry(ROOT / "include" / "config")
+    deployment = next(iter(registry.deployments.values()))
+    rendered_kinds = {o["kind"] for o in m.render_all(
+        deployment, registry.gpu_profile(deployment.gpu_profile), stable=m.VersionRef("oss://b/v1/manifest.json", "x"),
+        canary=m.VersionRef("oss://b/v2/manifest.json", "x"), canary_percent=10)}
+    # + job pods (KubernetesPodOperator) and the rollout's lock ConfigMap (llmops.serving.kubernetes)
+    assert '"kind": "ConfigMap"' in (ROOT / "include" / "llmops" / "serving" / "kubernetes.py").read_text()
+    created = {RESOURCES[kind] for kind in rendered_kinds | {"Pod", "ConfigMap"}}
+
+    docs = manifests(rendered)
+    role = next(d for d in docs if d["kind"] == "Role")
+    assert role["metadata"]["namespace"] == VALUES["pipelines"]["namespace"] == deployment.namespace
+    rules = _rules(role)
+    writes = {key for key, verbs in rules.items() if {"create", "delete", "patch"} & verbs and "/" not in key[1]}
+    assert writes == created, f"granted {writes ^ created} beyond or short of what the pipelines create"
+    for key in created:
+        assert {"create", "delete", "patch", "get"} <= rules[key], key
+    extra = set(rules) - created
+    assert extra == {("", "pods/log"), ("", "pods/exec"), ("", "events")}, extra
+    assert rules[("", "events")] <= {"get", "list", "watch"}
+    assert all("*" not in verbs and "*" not in key[1] for key, verbs in rules.items())
+
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": VALUES["service_accounts"]["airflow_worker"],
+                                    "namespace": VALUES["airflow"]["namespace"]}]
+    cluster = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert _rules(cluster) == {("", "nodes"): {"get", "list", "watch"}, ("", "pods"): {"get", "list", "watch"}}
+
+
+def test_job_and_serving_pods_get_oss_through_rrsa(rendered):
+    from llmops.config import load_registry
+
+    docs = manifests(rendered)
+    accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+    for who in ("jobs", "serving", "milvus"):
+        sa = accounts[VALUES["service_accounts"][who]]
+        assert sa["metadata"]["annotations"] == {"pod-identity.alibabacloud.com/role-name": VALUES["ram_roles"][who]}
+    namespace = next(d for d in docs if d["kind"] == "Namespace" and d["metadata"]["name"] == sa["metadata"]["namespace"])
+    assert namespace["metadata"]["labels"]["pod-identity.alibabacloud.com/injection"] == "on"
+    settings = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "llmops-settings")
+    assert settings["data"]["LLMOPS_SERVICE_ACCOUNT"] == VALUES["service_accounts"]["jobs"]
+    assert settings["data"]["LLMOPS_RUNTIME"] == "kubernetes"
+    for deployment in load_registry(ROOT / "include" / "config").deployments.values():
+        assert deployment.service_account == VALUES["service_accounts"]["serving"], deployment.name
+
+
+def test_airflow_values_use_kubernetes_executor_and_secrets_only(rendered):
+    values = yaml.safe_load((rendered / "30-airflow-values.yaml").read_text())
+    assert values["executor"] == "KubernetesExecutor" and values["postgresql"]["enabled"] is False
+    for key in ("fernetKeySecretName", "apiSecretKeySecretName", "jwtSecretName"):
+        assert values[key].startswith("llmops-airflow-")
+    assert values["data"]["metadataSecretName"] == "llmops-airflow-metadata"
+    env_from = yaml.safe_load(values["extraEnvFrom"])
+    assert {"configMapRef": {"name": "llmops-settings"}} in env_from
+    assert {"secretRef": {"name": "llmops-airflow-connections"}} in env_from
+    for component in ("workers", "triggerer"):
+        assert values[component]["serviceAccount"] == {"create": False,
+                                                       "name": VALUES["service_accounts"]["airflow_worker"]}
+    assert values["dags"]["gitSync"]["enabled"] is VALUES["airflow"]["git_sync"]["enabled"]
+    job = next(d for d in manifests(rendered) if d["kind"] == "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:4] == ["airflow", "pools", "set", "gpu"]
+
+
+def test_node_pools_carry_what_the_gpu_profiles_select_and_tolerate(rendered):
+    profiles = yaml.safe_load((ROOT / "include" / "config" / "gpu_profiles.yaml").read_text())["gpu_profiles"]
+    tf = (rendered / "60-node-pools.tf").read_text()
+    blocks = {b.split('"')[0]: b for b in tf.split('resource "alicloud_cs_kubernetes_node_pool" "gpu_')[1:]}
+    assert set(blocks) == {p["name"].replace("-", "_") for p in profiles if p["name"] in VALUES["node_pools"]}
+    for profile in profiles:
+        block = blocks[profile["name"].replace("-", "_")]
+        instance = VALUES["node_pools"][profile["name"]]["instance_type"]
+        assert f'instance_types = ["{instance}"]' in block
+        for key, value in profile["node_selector"].items():
+            if key != "aliyun.accelerator/nvidia_name":  # ACK labels GPU nodes with it itself
+                assert f'key   = "{key}"\n    value = "{value}"' in block, (profile["name"], key)
+        for toleration in profile["tolerations"]:
+            assert f'key    = "{toleration["key"]}"' in block and f'effect = "{toleration["effect"]}"' in block
+
+
+def test_an_instance_type_of_the_wrong_family_is_refused(tmp_path):
+    values = yaml.safe_load((KIT / "values.yaml").read_text())
+    values["node_pools"]["h100"]["instance_type"] = "ecs.gn7i-c8g1.2xlarge"
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    result = subprocess.run([sys.executable, str(KIT / "render.py"), "--values", str(tmp_path / "values.yaml"),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode != 0 and "node_pools.h100.instance_type" in result.stderr
+
+
+def test_the_kits_own_pod_meets_the_restricted_pod_security_profile(rendered):
+    """kubernetes-validate checks schemas, not Pod Security Standards: the restricted profile's rules here."""
+    job = next(d for d in manifests(rendered) if d["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+        assert "limits" in container["resources"]
