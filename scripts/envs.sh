@@ -6,7 +6,7 @@
 #   scripts/envs.sh airflow worker serving standins
 #
 # Packages come from your default Python package index (pip/uv settings apply); the CPU build of torch,
-# which only worker, serving and bench need, from LLMOPS_TORCH_INDEX / LLMOPS_TORCH_FIND_LINKS
+# which only worker, serving and bench need, from LLMOPS_TORCH_INDEX_URL / LLMOPS_TORCH_FIND_LINKS
 # (scripts/torch_source.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

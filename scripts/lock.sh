@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-pin every environment from its .in file. torch's CPU build (worker, serving) comes from
-# LLMOPS_TORCH_INDEX / LLMOPS_TORCH_FIND_LINKS (scripts/torch_source.sh); the others need no torch source.
+# LLMOPS_TORCH_INDEX_URL / LLMOPS_TORCH_FIND_LINKS (scripts/torch_source.sh); the others need no torch source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/envs.sh >/dev/null  # bootstraps uv
