@@ -10,7 +10,7 @@ from airflow.sdk import Param, dag, task
 
 from llmops_airflow.dag_defaults import START_DATE, default_args
 from llmops_airflow.forms import chosen, one_or_all
-from llmops_airflow.steps import heavy_step_partial
+from llmops_airflow.steps import heavy_step_partial, object_store_secret_env
 
 DOC = """
 ### kb_reindex
@@ -72,7 +72,11 @@ def kb_reindex():
     reindex = heavy_step_partial(
         task_id="reindex", job="kb_reindex", max_active_tis_per_dag=1,
         map_index_template="{{ task.arguments[1] }}",
-        secret_env={"MILVUS_TOKEN": "milvus_default.password", "EMBEDDINGS_API_KEY": "embeddings_default.password"},
+        # MILVUS_URI (the Connection's host) is used by knowledge bases that set no milvus.uri themselves;
+        # S3/OSS sources read their keys from the optional Connection llmops_kb_sources (else RRSA).
+        secret_env={"MILVUS_TOKEN": "milvus_default.password", "MILVUS_URI": "milvus_default.host",
+                    "EMBEDDINGS_API_KEY": "embeddings_default.password",
+                    **object_store_secret_env("llmops_kb_sources")},
     ).expand_kwargs(select())
 
     @task(trigger_rule="all_done")

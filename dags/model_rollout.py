@@ -1,47 +1,46 @@
-"""model_rollout: validate -> pre-flight -> deploy canary (deferred readiness) -> analyse steps -> promote/roll back.
+"""model_rollout: one deferrable task: pre-flight -> canary -> (deferred) readiness -> analysis steps -> promote/roll back.
 
-Wiring only: the decisions are `llmops.rollout` / `llmops.canary`, the effects go through a backend
-(local vLLM processes or Kubernetes objects applied by `VllmKubernetesHook`).
+Wiring only: the decisions are `llmops.rollout` / `llmops.canary`, run by the one driver
+(`llmops.rollout.driver`); the effects go through a backend (local vLLM processes or Kubernetes
+objects applied by `VllmKubernetesHook`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
 from llmops_airflow.dag_defaults import START_DATE, default_args
-from llmops_airflow.operators.rollout import (
-    CanaryAnalysisOperator,
-    DeployCanaryOperator,
-    PromoteOrRollBackOperator,
-    RolloutPreflightOperator,
-)
+from llmops_airflow.operators.rollout import ModelRolloutOperator
 
 DOC = """
 ### model_rollout
-Roll a published model version out to a vLLM deployment with a canary that judges itself.
+Roll a published model version out to a vLLM deployment with a canary that judges itself. One task,
+`rollout`, owns the whole life cycle (as the Kubernetes pod operator owns create -> wait -> collect):
 
-1. **validate_request**: the form's values against `include/config/deployments.yaml` (the deployment
-   exists and serves this model); out-of-range values are refused by the form before anything runs;
-2. **preflight**, before any object is created: the manifest exists and its checksums verify; the
+1. **request**: the form's values against `include/config/deployments.yaml` (the deployment fixes the
+   model); out-of-range values are refused by the form before anything runs;
+2. **pre-flight**, before any object is created: the manifest exists and its checksums verify; the
    artefact fits the deployment's GPU profile (serving runtime, compute capability, tensor parallel
    size vs GPUs per node, GPU memory); free GPU capacity for the canary; no other rollout of this
    deployment in progress (refused, not queued);
-3. **deploy_canary**: canary Deployment (pods fetch and verify the version, then serve), Services,
-   ServiceMonitor, HTTPRoute at 0 %, stable HPA frozen; then waits in a deferrable trigger until every
+3. **canary**: canary Deployment (pods fetch and verify the version, then serve), Services,
+   ServiceMonitor, HTTPRoute at 0 %, stable HPA frozen; then the task defers to a trigger until every
    canary pod answers a real generation (vLLM's /health stays green on a broken GPU);
-4. **analyse_canary**, per traffic step: weights, golden prompts, alternating bounded load on canary and
-   stable (TTFT, end-to-end p50/p95, errors), vLLM /metrics; the verdict decides continue or stop;
-5. **promote_or_roll_back**: promote (stable moves to the new version, canary removed, weights back) or
-   roll back (canary removed, weights restored, stable untouched); stores the rollout report (Markdown
-   and HTML) next to the artefact and prints it in the task log. A roll back fails the run, after the
-   report is written, so the failure notifier fires.
+4. **analysis**, per traffic step: weights, golden prompts, alternating load on canary and stable at the
+   deployment's expected concurrency (TTFT, end-to-end p50/p95, errors), vLLM /metrics. Decisive
+   evidence (golden prompts failing, errors over the threshold, the canary gone) ends a step at once;
+5. **promote** (stable moves to the new version, canary removed, weights back) or **roll back** (canary
+   removed, weights restored, stable untouched); the rollout report (Markdown and HTML) is stored next
+   to the artefact, printed in the task log and linked from the task ("Rollout report"). A roll back
+   fails the run, after the report is written, so the failure notifier fires.
 
 Locally (`LLMOPS_RUNTIME=local`) stable and canary are real vLLM processes on 127.0.0.1.
 Empty thresholds / steps / window use the deployment's `rollout:` defaults. **version** `previous` rolls back
 to the version the current stable one replaced (read from the `llmops.io/previous-version` annotation, or
-the local runtime's state), through the same checks and canary steps (use steps `[100]` to go at once).
+the local runtime's state), through the same checks and canary steps (use steps `[100]` to go at once);
+the report labels it a manual roll back. **canary_extra_args** tries vLLM flags on the canary only.
 """
 
 
@@ -54,7 +53,7 @@ def _deployment_names() -> list[str]:
 
         data = yaml.safe_load((Path(get_settings().config_dir) / "deployments.yaml").read_text())
         return [d["name"] for d in data.get("deployments", [])] or ["tiny-llama-chat"]
-    except Exception:  # a broken registry must not break DAG parsing; validate_request reports it
+    except Exception:  # a broken registry must not break DAG parsing; the task reports it
         return []
 
 
@@ -71,57 +70,43 @@ DEPLOYMENTS = _deployment_names()
     doc_md=DOC,
     render_template_as_native_obj=True,
     params={
-        "model": Param("tiny-llama", type="string", minLength=1, title="Model", description="a model from models.yaml"),
+        "deployment": Param(DEPLOYMENTS[0] if DEPLOYMENTS else "", type="string", minLength=1,
+                            title="Deployment", description="a deployment from deployments.yaml (it fixes the model)",
+                            **({"enum": DEPLOYMENTS} if DEPLOYMENTS else {})),
         "version": Param("latest", type="string", minLength=1, title="Version",
                          pattern=r"^(latest|previous|[a-z0-9]+://\S+|models/\S+)$",
                          description="a manifest URI (file://, s3://, oss://), 'latest', or 'previous' to roll "
                                      "back to the version the stable one replaced (recorded on the deployment)"),
-        "deployment": Param(DEPLOYMENTS[0] if DEPLOYMENTS else "", type="string", minLength=1,
-                            title="Deployment", description="a deployment from deployments.yaml",
-                            **({"enum": DEPLOYMENTS} if DEPLOYMENTS else {})),
         "traffic_strategy": Param("deployment-default", type="string",
                                   enum=["deployment-default", "gateway-httproute", "replica-ratio"],
                                   title="Traffic strategy",
                                   description="HTTPRoute weights (ACK Gateway) or replica ratio behind one Service"),
-        "steps": Param([10, 50, 100], type="array", minItems=1, maxItems=10,
+        "steps": Param([10, 50, 100], type=["null", "array"], minItems=1, maxItems=10,
                        items={"type": "integer", "minimum": 1, "maximum": 100},
-                       title="Traffic steps (canary %)", description="strictly increasing, ending at 100"),
+                       title="Traffic steps (canary %)",
+                       description="strictly increasing, ending at 100; empty: the deployment's steps"),
         "thresholds": Param(
-            {"max_p95_latency_ratio": 1.5, "max_error_rate": 0.01, "min_golden_pass_rate": 1.0}, type="object",
-            title="Analysis thresholds",
-            properties={"max_p95_latency_ratio": {"type": "number", "minimum": 1.0, "maximum": 10.0},
-                        "max_error_rate": {"type": "number", "minimum": 0.0, "maximum": 1.0},
-                        "min_golden_pass_rate": {"type": "number", "minimum": 0.0, "maximum": 1.0}},
+            {"max_p95_latency_ratio": 1.5, "max_error_rate": 0.01, "min_golden_pass_rate": 1.0},
+            type=["null", "object"], title="Analysis thresholds",
+            properties={"max_p95_latency_ratio": {"type": ["null", "number"], "minimum": 1.0, "maximum": 10.0},
+                        "max_error_rate": {"type": ["null", "number"], "minimum": 0.0, "maximum": 1.0},
+                        "min_golden_pass_rate": {"type": ["null", "number"], "minimum": 0.0, "maximum": 1.0}},
             additionalProperties=False,
-            description="canary/stable p95 latency ratio, canary error rate, golden-prompt pass rate"),
-        "analysis_window_s": Param(300, type="integer", minimum=5, maximum=86400, title="Analysis window (s)",
-                                   description="analysis time per traffic step"),
+            description="canary/stable median p95 latency ratio, canary error rate, golden-prompt pass rate; "
+                        "empty: the deployment's thresholds"),
+        "analysis_window_s": Param(300, type=["null", "integer"], minimum=5, maximum=86400,
+                                   title="Analysis window (s)",
+                                   description="analysis time per traffic step; empty: the deployment's window"),
+        "canary_extra_args": Param(None, type=["null", "array"], items={"type": "string"}, maxItems=32,
+                                   title="Canary extra vLLM arguments",
+                                   description="one argument per line, e.g. --max-num-seqs and 64; tried on the "
+                                               "canary only, after the deployment's extra_args; in the report"),
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="run pre-flight and print the objects; create nothing"),
     },
 )
 def model_rollout():
-    @task
-    def validate_request(params=None) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from llmops.config import load_registry
-        from llmops.errors import LlmopsError
-        from llmops.rollout.request import RolloutRequest, resolve_request
-
-        try:
-            resolved = resolve_request(RolloutRequest.from_params(dict(params)), load_registry())
-        except LlmopsError as exc:  # bad input: fail now, without retries
-            raise AirflowFailException(str(exc)) from None
-        return {"deployment": resolved.deployment.name, "steps": resolved.steps, "window_s": resolved.window_s,
-                "thresholds": resolved.thresholds}
-
-    preflight = RolloutPreflightOperator(task_id="preflight")
-    deploy = DeployCanaryOperator(task_id="deploy_canary")
-    analyse = CanaryAnalysisOperator(task_id="analyse_canary")
-    finish = PromoteOrRollBackOperator(task_id="promote_or_roll_back", trigger_rule="all_done")
-
-    validate_request() >> preflight >> deploy >> analyse >> finish
+    ModelRolloutOperator(task_id="rollout")
 
 
 model_rollout()

@@ -30,7 +30,7 @@ echo "[rollout demo] baseline:  ${baseline:-none (initial deployment only)}"
 
 run() {  # run NAME VERSION STEPS WINDOW
   local conf
-  conf="$(printf '{"model": "tiny-llama", "deployment": "tiny-llama-chat", "version": "%s", "steps": %s, "analysis_window_s": %s}' "$2" "$3" "$4")"
+  conf="$(printf '{"deployment": "tiny-llama-chat", "version": "%s", "steps": %s, "analysis_window_s": %s}' "$2" "$3" "$4")"
   echo "[rollout demo] $1: airflow dags test model_rollout -c '$conf'"
   local started=$SECONDS
   airflow dags test model_rollout -c "$conf" >"$log/$1.log" 2>&1 && status=ok || status=failed

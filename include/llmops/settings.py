@@ -46,6 +46,10 @@ class Settings:
     """PersistentVolumeClaim mounted at /models in job pods (empty: an emptyDir)."""
     kubernetes_connection_id: str
     """Airflow Connection of the cluster that runs job pods."""
+    kube_service_url_template: str
+    """How the rollout reaches a vLLM Service ({service}, {namespace}, {port}); in-cluster DNS by default."""
+    kube_pod_url_template: str
+    """How the readiness check reaches a vLLM pod ({pod_ip}, {port}, {name})."""
 
     @property
     def venvs(self) -> Path:
@@ -86,4 +90,7 @@ def get_settings() -> Settings:
         service_account=_env("LLMOPS_SERVICE_ACCOUNT", "llmops-jobs"),
         model_cache_pvc=_env("LLMOPS_MODEL_CACHE_PVC", ""),
         kubernetes_connection_id=_env("LLMOPS_KUBERNETES_CONN_ID", "kubernetes_default"),
+        kube_service_url_template=_env("LLMOPS_KUBE_SERVICE_URL_TEMPLATE",
+                                       "http://{service}.{namespace}.svc.cluster.local:{port}"),
+        kube_pod_url_template=_env("LLMOPS_KUBE_POD_URL_TEMPLATE", "http://{pod_ip}:{port}"),
     )

@@ -28,9 +28,11 @@ class WebhookNotifier(BaseNotifier):
         self.timeout = timeout
 
     def _connection(self):
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
         try:
             return BaseHook.get_connection(self.conn_id)
-        except Exception:  # the Connection is optional; any lookup failure means "not configured"
+        except AirflowNotFoundException:  # the Connection is optional; other lookup failures are real errors
             return None
 
     def notify(self, context) -> None:

@@ -20,11 +20,11 @@ from llmops.settings import get_settings
 MODEL_ARTEFACTS = Asset(name="model_artefacts", uri="llmops://model-artefacts", group="model")
 
 
-def hf_token(conn_id: str | None) -> str | None:
-    """The Hugging Face token from the model's Airflow Connection (password field), if there is one."""
-    from llmops_airflow.steps import resolve_secret_env
+def hf_connection(conn_id: str | None) -> tuple[str | None, str | None]:
+    """(token, mirror URL) of the model's Hugging Face Connection; (None, None) when there is none."""
+    from llmops_airflow.hooks.huggingface import HuggingFaceHook
 
-    return resolve_secret_env({"HF_TOKEN": f"{conn_id}.password"}).get("HF_TOKEN") if conn_id else None
+    return HuggingFaceHook(conn_id).token_and_mirror()
 
 
 def _image_for(item: WorkItem, step: str) -> str | None:
@@ -76,13 +76,20 @@ def work_root() -> str:
     return f"{MODEL_CACHE_MOUNT}/refresh" if settings.runtime == "kubernetes" else str(settings.home / "work")
 
 
+def _mirror_argument(spec) -> list[str]:
+    """`--mirror URL` for the download job when the model's Hugging Face Connection names a host."""
+    mirror = hf_connection(spec.hf_connection_id)[1]
+    return ["--mirror", mirror] if mirror else []
+
+
 def resolve_model(model: str) -> dict[str, str]:
     """The `resolve` task: the model's tracked revision -> commit sha, with the token from its Connection."""
     from llmops.config import load_registry
     from llmops.hub import resolve_revision
 
     spec = load_registry().model(model)
-    sha = resolve_revision(spec, hf_token(spec.hf_connection_id))
+    token, mirror = hf_connection(spec.hf_connection_id)
+    sha = resolve_revision(spec, token, mirror=mirror)
     print(f"{model}: {spec.repo_id}@{spec.revision} -> {sha}")
     return {"model": model, "sha": sha}
 
@@ -109,7 +116,8 @@ def plan_run(resolved: list[dict], *, recipes: list[str] | None, force: bool, ru
     run = ["--dag-id", "model_refresh", "--run-id", run_id, "--task-id", "publish"]
     profiles = registry.gpu_profiles
     return {
-        "download": [{"arguments": ["--model", d["model"], "--revision-sha", d["sha"], "--out", d["out"]]}
+        "download": [{"arguments": ["--model", d["model"], "--revision-sha", d["sha"], "--out", d["out"],
+                                    *_mirror_argument(registry.model(d["model"]))]}
                      for d in refresh.downloads],
         "quantize": [step_kwargs(i, "quantize", profiles=profiles) for i in refresh.items],
         "validate": [step_kwargs(i, "validate", profiles=profiles) for i in refresh.items],

@@ -1,14 +1,17 @@
 """The step factory: one heavy step (`python -m llmops.jobs.<job>`), two runtimes.
 
 runtime `local`      -> LocalJobOperator: a subprocess in the worker or serving environment
-runtime `kubernetes` -> KubernetesPodOperator: the worker image on the GPU profile's node pool
+runtime `kubernetes` -> JobPodOperator (a KubernetesPodOperator): the worker image on the GPU profile's node pool
 
 The DAG file does not change between the two; `LLMOPS_RUNTIME` decides (read once, at parse time).
-Both return the job's `LLMOPS_RESULT` JSON as the task's XCom value.
+Both return the job's `LLMOPS_RESULT` JSON as the task's XCom value, fail at once (no retries) when the
+job exits with `EXIT_PERMANENT` (llmops.jobs._cli), retry otherwise, and link to what the job made
+(`links.STEP_LINKS`: the publish step's manifest).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -18,18 +21,39 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from llmops.config import GpuProfile, load_registry
-from llmops.jobs._cli import RESULT_PREFIX, parse_result
+from llmops.jobs._cli import (
+    EXIT_PERMANENT,
+    JOB_ENV,
+    RESULT_PREFIX,
+    SECRET_NAME,
+    clean_line,
+    line_level,
+    parse_result,
+)
 from llmops.settings import PROJECT_ROOT, get_settings
+from llmops_airflow.links import STEP_LINKS
 
 ENVIRONMENTS = ("worker", "serving")
 GPU_POOL = "gpu"
 # Multi-GB images and model caches on a cold GPU node take minutes to pull.
 POD_STARTUP_TIMEOUT_S = 30 * 60
 MODEL_CACHE_MOUNT = "/models"
+#: Jobs that open the artefact store themselves and so get the `llmops_artefacts` credentials.
+STORE_JOBS = frozenset({"publish"})
 
 
 class JobFailed(RuntimeError):
-    pass
+    """A job failed in a way a retry may fix (transient error, crash): the task is retried."""
+
+
+def job_environment(declared: dict[str, str], secrets: dict[str, str]) -> dict[str, str]:
+    """The environment of a local job: this process's minus every secret (SECRET_NAME), plus what the step
+    declares (secret_env, store_access): a job sees only its own secrets, never AIRFLOW_CONN_*."""
+    inherited = {name: value for name, value in os.environ.items() if not SECRET_NAME.search(name)}
+    env = {**JOB_ENV, **inherited, **declared, **secrets}
+    include = str(PROJECT_ROOT / "include")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [include, env.get("PYTHONPATH", "")]))
+    return env
 
 
 def _split_secret_ref(ref: str) -> tuple[str, str]:
@@ -46,13 +70,14 @@ def resolve_secret_env(secret_env: dict[str, str]) -> dict[str, str]:
     Connection leaves the variable unset: the job then runs anonymously or fails with its own clear error.
     """
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
     values: dict[str, str] = {}
     for env_name, ref in secret_env.items():
         conn_id, field = _split_secret_ref(ref)
         try:
             conn = BaseHook.get_connection(conn_id)
-        except Exception:  # not configured
+        except AirflowNotFoundException:  # not configured: optional
             continue
         value = conn.extra_dejson.get(field[6:]) if field.startswith("extra.") else getattr(conn, field, None)
         if value not in (None, ""):
@@ -60,14 +85,31 @@ def resolve_secret_env(secret_env: dict[str, str]) -> dict[str, str]:
     return values
 
 
+def object_store_secret_env(conn_id: str) -> dict[str, str]:
+    """secret_env giving a job S3 and OSS credentials (the SDKs' own variable names) from one Connection of
+    the `llmops_artefacts` kind: login/password = keys, extra endpoint_url / endpoint, region_name / region."""
+    return {"AWS_ACCESS_KEY_ID": f"{conn_id}.login", "AWS_SECRET_ACCESS_KEY": f"{conn_id}.password",
+            "AWS_ENDPOINT_URL": f"{conn_id}.extra.endpoint_url", "AWS_DEFAULT_REGION": f"{conn_id}.extra.region_name",
+            "OSS_ACCESS_KEY_ID": f"{conn_id}.login", "OSS_ACCESS_KEY_SECRET": f"{conn_id}.password",
+            "OSS_ENDPOINT": f"{conn_id}.extra.endpoint", "OSS_REGION": f"{conn_id}.extra.region"}
+
+
 class LocalJobOperator(BaseOperator):
-    """Run `python -m llmops.jobs.<job> *arguments` in a project environment, streaming its log."""
+    """Run `python -m llmops.jobs.<job> *arguments` in a project environment, streaming its log.
+
+    The job's environment holds no inherited secret: only `secret_env` (resolved from Connections at run
+    time) and, with `store_access`, the `llmops_artefacts` credentials. Its lines reach the task log at
+    their own level (errors as ERROR), cleaned of their own timestamps and of third-party noise. Exit
+    status `EXIT_PERMANENT` fails the task without retries; any other failure is retried.
+    """
 
     template_fields = ("arguments", "env_vars")
     ui_color = "#e8f4ea"
+    operator_extra_links = STEP_LINKS
 
     def __init__(self, *, job: str, arguments: list[Any] | None = None, environment: str = "worker",
-                 env_vars: dict[str, str] | None = None, secret_env: dict[str, str] | None = None, **kwargs):
+                 env_vars: dict[str, str] | None = None, secret_env: dict[str, str] | None = None,
+                 store_access: bool = False, **kwargs):
         super().__init__(**kwargs)
         if environment not in ENVIRONMENTS:
             raise ValueError(f"environment={environment!r}; fix: use one of {ENVIRONMENTS}")
@@ -76,6 +118,7 @@ class LocalJobOperator(BaseOperator):
         self.environment = environment
         self.env_vars = dict(env_vars or {})
         self.secret_env = dict(secret_env or {})
+        self.store_access = store_access
         for ref in self.secret_env.values():
             _split_secret_ref(ref)
         self._process: subprocess.Popen | None = None
@@ -85,27 +128,45 @@ class LocalJobOperator(BaseOperator):
         python = settings.worker_python if self.environment == "worker" else settings.serving_python
         return [python, "-m", f"llmops.jobs.{self.job}", *map(str, self.arguments)]
 
+    def secrets(self) -> dict[str, str]:
+        secrets = resolve_secret_env(self.secret_env)
+        if self.store_access:
+            from llmops_airflow.hooks.artefacts import ArtefactStoreHook
+
+            secrets.update(ArtefactStoreHook().job_env())
+        return secrets
+
     def execute(self, context):
-        env = {**os.environ, **self.env_vars, **resolve_secret_env(self.secret_env)}
-        include = str(PROJECT_ROOT / "include")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [include, env.get("PYTHONPATH", "")]))
+        env = job_environment(self.env_vars, self.secrets())
         command = self.command()
         self.log.info("running %s step: %s", self.environment, " ".join(command))
         tail: deque[str] = deque(maxlen=30)
+        errors: deque[str] = deque(maxlen=30)
         stdout: list[str] = []
         self._process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             env=env, start_new_session=True,
         )
         assert self._process.stdout is not None
-        for line in self._process.stdout:
-            line = line.rstrip("\n")
+        level = logging.INFO
+        for raw in self._process.stdout:
+            line = clean_line(raw)
+            if line is None:
+                continue
             if line.startswith(RESULT_PREFIX):
                 stdout.append(line)
                 continue
-            tail.append(line)
-            self.log.info("%s", line)
+            level, text = line_level(line, level)
+            tail.append(text)
+            if level >= logging.ERROR:
+                errors.append(text)
+            self.log.log(level, "%s", text)
         code = self._process.wait()
+        if code == EXIT_PERMANENT:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"step llmops.jobs.{self.job}: permanent error, not retried:\n"
+                                       + "\n".join(errors or tail))
         if code != 0:
             raise JobFailed(f"step llmops.jobs.{self.job} exited with {code}; last lines:\n" + "\n".join(tail))
         return parse_result("\n".join(stdout))
@@ -157,12 +218,13 @@ def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
 
 
 def _kubernetes_kwargs(job: str, environment: str, gpu_profile: str | None, image: str | None,
-                       env_vars: dict[str, str] | None, secret_env: dict[str, str] | None) -> dict[str, Any]:
-    from airflow.providers.cncf.kubernetes.secret import Secret
+                       env_vars: dict[str, str] | None, secret_env: dict[str, str] | None,
+                       store_access: bool = False) -> dict[str, Any]:
+    from kubernetes.client import models as k8s
 
     settings = get_settings()
     profile = load_registry().gpu_profile(gpu_profile) if gpu_profile else None
-    pod_env = {"LLMOPS_RUNTIME": "kubernetes", "LLMOPS_STORE_URI": settings.store_uri,
+    pod_env = {**JOB_ENV, "LLMOPS_RUNTIME": "kubernetes", "LLMOPS_STORE_URI": settings.store_uri,
                "HF_HOME": f"{MODEL_CACHE_MOUNT}/hf",
                # Pods run as uid 10001 (pod_settings); the vLLM/TensorRT-LLM images' HOME (/root) is not theirs.
                "HOME": "/tmp", **(env_vars or {})}
@@ -172,11 +234,19 @@ def _kubernetes_kwargs(job: str, environment: str, gpu_profile: str | None, imag
         "image": image or (settings.serving_image if environment == "serving" else settings.worker_image),
         "name": f"llmops-{job.replace('_', '-')}",
         "cmds": ["python", "-m", f"llmops.jobs.{job}"],
-        "env_vars": pod_env,
         # In pods, secrets come from Kubernetes Secrets named after the Connection (never from the pod
         # spec): {"HF_TOKEN": "huggingface_default.password"} reads key `password` of `llmops-huggingface-default`.
-        "secrets": [Secret("env", env_name, kubernetes_secret_name(ref), _split_secret_ref(ref)[1])
-                    for env_name, ref in (secret_env or {}).items()],
+        # Optional, like a missing Connection locally: the variable is then unset and the job runs
+        # anonymously (or with RRSA) or fails with its own clear error.
+        "env_vars": [*(k8s.V1EnvVar(name=name, value=value) for name, value in pod_env.items()),
+                     *(k8s.V1EnvVar(name=env_name, value_from=k8s.V1EnvVarSource(
+                         secret_key_ref=k8s.V1SecretKeySelector(name=kubernetes_secret_name(ref),
+                                                                key=_split_secret_ref(ref)[1], optional=True)))
+                       for env_name, ref in (secret_env or {}).items())],
+        # Store credentials (AWS_* / OSS_* as in llmops.artefacts.credentials) from an optional Secret:
+        # without it the SDK's default chain applies (RRSA on ACK).
+        "env_from": [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(
+            name=ARTEFACTS_SECRET, optional=True))] if store_access else [],
         "service_account_name": settings.service_account,
         "labels": {"app.kubernetes.io/part-of": "llmops", "llmops/step": job.replace("_", "-"),
                    "llmops/environment": environment},
@@ -195,38 +265,52 @@ def kubernetes_secret_name(ref: str) -> str:
     return "llmops-" + _split_secret_ref(ref)[0].replace("_", "-")
 
 
+#: The Kubernetes Secret whose keys (AWS_ACCESS_KEY_ID, ... or OSS_*) become a store-touching pod's env.
+ARTEFACTS_SECRET = kubernetes_secret_name("llmops_artefacts.env")
+
+
 def _local_kwargs(job: str, environment: str, env_vars: dict[str, str] | None,
-                  secret_env: dict[str, str] | None) -> dict[str, Any]:
-    return {"job": job, "environment": environment, "env_vars": env_vars or {}, "secret_env": secret_env or {}}
+                  secret_env: dict[str, str] | None, store_access: bool = False) -> dict[str, Any]:
+    return {"job": job, "environment": environment, "env_vars": env_vars or {}, "secret_env": secret_env or {},
+            "store_access": store_access}
 
 
 def heavy_step(*, task_id: str, job: str, arguments: list[Any] | None = None, environment: str = "worker",
                gpu_profile: str | None = None, image: str | None = None,
                env_vars: dict[str, str] | None = None, secret_env: dict[str, str] | None = None,
-               runtime: str | None = None, **operator_kwargs):
-    """Return the operator that runs `llmops.jobs.<job>` on the configured runtime."""
+               store_access: bool | None = None, runtime: str | None = None, **operator_kwargs):
+    """Return the operator that runs `llmops.jobs.<job>` on the configured runtime.
+
+    secret_env: {ENV: "conn_id.field"}, the only secrets the job sees. store_access: the job opens the
+    artefact store and gets the `llmops_artefacts` credentials (locally from the Connection, in pods from
+    the optional Secret `llmops-llmops-artefacts`, else RRSA); default: the jobs in STORE_JOBS.
+    """
+    store_access = job in STORE_JOBS if store_access is None else store_access
     runtime = runtime or get_settings().runtime
     if runtime == "kubernetes":
-        from llmops_airflow.pod_operator import RestrictedPodOperator
+        from llmops_airflow.pod import JobPodOperator
 
-        return RestrictedPodOperator(task_id=task_id, arguments=[str(a) for a in arguments or []],
-                                     **_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars,
-                                                          secret_env),
-                                     **operator_kwargs)
+        return JobPodOperator(task_id=task_id, arguments=[str(a) for a in arguments or []],
+                              **_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars, secret_env,
+                                                   store_access),
+                              **operator_kwargs)
     return LocalJobOperator(task_id=task_id, arguments=arguments,
-                            **_local_kwargs(job, environment, env_vars, secret_env), **operator_kwargs)
+                            **_local_kwargs(job, environment, env_vars, secret_env, store_access), **operator_kwargs)
 
 
 def heavy_step_partial(*, task_id: str, job: str, environment: str = "worker", gpu_profile: str | None = None,
                        image: str | None = None, env_vars: dict[str, str] | None = None,
-                       secret_env: dict[str, str] | None = None, runtime: str | None = None, **operator_kwargs):
+                       secret_env: dict[str, str] | None = None, store_access: bool | None = None,
+                       runtime: str | None = None, **operator_kwargs):
     """`heavy_step` for dynamic task mapping: returns `Operator.partial(...)`; call `.expand(arguments=...)`."""
+    store_access = job in STORE_JOBS if store_access is None else store_access
     runtime = runtime or get_settings().runtime
     if runtime == "kubernetes":
-        from llmops_airflow.pod_operator import RestrictedPodOperator
+        from llmops_airflow.pod import JobPodOperator
 
-        return RestrictedPodOperator.partial(
-            task_id=task_id, **_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars, secret_env),
+        return JobPodOperator.partial(
+            task_id=task_id,
+            **_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars, secret_env, store_access),
             **operator_kwargs)
-    return LocalJobOperator.partial(task_id=task_id, **_local_kwargs(job, environment, env_vars, secret_env),
-                                    **operator_kwargs)
+    return LocalJobOperator.partial(
+        task_id=task_id, **_local_kwargs(job, environment, env_vars, secret_env, store_access), **operator_kwargs)

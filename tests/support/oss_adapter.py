@@ -5,9 +5,12 @@ No OSS emulator exists. oss2 speaks OSS: `x-oss-*` headers, CRC64-ECMA checksums
 forwards every request to S3 (path style, anonymous: SeaweedFS runs without identities) and
 translates only that dialect:
 
-- request headers `x-oss-meta-*` -> `x-amz-meta-*`, `x-oss-forbid-overwrite: true` -> `If-None-Match: *`;
+- request headers `x-oss-meta-*` -> `x-amz-meta-*`, `x-oss-forbid-overwrite: true` -> `If-None-Match: *`
+  (on PUT and CompleteMultipartUpload; S3 applies it atomically) and its 412 -> OSS's 409 FileAlreadyExists;
 - response headers back, plus `x-oss-hash-crc64ecma` computed here from the bytes that passed through
-  (parts are remembered and combined on CompleteMultipartUpload), so oss2's CRC64 checks are real;
+  (parts are remembered and combined on CompleteMultipartUpload), so oss2's CRC64 checks are real. Like
+  OSS, the CRC64 follows the object's bytes: it is remembered per (key, ETag), and an object changed
+  behind the adapter's back (new ETag) gets its CRC64 recomputed from the bytes S3 holds;
 - response XML: namespaces stripped, elements oss2 requires but S3 omits added.
 
 `stats` counts requests and body bytes per operation; tests use it to prove a retry resumed.
@@ -38,7 +41,7 @@ CHUNK = 1024 * 1024
 @dataclass
 class AdapterState:
     upstream: tuple[str, int]
-    object_crc: dict[str, int] = field(default_factory=dict)  # path -> crc64 of the whole object
+    object_crc: dict[str, tuple[str, int]] = field(default_factory=dict)  # path -> (etag, crc64 of the object)
     part_crc: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)  # upload id -> part -> (crc, size)
     stats: Counter = field(default_factory=Counter)
     corrupt_crc: bool = False  # tests set it to prove clients check x-oss-hash-crc64ecma
@@ -142,15 +145,31 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             upstream.close()
 
+    def _object_crc(self, path: str, etag: str) -> int:
+        state = self.state
+        with state.lock:
+            known = state.object_crc.get(path)
+        if known is not None and known[0] == etag:
+            return known[1]
+        crc = _crc_of_upstream(state, path)
+        with state.lock:
+            state.object_crc[path] = (etag, crc)
+        return crc
+
     def _respond(self, response, operation: str, query: dict, path: str, body_crc: int, length: int) -> None:
         state = self.state
         status = response.status
         out_headers: list[tuple[str, str]] = [("x-oss-request-id", uuid.uuid4().hex)]
         crc = None
+        content_type = response.getheader("Content-Type", "")
+        rewrite = self.command != "HEAD" and ("xml" in content_type or operation not in ("get",))
+        body = response.read() if rewrite else None
+        etag = (response.getheader("ETag") or "").strip('"')
         if status < 300:
             with state.lock:
                 if operation == "put":
-                    crc = state.object_crc[path] = body_crc
+                    crc = body_crc
+                    state.object_crc[path] = (etag, crc)
                 elif operation == "upload_part":
                     state.part_crc.setdefault(query["uploadId"][0], {})[int(query["partNumber"][0])] = (body_crc,
                                                                                                        length)
@@ -161,17 +180,16 @@ class _Handler(BaseHTTPRequestHandler):
                     for number in sorted(parts):
                         part_crc, size = parts[number]
                         combined = combine.combine(combined, part_crc, size)
-                    crc = state.object_crc[path] = combined
-                elif operation in ("get", "head") and "Range" not in self.headers:
-                    crc = state.object_crc.get(path)
+                    crc = combined
+                    found = re.search(rb"<ETag>\s*(?:&quot;|\")?([^<&\"]*)", body or b"")
+                    state.object_crc[path] = (found.group(1).decode() if found else "", crc)
                 elif operation == "delete":
                     state.object_crc.pop(path, None)
+            if operation in ("get", "head") and "Range" not in self.headers:
+                crc = self._object_crc(path, etag)
         if crc is not None:
             crc = crc ^ 1 if state.corrupt_crc else crc
             out_headers.append(("x-oss-hash-crc64ecma", str(crc)))
-        content_type = response.getheader("Content-Type", "")
-        rewrite = self.command != "HEAD" and ("xml" in content_type or operation not in ("get",))
-        body = response.read() if rewrite else None
         if status == 412 and self.headers.get("x-oss-forbid-overwrite", "").lower() == "true":
             status, body = 409, (b"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>FileAlreadyExists</Code>"
                                  b"<Message>The object you specified already exists.</Message></Error>")
@@ -201,6 +219,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         while chunk := response.read(CHUNK):
             self.wfile.write(chunk)
+
+
+def _crc_of_upstream(state: AdapterState, path: str) -> int:
+    """CRC64 of the bytes S3 holds at `path` (for an object the adapter did not see written)."""
+    upstream = http.client.HTTPConnection(*state.upstream, timeout=300)
+    try:
+        upstream.request("GET", path)
+        response = upstream.getresponse()
+        crc = Crc64(0)
+        while chunk := response.read(CHUNK):
+            crc.update(chunk)
+        return crc.crc
+    finally:
+        upstream.close()
 
 
 class _Server(ThreadingHTTPServer):

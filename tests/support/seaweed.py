@@ -4,12 +4,17 @@
         make_bucket(s3, "artefacts")
         open_store("s3://artefacts/root", credentials=s3.credentials)
 
-No identities are configured, so SeaweedFS accepts any key pair (clients still sign requests).
+By default no identities are configured, so SeaweedFS accepts any key pair (clients still sign requests).
+`seaweed_server(enforce_credentials=True)` starts it with an S3 identity config (`-s3.config`): only
+`server.access_key` / `server.secret_key` are accepted, anything else is refused with an S3 error
+(InvalidAccessKeyId / SignatureDoesNotMatch). Use it when a test must prove credentials really arrive.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import secrets
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -52,8 +57,12 @@ def make_bucket(server: S3Server, name: str) -> str:
 
 
 @contextlib.contextmanager
-def seaweed_server(data_dir: Path | None = None, *, timeout: float = 60) -> Iterator[S3Server]:
-    """Start `weed server -s3` with every port free and random; stop it (SIGKILL if SIGTERM hangs)."""
+def seaweed_server(data_dir: Path | None = None, *, timeout: float = 60,
+                   enforce_credentials: bool = False) -> Iterator[S3Server]:
+    """Start `weed server -s3` with every port free and random; stop it (SIGKILL if SIGTERM hangs).
+
+    enforce_credentials: only a random key pair (the server's access_key/secret_key) is accepted.
+    """
     with contextlib.ExitStack() as stack:
         if data_dir is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="seaweed-")))
@@ -70,13 +79,22 @@ def seaweed_server(data_dir: Path | None = None, *, timeout: float = 60) -> Iter
             *(f"-{name.replace('.grpc', '.port.grpc')}={port}" if name.endswith(".grpc") else f"-{name}.port={port}"
               for name, port in ports.items()),
         ]
+        keys = {}
+        if enforce_credentials:
+            keys = {"access_key": "llmops-" + secrets.token_hex(6), "secret_key": secrets.token_urlsafe(24)}
+            identities = data_dir / "s3-identities.json"
+            identities.write_text(json.dumps({"identities": [{
+                "name": "llmops", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                "credentials": [{"accessKey": keys["access_key"], "secretKey": keys["secret_key"]}]}]}))
+            identities.chmod(0o600)
+            command.append(f"-s3.config={identities}")
         log = data_dir / "weed.log"
         with open(log, "ab") as log_file:
             proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                                     cwd=data_dir)
         stack.callback(stop, proc, grace=2.0)  # weed often ignores SIGTERM: do not wait long
         endpoint = f"http://127.0.0.1:{ports['s3']}"
-        server = S3Server(endpoint_url=endpoint, pid=proc.pid, data_dir=data_dir, ports=ports)
+        server = S3Server(endpoint_url=endpoint, pid=proc.pid, data_dir=data_dir, ports=ports, **keys)
 
         def ready() -> bool:
             if not http_ok(endpoint):

@@ -35,6 +35,20 @@ def test_window_summary_is_the_difference_between_scrapes():
     assert summary["requests"] == 0
 
 
+def test_quantiles_below_the_histogram_resolution_are_not_presented_as_measurements():
+    """A tiny model on CPU: every request lands in vLLM's first e2e bucket; its bound is not a p95."""
+    before = parse(RECORDED)
+    after = parse(RECORDED)
+    first = min(after.histograms["e2e_latency"].buckets)
+    after.histograms["e2e_latency"].count += 6
+    for le in after.histograms["e2e_latency"].buckets:
+        after.histograms["e2e_latency"].buckets[le] += 6
+    summary = window_summary(before, after)
+    assert summary["e2e_latency_count"] == 6
+    assert summary["e2e_latency_p95_s"].startswith("below histogram resolution")
+    assert f"{first:g} s" in summary["e2e_latency_p95_s"]
+
+
 def test_renamed_metrics_are_still_found():
     """Older vLLM / exporters: underscores instead of ':' and request_latency instead of e2e_request_latency."""
     old = RECORDED.replace("vllm:e2e_request_latency_seconds", "vllm:request_latency_seconds").replace("vllm:", "vllm_")

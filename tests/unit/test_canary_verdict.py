@@ -71,7 +71,53 @@ def test_rounds_without_latency_do_not_count():
     verdict = judge(Observations(GOLDEN["all_pass"], canary, rounds("stable", [0.1] * 3)), T)
     assert not verdict.passed
     assert {c.name: c.status for c in verdict.checks} == {"golden_prompts": "pass", "error_rate": "fail",
-                                                           "p95_latency_ratio": "fail"}
+                                                           "p95_latency_ratio": "inconclusive"}
+    assert verdict.outcome == "failed"  # a threshold broken outranks missing data
+
+
+def test_failed_inconclusive_and_error_are_distinct_outcomes():
+    fine = Observations(GOLDEN["all_pass"], rounds("canary", [0.1] * 3), rounds("stable", [0.1] * 3))
+    assert judge(fine, T).outcome == "passed"
+    assert judge(Observations(GOLDEN["one_fails"], fine.canary_rounds, fine.stable_rounds), T).outcome == "failed"
+    few = Observations(GOLDEN["all_pass"], rounds("canary", [0.1]), rounds("stable", [0.1]))
+    assert judge(few, T).outcome == "inconclusive" and not judge(few, T).passed
+    unanswered = ProbeRound("canary", 20, 20, measurement_error="no response to 20 requests (ConnectError)")
+    errors = Observations(GOLDEN["all_pass"], [unanswered] * 4, rounds("stable", [0.1] * 4),
+                          measurement_errors=4, error_limit_reached="4 probe rounds in a row got no response")
+    verdict = judge(errors, T)
+    assert verdict.outcome == "error" and "in a row" in verdict.summary
+
+
+def test_a_transient_measurement_error_is_retried_not_counted_as_canary_errors():
+    unanswered = ProbeRound("canary", 20, 20, measurement_error="no response to 20 requests (ReadTimeout)")
+    canary = [unanswered, *rounds("canary", [0.1] * 3)]
+    verdict = judge(Observations(GOLDEN["all_pass"], canary, rounds("stable", [0.1] * 4), measurement_errors=1), T)
+    assert verdict.passed, verdict.summary
+
+
+def test_decisive_evidence_stops_early_and_weak_evidence_does_not():
+    from llmops.canary.verdict import decisive_failure
+
+    assert "golden" in decisive_failure(Observations(GOLDEN["one_fails"]), T)
+    assert decisive_failure(Observations(GOLDEN["all_pass"]), T) is None
+    many = Observations(GOLDEN["all_pass"], rounds("canary", [0.1], errors=6))
+    assert "6 errors in 20" in decisive_failure(many, T)
+    few = Observations(GOLDEN["all_pass"], rounds("canary", [0.1], errors=2))  # over the rate, under the count
+    assert decisive_failure(few, T) is None
+    verdict = judge(Observations(GOLDEN["all_pass"], [], [], canary_gone="the canary vLLM process 1 exited",
+                                 stopped_early="the canary vLLM process 1 exited"), T)
+    assert verdict.outcome == "failed" and "crashed" in verdict.summary
+    golden_only = judge(Observations(GOLDEN["one_fails"], [], [], stopped_early="golden prompts failing",
+                                     has_stable=True), T)
+    latency = {c.name: c for c in golden_only.checks}["p95_latency_ratio"]
+    assert latency.status == "skipped" and "initial deployment" not in latency.detail
+
+
+def test_a_significant_rank_test_outvoted_by_the_ratio_is_mentioned():
+    canary = [samples_round("canary", 0.05, shift=0.01) for _ in range(3)]
+    stable = [samples_round("stable", 0.05) for _ in range(3)]
+    check = {c.name: c for c in judge(Observations(GOLDEN["all_pass"], canary, stable), T).checks}["p95_latency_ratio"]
+    assert check.status == "pass" and "outvoted" in check.detail and "threshold 1.5" in check.detail
 
 
 @pytest.mark.parametrize(("output", "kwargs", "passed"), [

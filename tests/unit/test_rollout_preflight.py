@@ -89,6 +89,18 @@ def test_checksum_mismatch_is_a_problem():
     assert "model.safetensors" in check_checksums("u", ["model.safetensors"])[0].what
 
 
+def test_checksums_say_what_was_compared_and_refuse_a_manifest_without_them():
+    from llmops.artefacts.store import StoredCheck
+    from llmops.rollout.preflight import checksums_checked
+
+    ok = StoredCheck("u", "size and CRC32 of all 2 files")
+    assert check_checksums("u", ok) == [] and checksums_checked(ok) == "checksums verify (size and CRC32 of all 2 files)"
+    bad = StoredCheck("u", "size and CRC32 of all 2 files", ["w.safetensors: the store reports crc32 A, ..."])
+    assert "compared: size and CRC32" in check_checksums("u", bad)[0].what
+    refused = check_checksums("u", StoredCheck("u", "nothing (refused)", unverifiable="u records no server-kept"))
+    assert refused[0].what == "u records no server-kept" and "model_refresh" in refused[0].fix
+
+
 def test_facts_from_a_manifest_dict():
     manifest = {"serving_runtime": "vllm", "quantization_format": "W8A8", "min_compute_capability": 7.5,
                 "tensor_parallel_size": 1, "max_model_len": 512, "recipe": "llmcompressor-w8a8",

@@ -29,8 +29,40 @@ def test_markdown_has_the_comparison_numbers_and_verdict():
 
 def test_html_is_escaped():
     page = render_html(make_report())
-    assert "<td>&lt;b&gt;</td>" in page and "<td><b></td>" not in page
+    assert "&lt;b&gt;" in page and "<b>" not in page
     assert page.startswith("<!doctype html>") and "ROLLED_BACK" in page
+
+
+def test_html_has_everything_the_markdown_has():
+    import re
+
+    report = make_report()
+    markdown, page = render_markdown(report), render_html(report)
+    text = html_to_text(page)
+    for line in markdown.splitlines():
+        for cell in re.split(r"\s*\|\s*", line.strip("-#| `*")):
+            cell = cell.replace("`", "").replace("**", "").strip()
+            if cell and not set(cell) <= set("-|") and not cell.startswith("```"):
+                assert cell in text, cell
+    assert "at least 3 paired rounds" in text and "num_requests_waiting" in text
+
+
+def html_to_text(page: str) -> str:
+    import html
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", " ", page)).replace("  ", " ")
+
+
+def test_manual_roll_back_extra_args_and_early_stop_are_labelled():
+    report = make_report()
+    report.manual_roll_back = True
+    report.canary_extra_args = ["--max-num-seqs", "1"]
+    report.steps[0].stopped_early = "golden prompts failing (1/2 passed)"
+    for text in (render_markdown(report), html_to_text(render_html(report))):
+        assert text.splitlines()[0].lstrip("# ").startswith("Manual roll back of tiny-llama") or \
+            "Manual roll back of tiny-llama" in text
+        assert "--max-num-seqs 1" in text and "stopped early" in text
 
 
 def test_step_reports_round_trip_through_json():

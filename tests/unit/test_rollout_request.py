@@ -70,3 +70,21 @@ def test_empty_values_fall_back_to_the_deployment_defaults():
     assert resolved.steps == spec.steps and resolved.window_s == spec.analysis_window_s
     assert resolved.thresholds["max_error_rate"] == 0.2
     assert resolved.thresholds["max_p95_latency_ratio"] == spec.thresholds.max_p95_latency_ratio
+
+
+def test_the_deployment_fixes_the_model_and_optional_fields_may_be_empty(rollout_dag):
+    assert "model" not in rollout_dag.params
+    import copy
+
+    params = copy.deepcopy(rollout_dag.params)
+    for optional in ("steps", "thresholds", "analysis_window_s", "canary_extra_args"):
+        params[optional] = None  # the form's empty value is valid and means "the deployment's default"
+    values = params.validate()
+    resolved = resolve_request(RolloutRequest.from_params(values), load_registry())
+    assert resolved.deployment.model == "tiny-llama" and resolved.steps == [10, 50, 100]
+    assert resolved.window_s == 300 and resolved.probe_concurrency >= 8
+
+
+def test_canary_extra_args_are_strings():
+    request = RolloutRequest.from_params({"deployment": "tiny-llama-chat", "canary_extra_args": ["--max-num-seqs", "1"]})
+    assert request.canary_extra_args == ["--max-num-seqs", "1"]

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import kubernetes_validate
 import pytest
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import ApiClient
 
+from llmops.jobs._cli import clean_line, line_level
+from llmops_airflow.pod import JobPodOperator
 from llmops_airflow.steps import GPU_POOL, POD_STARTUP_TIMEOUT_S, JobFailed, LocalJobOperator, heavy_step
 
 
@@ -40,9 +44,7 @@ def _pod(op) -> dict:
 def test_kubernetes_step_is_a_valid_gpu_pod(profile, resource, amount):
     op = heavy_step(task_id="quantize", job="quantize", arguments=["--model", "tiny-llama"],
                     gpu_profile=profile, runtime="kubernetes")
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-
-    assert isinstance(op, KubernetesPodOperator)
+    assert isinstance(op, KubernetesPodOperator) and isinstance(op, JobPodOperator)
     assert op.deferrable is True and op.pool == GPU_POOL
     assert op.startup_timeout_seconds == POD_STARTUP_TIMEOUT_S
     pod = _pod(op)
@@ -84,9 +86,69 @@ def test_secret_env_in_pods_reads_kubernetes_secrets():
     pod = _pod(op)
     env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
     ref = env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
-    assert ref == {"name": "llmops-huggingface-default", "key": "password"}
+    # optional, like a missing Connection locally: the variable is then unset
+    assert ref == {"name": "llmops-huggingface-default", "key": "password", "optional": True}
+    assert not pod["spec"]["containers"][0].get("envFrom")  # download never opens the store
 
 
 def test_malformed_secret_reference_refused():
     with pytest.raises(ValueError, match="conn_id>.<field>"):
         heavy_step(task_id="x", job="doctor", runtime="local", secret_env={"HF_TOKEN": "huggingface_default"})
+
+
+def test_publish_pods_read_the_store_credentials_from_an_optional_secret():
+    op = heavy_step(task_id="publish", job="publish", runtime="kubernetes")
+    pod = _pod(op)
+    kubernetes_validate.validate(pod, "1.33", strict=True)
+    assert pod["spec"]["containers"][0]["envFrom"] == [
+        {"secretRef": {"name": "llmops-llmops-artefacts", "optional": True}}]
+    assert heavy_step(task_id="publish", job="publish", runtime="local").store_access
+
+
+def test_job_lines_lose_their_own_timestamp_and_third_party_noise():
+    assert clean_line("2026-11-29T11:40:00.1234 | oneshot | INFO - Compressing model") == "oneshot | INFO - Compressing model"
+    assert clean_line("2026-11-29 11:40:00,123 INFO llmops.x: hello") == "INFO llmops.x: hello"
+    for noise in ["Batches: 100%|##########| 1/1 [00:00<00:00, 12.3it/s]",
+                  "INFO faiss.loader: Loading faiss with AVX2 support.",
+                  "I0000 00:00:1732000000.123456   12345 chttp2_transport.cc:1178] ipv4:127.0.0.1:19530: "
+                  "Got goaway [2] err=UNAVAILABLE:GOAWAY received", ""]:
+        assert clean_line(noise) is None, noise
+    assert clean_line('LLMOPS_RESULT {"a": 1}') == 'LLMOPS_RESULT {"a": 1}'
+
+
+def test_job_lines_keep_their_level():
+    import logging
+
+    assert line_level("ERROR llmops.jobs.download: bad") == (logging.ERROR, "llmops.jobs.download: bad")
+    assert line_level("oneshot | WARNING - careful")[0] == logging.WARNING
+    assert line_level("Traceback (most recent call last):")[0] == logging.ERROR
+    assert line_level("  - models[0]: what", logging.ERROR)[0] == logging.ERROR  # an error's continuation
+    assert line_level("plain print", logging.INFO) == (logging.INFO, "plain print")
+
+
+def test_a_permanent_job_error_is_logged_as_error_and_fails_without_retry(capsys, tmp_path):
+    """The real download job, asked for a model the registry does not have."""
+    import re
+
+    op = heavy_step(task_id="download", job="download", runtime="local",
+                    arguments=["--model", "no-such-model", "--revision-sha", "f" * 40, "--out", str(tmp_path)])
+    with pytest.raises(AirflowFailException, match="has no model named 'no-such-model'"):
+        op.execute(context={})
+    lines = capsys.readouterr().out.splitlines()  # the task log, as Airflow's logger renders it
+    (error,) = [line for line in lines if "has no model named 'no-such-model' (known" in line]
+    assert "[error" in error
+    stamp = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}")
+    assert all(len(stamp.findall(line)) <= 1 for line in lines)  # Airflow's timestamp, not the job's too
+
+
+def test_in_process_tasks_fail_at_once_on_permanent_errors_only():
+    from llmops.errors import ConfigError
+    from llmops.hub.errors import HubUnavailableError
+    from llmops_airflow.failures import permanent_errors_fail_at_once
+
+    with pytest.raises(AirflowFailException, match="has no model"), permanent_errors_fail_at_once():
+        raise ConfigError("models.yaml", [("", "has no model named 'x'", "add it")])
+    with pytest.raises(HubUnavailableError), permanent_errors_fail_at_once():  # retried
+        raise HubUnavailableError("mirror down; fix: rerun")
+    with pytest.raises(OSError), permanent_errors_fail_at_once():  # not ours: retried
+        raise OSError("disk")

@@ -7,7 +7,13 @@ the bytes it received (S3: CRC32, which botocore would compute anyway; OSS: CRC6
 hot path costs no extra hashing. The state of an interrupted upload lives on the server (the open
 multipart upload and its parts), so a retry from any machine finds it: listed parts whose size and
 MD5 match the local bytes are kept, the rest are sent. The finished object is checked (S3: the
-multipart ETag from the parts' MD5s; OSS: CRC64 combined from the parts) before it counts.
+multipart ETag from the parts' MD5s; OSS: CRC64 combined from the parts) before it counts, and the
+checksum the server keeps for it (S3: CRC32, composite for multipart; OSS: CRC64) is computed from the
+local parts, returned for the manifest and compared with what the server reports.
+
+Keys are content-addressed (see store.py), so two publishers writing one key send the same bytes; if
+a twin completes the same multipart upload first, ours ends in an error and the object the twin made
+is accepted only when it holds our bytes.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ import logging
 import os
 from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmops.artefacts.errors import ArtefactIntegrityError
-from llmops.artefacts.store import ArtefactStore, Progress
+from llmops.artefacts.store import ArtefactStore, Progress, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ class RemoteObject:
     sha256: str | None  # recorded in object metadata at upload
     etag: str
     crc64: int | None = None
+    checksums: dict[str, str] = field(default_factory=dict)  # server-kept, as recorded in manifests
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class LocalChecksums:
     md5: bytes
     part_md5s: list[bytes]
     crc64: int | None
+    checksums: dict[str, str] = field(default_factory=dict)  # what the server must report (server_checksums)
 
 
 def normalise_etag(etag: str) -> str:
@@ -82,8 +90,10 @@ class ObjectStore(ArtefactStore):
     def _head(self, key: str) -> RemoteObject | None: ...
 
     @abstractmethod
-    def _put_object(self, key: str, data: bytes, metadata: dict[str, str], *, if_absent: bool = False) -> str | None:
-        """Write a whole object; return its ETag, or None when `if_absent` and the key exists."""
+    def _put_object(self, key: str, data: bytes, metadata: dict[str, str], *, if_absent: bool = False,
+                    checksum: int | None = None) -> str | None:
+        """Write a whole object (with `checksum`, the server checks the body against it); return its ETag, or
+        None when `if_absent` and the key exists (an atomic create-if-absent on the server)."""
 
     @abstractmethod
     def _find_upload(self, key: str) -> str | None: ...
@@ -115,6 +125,10 @@ class ObjectStore(ArtefactStore):
         """CRC64 for backends that report it per object (OSS); None elsewhere."""
         return None
 
+    @abstractmethod
+    def _server_checksums(self, parts: list[tuple[int, int]], multipart: bool) -> dict[str, str]:
+        """What the server keeps for an object made of parts [(part checksum, size)], as FileEntry.checksums."""
+
     def _object_matches(self, remote: RemoteObject, local: LocalChecksums) -> bool:
         """Does the server's object hold the local bytes? S3: compare the ETag."""
         etag = normalise_etag(remote.etag)
@@ -137,28 +151,31 @@ class ObjectStore(ArtefactStore):
     def _local_checksums(self, path: Path, size: int) -> LocalChecksums:
         part_size = self.part_size_for(size) if size >= self.multipart_threshold else max(size, 1)
         whole = hashlib.md5(usedforsecurity=False)
-        part_md5s, crc = [], None
+        part_md5s, crc, parts = [], None, []
         with open(path, "rb") as handle:
             while chunk := handle.read(part_size):
                 whole.update(chunk)
                 part_md5s.append(hashlib.md5(chunk, usedforsecurity=False).digest())
+                parts.append((self._part_checksum(chunk), len(chunk)))
                 part_crc = self._crc64(chunk)
                 if part_crc is not None:
                     crc = part_crc if crc is None else self._crc_combine(crc, part_crc, len(chunk))
         if crc is None and size == 0:
             crc = self._crc64(b"")
-        return LocalChecksums(whole.digest(), part_md5s, crc)
+        multipart = size >= self.multipart_threshold
+        return LocalChecksums(whole.digest(), part_md5s, crc,
+                              self._server_checksums(parts or [(self._part_checksum(b""), 0)], multipart))
 
     def _crc_combine(self, crc1: int, crc2: int, len2: int) -> int:
         raise NotImplementedError
 
-    def _upload_file(self, key: str, path: Path, size: int, sha256: str, progress: Progress | None) -> bool:
+    def _upload_file(self, key: str, path: Path, size: int, sha256: str,
+                     progress: Progress | None) -> tuple[bool, dict[str, str]]:
         full_key = self._key(key)
         remote = self._head(full_key)
-        if remote is not None and remote.size == size and remote.sha256 == sha256 and self._object_matches(
-                remote, self._local_checksums(path, size)):
+        if remote is not None and self._holds(remote, path, size, sha256):
             self.stats.add(bytes_skipped=size)
-            return False
+            return False, remote.checksums
         metadata = {"sha256": sha256}
         if size < self.multipart_threshold:
             data = Path(path).read_bytes()  # below the threshold: bounded
@@ -166,22 +183,38 @@ class ObjectStore(ArtefactStore):
                 raise ArtefactIntegrityError(
                     f"{path} no longer has the sha256 the manifest records ({sha256}); fix: rebuild the manifest",
                     path=key, expected=sha256, actual=hashlib.sha256(data).hexdigest())
-            etag = self._put_object(full_key, data, metadata)
+            checksum = self._part_checksum(data)
+            etag = self._put_object(full_key, data, metadata, checksum=checksum)
             expected = hashlib.md5(data, usedforsecurity=False).hexdigest()
             if etag is not None and normalise_etag(etag) != expected:
-                self._delete_full([full_key])
                 raise ArtefactIntegrityError(f"{self.uri_for(key, '')}: the server stored ETag {etag} for {path}, "
                                              f"expected MD5 {expected}; fix: retry the publish",
                                              path=key, expected=expected, actual=etag)
             self.stats.add(bytes_uploaded=size, parts_uploaded=1)
             if progress:
                 progress(key, size, size)
-            return True
-        self._multipart(full_key, key, Path(path), size, metadata, progress)
-        return True
+            return True, self._server_checksums([(checksum, size)], multipart=False)
+        try:
+            parts = self._multipart(full_key, key, Path(path), size, metadata, progress)
+        except Exception:
+            # a twin sending the same bytes to this (content-addressed) key may have completed the upload we
+            # shared: its object is as good as ours if it holds our bytes
+            remote = self._head(full_key)
+            if remote is None or not self._holds(remote, path, size, sha256):
+                raise
+            log.info("%s was completed by another publisher with the same bytes", key)
+            return True, remote.checksums
+        return True, self._server_checksums([(p.checksum, p.size) for p in parts], multipart=True)
+
+    def _holds(self, remote: RemoteObject, path: Path, size: int, sha256: str) -> bool:
+        """Does the server's object hold the local file's bytes (size, recorded sha256, ETag, server checksum)?"""
+        if remote.size != size or remote.sha256 != sha256:
+            return False
+        local = self._local_checksums(path, size)
+        return self._object_matches(remote, local) and remote.checksums == local.checksums
 
     def _multipart(self, full_key: str, key: str, path: Path, size: int, metadata: dict[str, str],
-                   progress: Progress | None) -> None:
+                   progress: Progress | None) -> list[PartDone]:
         part_size = self.part_size_for(size)
         plan = [(number, offset, min(part_size, size - offset))
                 for number, offset in enumerate(range(0, size, part_size), 1)]
@@ -236,11 +269,11 @@ class ObjectStore(ArtefactStore):
         self._complete(full_key, upload_id, parts)
         remote = self._head(full_key)
         if remote is None or remote.size != size or not self._completed_matches(remote, parts):
-            self._delete_full([full_key])
             raise ArtefactIntegrityError(
                 f"{self.root_uri}/{key}: after completing the multipart upload the server reports {remote}, which "
-                f"does not match the {len(parts)} parts sent (size {size}); the object was removed; fix: retry the "
+                f"does not match the {len(parts)} parts sent (size {size}); no manifest was written; fix: retry the "
                 "publish", path=key, expected=str(size), actual=str(remote))
+        return parts
 
     @staticmethod
     def _parts_match(path: Path, plan: list[tuple[int, int, int]], listed: dict[int, tuple[str, int]]) -> bool:
@@ -257,9 +290,9 @@ class ObjectStore(ArtefactStore):
 
     # --- ArtefactStore primitives on top of the backend ------------------------------------------
 
-    def _stat(self, key: str) -> tuple[int, str | None] | None:
+    def _stat(self, key: str, *, checksums: bool = False) -> StoredObject | None:
         remote = self._head(self._key(key))
-        return None if remote is None else (remote.size, remote.sha256)
+        return None if remote is None else StoredObject(remote.size, remote.sha256, dict(remote.checksums))
 
     def _put_if_absent(self, key: str, data: bytes) -> bool:
         return self._put_object(self._key(key), data, {"sha256": hashlib.sha256(data).hexdigest()},

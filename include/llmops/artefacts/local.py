@@ -1,7 +1,10 @@
 """The embedded default store: a directory tree (`file:///abs/dir`).
 
-Files are written as `<name>.incomplete`, hashed while copied and renamed into place; the manifest is
-created with a hard link, which fails if the name exists, so two writers cannot both publish.
+Files are copied to a staging name of their own (`.tmp-<name>.<random>`), hashed while copied, and
+linked into place with a hard link, which fails if the name exists: a twin writing the same
+(content-addressed) key never sees a half-written file, and nobody else's staging file is touched.
+The manifest is created the same way, so two writers cannot both publish. The checksum the "server"
+keeps is the file's sha256, re-hashed by `verify_stored`.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ import hashlib
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from llmops.artefacts.errors import ArtefactIntegrityError
 from llmops.artefacts.hashing import CHUNK, sha256_file
-from llmops.artefacts.store import ArtefactStore, Progress
+from llmops.artefacts.manifest import check_relative_path
+from llmops.artefacts.store import ArtefactStore, Progress, StoredObject
 
 
 class FileStore(ArtefactStore):
@@ -26,38 +31,47 @@ class FileStore(ArtefactStore):
         super().__init__(self.root.as_uri())
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        return self.root / check_relative_path(key, "store key")
 
-    def _upload_file(self, key: str, path: Path, size: int, sha256: str, progress: Progress | None) -> bool:
+    def _upload_file(self, key: str, path: Path, size: int, sha256: str,
+                     progress: Progress | None) -> tuple[bool, dict[str, str]]:
         target = self._path(key)
         if target.is_file() and target.stat().st_size == size and sha256_file(target)[0] == sha256:
             self.stats.add(bytes_skipped=size)
-            return False
+            return False, {"sha256": sha256}
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".incomplete")
-        digest, done = hashlib.sha256(), 0
-        with open(path, "rb") as source, open(partial, "wb") as sink:
-            while chunk := source.read(CHUNK):
-                sink.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(key, done, size)
-            sink.flush()
-            os.fsync(sink.fileno())
-        if done != size or digest.hexdigest() != sha256:
+        partial = target.with_name(f".tmp-{target.name}.{uuid.uuid4().hex[:12]}")
+        try:
+            digest, done = hashlib.sha256(), 0
+            with open(path, "rb") as source, open(partial, "xb") as sink:
+                while chunk := source.read(CHUNK):
+                    sink.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(key, done, size)
+                sink.flush()
+                os.fsync(sink.fileno())
+            if done != size or digest.hexdigest() != sha256:
+                raise ArtefactIntegrityError(
+                    f"{path}: copied {done} bytes with sha256 {digest.hexdigest()}, the manifest records {size} "
+                    f"bytes with sha256 {sha256}: the file changed after the manifest was built; fix: rebuild the "
+                    "manifest", path=key, expected=sha256, actual=digest.hexdigest())
+            try:
+                os.link(partial, target)
+            except FileExistsError:  # a twin linked the same key first: keep its copy if it holds these bytes
+                if not (target.stat().st_size == size and sha256_file(target)[0] == sha256):
+                    os.replace(partial, target)  # a damaged copy: the key's name says which bytes belong there
+        finally:
             partial.unlink(missing_ok=True)
-            raise ArtefactIntegrityError(
-                f"{path}: copied {done} bytes with sha256 {digest.hexdigest()}, the manifest records {size} bytes "
-                f"with sha256 {sha256}: the file changed after the manifest was built; fix: rebuild the manifest",
-                path=key, expected=sha256, actual=digest.hexdigest())
-        partial.replace(target)
         self.stats.add(bytes_uploaded=size)
-        return True
+        return True, {"sha256": sha256}
 
-    def _stat(self, key: str) -> tuple[int, str | None] | None:
+    def _stat(self, key: str, *, checksums: bool = False) -> StoredObject | None:
         target = self._path(key)
-        return (target.stat().st_size, None) if target.is_file() else None
+        if not target.is_file():
+            return None
+        return StoredObject(target.stat().st_size, None, {"sha256": sha256_file(target)[0]} if checksums else {})
 
     def _put_if_absent(self, key: str, data: bytes) -> bool:
         target = self._path(key)
@@ -75,8 +89,10 @@ class FileStore(ArtefactStore):
             os.unlink(handle.name)
 
     def _get_bytes(self, key: str) -> bytes | None:
-        target = self._path(key)
-        return target.read_bytes() if target.is_file() else None
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
 
     def _iter_chunks(self, key: str) -> Iterator[bytes]:
         with open(self._path(key), "rb") as handle:
@@ -84,7 +100,7 @@ class FileStore(ArtefactStore):
                 yield chunk
 
     def _list(self, prefix: str) -> Iterator[str]:
-        base = self._path(prefix)
+        base = self._path(prefix.rstrip("/"))
         if not base.is_dir():
             return
         for dirpath, _dirnames, filenames in os.walk(base):

@@ -7,12 +7,13 @@ prefix without a manifest is not a version. Readers (rollout pre-flight) trust o
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmops.artefacts.hashing import sha256_file
 
@@ -31,6 +32,29 @@ def _check_part(kind: str, value: str) -> None:
         )
 
 
+def check_relative_path(value: object, what: str = "path") -> str:
+    """`value` as a store-relative POSIX path that cannot leave its base: relative, normalised, no `..`,
+    no empty or `.` parts, no backslashes, no drive letters or control characters. ValueError otherwise."""
+    problem = None
+    if not isinstance(value, str) or not value:
+        problem = "is empty or not a string"
+    elif value.startswith("/") or re.match(r"^[A-Za-z]:", value):
+        problem = "is absolute"
+    elif "\\" in value:
+        problem = "contains a backslash"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        problem = "contains a control character"
+    elif ".." in value.split("/"):
+        problem = "contains a '..' part"
+    elif posixpath.normpath(value) != value or value.endswith("/"):
+        problem = "is not normalised (empty or '.' parts, or a trailing '/')"
+    if problem:
+        shown = repr(value)[:120] + ("..." if len(repr(value)) > 120 else "")
+        raise ValueError(f"{what} {shown} {problem}; fix: use a relative POSIX path inside the artefact "
+                         "(e.g. 'config.json' or 'sub/model.safetensors')")
+    return value
+
+
 def artefact_prefix(model: str, sha: str, runtime: str, recipe: str) -> str:
     """The immutable prefix of one artefact version: `models/<model>/<sha>/<runtime>-<recipe>`."""
     _check_part("model", model)
@@ -47,9 +71,32 @@ def artefact_prefix(model: str, sha: str, runtime: str, recipe: str) -> str:
 class FileEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str = Field(description="POSIX path relative to the version prefix")
+    path: str = Field(description="POSIX path relative to the version prefix (and to a fetch destination)")
     size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    stored_as: str | None = Field(
+        default=None, description="where the bytes live, relative to the version prefix (set by the store at "
+        "publish: data/<sha256>/<path>, so two publishers of one version never write the same key with different "
+        "bytes); None in manifests written before, whose bytes live at `path`")
+    checksums: dict[str, str] = Field(
+        default={}, description="what the store itself keeps for the object, recorded at publish and compared by "
+        "rollout pre-flight: crc32 (S3 ChecksumMode), crc64ecma (OSS), sha256 (file store)")
+
+    @field_validator("path", "stored_as")
+    @classmethod
+    def _confined(cls, value: str | None, info) -> str | None:
+        return None if value is None else check_relative_path(value, f"manifest file {info.field_name}")
+
+    @property
+    def key(self) -> str:
+        """The object's key relative to the version prefix."""
+        return self.stored_as or self.path
+
+
+def stored_key(sha256: str, path: str) -> str:
+    """Where publish puts a file's bytes below the version prefix: content-addressed, so a key only ever
+    holds one content, and a retry of the same bytes finds (and resumes) what an earlier attempt sent."""
+    return f"data/{sha256}/{path}"
 
 
 class BuiltBy(BaseModel):
@@ -92,8 +139,11 @@ class Manifest(BaseModel):
         return sum(entry.size for entry in self.files)
 
     def content(self) -> dict[str, Any]:
-        """The manifest without bookkeeping fields: two builds of one version compare equal on this."""
-        return self.model_dump(mode="json", exclude=set(BOOKKEEPING_FIELDS))
+        """The manifest without bookkeeping fields (and without where each store keeps the bytes): two builds
+        of one version compare equal on this exactly when their files' bytes are the same."""
+        content = self.model_dump(mode="json", exclude=set(BOOKKEEPING_FIELDS))
+        content["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files]
+        return content
 
     def same_content(self, other: Manifest) -> bool:
         return self.content() == other.content()

@@ -1,5 +1,9 @@
 """Alibaba Cloud OSS backend (oss2) with CRC64 checks.
 
+OSS keeps a CRC64-ECMA per object (`x-oss-hash-crc64ecma`); manifests record it and rollout
+pre-flight compares it with what OSS reports. The manifest is created with
+`x-oss-forbid-overwrite: true`, which OSS applies atomically (409 FileAlreadyExists when taken).
+
 oss2 (with `enable_crc`) compares the CRC64-ECMA it computes for every upload, part and completed
 multipart object with the one OSS returns in `x-oss-hash-crc64ecma`, and we compare a finished
 object's CRC64 with the one combined from the local parts before it counts as uploaded. Parts go
@@ -100,9 +104,17 @@ class OssStore(ObjectStore):
             raise
         crc = head.headers.get("x-oss-hash-crc64ecma")
         return RemoteObject(size=head.content_length, sha256=head.headers.get("x-oss-meta-sha256"),
-                            etag=head.etag or "", crc64=int(crc) if crc else None)
+                            etag=head.etag or "", crc64=int(crc) if crc else None,
+                            checksums={"crc64ecma": str(int(crc))} if crc else {})
 
-    def _put_object(self, key: str, data: bytes, metadata: dict[str, str], *, if_absent: bool = False) -> str | None:
+    def _server_checksums(self, parts: list[tuple[int, int]], multipart: bool) -> dict[str, str]:
+        combined = parts[0][0]
+        for crc, size in parts[1:]:
+            combined = self._crc_combine(combined, crc, size)
+        return {"crc64ecma": str(combined)}
+
+    def _put_object(self, key: str, data: bytes, metadata: dict[str, str], *, if_absent: bool = False,
+                    checksum: int | None = None) -> str | None:  # oss2 checks the CRC64 OSS returns
         import oss2
 
         headers = {f"x-oss-meta-{name}": value for name, value in metadata.items()}

@@ -1,4 +1,11 @@
-"""S3 backend (boto3): AWS S3, Alibaba Cloud OSS's S3-compatible endpoint, MinIO, SeaweedFS."""
+"""S3 backend (boto3): AWS S3, MinIO, SeaweedFS (any server with conditional writes and CRC32 checksums).
+
+Every object carries a CRC32 the server checks on receipt and keeps (whole-object for single PUTs,
+COMPOSITE for multipart uploads: the CRC32 of the parts' CRC32s, suffixed `-<parts>`); `head_object`
+with `ChecksumMode=ENABLED` reports it, and manifests record it for rollout pre-flight. The manifest is
+created with `If-None-Match: *`; a server that ignores or refuses conditional writes cannot hold
+immutable versions, so publishing to it fails rather than risking two manifests.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import zlib
 from collections.abc import Iterator
 
 from llmops.artefacts._object import ObjectStore, PartDone, RemoteObject
-from llmops.artefacts.errors import ArtefactIntegrityError, StoreUriError
+from llmops.artefacts.errors import ArtefactError, ArtefactIntegrityError, StoreUriError
 
 
 class S3Store(ObjectStore):
@@ -54,27 +61,43 @@ class S3Store(ObjectStore):
         from botocore.exceptions import ClientError
 
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as exc:
             if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+        crc32 = head.get("ChecksumCRC32")
         return RemoteObject(size=head["ContentLength"], sha256=head.get("Metadata", {}).get("sha256"),
-                            etag=head.get("ETag", ""))
+                            etag=head.get("ETag", ""), checksums={"crc32": crc32} if crc32 else {})
 
-    def _put_object(self, key: str, data: bytes, metadata: dict[str, str], *, if_absent: bool = False) -> str | None:
+    @staticmethod
+    def _b64(crc: int) -> str:
+        return base64.b64encode(crc.to_bytes(4, "big")).decode()
+
+    def _server_checksums(self, parts: list[tuple[int, int]], multipart: bool) -> dict[str, str]:
+        if not multipart:
+            return {"crc32": self._b64(parts[0][0])}
+        composite = zlib.crc32(b"".join(crc.to_bytes(4, "big") for crc, _ in parts))
+        return {"crc32": f"{self._b64(composite)}-{len(parts)}"}
+
+    def _put_object(self, key: str, data: bytes, metadata: dict[str, str], *, if_absent: bool = False,
+                    checksum: int | None = None) -> str | None:
         from botocore.exceptions import ClientError
 
         extra = {"IfNoneMatch": "*"} if if_absent else {}
+        crc = self._b64(zlib.crc32(data) if checksum is None else checksum)
         try:
-            return self.client.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata=metadata, **extra)["ETag"]
+            return self.client.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata=metadata,
+                                          ChecksumCRC32=crc, **extra)["ETag"]
         except ClientError as exc:
             code = self._code(exc)
             if if_absent and code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
                 return None
             if if_absent and code in ("NotImplemented", "501"):
-                # a server without conditional writes: publish() checked for a manifest just before
-                return self.client.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata=metadata)["ETag"]
+                raise ArtefactError(
+                    f"s3://{self.bucket}/{key}: the server refuses conditional writes (If-None-Match: *), so two "
+                    "publishers could both write this version's manifest; nothing was published; fix: use a server "
+                    "that supports them (AWS S3, MinIO, SeaweedFS) or the oss:// backend") from None
             raise
 
     def _find_upload(self, key: str) -> str | None:
@@ -83,7 +106,8 @@ class S3Store(ObjectStore):
         return mine[-1]["UploadId"] if mine else None
 
     def _create_upload(self, key: str, metadata: dict[str, str]) -> str:
-        return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata=metadata)["UploadId"]
+        return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata=metadata,
+                                                   ChecksumAlgorithm="CRC32")["UploadId"]
 
     def _list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
         parts: dict[int, tuple[str, int]] = {}
@@ -98,7 +122,7 @@ class S3Store(ObjectStore):
 
     def _upload_part(self, key: str, upload_id: str, number: int, data: bytes, checksum: int | None) -> str:
         # Passing the CRC32 (which botocore would otherwise compute itself) makes the server reject damaged bytes.
-        sent = base64.b64encode(checksum.to_bytes(4, "big")).decode()
+        sent = self._b64(checksum)
         response = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
                                            Body=data, ChecksumCRC32=sent)
         echoed = response.get("ChecksumCRC32")
@@ -111,7 +135,8 @@ class S3Store(ObjectStore):
     def _complete(self, key: str, upload_id: str, parts: list[PartDone]) -> None:
         self.client.complete_multipart_upload(
             Bucket=self.bucket, Key=key, UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]})
+            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag, "ChecksumCRC32": self._b64(p.checksum)}
+                                       for p in parts]})
 
     def _abort(self, key: str, upload_id: str) -> None:
         self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)

@@ -10,10 +10,20 @@
 
 The rules every backend keeps (tests/integration/artefacts runs one contract suite over all three):
 - a version is a prefix with a `manifest.json`; without one it does not exist (`read_manifest` -> None);
-- `publish` uploads every file, verifies what the server holds, and writes the manifest last and only
-  if absent; publishing the same content again returns the existing URI, different content is refused;
+- `publish` uploads every file to a content-addressed key below the version (`data/<sha256>/<path>`: a
+  key only ever holds one content, so racing publishers never overwrite each other's bytes), verifies
+  what the server holds (size, sha256 and the checksum the server keeps), and creates the manifest last
+  with the backend's atomic create-if-absent (S3 `If-None-Match: *`, OSS `x-oss-forbid-overwrite`, a
+  hard link on the file store): whatever the interleaving, one manifest wins. Publishing the same
+  content again (or losing a race to it) returns the existing URI; different content is refused with
+  `ImmutableArtefactError`. Nobody deletes anything before a manifest exists; after it exists no other
+  manifest can be written, so only then are objects it does not list removed;
+- every key comes from a checked relative path: a version, a manifest entry or a fetch target can
+  never leave the store root or the fetch destination;
 - uploads stream with flat memory, and a retried publish skips files and parts already uploaded and
-  verified instead of starting over.
+  verified instead of starting over;
+- `verify_stored` (rollout pre-flight) compares each file's size and the server-kept checksum recorded
+  in the manifest with what the store reports now, reading no bytes on object stores.
 """
 
 from __future__ import annotations
@@ -21,8 +31,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +51,7 @@ from llmops.artefacts.errors import (
     StoreUriError,
 )
 from llmops.artefacts.hashing import sha256_file
-from llmops.artefacts.manifest import MANIFEST_NAME, Manifest
+from llmops.artefacts.manifest import MANIFEST_NAME, FileEntry, Manifest, check_relative_path, stored_key
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +101,53 @@ class _ProgressLog:
             self.callback(path, done, size)
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """What a store reports about one object: its size, the sha256 recorded with it at upload (object stores'
+    metadata; None on the file store) and the checksums the server keeps (see FileEntry.checksums)."""
+
+    size: int
+    sha256: str | None = None
+    checksums: dict[str, str] = field(default_factory=dict)
+
+
+#: how each recorded checksum is obtained, for messages that say exactly what was verified
+CHECKSUM_SOURCES = {
+    "crc32": "CRC32 the S3 server keeps (ChecksumMode=ENABLED; composite of part CRC32s for multipart objects)",
+    "crc64ecma": "CRC64-ECMA the OSS server keeps (x-oss-hash-crc64ecma)",
+    "sha256": "sha256 re-hashed from the stored file",
+}
+
+
+@dataclass(frozen=True)
+class StoredCheck:
+    """The result of `verify_stored`: what was compared, and every file that did not match.
+
+    `unverifiable` is set (and nothing else was compared) when the manifest records no server checksums:
+    sizes alone cannot catch a same-size change, so such a version is refused rather than half-checked."""
+
+    uri: str
+    verified: str
+    mismatches: list[str] = field(default_factory=list)
+    unverifiable: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and self.unverifiable is None
+
+
+def check_version_prefix(prefix: str) -> str:
+    """A version prefix (or any key below the store root) stripped of outer '/', refused when it could leave
+    the root (`models/../../outside/evil`, absolute parts, backslashes)."""
+    stripped = prefix.strip("/") if isinstance(prefix, str) else prefix
+    try:
+        return check_relative_path(stripped, "store path")
+    except ValueError as exc:
+        raise StoreUriError(f"{str(exc).split('; fix:')[0]}: it would resolve outside the store root; fix: pass a "
+                            "version prefix like models/<model>/<sha>/<runtime>-<recipe> (or its manifest URI) "
+                            "inside the configured store") from None
+
+
 class ArtefactStore(ABC):
     """Base class: the publication protocol. Backends supply object primitives on keys below the root."""
 
@@ -101,12 +160,15 @@ class ArtefactStore(ABC):
     # --- primitives every backend provides (keys are relative to the root) -----------------------
 
     @abstractmethod
-    def _upload_file(self, key: str, path: Path, size: int, sha256: str, progress: Progress | None) -> bool:
-        """Upload and verify one file; skip it when the server already holds it verified. True if sent."""
+    def _upload_file(self, key: str, path: Path, size: int, sha256: str,
+                     progress: Progress | None) -> tuple[bool, dict[str, str]]:
+        """Upload and verify one file; skip it when the server already holds it verified. Returns (sent, the
+        checksums the server must now report for it, computed from the local bytes)."""
 
     @abstractmethod
-    def _stat(self, key: str) -> tuple[int, str | None] | None:
-        """(size, sha256 recorded at upload or None) of an object, None when absent."""
+    def _stat(self, key: str, *, checksums: bool = False) -> StoredObject | None:
+        """An object's size, recorded sha256 and server-kept checksums (on the file store only when
+        `checksums`: it has to read the bytes); None when absent."""
 
     @abstractmethod
     def _put_if_absent(self, key: str, data: bytes) -> bool:
@@ -134,9 +196,11 @@ class ArtefactStore(ABC):
         return f"{self.root_uri}/{prefix.strip('/')}/{name}"
 
     def publish(self, local_dir: Path, prefix: str, manifest: Manifest, *, progress: Progress | None = None) -> str:
-        """Upload `local_dir` under `prefix`, verify, then write manifest.json; return the manifest URI."""
+        """Upload `local_dir` under `prefix`, verify, then create manifest.json if absent; return the manifest URI.
+
+        Safe against a twin publishing the same version at the same moment: see the module docstring."""
         local_dir = Path(local_dir)
-        prefix = prefix.strip("/")
+        prefix = check_version_prefix(prefix)
         if prefix != manifest.prefix:
             raise ArtefactError(
                 f"prefix {prefix!r} does not match the manifest's (model, source_sha, serving_runtime, recipe) "
@@ -144,7 +208,6 @@ class ArtefactStore(ABC):
             )
         manifest_key = f"{prefix}/{MANIFEST_NAME}"
         uri = self.uri_for(prefix)
-        manifest = manifest.model_copy(update={"uri": uri})
         existing = self.read_manifest(prefix)
         if existing is not None:
             return self._settle_existing(existing, manifest, uri)
@@ -164,23 +227,40 @@ class ArtefactStore(ABC):
         total = manifest.total_size
         log.info("publishing %d files (%.1f MiB) to %s", len(manifest.files), total / 2**20, self.uri_for(prefix, ""))
         report = _ProgressLog(progress)
-        for index, entry in enumerate(manifest.files, 1):
-            sent = self._upload_file(f"{prefix}/{entry.path}", local_dir / entry.path, entry.size, entry.sha256,
-                                     report)
-            self.stats.add(**({"files_uploaded": 1} if sent else {"files_skipped": 1}))
-            log.info("[%d/%d] %s %s (%.1f MiB)", index, len(manifest.files), "uploaded" if sent else "already there",
-                     entry.path, entry.size / 2**20)
-
-        self._verify_uploaded(prefix, manifest)
-        self._remove_strays(prefix, manifest)
-        if not self._put_if_absent(manifest_key, manifest.to_json().encode()):
-            # someone published this version between our check and our write: same rules apply
-            return self._settle_existing(self.read_manifest(prefix), manifest, uri)
+        entries: list[FileEntry] = []
+        try:
+            for index, entry in enumerate(manifest.files, 1):
+                key = stored_key(entry.sha256, entry.path)
+                sent, checksums = self._upload_file(f"{prefix}/{key}", local_dir / entry.path, entry.size,
+                                                    entry.sha256, report)
+                entries.append(entry.model_copy(update={"stored_as": key, "checksums": checksums}))
+                self.stats.add(**({"files_uploaded": 1} if sent else {"files_skipped": 1}))
+                log.info("[%d/%d] %s %s (%.1f MiB)", index, len(manifest.files),
+                         "uploaded" if sent else "already there", entry.path, entry.size / 2**20)
+            final = manifest.model_copy(update={"files": entries, "uri": uri})
+            self._verify_uploaded(prefix, final)
+        except Exception:
+            # A twin may have published meanwhile (and swept our half-sent objects): its manifest decides.
+            existing = self.read_manifest(prefix)
+            if existing is None:
+                raise
+            return self._settle_existing(existing, manifest, uri, ours=entries)
+        if not self._put_if_absent(manifest_key, final.to_json().encode()):
+            # someone published this version between our check and our write: theirs stands
+            return self._settle_existing(self.read_manifest(prefix), manifest, uri, ours=entries)
+        self._sweep(prefix, final)
         elapsed = time.monotonic() - started
         log.info("published %s in %.1f s (%.1f MiB/s)", uri, elapsed, total / 2**20 / max(elapsed, 1e-6))
         return uri
 
-    def _settle_existing(self, existing: Manifest | None, manifest: Manifest, uri: str) -> str:
+    def _settle_existing(self, existing: Manifest | None, manifest: Manifest, uri: str,
+                         ours: list[FileEntry] = ()) -> str:
+        """A manifest already exists: ours lost (or came late). Remove what we sent that it does not list (no
+        manifest can list it any more), then report "already published" or refuse."""
+        if existing is not None and ours:
+            listed = {entry.key for entry in existing.files}
+            prefix = existing.prefix
+            self._delete([f"{prefix}/{entry.key}" for entry in ours if entry.key not in listed])
         if existing is not None and existing.same_content(manifest):
             log.info("%s is already published with the same content; nothing to do", uri)
             return uri
@@ -189,76 +269,124 @@ class ArtefactStore(ABC):
             "immutable; fix: keep the published one, or build from a new source sha or under another recipe"
         )
 
-    def changed_files(self, manifest: Manifest, prefix: str | None = None) -> list[tuple[str, object]]:
-        """(path, what the server holds) for every file of `manifest` missing under `prefix` or not of its size
-        (or recorded sha256): a cheap remote check that reads no file's bytes."""
-        prefix = (prefix or manifest.prefix).strip("/")
-        changed = []
+    def _sweep(self, prefix: str, manifest: Manifest) -> None:
+        """After OUR manifest exists (so no other can ever be written here): remove data objects it does not
+        list, left by crashed or losing attempts. Objects beside the version (reports) are not touched."""
+        wanted = {f"{prefix}/{entry.key}" for entry in manifest.files}
+        strays = [key for key in self._list(f"{prefix}/data/") if key not in wanted]
+        if strays:
+            log.info("removing %d objects under %s left by other attempts", len(strays), prefix)
+            self._delete(strays)
+
+    @staticmethod
+    def _compare(entry: FileEntry, stat: StoredObject | None, *, require_checksums: bool) -> str | None:
+        """Why the stored object does not match `entry`, or None when it does."""
+        if stat is None:
+            return "missing"
+        if stat.size != entry.size:
+            return f"{stat.size} bytes, the manifest records {entry.size}"
+        if stat.sha256 not in (None, entry.sha256):
+            return f"recorded sha256 {stat.sha256}, the manifest records {entry.sha256}"
+        for name, recorded in sorted(entry.checksums.items()):
+            reported = stat.checksums.get(name)
+            if reported is None and not require_checksums:
+                continue
+            if reported != recorded:
+                return (f"the store reports {name} {reported or 'none'}, the manifest records {recorded}" if reported
+                        else f"the store reports no {name} (the manifest records {recorded})")
+        return None
+
+    def verify_stored(self, manifest: Manifest) -> StoredCheck:
+        """Rollout pre-flight: each file's size and the server-kept checksum recorded in the manifest at publish,
+        compared with what the store reports now. Reads no bytes on object stores (the file store re-hashes)."""
+        prefix = check_version_prefix(manifest.prefix)
+        uri = manifest.uri or self.uri_for(prefix)
+        missing = [entry.path for entry in manifest.files if not entry.checksums]
+        if missing:
+            return StoredCheck(uri, "nothing (refused)", unverifiable=(
+                f"{uri} records no server-kept checksum for {len(missing)} file(s) ({', '.join(missing[:3])}"
+                f"{' ...' if len(missing) > 3 else ''}): it was published before checksums were recorded, and sizes "
+                "alone cannot catch a same-size change"))
+        mismatches = []
         for entry in manifest.files:
-            stat = self._stat(f"{prefix}/{entry.path}")
-            if stat is None or stat[0] != entry.size or stat[1] not in (None, entry.sha256):
-                changed.append((entry.path, stat))
-        return changed
+            why = self._compare(entry, self._stat(f"{prefix}/{entry.key}", checksums=True), require_checksums=True)
+            if why:
+                mismatches.append(f"{entry.path}: {why}")
+        kinds = sorted({name for entry in manifest.files for name in entry.checksums})
+        verified = (f"size and {' and '.join(CHECKSUM_SOURCES.get(k, k) for k in kinds)} of all "
+                    f"{len(manifest.files)} files ({manifest.total_size / 2**20:.1f} MiB) against the manifest")
+        log.info("verified %s: %s; %d mismatch(es)", uri, verified, len(mismatches))
+        return StoredCheck(uri, verified, mismatches)
 
     def put_beside(self, prefix: str, name: str, data: bytes) -> str:
         """Write a small write-once object beside the version at `prefix` (a rollout report, say); it is not
         part of the version's manifest and never fetched with it. Returns its URI."""
-        prefix = prefix.strip("/")
+        prefix = check_version_prefix(prefix)
+        name = check_version_prefix(name)
         self._put_if_absent(f"{prefix}/{name}", data)
         return self.uri_for(prefix, name)
 
     def _verify_uploaded(self, prefix: str, manifest: Manifest) -> None:
-        changed = self.changed_files(manifest, prefix)
-        if changed:
-            path, stat = changed[0]
-            entry = next(entry for entry in manifest.files if entry.path == path)
-            raise ArtefactIntegrityError(
-                f"{self.uri_for(prefix, path)} does not hold what was uploaded (server: {stat}, expected "
-                f"size {entry.size}, sha256 {entry.sha256}); no manifest was written; fix: retry the publish",
-                path=path, expected=entry.sha256, actual=str(stat))
-
-    def _remove_strays(self, prefix: str, manifest: Manifest) -> None:
-        wanted = {f"{prefix}/{entry.path}" for entry in manifest.files}
-        strays = [key for key in self._list(prefix + "/") if key not in wanted]
-        if strays:
-            log.info("removing %d objects under %s left by an earlier attempt", len(strays), prefix)
-            self._delete(strays)
+        for entry in manifest.files:
+            why = self._compare(entry, self._stat(f"{prefix}/{entry.key}"), require_checksums=self.scheme != "file")
+            if why:
+                raise ArtefactIntegrityError(
+                    f"{self.uri_for(prefix, entry.key)} does not hold what was uploaded for {entry.path} ({why}); no "
+                    "manifest was written; fix: retry the publish", path=entry.path, expected=entry.sha256, actual=why)
 
     def read_manifest(self, prefix: str) -> Manifest | None:
         """The manifest of the version at `prefix`, or None: a version without a manifest does not exist."""
-        prefix = prefix.strip("/")
+        prefix = check_version_prefix(prefix)
         data = self._get_bytes(f"{prefix}/{MANIFEST_NAME}")
         if data is None:
             return None
         try:
             manifest = Manifest.model_validate(json.loads(data))
-        except (ValueError, ValidationError) as exc:
-            raise ArtefactError(f"{self.uri_for(prefix)} is not a valid manifest ({exc}); "
-                                "fix: republish the version under a new prefix") from None
+        except ValidationError as exc:
+            details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                                for e in exc.errors()[:3])
+            raise ArtefactError(f"{self.uri_for(prefix)} is not a valid manifest ({details}); nothing was read "
+                                "from it; fix: have an operator remove this manifest.json and republish the "
+                                "version (model_refresh)") from None
+        except ValueError as exc:
+            raise ArtefactError(f"{self.uri_for(prefix)} is not valid JSON ({exc}); fix: have an operator remove "
+                                "this manifest.json and republish the version (model_refresh)") from None
         return manifest.model_copy(update={"uri": self.uri_for(prefix)})
 
     def exists(self, prefix: str) -> bool:
-        return self._stat(f"{prefix.strip('/')}/{MANIFEST_NAME}") is not None
+        return self._stat(f"{check_version_prefix(prefix)}/{MANIFEST_NAME}") is not None
 
     def fetch(self, prefix: str, dest: Path, verify: bool = True) -> Path:
-        """Download a version into `dest`, each file checked against the manifest's size and sha256."""
-        prefix = prefix.strip("/")
+        """Download a version into `dest`, each file checked against the manifest's size and sha256.
+
+        Every target must resolve inside `dest` (symlinks included); each file is written under a name of its
+        own (`.<name>.<random>.incomplete`) and renamed into place, so two fetchers of one cache are safe."""
+        prefix = check_version_prefix(prefix)
         manifest = self.read_manifest(prefix)
         if manifest is None:
             raise ArtefactNotFoundError(f"{self.uri_for(prefix)} does not exist (no manifest: not a published "
                                         "version); fix: check the prefix or publish it first")
         dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        root = os.path.realpath(dest)
+        for entry in manifest.files:  # every target checked before anything is written
+            resolved = os.path.realpath(dest / entry.path)
+            if os.path.commonpath([root, resolved]) != root or resolved == root:
+                raise ArtefactError(
+                    f"{manifest.uri}: file {entry.path!r} would be written to {resolved}, outside the destination "
+                    f"{root}; nothing was written; fix: remove the symlink that leads out of {dest} or fetch into "
+                    "an empty directory")
         for entry in manifest.files:
             target = dest / entry.path
             if target.is_file() and target.stat().st_size == entry.size and (
                     not verify or sha256_file(target)[0] == entry.sha256):
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".incomplete")
+            partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.incomplete")
             digest, size = hashlib.sha256(), 0
             try:
-                with open(partial, "wb") as handle:
-                    for chunk in self._iter_chunks(f"{prefix}/{entry.path}"):
+                with open(partial, "xb") as handle:
+                    for chunk in self._iter_chunks(f"{prefix}/{entry.key}"):
                         handle.write(chunk)
                         if verify:
                             digest.update(chunk)
@@ -267,6 +395,9 @@ class ArtefactStore(ABC):
                 partial.unlink(missing_ok=True)
                 raise ArtefactIntegrityError(f"{exc}; the stored copy of {entry.path} is damaged", path=entry.path,
                                              expected=exc.expected, actual=exc.actual) from None
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
             self.stats.add(bytes_downloaded=size)
             actual = digest.hexdigest() if verify else entry.sha256
             if size != entry.size or actual != entry.sha256:
@@ -282,7 +413,8 @@ class ArtefactStore(ABC):
     def list_versions(self, model: str) -> list[Manifest]:
         """Every published version of `model`, oldest first (prefixes without a manifest are skipped)."""
         manifests = []
-        for key in self._list(f"models/{model}/"):
+        base = check_version_prefix(f"models/{model}")
+        for key in self._list(f"{base}/"):
             parts = key.split("/")
             if len(parts) == 5 and parts[-1] == MANIFEST_NAME:
                 manifest = self.read_manifest("/".join(parts[:-1]))
@@ -309,7 +441,7 @@ class ArtefactStore(ABC):
                 raise StoreUriError(f"{uri_or_latest} is not inside this store ({self.root_uri}); fix: pass a URI "
                                     "under the configured store or open_store() its own root")
             prefix = uri_or_latest[len(self.root_uri) + 1:]
-        prefix = prefix.strip("/").removesuffix(MANIFEST_NAME).strip("/")
+        prefix = check_version_prefix(check_version_prefix(prefix).removesuffix(MANIFEST_NAME))
         manifest = self.read_manifest(prefix)
         if manifest is None:
             raise ArtefactNotFoundError(f"{self.uri_for(prefix)} does not exist (no manifest); fix: pick a "

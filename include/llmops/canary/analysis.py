@@ -1,10 +1,16 @@
-"""One analysis window: golden prompts on the canary, alternating bounded load, /metrics before and after."""
+"""One analysis window: golden prompts on the canary, alternating bounded load, /metrics before and after.
+
+The window ends early on decisive evidence: `stop_reason(observations so far)` is asked after the golden
+prompts and after every probe round, so a canary failing its golden prompts, erroring, or gone is
+judged within one round instead of after the whole window.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from llmops.canary import metrics
 from llmops.canary.probes import AlternatingProbe, run_golden
@@ -14,18 +20,43 @@ log = logging.getLogger(__name__)
 
 
 def analyse(*, canary_url: str, stable_url: str | None, model: str, golden_prompts: Sequence, window_s: float,
-            requests: int = 8, concurrency: int = 2, max_tokens: int = 16, pause_s: float = 0.5,
-            min_rounds: int = 3, timeout_s: float = 30.0) -> Observations:
+            requests: int = 16, concurrency: int = 8, max_tokens: int = 16, pause_s: float = 0.5,
+            min_rounds: int = 3, timeout_s: float = 30.0, max_consecutive_errors: int = 4,
+            stop_reason: Callable[[Observations], str | None] | None = None) -> Observations:
     """Observe the canary (and stable) for `window_s` seconds; the golden prompts count into the window."""
     started = time.monotonic()
     before = {"canary": metrics.scrape(canary_url), "stable": metrics.scrape(stable_url) if stable_url else None}
     golden = run_golden(canary_url, model, golden_prompts, timeout_s=timeout_s)
     log.info("golden prompts on the canary: %d/%d passed", sum(g.passed for g in golden), len(golden))
+    observed = Observations(golden, has_stable=stable_url is not None)
+    reason = stop_reason(observed) if stop_reason else None
+    if reason:
+        log.warning("analysis stopped before the load rounds: %s", reason)
+        return _finish(observed, reason, canary_url, stable_url, before)
     probe = AlternatingProbe(stable_url, canary_url, model, requests=requests, concurrency=concurrency,
-                             max_tokens=max_tokens, pause_s=pause_s, min_rounds=min_rounds, timeout_s=timeout_s)
+                             max_tokens=max_tokens, pause_s=pause_s, min_rounds=min_rounds, timeout_s=timeout_s,
+                             max_consecutive_errors=max_consecutive_errors)
+    state: dict = {"reason": None}
+
+    def after_round(canary_rounds, stable_rounds, error_limit: str) -> bool:
+        so_far = Observations(golden, list(canary_rounds), list(stable_rounds), {},
+                              error_limit_reached=error_limit, has_stable=stable_url is not None)
+        state["reason"] = (stop_reason(so_far) if stop_reason else None) or error_limit or None
+        return bool(state["reason"])
+
     remaining = max(0.0, window_s - (time.monotonic() - started))
-    canary_rounds, stable_rounds = probe.run(remaining)
+    canary_rounds, stable_rounds, error_limit = probe.run(remaining, after_round=after_round)
+    errors = sum(1 for r in canary_rounds + stable_rounds if r.measurement_error)
+    observed = Observations(golden, canary_rounds, stable_rounds, {}, measurement_errors=errors,
+                            error_limit_reached=error_limit, has_stable=stable_url is not None)
+    if state["reason"]:
+        log.warning("analysis stopped early: %s", state["reason"])
+    return _finish(observed, state["reason"] or "", canary_url, stable_url, before)
+
+
+def _finish(observed: Observations, reason: str, canary_url: str, stable_url: str | None,
+            before: dict) -> Observations:
     after = {"canary": metrics.scrape(canary_url), "stable": metrics.scrape(stable_url) if stable_url else None}
     server_side = {track: metrics.window_summary(before[track], after[track])
                    for track in ("canary", "stable") if track == "canary" or stable_url}
-    return Observations(golden, canary_rounds, stable_rounds, server_side)
+    return replace(observed, metrics=server_side, stopped_early=reason)

@@ -54,6 +54,41 @@ class Histogram:
         return previous_le
 
 
+    def bucket_of(self, q: float) -> tuple[float, float] | None:
+        """(lower, upper] bounds of the bucket holding the q-quantile; None without data."""
+        if self.count <= 0 or not self.buckets:
+            return None
+        rank = q * self.count
+        previous_le = 0.0
+        for le in sorted(self.buckets):
+            if self.buckets[le] >= rank:
+                return previous_le, le
+            previous_le = le
+        return previous_le, math.inf
+
+    def resolved_quantile(self, q: float) -> float | str | None:
+        """The q-quantile where the buckets resolve it, else a note saying they do not.
+
+        Interpolating inside a bucket only estimates: when the quantile falls in the first bucket (every
+        request of a tiny model on CPU does, for vLLM's e2e buckets), in the overflow bucket, or in a bucket
+        whose upper bound is more than `MAX_BUCKET_SPREAD` times its lower bound, the "quantile" would be a
+        bucket bound, not a measurement."""
+        bounds = self.bucket_of(q)
+        if bounds is None:
+            return None
+        low, high = bounds
+        if low <= 0:
+            return f"below histogram resolution (all <= {high:g} s, the first bucket)"
+        if math.isinf(high):
+            return f"above histogram resolution (> {low:g} s, the last bucket)"
+        if high > MAX_BUCKET_SPREAD * low:
+            return f"below histogram resolution (somewhere in {low:g}-{high:g} s)"
+        return self.quantile(q)
+
+
+MAX_BUCKET_SPREAD = 2.5
+
+
 @dataclass
 class Snapshot:
     histograms: dict[str, Histogram] = field(default_factory=dict)
@@ -119,8 +154,8 @@ def window_summary(before: Snapshot | None, after: Snapshot | None) -> dict:
             delta = after.histograms[quantity].minus(before.histograms.get(quantity) if before else None)
             out[f"{quantity}_count"] = delta.count
             out[f"{quantity}_mean_s"] = delta.sum / delta.count if delta.count else None
-            out[f"{quantity}_p50_s"] = delta.quantile(0.5)
-            out[f"{quantity}_p95_s"] = delta.quantile(0.95)
+            out[f"{quantity}_p50_s"] = delta.resolved_quantile(0.5)
+            out[f"{quantity}_p95_s"] = delta.resolved_quantile(0.95)
     for quantity in ("requests", "generation_tokens"):
         if quantity in after.values:
             out[quantity] = after.values[quantity] - (before.values.get(quantity, 0.0) if before else 0.0)

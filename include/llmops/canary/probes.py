@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -136,9 +135,12 @@ def load_round(base_url: str, model: str, target: str, *, requests: int, concurr
     ok = [t for t in timings if t.ok]
     e2e = [t.e2e_s for t in ok if t.e2e_s is not None]
     ttft = [t.ttft_s for t in ok if t.ttft_s is not None]
+    # no response at all (every request failed to connect or timed out): the probe could not measure
+    unanswered = not ok and all(not t.error.startswith("HTTP ") for t in timings)
+    measurement_error = f"no response to {requests} requests ({timings[0].error})" if unanswered and timings else ""
     return ProbeRound(target, requests, requests - len(ok), percentile(e2e, 50), percentile(e2e, 95),
                       percentile(ttft, 50), percentile(ttft, 95), started_at,
-                      tuple(round(v, 5) for v in e2e))
+                      tuple(round(v, 5) for v in e2e), measurement_error)
 
 
 @dataclass
@@ -147,58 +149,66 @@ class AlternatingProbe:
 
     Round i probes stable then canary when i is even, canary then stable when odd, each after a short
     pause, so neither backend systematically runs on a warmer or colder machine. Rounds run until the
-    analysis window is used up (and at least `min_rounds` times).
+    analysis window is used up (and at least `min_rounds` times), until `after_round` asks to stop, or
+    until `max_consecutive_errors` rounds in a row got no response at all (the third value returned).
     """
 
     stable_url: str | None
     canary_url: str
     model: str
-    requests: int = 8
-    concurrency: int = 2
+    requests: int = 16
+    concurrency: int = 8
     max_tokens: int = 16
     pause_s: float = 0.5
     min_rounds: int = 3
     timeout_s: float = 30.0
-    stop: threading.Event | None = None
-
+    max_consecutive_errors: int = 4
     warmup: bool = True
 
     def run(self, window_s: float, *, clock: Callable[[], float] = time.monotonic,
-            stable_model: str | None = None) -> tuple[list[ProbeRound], list[ProbeRound]]:
+            after_round: Callable[[list[ProbeRound], list[ProbeRound], str], bool] | None = None
+            ) -> tuple[list[ProbeRound], list[ProbeRound], str]:
         started = clock()
         deadline = started + window_s
         if self.warmup:
             # A fresh canary serves its first requests from cold caches (and on CPU, first-shape kernel
             # compiles) while the stable one is warm: one unrecorded round each keeps that out of the verdict.
-            for target, url in (("canary", self.canary_url), ("stable", self.stable_url)):
+            for url in (self.canary_url, self.stable_url):
                 if url is not None:
-                    load_round(url, stable_model if (target == "stable" and stable_model) else self.model, target,
-                               requests=self.concurrency, concurrency=self.concurrency, max_tokens=self.max_tokens,
-                               timeout_s=self.timeout_s)
+                    load_round(url, self.model, "warmup", requests=self.concurrency, concurrency=self.concurrency,
+                               max_tokens=self.max_tokens, timeout_s=self.timeout_s)
         canary_rounds: list[ProbeRound] = []
         stable_rounds: list[ProbeRound] = []
-        index = 0
+        index = consecutive_errors = 0
+        error_limit = ""
         while True:
             order = [("stable", self.stable_url), ("canary", self.canary_url)]
             if index % 2:
                 order.reverse()
+            unmeasured = False
             for target, url in order:
                 if url is None:
                     continue
                 time.sleep(self.pause_s)
-                model = stable_model if (target == "stable" and stable_model) else self.model
-                result = load_round(url, model, target, requests=self.requests, concurrency=self.concurrency,
+                result = load_round(url, self.model, target, requests=self.requests, concurrency=self.concurrency,
                                     max_tokens=self.max_tokens, timeout_s=self.timeout_s)
                 (canary_rounds if target == "canary" else stable_rounds).append(result)
+                unmeasured = unmeasured or bool(result.measurement_error)
             index += 1
+            consecutive_errors = consecutive_errors + 1 if unmeasured else 0
+            if consecutive_errors >= self.max_consecutive_errors:
+                error_limit = (f"{consecutive_errors} probe rounds in a row got no response "
+                               f"(limit max_consecutive_errors={self.max_consecutive_errors})")
             log.info("probe round %d: canary p95 %s s, stable p95 %s s", index, canary_rounds[-1].p95_e2e_s,
                      stable_rounds[-1].p95_e2e_s if stable_rounds else None)
-            if index >= self.min_rounds and clock() >= deadline:
+            if after_round is not None and after_round(canary_rounds, stable_rounds, error_limit):
                 break
-            if self.stop is not None and self.stop.is_set():
+            if error_limit:
+                break
+            if index >= self.min_rounds and clock() >= deadline:
                 break
             # another full round must still fit into the window; otherwise stop at the minimum
             per_round = (clock() - started) / index
             if index >= self.min_rounds and clock() + per_round > deadline:
                 break
-        return canary_rounds, stable_rounds
+        return canary_rounds, stable_rounds, error_limit

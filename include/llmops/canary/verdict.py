@@ -12,8 +12,16 @@ few stalled requests. The latency check fails only when both agree: the median r
 threshold and the rank test is significant (p < `latency_alpha`). Rounds recorded without samples fall
 back to the ratio alone.
 
-A verdict is `pass` only if every check passes; missing data (no stable to compare with is allowed
-and marked `skipped`, but too few rounds or no successful requests) is `fail`, never a silent pass.
+A verdict is `pass` only if every check passes. As in Argo Rollouts' analysis, the other outcomes are
+distinct: `failed` (a check saw the canary break a threshold), `inconclusive` (not enough data to say,
+e.g. too few comparable rounds; never a silent pass, the rollout does not continue), and `error` (the
+probes could not measure: `max_consecutive_errors` rounds in a row got no response at all). A round
+that got no response at all is a measurement error, retried rather than counted as canary errors;
+HTTP errors and failures within a round that otherwise got answers count into the error rate.
+
+`decisive_failure` is the early stop: evidence that cannot be outvoted by more rounds (golden
+prompts failing, enough errors that the rate is over its threshold whatever comes next) ends the
+analysis window at once.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from typing import Literal
 
 from llmops.canary.stats import mann_whitney_greater, median
 
-CheckStatus = Literal["pass", "fail", "skipped"]
+CheckStatus = Literal["pass", "fail", "inconclusive", "error", "skipped"]
+Outcome = Literal["passed", "failed", "inconclusive", "error"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,7 @@ class Thresholds:
     min_golden_pass_rate: float = 1.0
     min_rounds: int = 3
     latency_alpha: float = 0.05
+    min_errors_to_stop: int = 5
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class ProbeRound:
     p95_ttft_s: float | None = None
     started_at: float = 0.0
     e2e_samples: tuple[float, ...] = ()
+    measurement_error: str = ""  # no request got any response: the probe could not measure (not counted as errors)
 
     @property
     def error_rate(self) -> float:
@@ -70,6 +81,11 @@ class Observations:
     canary_rounds: list[ProbeRound] = field(default_factory=list)
     stable_rounds: list[ProbeRound] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)  # parsed vLLM /metrics deltas, for the report
+    stopped_early: str = ""  # why the window ended before its time (decisive evidence), empty if it ran out
+    canary_gone: str = ""  # the canary process / pods disappeared during the window
+    measurement_errors: int = 0  # rounds without any response
+    error_limit_reached: str = ""  # max_consecutive_errors rounds in a row without any response
+    has_stable: bool | None = None  # is there a stable to compare with? None: inferred from stable_rounds
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,7 @@ class Verdict:
     passed: bool
     checks: list[Check]
     summary: str
+    outcome: Outcome = "passed"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,11 +123,17 @@ def _golden_check(obs: Observations, t: Thresholds) -> Check:
     return Check("golden_prompts", "pass" if ok else "fail", rate, t.min_golden_pass_rate, detail)
 
 
+def _measured(rounds: list[ProbeRound]) -> list[ProbeRound]:
+    return [r for r in rounds if not r.measurement_error]
+
+
 def _error_check(obs: Observations, t: Thresholds) -> Check:
-    requests = sum(r.requests for r in obs.canary_rounds)
-    errors = sum(r.errors for r in obs.canary_rounds)
+    rounds = _measured(obs.canary_rounds)
+    requests = sum(r.requests for r in rounds)
+    errors = sum(r.errors for r in rounds)
     if requests == 0:
-        return Check("error_rate", "fail", None, t.max_error_rate, "the canary received no probe requests")
+        return Check("error_rate", "inconclusive", None, t.max_error_rate,
+                     "the canary answered no probe request")
     rate = errors / requests
     return Check("error_rate", "pass" if rate <= t.max_error_rate else "fail", rate, t.max_error_rate,
                  f"{errors} errors in {requests} canary requests")
@@ -127,35 +150,90 @@ def paired_ratios(canary: list[ProbeRound], stable: list[ProbeRound], attr: str 
 
 
 def _latency_check(obs: Observations, t: Thresholds) -> Check:
-    if not obs.stable_rounds:
+    if obs.has_stable is False or (obs.has_stable is None and not obs.stable_rounds):
         return Check("p95_latency_ratio", "skipped", None, t.max_p95_latency_ratio,
                      "no stable version to compare with (initial deployment)")
     ratios = paired_ratios(obs.canary_rounds, obs.stable_rounds)
     if len(ratios) < t.min_rounds:
-        return Check("p95_latency_ratio", "fail", median(ratios) if ratios else None, t.max_p95_latency_ratio,
-                     f"only {len(ratios)} comparable round(s), need {t.min_rounds}: inconclusive")
+        return Check("p95_latency_ratio", "inconclusive", median(ratios) if ratios else None,
+                     t.max_p95_latency_ratio, f"only {len(ratios)} comparable round(s), need {t.min_rounds}")
     ratio = median(ratios)
     assert ratio is not None
-    detail = f"median of {len(ratios)} paired-round ratios " + ", ".join(f"{r:.2f}" for r in ratios)
+    detail = (f"compared: the median of {len(ratios)} paired-round p95 ratios = {ratio:.2f} "
+              f"(threshold {t.max_p95_latency_ratio:g}); per round " + ", ".join(f"{r:.2f}" for r in ratios))
     canary_samples = [v for r in obs.canary_rounds for v in r.e2e_samples]
     stable_samples = [v for r in obs.stable_rounds for v in r.e2e_samples]
     p_value = mann_whitney_greater(canary_samples, stable_samples)
     over = ratio > t.max_p95_latency_ratio
     if p_value is not None:
-        detail += f"; rank test canary slower p={p_value:.3g} ({len(canary_samples)} vs {len(stable_samples)} requests)"
-        if over and p_value >= t.latency_alpha:
-            detail += ": not significant, treated as noise"
-        over = over and p_value < t.latency_alpha
+        detail += (f"; rank test canary slower p={p_value:.3g} (alpha {t.latency_alpha:g}, "
+                   f"{len(canary_samples)} vs {len(stable_samples)} requests)")
+        significant = p_value < t.latency_alpha
+        if over and not significant:
+            detail += ": not significant, the ratio is treated as noise"
+        elif significant and not over:
+            detail += (": significant, but outvoted by the median ratio (within the threshold): "
+                       "the canary is measurably slower, by less than the allowed ratio")
+        over = over and significant
     return Check("p95_latency_ratio", "fail" if over else "pass", ratio, t.max_p95_latency_ratio, detail)
+
+
+def _paired(rounds_a: list[ProbeRound], rounds_b: list[ProbeRound]) -> tuple[list[ProbeRound], list[ProbeRound]]:
+    """Drop pairs where either side could not measure (a measurement error on stable says nothing of canary)."""
+    pairs = [(c, s) for c, s in zip(rounds_a, rounds_b, strict=False)
+             if not c.measurement_error and not s.measurement_error]
+    return [c for c, _ in pairs], [s for _, s in pairs]
+
+
+def _alive_check(obs: Observations) -> Check | None:
+    if obs.canary_gone:
+        return Check("canary_alive", "fail", None, None, f"the canary crashed or disappeared: {obs.canary_gone}")
+    return None
+
+
+def decisive_failure(obs: Observations, t: Thresholds) -> str | None:
+    """Evidence more rounds cannot outvote: stop the analysis window now. Pure."""
+    if obs.golden:
+        golden = _golden_check(obs, t)
+        if golden.status == "fail":
+            return f"golden prompts failing ({golden.detail})"
+    rounds = _measured(obs.canary_rounds)
+    errors = sum(r.errors for r in rounds)
+    requests = sum(r.requests for r in rounds)
+    if errors >= t.min_errors_to_stop and requests and errors / requests > t.max_error_rate:
+        return f"{errors} errors in {requests} canary requests ({errors / requests:.1%} > {t.max_error_rate:.1%})"
+    if obs.error_limit_reached:
+        return obs.error_limit_reached
+    return None
 
 
 def judge(obs: Observations, thresholds: Thresholds) -> Verdict:
     """Decide whether the canary may take more traffic. Pure: no clock, no I/O."""
-    checks = [_golden_check(obs, thresholds), _error_check(obs, thresholds), _latency_check(obs, thresholds)]
-    failed = [c for c in checks if c.status == "fail"]
-    passed = not failed
+    canary_rounds, stable_rounds = obs.canary_rounds, obs.stable_rounds
+    if stable_rounds:
+        canary_rounds, stable_rounds = _paired(canary_rounds, stable_rounds)
+    measured = Observations(obs.golden, canary_rounds, stable_rounds, obs.metrics, has_stable=obs.has_stable)
+    checks = [_golden_check(measured, thresholds), _error_check(measured, thresholds),
+              _latency_check(measured, thresholds)]
+    alive = _alive_check(obs)
+    if alive is not None:
+        checks.insert(0, alive)
+    if obs.error_limit_reached:
+        checks.append(Check("measurements", "error", float(obs.measurement_errors), None, obs.error_limit_reached))
+    if obs.stopped_early:
+        # a decisive failure ended the window: checks that lack data because of that are not the reason
+        checks = [c if c.status != "inconclusive" else Check(c.name, "skipped", c.observed, c.threshold,
+                                                              c.detail + " (window stopped early)")
+                  for c in checks]
+    statuses = {c.status for c in checks}
+    outcome: Outcome = ("failed" if "fail" in statuses else "error" if "error" in statuses
+                        else "inconclusive" if "inconclusive" in statuses else "passed")
+    passed = outcome == "passed"
     if passed:
         summary = "canary healthy: " + "; ".join(f"{c.name} {c.status}" for c in checks)
     else:
-        summary = "canary rejected: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
-    return Verdict(passed, checks, summary)
+        bad = [c for c in checks if c.status in ("fail", "error", "inconclusive")]
+        summary = f"canary rejected ({outcome}): " + "; ".join(f"{c.name}: {c.detail}" for c in bad)
+        if obs.stopped_early:
+            summary += f" (analysis stopped early: {obs.stopped_early})"
+    return Verdict(passed, checks, summary, outcome)

@@ -155,12 +155,24 @@ class RolloutThresholds(Strict):
 
 
 class RolloutProbe(Strict):
-    requests_per_round: int = Field(default=8, ge=1, le=1000)
-    concurrency: int = Field(default=2, ge=1, le=64)
+    """The synthetic load of an analysis window. It must reach the concurrency production sees: a canary whose
+    requests queue (vLLM `--max-num-seqs 1`) looks as fast as stable at concurrency 2 (median ratio 1.02)
+    and shows at 8 (1.65 and more). The effective concurrency is max(concurrency, the deployment's
+    expected_concurrency)."""
+
+    requests_per_round: int = Field(default=16, ge=1, le=1000)
+    concurrency: int = Field(default=8, ge=1, le=256)
     max_tokens: int = Field(default=16, ge=1, le=1024)
     pause_s: float = Field(default=0.5, ge=0.0, le=60.0, description="pause before each probe (lets the CPU settle)")
     min_rounds: int = Field(default=3, ge=1, le=100)
     timeout_s: float = Field(default=30.0, gt=0, le=600)
+    max_consecutive_errors: int = Field(
+        default=4, ge=1, le=100,
+        description="probe rounds in a row that got no measurement at all (every request failed to connect or "
+                    "timed out) before the analysis ends as an Error; fewer are retried (as Argo Rollouts does)")
+    min_errors_to_stop: int = Field(
+        default=5, ge=1, le=10000,
+        description="canary request errors needed before an error rate over the threshold stops the analysis early")
 
 
 class RolloutSpec(Strict):
@@ -224,7 +236,10 @@ class Deployment(Strict):
     kubernetes_connection_id: str = Field(default="kubernetes_default", pattern=r"^[A-Za-z0-9_.-]{1,250}$")
     traffic: TrafficSpec = TrafficSpec()
     resources: ContainerResources = ContainerResources()
-    extra_args: list[str] = []
+    extra_args: list[str] = Field(default=[], description="extra vLLM arguments (pods and local processes)")
+    expected_concurrency: int = Field(
+        default=8, ge=1, le=1024,
+        description="requests one replica serves at once in production; the canary probe reaches at least this")
     serving_runtime: Literal["vllm"] = "vllm"
     rollout: RolloutSpec
 

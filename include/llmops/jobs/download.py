@@ -1,4 +1,4 @@
-"""python -m llmops.jobs.download --model NAME --revision-sha SHA --out DIR [--config-dir D]
+"""python -m llmops.jobs.download --model NAME --revision-sha SHA --out DIR [--config-dir D] [--mirror URL]
 
 Download a tracked model's snapshot pinned to a resolved commit sha, under the weight policy, and
 verify every file against the hub's checksums. The token comes from env HF_TOKEN (the step factory
@@ -8,12 +8,13 @@ fills it from the Airflow Connection); it is never printed.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import emit_result, fail, setup_logging, storage_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revision-sha", required=True, help="40-hex commit sha from resolve_revision")
     parser.add_argument("--out", type=Path, required=True, help="directory to download into")
     parser.add_argument("--config-dir", type=Path, default=None, help="registry directory (default: settings)")
+    parser.add_argument("--mirror", default=None,
+                        help="hub or mirror URL used when neither the model's endpoint nor HF_ENDPOINT is set "
+                             "(the plan task passes the Hugging Face Connection's host)")
     args = parser.parse_args(argv)
     setup_logging()
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # progress goes to our log lines instead
@@ -33,17 +37,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         spec = load_registry(args.config_dir).model(args.model)
-        out = download_snapshot(spec, args.revision_sha, args.out, token=os.environ.get("HF_TOKEN") or None)
+        out = download_snapshot(spec, args.revision_sha, args.out, token=os.environ.get("HF_TOKEN") or None,
+                                mirror=args.mirror)
     except LlmopsError as exc:
-        print(f"download failed: {exc}", file=sys.stderr)
-        return 1
+        return fail(exc, logging.getLogger("llmops.jobs.download"))
+    except OSError as exc:  # a full or read-only --out: one line, not a traceback
+        full_or_read_only = storage_error(exc, f"download into {args.out}")
+        if full_or_read_only is None:
+            raise
+        return fail(full_or_read_only, logging.getLogger("llmops.jobs.download"))
     files = [p for p in out.rglob("*") if p.is_file() and ".cache" not in p.relative_to(out).parts]
     emit_result({
         "model": spec.name,
         "repo_id": spec.repo_id,
         "revision": spec.revision,
         "sha": args.revision_sha,
-        "endpoint": hub_endpoint(spec),
+        "endpoint": hub_endpoint(spec, args.mirror),
         "path": str(out),
         "files": len(files),
         "bytes": sum(p.stat().st_size for p in files),

@@ -6,21 +6,25 @@
     python -m llmops.jobs.kb_reindex --kb product-docs --mode search --query "how do I install?"
 
 The last stdout line is `LLMOPS_RESULT {summary}` (embedded, skipped, deleted, repaired, duration...).
-The Milvus token comes from AIRFLOW_CONN_<milvus.connection_id> or MILVUS_TOKEN, never from arguments.
-Exit status 2 means bad input or a failed validation; the message says what to fix.
+The Milvus token comes from AIRFLOW_CONN_<milvus.connection_id> or MILVUS_TOKEN, never from arguments;
+the server from --milvus-uri, else the knowledge base's `milvus.uri`, else MILVUS_URI (the `milvus_default`
+Connection's host, filled in by the DAG), else the default Milvus Lite file.
+Exit status 2 means a permanent error (bad input, a failed validation): not retried; the message says what
+to fix. Other non-zero statuses (Milvus unreachable, lock held) are retried.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 from llmops.config import load_file
 from llmops.errors import ConfigError, LlmopsError
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import emit_result, fail, setup_logging, storage_error
 from llmops.kb.pipeline import kb_lock, reindex, search
 from llmops.kb.store import KbIndex, connect, token_from_env
 from llmops.settings import get_settings
@@ -38,9 +42,20 @@ def load_knowledge_base(name: str, config_dir: Path):
     return known[name]
 
 
-def open_index(kb, milvus_uri: str | None = None) -> KbIndex:
+def milvus_uri(kb, override: str | None = None) -> str:
+    """--milvus-uri > the knowledge base's own `milvus.uri` > MILVUS_URI (the step factory fills it from the
+    `milvus_default` Connection's host; a host without a scheme gets http://) > the default Lite file."""
+    if override:
+        return override
+    connection = os.environ.get("MILVUS_URI", "").strip()
+    if "uri" in kb.milvus.model_fields_set or not connection:
+        return kb.milvus.uri
+    return connection if "://" in connection else f"http://{connection}"
+
+
+def open_index(kb, override_uri: str | None = None) -> KbIndex:
     settings = get_settings()
-    client = connect(milvus_uri or kb.milvus.uri, settings.home, token_from_env(kb.milvus.connection_id))
+    client = connect(milvus_uri(kb, override_uri), settings.home, token_from_env(kb.milvus.connection_id))
     return KbIndex(client, kb.alias, kb.milvus.index_type, kb.milvus.metric_type, dict(kb.milvus.index_params))
 
 
@@ -100,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(args)
     except LlmopsError as exc:
-        log.error("%s", exc)
-        print(f"kb_reindex failed: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, log)
+    except OSError as exc:  # a full or read-only Milvus Lite directory: one line, not a traceback
+        full_or_read_only = storage_error(exc, f"kb_reindex --kb {args.kb}")
+        if full_or_read_only is None:
+            raise
+        return fail(full_or_read_only, log)
     emit_result(result)
     return 0
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, setup_logging
+from llmops.jobs._cli import emit_result, fail, parse_item, setup_logging, storage_error
 from llmops.refresh import VALIDATE_SKIP, VALIDATE_TRTLLM, VALIDATE_VLLM, WorkItem
 
 log = logging.getLogger("llmops.jobs.validate")
@@ -27,8 +27,11 @@ def _write(item: WorkItem, record: dict) -> None:
     path = Path(item.validation_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(record, indent=1, sort_keys=True))
-    partial.replace(path)
+    try:
+        partial.write_text(json.dumps(record, indent=1, sort_keys=True))
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)  # a full disk leaves no half-written record behind
 
 
 def validate(item: WorkItem) -> dict:
@@ -85,13 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--item", required=True, help="a WorkItem as JSON (from the plan task)")
     args = parser.parse_args(argv)
     setup_logging()
-    item = WorkItem.from_json(args.item)
     try:
+        item = parse_item(args.item)
         record = validate(item)
+        _write(item, record)
     except LlmopsError as exc:
-        log.error("%s", exc)
-        return 2
-    _write(item, record)
+        return fail(exc, log)
+    except OSError as exc:  # a full or read-only work directory: one line, not a traceback
+        full_or_read_only = storage_error(exc, "validate")
+        if full_or_read_only is None:
+            raise
+        return fail(full_or_read_only, log)
     emit_result({"model": item.model, "recipe": item.artefact_recipe, "status": record["status"],
                  "agreement": record.get("agreement"), "reason": record.get("reason")})
     return 0

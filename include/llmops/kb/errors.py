@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmops.errors import LlmopsError
+from llmops.errors import LlmopsError, TransientError
 
 
 class KbError(LlmopsError):
@@ -33,5 +33,5 @@ class RollbackError(KbError):
     """There is no earlier collection version to move the alias back to."""
 
 
-class KbBusyError(KbError):
-    """Another run holds this knowledge base's lock."""
+class KbBusyError(KbError, TransientError):
+    """Another run holds this knowledge base's lock (retried: the other run ends)."""

@@ -27,10 +27,11 @@ MODEL = "tiny-llama"
 DEPLOYMENT = "tiny-llama-chat"
 
 
-def build_tiny_model(out: Path) -> Path:
+def build_tiny_model(out: Path, *args: str) -> Path:
+    """The tiny model (`args` e.g. `--seed 1 --train-steps 0` for an untrained one that fails golden prompts)."""
     if not (out / "model.safetensors").is_file():
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "include")}
-        subprocess.run([get_settings().worker_python, "-m", "llmops.jobs.make_tiny_model", "--out", str(out)],
+        subprocess.run([get_settings().worker_python, "-m", "llmops.jobs.make_tiny_model", "--out", str(out), *args],
                        check=True, env=env, stdout=subprocess.DEVNULL)
     return out
 

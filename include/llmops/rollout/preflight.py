@@ -171,12 +171,33 @@ def check_not_in_progress(deployment: str, lock_holder: str | None, this_run: st
     return []
 
 
-def check_checksums(uri: str, mismatches: list[str]) -> list[Problem]:
+def check_checksums(uri: str, verification: Any) -> list[Problem]:
+    """`verification` is the store's `StoredCheck` (size and server-kept checksum of every file against the
+    manifest, from the store's metadata) or, from a backend that downloads the version to verify it, the list
+    of files whose size or sha256 did not match. A manifest that records no server checksums is refused."""
+    if isinstance(verification, list):
+        mismatches, unverifiable = verification, None
+    else:
+        mismatches, unverifiable = verification.mismatches, verification.unverifiable
+    if unverifiable:
+        return [Problem("checksums", unverifiable,
+                        "roll out a version published since checksums are recorded, or have an operator remove "
+                        "this version's manifest.json and rerun model_refresh to publish it again with them")]
     if not mismatches:
         return []
-    shown = ", ".join(mismatches[:5]) + (" ..." if len(mismatches) > 5 else "")
-    return [Problem("checksums", f"{uri}: {len(mismatches)} file(s) do not match the manifest ({shown})",
+    shown = "; ".join(mismatches[:5]) + (" ..." if len(mismatches) > 5 else "")
+    what = "" if isinstance(verification, list) else f" (compared: {verification.verified})"
+    return [Problem("checksums", f"{uri}: {len(mismatches)} file(s) do not match the manifest{what}: {shown}",
                     "republish the version (model_refresh) or pick another version")]
+
+
+def checksums_checked(verification: Any) -> str:
+    """What `check_checksums` verified, for the pre-flight summary and the report."""
+    if verification is None:
+        return "checksums not checked"
+    if isinstance(verification, list):
+        return "checksums verify (size and sha256 of every file, downloaded and re-hashed)"
+    return f"checksums verify ({verification.verified})"
 
 
 def raise_if_problems(subject: str, problems: list[Problem]) -> None:

@@ -25,6 +25,7 @@ class StepReport:
     golden: list[Any] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     window_s: float = 0.0
+    stopped_early: str = ""
 
 
 @dataclass
@@ -41,6 +42,9 @@ class RolloutReport:
     steps: list[StepReport] = field(default_factory=list)
     timeline: list[tuple[float, str, str, str]] = field(default_factory=list)  # (at, phase, event, detail)
     timings: dict[str, float] = field(default_factory=dict)
+    manual_roll_back: bool = False  # version "previous": a person asked to go back
+    canary_extra_args: list[str] = field(default_factory=list)
+    probe: dict = field(default_factory=dict)  # requests per round, concurrency, window
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,37 +97,78 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def render_markdown(report: RolloutReport) -> str:
+def _title(report: RolloutReport) -> str:
+    kind = "Manual roll back" if report.manual_roll_back else "Rollout"
+    return f"{kind} of {report.model} to {report.deployment}: {report.outcome.upper()}"
+
+
+def _blocks(report: RolloutReport) -> list[tuple]:
+    """The report's content once, as blocks both renderers draw: Markdown and HTML show the same things."""
     t = report.thresholds
-    lines = [
-        f"# Rollout of {report.model} to {report.deployment}: **{report.outcome.upper()}**",
-        "",
-        f"- run: `{report.run_id}` on runtime `{report.runtime}`",
-        f"- canary version: `{report.canary_version}`",
-        f"- stable version: `{report.stable_version or 'none (initial deployment)'}`",
-        f"- reason: {report.reason}",
-        f"- thresholds: p95 latency ratio <= {t.max_p95_latency_ratio:g}, error rate <= {t.max_error_rate:g}, "
-        f"golden pass rate >= {t.min_golden_pass_rate:g}, at least {t.min_rounds} paired rounds",
+    items = [("run", f"`{report.run_id}` on runtime `{report.runtime}`")]
+    if report.manual_roll_back:
+        items.append(("kind", "manual roll back (version `previous`): a person asked to return to the version "
+                              "the stable one replaced; it went through the same checks and canary steps"))
+    items += [
+        ("canary version", f"`{report.canary_version}`"),
+        ("stable version", f"`{report.stable_version or 'none (initial deployment)'}`"),
+        ("reason", report.reason),
+        ("thresholds", f"median paired-round p95 latency ratio <= {t.max_p95_latency_ratio:g} (and a significant "
+                       f"rank test, alpha {t.latency_alpha:g}), canary error rate <= {t.max_error_rate:g}, golden "
+                       f"pass rate >= {t.min_golden_pass_rate:g}, at least {t.min_rounds} paired rounds; early stop "
+                       f"on golden prompts failing, >= {t.min_errors_to_stop} errors over the rate, or the canary "
+                       f"gone"),
     ]
+    if report.probe:
+        items.append(("probe", ", ".join(f"{k} {v}" for k, v in report.probe.items())))
+    if report.canary_extra_args:
+        items.append(("canary extra args", "`" + " ".join(report.canary_extra_args) + "` (canary only)"))
     if report.timings:
-        lines.append("- timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()))
+        items.append(("timings", ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items())))
+    blocks: list[tuple] = [("title", _title(report)), ("items", items)]
     for step in report.steps:
-        lines += ["", f"## Step: {step.canary_percent} % canary ({step.window_s:.0f} s window) - "
-                      f"{'PASS' if step.verdict.passed else 'FAIL'}", "", step.verdict.summary, "",
-                  _md_table(CHECK_HEAD, _check_rows(step.verdict))]
+        window = f"{step.window_s:.0f} s window" + (", stopped early" if step.stopped_early else "")
+        blocks += [("heading", f"Step: {step.canary_percent} % canary ({window}) - "
+                               f"{step.verdict.outcome.upper() if not step.verdict.passed else 'PASS'}"),
+                   ("para", step.verdict.summary)]
+        if step.stopped_early:
+            blocks.append(("para", f"Analysis stopped early: {step.stopped_early}"))
+        blocks.append(("table", CHECK_HEAD, _check_rows(step.verdict)))
         rows = _summary_rows(step)
         if rows:
-            lines += ["", _md_table(SUMMARY_HEAD, rows)]
+            blocks.append(("table", SUMMARY_HEAD, rows))
         if step.golden:
-            lines += ["", _md_table(["prompt", "passed", "output", "reason"],
-                                    [[repr(g.prompt), "yes" if g.passed else "no", repr(g.output)[:80], g.reason]
-                                     for g in step.golden])]
+            blocks.append(("table", ["prompt", "passed", "output", "reason"],
+                           [[repr(g.prompt), "yes" if g.passed else "no", repr(g.output)[:80], g.reason]
+                            for g in step.golden]))
         if step.metrics:
-            lines += ["", "vLLM /metrics during the window:", "", "```json",
-                      json.dumps(step.metrics, indent=1, sort_keys=True, default=str), "```"]
+            blocks += [("para", "vLLM server-side metrics during the window (histogram quantiles only where the "
+                                "buckets resolve them; the verdict uses the client-side probes):"),
+                       ("code", json.dumps(step.metrics, indent=1, sort_keys=True, default=str))]
     if report.timeline:
-        lines += ["", "## Timeline", "", _md_table(["time (UTC)", "phase", "event", "detail"],
-                                                   [[_stamp(at), ph, ev, de] for at, ph, ev, de in report.timeline])]
+        blocks += [("heading", "Timeline"),
+                   ("table", ["time (UTC)", "phase", "event", "detail"],
+                    [[_stamp(at), ph, ev, de] for at, ph, ev, de in report.timeline])]
+    return blocks
+
+
+def render_markdown(report: RolloutReport) -> str:
+    lines: list[str] = []
+    for block in _blocks(report):
+        kind = block[0]
+        if kind == "title":
+            head, _, outcome = block[1].rpartition(": ")
+            lines.append(f"# {head}: **{outcome}**")
+        elif kind == "items":
+            lines += [""] + [f"- {label}: {text}" for label, text in block[1]]
+        elif kind == "heading":
+            lines += ["", f"## {block[1]}"]
+        elif kind == "para":
+            lines += ["", block[1]]
+        elif kind == "table":
+            lines += ["", _md_table(block[1], block[2])]
+        elif kind == "code":
+            lines += ["", "```json", block[1], "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -133,43 +178,37 @@ def _html_table(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _inline(text: str) -> str:
+    """Escape, then turn Markdown `code` spans into <code>."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def render_html(report: RolloutReport) -> str:
     color = {"promoted": "#1a7f37", "rolled_back": "#cf222e"}.get(report.outcome, "#9a6700")
-    t = report.thresholds
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Rollout {html.escape(report.deployment)}: {html.escape(report.outcome)}</title>",
+        f"<title>{html.escape(_title(report))}</title>",
         "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;"
-        "margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}</style></head><body>",
-        f"<h1>Rollout of {html.escape(report.model)} to {html.escape(report.deployment)}: "
-        f"<span style='color:{color}'>{html.escape(report.outcome.upper())}</span></h1>",
-        "<ul>",
-        f"<li>run: <code>{html.escape(report.run_id)}</code> on runtime <code>{html.escape(report.runtime)}</code></li>",
-        f"<li>canary version: <code>{html.escape(report.canary_version)}</code></li>",
-        f"<li>stable version: <code>{html.escape(report.stable_version or 'none (initial deployment)')}</code></li>",
-        f"<li>reason: {html.escape(report.reason)}</li>",
-        f"<li>thresholds: p95 latency ratio &le; {t.max_p95_latency_ratio:g}, error rate &le; {t.max_error_rate:g}, "
-        f"golden pass rate &ge; {t.min_golden_pass_rate:g}</li>",
+        "margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}"
+        "pre{background:#f6f8fa;padding:1em;overflow:auto}</style></head><body>",
     ]
-    if report.timings:
-        parts.append("<li>timings: " + html.escape(", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()))
-                     + "</li>")
-    parts.append("</ul>")
-    for step in report.steps:
-        parts.append(f"<h2>Step: {step.canary_percent} % canary - {'PASS' if step.verdict.passed else 'FAIL'}</h2>")
-        parts.append(f"<p>{html.escape(step.verdict.summary)}</p>")
-        parts.append(_html_table(CHECK_HEAD, _check_rows(step.verdict)))
-        rows = _summary_rows(step)
-        if rows:
-            parts.append(_html_table(SUMMARY_HEAD, rows))
-        if step.golden:
-            parts.append(_html_table(["prompt", "passed", "output", "reason"],
-                                     [[g.prompt, "yes" if g.passed else "no", g.output[:80], g.reason]
-                                      for g in step.golden]))
-    if report.timeline:
-        parts.append("<h2>Timeline</h2>")
-        parts.append(_html_table(["time (UTC)", "phase", "event", "detail"],
-                                 [[_stamp(at), ph, ev, de] for at, ph, ev, de in report.timeline]))
+    for block in _blocks(report):
+        kind = block[0]
+        if kind == "title":
+            head, _, outcome = block[1].rpartition(": ")
+            parts.append(f"<h1>{html.escape(head)}: <span style='color:{color}'>{html.escape(outcome)}</span></h1>")
+        elif kind == "items":
+            parts.append("<ul>" + "".join(f"<li>{html.escape(label)}: {_inline(text)}</li>"
+                                          for label, text in block[1]) + "</ul>")
+        elif kind == "heading":
+            parts.append(f"<h2>{html.escape(block[1])}</h2>")
+        elif kind == "para":
+            parts.append(f"<p>{html.escape(block[1])}</p>")
+        elif kind == "table":
+            parts.append(_html_table(block[1], block[2]))
+        elif kind == "code":
+            parts.append(f"<pre>{html.escape(block[1])}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -182,10 +221,10 @@ def step_from_dict(data: dict) -> StepReport:
     from llmops.canary.verdict import Check, GoldenOutcome
 
     verdict = Verdict(data["verdict"]["passed"], [Check(**c) for c in data["verdict"]["checks"]],
-                      data["verdict"]["summary"])
+                      data["verdict"]["summary"], data["verdict"].get("outcome", "passed"))
     def probe_round(r: dict) -> ProbeRound:
         return ProbeRound(**{**r, "e2e_samples": tuple(r.get("e2e_samples") or ())})
 
     return StepReport(data["canary_percent"], verdict, [probe_round(r) for r in data["canary_rounds"]],
                       [probe_round(r) for r in data["stable_rounds"]], [GoldenOutcome(**g) for g in data["golden"]],
-                      data.get("metrics") or {}, data.get("window_s", 0.0))
+                      data.get("metrics") or {}, data.get("window_s", 0.0), data.get("stopped_early", ""))

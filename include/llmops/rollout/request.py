@@ -24,7 +24,8 @@ class RolloutRequest(BaseModel):
     # NaN and infinities are refused as such ("finite number"), not by a misleading range check.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    model: str = Field(min_length=1, max_length=52, pattern=NAME_RE)
+    model: str | None = Field(default=None, min_length=1, max_length=52, pattern=NAME_RE,
+                              description="optional: the deployment fixes the model; if given it must match")
     version: str = Field(default="latest", min_length=1, max_length=1024, pattern=r"^\S+$",
                          description="a manifest URI, 'latest', or 'previous' (roll back to the recorded previous version)")
     deployment: str = Field(min_length=1, max_length=52, pattern=NAME_RE)
@@ -34,6 +35,8 @@ class RolloutRequest(BaseModel):
     max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     min_golden_pass_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     analysis_window_s: int | None = Field(default=None, ge=5, le=86400)
+    canary_extra_args: list[str] | None = Field(
+        default=None, description="extra vLLM arguments for the canary only (after the deployment's extra_args)")
     dry_run: bool = False
 
     @field_validator("steps")
@@ -43,6 +46,15 @@ class RolloutRequest(BaseModel):
                                   or value != sorted(set(value)) or value[-1] != 100):
             raise ValueError(f"{shorten(value)} must be strictly increasing percentages 1..100 ending at 100; "
                              "fix: e.g. [10, 50, 100]")
+        return value
+
+    @field_validator("canary_extra_args")
+    @classmethod
+    def _printable_args(cls, value: list[str] | None) -> list[str] | None:
+        for arg in value or []:
+            if not arg or not arg.isprintable():
+                raise ValueError(f"{shorten(arg)} is empty or holds a control character; "
+                                 "fix: write each vLLM argument as its own list entry, e.g. --max-num-seqs, 64")
         return value
 
     @classmethod
@@ -74,10 +86,15 @@ class ResolvedRollout(BaseModel):
     def verdict_thresholds(self) -> Thresholds:
         return Thresholds(**self.thresholds)
 
+    @property
+    def probe_concurrency(self) -> int:
+        """The probe reaches at least the concurrency the deployment expects, or queueing stays invisible."""
+        return max(self.deployment.rollout.probe.concurrency, self.deployment.expected_concurrency)
+
 
 def resolve_request(request: RolloutRequest, registry: Registry) -> ResolvedRollout:
     deployment = registry.deployment(request.deployment)  # ConfigError names the known ones
-    if deployment.model != request.model:
+    if request.model is not None and deployment.model != request.model:
         raise ConfigError("model_rollout params", [(
             "model", f"deployment {deployment.name!r} serves model {deployment.model!r}, not {shorten(request.model)}",
             f"set model to {deployment.model!r} or pick a deployment of {request.model!r}")])
@@ -92,6 +109,7 @@ def resolve_request(request: RolloutRequest, registry: Registry) -> ResolvedRoll
         "min_golden_pass_rate": (t.min_golden_pass_rate if request.min_golden_pass_rate is None
                                  else request.min_golden_pass_rate),
         "min_rounds": spec.probe.min_rounds,
+        "min_errors_to_stop": spec.probe.min_errors_to_stop,
     }
     return ResolvedRollout(request=request, deployment=deployment, steps=request.steps or list(spec.steps),
                            window_s=request.analysis_window_s or spec.analysis_window_s, thresholds=thresholds)

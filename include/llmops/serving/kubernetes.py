@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from llmops.canary.probes import generation_ok
 from llmops.config.schema import Deployment, GpuProfile
-from llmops.errors import LlmopsError
 from llmops.rollout import preflight as pf
+from llmops.rollout.backend import Readiness, WaitTarget
 from llmops.serving import manifests as m
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,6 @@ class KubeClient(Protocol):
     def delete(self, kind: str, name: str, namespace: str) -> bool: ...
     def create(self, obj: dict) -> dict | None: ...  # None when it already exists (409)
     def list(self, kind: str, namespace: str | None = None) -> list[dict]: ...
-
-
-class KubernetesRolloutError(LlmopsError):
-    pass
 
 
 def _matches(obj: dict, selector: dict[str, str]) -> bool:
@@ -82,48 +78,62 @@ def pod_ready(pod: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
-def check_ready(client: KubeClient, deployment: Deployment, track: m.Track, version_id: str, *,
-                pod_url: Callable[[dict], str], generate: Callable[[str, str], tuple[bool, str]]) -> tuple[bool, str]:
+def check_ready(client: KubeClient, identifiers: dict, *,
+                generate: Callable[[str, str], tuple[bool, str]] | None = None) -> Readiness:
     """Ready = the Deployment reports all replicas updated and ready, AND every ready pod of this version
-    answers a real generation. A pod whose /health is green but cannot generate does not count."""
-    obj = client.get("Deployment", m.object_name(deployment, track), deployment.namespace)
+    answers a real generation. A pod whose /health is green but cannot generate does not count.
+
+    `identifiers` (the trigger carries exactly these): namespace, name (the Deployment), deployment (the
+    `llmops.io/name` label), track, version_id, model, pod_url_template, port."""
+    generate = generate or (lambda url, model: generation_ok(url, model, timeout_s=30))
+    namespace, name = identifiers["namespace"], identifiers["name"]
+    obj = client.get("Deployment", name, namespace)
     if obj is None:
-        return False, f"Deployment {m.object_name(deployment, track)} does not exist"
+        return Readiness(False, f"Deployment {name} does not exist", fatal=True)
     want = int(obj.get("spec", {}).get("replicas") or 0)
     status = obj.get("status") or {}
     generation = obj.get("metadata", {}).get("generation")
     if generation is not None and status.get("observedGeneration", generation) < generation:
-        return False, "the controller has not observed the latest spec yet"
+        return Readiness(False, "the controller has not observed the latest spec yet")
     if int(status.get("updatedReplicas") or 0) < want or int(status.get("readyReplicas") or 0) < want:
-        return False, (f"{status.get('readyReplicas') or 0}/{want} replicas ready, "
-                       f"{status.get('updatedReplicas') or 0} updated")
-    selector = {m.LABEL_NAME: deployment.name, m.LABEL_TRACK: track, m.LABEL_VERSION_ID: version_id}
-    pods = [p for p in client.list("Pod", deployment.namespace) if _matches(p, selector) and pod_ready(p)]
+        return Readiness(False, f"{status.get('readyReplicas') or 0}/{want} replicas ready, "
+                                f"{status.get('updatedReplicas') or 0} updated")
+    pods = ready_pods(client, identifiers)
     if len(pods) < want:
-        return False, f"{len(pods)}/{want} pods of this version are Running and Ready"
+        return Readiness(False, f"{len(pods)}/{want} pods of this version are Running and Ready")
     for pod in pods:
-        ok, detail = generate(pod_url(pod), deployment.model)
+        ok, detail = generate(pod_url(identifiers, pod), identifiers["model"])
         if not ok:
-            return False, f"pod {pod['metadata']['name']} is Ready but cannot generate: {detail}"
-    return True, f"{len(pods)} pod(s) generated"
+            return Readiness(False, f"pod {pod['metadata']['name']} is Ready but cannot generate: {detail}")
+    return Readiness(True, f"{len(pods)} pod(s) generated")
+
+
+def ready_pods(client: KubeClient, identifiers: dict) -> list[dict]:
+    selector = {m.LABEL_NAME: identifiers["deployment"], m.LABEL_TRACK: identifiers["track"],
+                m.LABEL_VERSION_ID: identifiers["version_id"]}
+    return [p for p in client.list("Pod", identifiers["namespace"]) if _matches(p, selector) and pod_ready(p)]
+
+
+def pod_url(identifiers: dict, pod: dict) -> str:
+    return identifiers["pod_url_template"].format(pod_ip=pod.get("status", {}).get("podIP", ""),
+                                                  port=identifiers["port"], name=pod["metadata"]["name"])
 
 
 class KubernetesBackend:
-    """`llmops.rollout.runner.RolloutBackend` on a cluster."""
+    """`llmops.rollout.backend.RolloutBackend` on a cluster. Waiting is not done here: `wait_target` names
+    what to wait for, and `check_ready` (the trigger's check too) looks once."""
 
     runtime = "kubernetes"
 
     def __init__(self, client: KubeClient, deployment: Deployment, profile: GpuProfile, *,
                  fetch_image: str = "llmops-worker:0.1.0", pod_url_template: str = "http://{pod_ip}:{port}",
-                 service_url_template: str = "http://{service}.{namespace}.svc.cluster.local:{port}",
-                 poll_s: float = 5.0):
+                 service_url_template: str = "http://{service}.{namespace}.svc.cluster.local:{port}"):
         self.client = client
         self.deployment = deployment
         self.profile = profile
         self.fetch_image = fetch_image
         self.pod_url_template = pod_url_template
         self.service_url_template = service_url_template
-        self.poll_s = poll_s
         self._canary: m.VersionRef | None = None
 
     # --- names and versions --------------------------------------------------------------------
@@ -153,9 +163,11 @@ class KubernetesBackend:
         obj = self._get("Deployment", "canary")
         return (obj or {}).get("metadata", {}).get("annotations", {}).get(m.ANNOTATION_VERSION)
 
-    def pod_url(self, pod: dict) -> str:
-        return self.pod_url_template.format(pod_ip=pod.get("status", {}).get("podIP", ""), port=self.deployment.port,
-                                            name=pod["metadata"]["name"])
+    def identifiers(self, track: m.Track, version_id: str) -> dict:
+        d = self.deployment
+        return {"namespace": d.namespace, "name": m.object_name(d, track), "deployment": d.name, "track": track,
+                "version_id": version_id, "model": d.model, "pod_url_template": self.pod_url_template,
+                "port": d.port, "kubernetes_conn_id": d.kubernetes_connection_id}
 
     def service_url(self, track: m.Track) -> str:
         return self.service_url_template.format(service=m.object_name(self.deployment, track),
@@ -179,10 +191,11 @@ class KubernetesBackend:
             self.client.delete("ConfigMap", self.lock_name, self.deployment.namespace)
 
     # --- pre-flight ----------------------------------------------------------------------------
-    def verify_artefact(self, store: Any, manifest: Any) -> list[str]:
-        """Cheap remote check (every file present with its size; sha256 where the store reports it).
-        The pods' init container downloads and verifies every sha256 before vLLM starts."""
-        return [path for path, _ in store.changed_files(manifest)]
+    def verify_artefact(self, store: Any, manifest: Any) -> Any:
+        """Before any object exists: every file's size and the checksum the store keeps for it (recorded in the
+        manifest at publish) against what the store reports now, reading no bytes. The pods' init container
+        later downloads and verifies every sha256 before vLLM starts."""
+        return store.verify_stored(manifest)
 
     def capacity_problems(self, facts: pf.ArtefactFacts) -> list[pf.Problem]:
         per_replica = pf.replica_request(self.profile, facts)
@@ -198,12 +211,13 @@ class KubernetesBackend:
         obj = self.stable_object()
         return int((obj or {}).get("spec", {}).get("replicas") or self.deployment.replicas)
 
-    def deploy_canary(self, manifest: Any, run_id: str) -> None:
+    def deploy_canary(self, manifest: Any, run_id: str, extra_args: list[str] | None = None) -> None:
         canary = self._version(manifest)
         stable = self._stable_ref()
         d = self.deployment
-        replicas = d.rollout.canary_replicas
-        self.client.apply(m.render_deployment(d, self.profile, "canary", canary, replicas=replicas,
+        canary_deployment = d.model_copy(update={"extra_args": [*d.extra_args, *(extra_args or [])]})
+        self.client.apply(m.render_deployment(canary_deployment, self.profile, "canary", canary,
+                                              replicas=d.rollout.canary_replicas,
                                               previous_version=stable.manifest_uri if stable else None,
                                               rollout_run=run_id, fetch_image=self.fetch_image))
         for track in (None, "stable", "canary"):
@@ -215,25 +229,20 @@ class KubernetesBackend:
             self.client.apply(m.render_httproute(d, 0))
         self._canary = canary
 
-    def canary_ready(self) -> tuple[bool, str]:
+    def wait_target(self, track: m.Track, manifest: Any) -> WaitTarget:
+        return WaitTarget("kubernetes", track, self.identifiers(track, self._version(manifest).version_id))
+
+    def check_ready(self, target: WaitTarget) -> Readiness:
+        return check_ready(self.client, target.identifiers)
+
+    def canary_gone(self) -> str | None:
         obj = self._get("Deployment", "canary")
         if obj is None:
-            return False, "no canary Deployment"
-        version_id = obj["metadata"]["labels"][m.LABEL_VERSION_ID]
-        return check_ready(self.client, self.deployment, "canary", version_id, pod_url=self.pod_url,
-                           generate=lambda url, model: generation_ok(url, model, timeout_s=30))
-
-    def wait_ready(self, timeout_s: float) -> float:
-        from llmops.rollout.runner import NotReadyError
-
-        started = time.monotonic()
-        detail = ""
-        while time.monotonic() - started < timeout_s:
-            ok, detail = self.canary_ready()
-            if ok:
-                return time.monotonic() - started
-            time.sleep(self.poll_s)
-        raise NotReadyError(f"canary not ready after {timeout_s:.0f} s: {detail}")
+            return f"the canary Deployment {m.object_name(self.deployment, 'canary')} is gone"
+        version_id = obj["metadata"].get("labels", {}).get(m.LABEL_VERSION_ID, "")
+        if not ready_pods(self.client, self.identifiers("canary", version_id)):
+            return f"no Ready pod of the canary Deployment {m.object_name(self.deployment, 'canary')} is left"
+        return None
 
     def set_weights(self, canary_percent: int) -> None:
         d = self.deployment
@@ -252,21 +261,16 @@ class KubernetesBackend:
     def endpoints(self) -> tuple[str | None, str]:
         return (self.service_url("stable") if self.stable_version() else None), self.service_url("canary")
 
-    def begin_promote(self, manifest: Any) -> str:
+    def begin_promote(self, manifest: Any) -> bool:
         """Move the stable Deployment to the new version (rolling update, maxUnavailable 0); traffic stays
-        on the canary until `finish_promote`. Returns the version id to wait for on the stable track."""
+        on the canary until `finish_promote`. True: the stable track must be waited for."""
         d = self.deployment
         new = self._version(manifest)
         old = self.stable_version()
-        if old == new.manifest_uri:
-            return new.version_id  # a retry after the patch
-        self.client.apply(m.render_deployment(d, self.profile, "stable", new, replicas=self._stable_replicas(),
-                                              previous_version=old, fetch_image=self.fetch_image))
-        return new.version_id
-
-    def stable_ready(self, version_id: str) -> tuple[bool, str]:
-        return check_ready(self.client, self.deployment, "stable", version_id, pod_url=self.pod_url,
-                           generate=lambda url, model: generation_ok(url, model, timeout_s=30))
+        if old != new.manifest_uri:  # else a retry after the patch
+            self.client.apply(m.render_deployment(d, self.profile, "stable", new, replicas=self._stable_replicas(),
+                                                  previous_version=old, fetch_image=self.fetch_image))
+        return True
 
     def finish_promote(self) -> None:
         """Weights back to the (new) stable, canary removed, HPA unfrozen."""
@@ -276,18 +280,6 @@ class KubernetesBackend:
         self.client.delete("Deployment", m.object_name(d, "canary"), d.namespace)
         self.client.apply(m.render_hpa(d))
 
-    def promote(self, manifest: Any, *, timeout_s: float | None = None) -> None:
-        version_id = self.begin_promote(manifest)
-        deadline = time.monotonic() + (timeout_s or self.deployment.rollout.readiness_timeout_s)
-        detail = ""
-        while time.monotonic() < deadline:
-            ok, detail = self.stable_ready(version_id)
-            if ok:
-                self.finish_promote()
-                return
-            time.sleep(self.poll_s)
-        raise KubernetesRolloutError(f"the stable track did not become ready on the new version: {detail}")
-
     def roll_back(self) -> None:
         """Weights restored to stable, canary removed, HPA unfrozen; the stable Deployment is not touched."""
         d = self.deployment
@@ -296,19 +288,3 @@ class KubernetesBackend:
         self.client.delete("Deployment", m.object_name(d, "canary"), d.namespace)
         if self.stable_object() is not None:
             self.client.apply(m.render_hpa(d))
-
-    def roll_back_to_previous(self) -> str:
-        """Manual roll back: point the stable Deployment at the version its annotation says it replaced."""
-        obj = self.stable_object()
-        annotations = (obj or {}).get("metadata", {}).get("annotations", {})
-        previous = annotations.get(m.ANNOTATION_PREVIOUS_VERSION)
-        if not previous:
-            raise KubernetesRolloutError(
-                f"{m.object_name(self.deployment, 'stable')} records no previous version "
-                f"(annotation {m.ANNOTATION_PREVIOUS_VERSION}); fix: trigger model_rollout with an explicit version")
-        current = annotations.get(m.ANNOTATION_VERSION)
-        ref = m.VersionRef(previous, self.deployment.model)
-        self.client.apply(m.render_deployment(self.deployment, self.profile, "stable", ref,
-                                              replicas=self._stable_replicas(), previous_version=current,
-                                              fetch_image=self.fetch_image))
-        return previous

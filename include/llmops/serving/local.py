@@ -2,9 +2,14 @@
 
 State lives in `$LLMOPS_HOME/serving/<deployment>/state.json` (which process serves which version on
 which port, the canary weight, the previous version) so separate Airflow tasks, a retry, or the demo
-script see the same deployment. Processes run in their own session and are stopped by PID (SIGTERM,
-then SIGKILL). A lock file created with O_EXCL makes a second rollout of the same deployment fail
-instead of queueing.
+script see the same deployment. A lock file created with O_EXCL makes a second rollout of the same
+deployment fail instead of queueing.
+
+Stopping a server stops all of it. vLLM's API server forks an `EngineCore` and workers (about 2.5 GB
+and several ports); killing only the main PID leaves them serving. Every server starts in its own
+session with a unique `LLMOPS_SERVER_TAG` in its environment, which its children inherit; stopping
+signals every process carrying the tag (SIGTERM, then SIGKILL), also when the main process is already
+dead, and never a process that merely reuses a recorded PID.
 
 There is no load balancer locally: the canary weight is recorded (and reported) but the analysis
 probes each backend directly, exactly as on Kubernetes.
@@ -20,11 +25,13 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llmops.canary.probes import generation_ok
 from llmops.errors import LlmopsError
+from llmops.rollout.backend import Readiness, WaitTarget, verify_by_download
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,8 @@ class Backend:
     model_dir: str
     log_path: str
     started_at: float
+    tag: str = ""  # LLMOPS_SERVER_TAG of the process and its children
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -110,32 +119,74 @@ def process_alive(pid: int, port: int | None = None) -> bool:
     return port is None or str(port).encode() in cmdline
 
 
-def stop_process(pid: int, *, grace_s: float = 20.0, port: int | None = None) -> None:
-    """SIGTERM the process group, wait, then SIGKILL it.
+TAG_VARIABLE = "LLMOPS_SERVER_TAG"
 
-    PIDs are reused quickly on busy machines (pid_max is often 32768): a PID from a state file may by
-    now belong to someone else. With `port`, only a process started for that port is signalled, and
-    the group is signalled only if the process leads it (our processes start their own session).
+
+def tagged_processes(tag: str) -> list[int]:
+    """PIDs of live processes whose environment carries `LLMOPS_SERVER_TAG=<tag>` (a server and its children)."""
+    if not tag:
+        return []
+    needle = f"{TAG_VARIABLE}={tag}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0") and process_alive(int(entry.name)):
+                pids.append(int(entry.name))
+        except OSError:  # gone meanwhile, or another user's process
+            continue
+    return pids
+
+
+def stop_process(pid: int, *, grace_s: float = 20.0, port: int | None = None, tag: str = "") -> None:
+    """Stop a server and every process it started: SIGTERM, wait, then SIGKILL.
+
+    With `tag`, every process carrying it is signalled, whether or not `pid` still runs (a killed main
+    process leaves its engine children behind). Without a tag (state written before tags existed): PIDs
+    are reused quickly on busy machines, so with `port` only a process started for that port is signalled,
+    and its group only if it leads it (our processes start their own session).
     """
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        if port is not None and not process_alive(pid, port):
+        targets = tagged_processes(tag) if tag else []
+        if not tag:
+            if port is not None and not process_alive(pid, port):
+                return
+            targets = [pid]
+        if not targets:
             return
-        try:
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            os.kill(pid, sig)
+        for target in targets:
+            try:
+                if not tag and os.getpgid(target) == target:
+                    os.killpg(target, sig)
+                else:
+                    os.kill(target, sig)
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                continue
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            if not process_alive(pid):
+            alive = tagged_processes(tag) if tag else [p for p in targets if process_alive(p)]
+            if not alive:
                 return
             time.sleep(0.2)
+
+
+def process_ready(identifiers: dict) -> Readiness:
+    """The local readiness check (the trigger runs it too): the process runs and a real generation succeeds."""
+    pid, port = identifiers["pid"], identifiers["port"]
+    if not process_alive(pid, port):
+        return Readiness(False, f"the {identifiers.get('track', '')} vLLM process {pid} exited; "
+                                f"see {identifiers.get('log_path', 'its log')}", fatal=True)
+    ok, detail = generation_ok(identifiers["url"], identifiers["model"], timeout_s=10)
+    return Readiness(ok, detail)
+
+
+def stop_server(backend: Backend) -> None:
+    stop_process(backend.pid, port=backend.port, tag=backend.tag)
 
 
 class LocalRuntime:
@@ -194,48 +245,57 @@ class LocalRuntime:
             self.lock_path.unlink(missing_ok=True)
 
     # --- processes -----------------------------------------------------------------------------
-    def _start(self, track: str, version: str, model_dir: Path, port: int | None = None) -> Backend:
-        port = port or free_port()
+    def _start(self, track: str, version: str, model_dir: Path, extra_args: list[str]) -> Backend:
+        port = free_port()
         log_path = self.root / f"{track}-{port}.log"
         command, env = vllm_command(self.serving_python, model_dir, served_name=self.model, port=port,
-                                    max_model_len=self.max_model_len, extra_args=self.extra_args)
+                                    max_model_len=self.max_model_len, extra_args=extra_args)
+        tag = f"{self.deployment}/{track}/{port}/{uuid.uuid4().hex[:12]}"
+        env[TAG_VARIABLE] = tag
         with open(log_path, "ab") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True, cwd=self.root)
-        log.info("started %s vLLM for %s on port %d (pid %d, log %s)", track, version, port, process.pid, log_path)
-        return Backend(process.pid, port, version, str(model_dir), str(log_path), time.time())
+        log.info("started %s vLLM for %s on port %d (pid %d, args %s, log %s)", track, version, port, process.pid,
+                 extra_args, log_path)
+        return Backend(process.pid, port, version, str(model_dir), str(log_path), time.time(), tag, list(extra_args))
 
-    def deploy(self, track: str, version: str, model_dir: Path) -> Backend:
-        """Start (or keep, if it already serves `version`) the process of `track`. Idempotent."""
+    def deploy(self, track: str, version: str, model_dir: Path, *, extra_args: list[str] | None = None) -> Backend:
+        """Start (or keep, if it already serves `version` with these arguments) the process of `track`.
+
+        Idempotent. The deployment's `extra_args` come first, then this track's own (`extra_args`)."""
+        args = [*self.extra_args, *(extra_args or [])]
         state = self.load()
         current: Backend | None = getattr(state, track)
-        if current and current.version == version and process_alive(current.pid, current.port):
+        if (current and current.version == version and current.extra_args == args
+                and process_alive(current.pid, current.port)):
             log.info("%s already serves %s on port %d", track, version, current.port)
             return current
         if current:
-            stop_process(current.pid, port=current.port)
-        backend = self._start(track, version, model_dir)
+            stop_server(current)
+        backend = self._start(track, version, model_dir, args)
         setattr(state, track, backend)
         self._event(state, f"{track}_started", version=version, port=backend.port)
         self.save(state)
         return backend
 
     def wait_ready(self, track: str, *, timeout_s: float, poll_s: float = 2.0) -> float:
-        """Block until a real generation succeeds on `track`; return the seconds since it was started."""
+        """Block until `process_ready` holds for `track` (starting a stable outside a rollout: fixtures, the
+        benchmark); return the seconds since it was started."""
         backend = getattr(self.load(), track)
         if backend is None:
             raise LocalRuntimeError(f"{self.deployment}: no {track} process to wait for")
+        identifiers = {"url": backend.url, "pid": backend.pid, "port": backend.port, "model": self.model,
+                       "track": track, "log_path": backend.log_path}
         deadline = time.monotonic() + timeout_s
-        reason = ""
+        ready = Readiness(False, "not checked yet")
         while time.monotonic() < deadline:
-            if not process_alive(backend.pid, backend.port):
-                raise LocalRuntimeError(f"{self.deployment}: the {track} vLLM (pid {backend.pid}) exited; "
-                                        f"see {backend.log_path}")
-            ok, reason = generation_ok(backend.url, self.model, timeout_s=10)
-            if ok:
+            ready = process_ready(identifiers)
+            if ready.ready:
                 return time.time() - backend.started_at
+            if ready.fatal:
+                break
             time.sleep(poll_s)
-        raise LocalRuntimeError(f"{self.deployment}: {track} not ready after {timeout_s:.0f} s ({reason})")
+        raise LocalRuntimeError(f"{self.deployment}: {track} not ready after {timeout_s:.0f} s ({ready.detail})")
 
     def set_weights(self, canary_percent: int) -> None:
         state = self.load()
@@ -256,14 +316,14 @@ class LocalRuntime:
         self._event(state, "promoted", version=state.stable.version)
         self.save(state)
         if old and old.pid != state.stable.pid:
-            stop_process(old.pid, port=old.port)
+            stop_server(old)
         return state.stable
 
     def roll_back(self) -> None:
         """Stop the canary, restore all weight to stable; the stable process is not touched. Idempotent."""
         state = self.load()
         if state.canary is not None:
-            stop_process(state.canary.pid, port=state.canary.port)
+            stop_server(state.canary)
         state.canary, state.canary_percent = None, 0
         self._event(state, "rolled_back")
         self.save(state)
@@ -272,7 +332,7 @@ class LocalRuntime:
         state = self.load()
         for backend in (state.canary, state.stable):
             if backend is not None:
-                stop_process(backend.pid, port=backend.port)
+                stop_server(backend)
         state.stable = state.canary = None
         self.save(state)
 
@@ -290,7 +350,7 @@ def available_memory_bytes() -> int:
 
 
 class LocalBackend:
-    """`llmops.rollout.runner.RolloutBackend` on this machine: artefacts fetched and verified from the store,
+    """`llmops.rollout.backend.RolloutBackend` on this machine: artefacts fetched and verified from the store,
     served by vLLM processes of the serving environment."""
 
     runtime = "local"
@@ -321,8 +381,6 @@ class LocalBackend:
         self.local.release(run_id)
 
     def verify_artefact(self, store, manifest) -> list[str]:
-        from llmops.rollout.runner import verify_by_download
-
         return verify_by_download(store, manifest, self.model_dir(manifest))  # also the copy vLLM will serve
 
     def capacity_problems(self, facts) -> list:
@@ -334,16 +392,19 @@ class LocalBackend:
         return [Problem("capacity", f"the canary vLLM needs ~{VLLM_CPU_RSS_BYTES / 2**30:.1f} GiB of memory, "
                                     f"{free / 2**30:.1f} GiB are available", "stop other servers and retry")]
 
-    def deploy_canary(self, manifest, run_id: str) -> None:
-        self.local.deploy("canary", manifest.uri, self.model_dir(manifest))
+    def deploy_canary(self, manifest, run_id: str, extra_args: list[str] | None = None) -> None:
+        self.local.deploy("canary", manifest.uri, self.model_dir(manifest), extra_args=extra_args)
 
-    def wait_ready(self, timeout_s: float) -> float:
-        from llmops.rollout.runner import NotReadyError
+    def wait_target(self, track, manifest) -> WaitTarget:
+        backend = getattr(self.local.load(), track)
+        if backend is None:
+            raise LocalRuntimeError(f"{self.local.deployment}: no {track} process to wait for")
+        return WaitTarget("local", track, {"url": backend.url, "pid": backend.pid, "port": backend.port,
+                                           "model": self.local.model, "track": track,
+                                           "log_path": backend.log_path})
 
-        try:
-            return self.local.wait_ready("canary", timeout_s=timeout_s)
-        except LocalRuntimeError as exc:
-            raise NotReadyError(str(exc)) from None
+    def check_ready(self, target: WaitTarget) -> Readiness:
+        return process_ready(target.identifiers)
 
     def set_weights(self, canary_percent: int) -> None:
         self.local.set_weights(canary_percent)
@@ -354,8 +415,20 @@ class LocalBackend:
             raise LocalRuntimeError(f"{self.local.deployment}: no canary is running")
         return (state.stable.url if state.stable else None), state.canary.url
 
-    def promote(self, manifest) -> None:
-        self.local.promote()
+    def canary_gone(self) -> str | None:
+        canary = self.local.load().canary
+        if canary is None:
+            return "no canary process is recorded"
+        if not process_alive(canary.pid, canary.port):
+            return f"the canary vLLM process {canary.pid} (port {canary.port}) exited; see {canary.log_path}"
+        return None
+
+    def begin_promote(self, manifest) -> bool:
+        self.local.promote()  # the canary process, already serving and judged, becomes the stable one
+        return False
+
+    def finish_promote(self) -> None:
+        pass
 
     def roll_back(self) -> None:
         self.local.roll_back()

@@ -4,7 +4,8 @@ Connection `llmops_artefacts` (optional):
 - S3 or OSS's S3-compatible endpoint: conn_type `aws`, login/password = access key id/secret,
   extra `{"endpoint_url": ..., "region_name": ...}`
 - OSS through oss2: login/password = AccessKey id/secret, extra `{"endpoint": ..., "region": ...}`
-Without it the SDKs' default chain applies (environment variables, RRSA in ACK pods).
+Without it the SDKs' default chain applies (environment variables, RRSA in ACK pods). A job that opens
+the store itself gets these credentials as its environment (`job_env`, see llmops.artefacts.credentials).
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ class ArtefactStoreHook(BaseHook):
         scheme = self.store_uri.split("://", 1)[0]
         if scheme == "file":
             return {}
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
         try:
             conn = self.get_connection(self.conn_id)
-        except Exception:  # optional: fall back to the SDK's default credential chain
+        except AirflowNotFoundException:  # optional: fall back to the SDK's default credential chain
             return {}
         extra = conn.extra_dejson or {}
         if scheme == "s3":
@@ -48,6 +51,12 @@ class ArtefactStoreHook(BaseHook):
                      "region": extra.get("region") or extra.get("region_name"),
                      "security_token": extra.get("security_token")}
         return {key: value for key, value in found.items() if value}
+
+    def job_env(self) -> dict[str, str]:
+        """The credentials as the environment of a job that opens the store itself (publish, fetch)."""
+        from llmops.artefacts.credentials import credentials_to_env
+
+        return credentials_to_env(self.store_uri, self.credentials())
 
     def get_conn(self):
         if self._store is None:

@@ -21,3 +21,19 @@ def make_manifest(directory: Path, **overrides) -> Manifest:
                   built_by={"dag_id": "model_refresh", "run_id": "manual__1", "task_id": "publish"})
     fields.update(overrides)
     return Manifest.for_directory(directory, **fields)
+
+
+def stored_key(store, prefix: str, path: str) -> str:
+    """The key (below the store root) that holds `path` of the published version at `prefix`."""
+    entry = next(e for e in store.read_manifest(prefix).files if e.path == path)
+    return f"{prefix}/{entry.key}"
+
+
+def overwrite_stored(store, request, key: str, data: bytes) -> None:
+    """Replace a stored object's bytes behind the store's back: on disk, or straight on the S3 server (for oss
+    too: the adapter must notice, as OSS would, that the bytes under the key changed)."""
+    if store.scheme == "file":
+        (store.root / key).write_bytes(data)
+    else:
+        server = request.getfixturevalue("s3_server")
+        server.client().put_object(Bucket=BUCKET, Key=store._key(key), Body=data)

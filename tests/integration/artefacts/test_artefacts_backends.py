@@ -11,7 +11,7 @@ from pathlib import Path
 
 import oss2
 import pytest
-from artefact_helpers import BUCKET, make_manifest
+from artefact_helpers import BUCKET, make_manifest, stored_key
 
 from llmops.artefacts import open_store
 
@@ -30,7 +30,7 @@ def test_oss_crc64_is_checked_on_upload(open_test_store, oss_server, checkpoint)
         oss_server.state.corrupt_crc = False
     assert store.read_manifest(manifest.prefix) is None
     store.publish(checkpoint, manifest.prefix, manifest)
-    remote = store._head(store._key(f"{manifest.prefix}/model.safetensors"))
+    remote = store._head(store._key(stored_key(store, manifest.prefix, "model.safetensors")))
     local = store._local_checksums(checkpoint / "model.safetensors", remote.size)
     assert remote.crc64 is not None and remote.crc64 == local.crc64  # combined from parts, checked by us
 

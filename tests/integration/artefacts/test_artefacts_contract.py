@@ -6,15 +6,17 @@ import os
 import time
 
 import pytest
-from artefact_helpers import SHA, make_manifest
+from artefact_helpers import BUCKET, SHA, make_manifest, overwrite_stored, stored_key
 
 from llmops.artefacts import (
     ArtefactError,
     ArtefactIntegrityError,
     ArtefactNotFoundError,
     ImmutableArtefactError,
+    StoreUriError,
     artefact_prefix,
 )
+from llmops.rollout.preflight import check_checksums
 
 
 class Interrupted(Exception):
@@ -97,13 +99,7 @@ def test_interrupted_publish_is_invisible_and_the_retry_resumes(store, checkpoin
 def test_a_damaged_stored_file_fails_fetch(store, checkpoint, tmp_path, request):
     manifest = make_manifest(checkpoint)
     store.publish(checkpoint, manifest.prefix, manifest)
-    key = f"{manifest.prefix}/tokenizer.json"
-    damaged = b'{"version": "2.0"}'
-    if store.scheme == "file":
-        (store.root / key).write_bytes(damaged)
-    else:  # overwrite the object behind the store's back, straight on the S3 server
-        server = request.getfixturevalue("s3_server")
-        server.client().put_object(Bucket="artefacts", Key=store._key(key), Body=damaged)
+    overwrite_stored(store, request, stored_key(store, manifest.prefix, "tokenizer.json"), b'{"version": "2.0"}')
     with pytest.raises(ArtefactIntegrityError) as caught:
         store.fetch(manifest.prefix, tmp_path / "fetched")
     assert caught.value.path == "tokenizer.json" and "tokenizer.json" in str(caught.value)
@@ -157,17 +153,33 @@ def test_retry_after_the_bytes_changed_does_not_reuse_stale_parts(store, checkpo
     assert (fetched / "model.safetensors").read_bytes() == weights.read_bytes()
 
 
-def test_changed_files_spots_a_damaged_or_missing_file_without_reading_bytes(store, checkpoint, request):
+def test_verify_stored_catches_a_same_size_bit_flip_and_says_what_it_compared(store, checkpoint, request):
+    """Rollout pre-flight's check: sizes plus the checksum the store keeps, recorded at publish."""
     manifest = make_manifest(checkpoint)
     store.publish(checkpoint, manifest.prefix, manifest)
-    assert store.changed_files(manifest) == []
-    key = f"{manifest.prefix}/tokenizer.json"
-    if store.scheme == "file":
-        (store.root / key).write_bytes(b"{}")
-    else:
-        server = request.getfixturevalue("s3_server")
-        server.client().put_object(Bucket="artefacts", Key=store._key(key), Body=b"{}")
-    assert [path for path, _ in store.changed_files(manifest)] == ["tokenizer.json"]
+    published = store.read_manifest(manifest.prefix)
+    kind = {"file": "sha256", "s3": "crc32", "oss": "crc64ecma"}[store.scheme]
+    assert all(set(entry.checksums) == {kind} for entry in published.files)
+    check = store.verify_stored(published)
+    assert check.ok and check.mismatches == [] and f"all {len(published.files)} files" in check.verified
+    assert {"sha256": "sha256 re-hashed", "crc32": "CRC32", "crc64ecma": "CRC64"}[kind] in check.verified
+
+    key = stored_key(store, manifest.prefix, "tokenizer.json")
+    original = (checkpoint / "tokenizer.json").read_bytes()
+    flipped = bytes([original[0] ^ 1]) + original[1:]  # same size, one bit different
+    overwrite_stored(store, request, key, flipped)
+    check = store.verify_stored(published)
+    assert not check.ok and len(check.mismatches) == 1 and check.mismatches[0].startswith("tokenizer.json: ")
+    assert kind in check.mismatches[0]
+
+    problems = check_checksums(published.uri, check)  # what rollout pre-flight turns it into
+    assert len(problems) == 1 and "tokenizer.json" in problems[0].what and check.verified in problems[0].what
+
+    unrecorded = published.model_copy(update={"files": [e.model_copy(update={"checksums": {}})
+                                                        for e in published.files]})
+    refused = store.verify_stored(unrecorded)
+    assert not refused.ok and "no server-kept checksum" in refused.unverifiable
+    assert "published before checksums were recorded" in check_checksums(published.uri, refused)[0].what
 
 
 def test_put_beside_writes_once_next_to_a_version_outside_its_manifest(store, checkpoint, tmp_path):
@@ -180,4 +192,21 @@ def test_put_beside_writes_once_next_to_a_version_outside_its_manifest(store, ch
     assert store._get_bytes(f"{report_prefix}/report.md") == b"# first"
     fetched = store.fetch(manifest.prefix, tmp_path / "fetched")
     assert not (fetched / "rollouts").exists()
-    assert store.read_manifest(manifest.prefix).files == manifest.files
+    assert store.read_manifest(manifest.prefix).same_content(manifest)
+
+
+def test_a_version_string_cannot_reach_a_manifest_planted_outside_the_store_root(store, checkpoint, request):
+    """A rollout `version` of models/../../outside/evil: on object stores an HTTP path with '..' may be collapsed
+    by the server, so the store refuses it before any request."""
+    manifest = make_manifest(checkpoint)
+    evil = manifest.to_json().encode()
+    if store.scheme == "file":  # root is <tmp>/store: models/../../outside/evil is <tmp>/outside/evil
+        planted = store.root.parent / "outside" / "evil" / "manifest.json"
+        planted.parent.mkdir(parents=True)
+        planted.write_bytes(evil)
+    else:  # root is <bucket>/<test id>: models/../../outside/evil is <bucket>/outside/evil
+        request.getfixturevalue("s3_server").client().put_object(Bucket=BUCKET, Key="outside/evil/manifest.json",
+                                                                  Body=evil)
+    for version in ("models/../../outside/evil", f"{store.root_uri}/models/../../outside/evil/manifest.json"):
+        with pytest.raises(StoreUriError, match="outside the store root; fix:"):
+            store.resolve(version, "tiny-llama")

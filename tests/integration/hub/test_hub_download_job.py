@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmops.jobs._cli import parse_result
+from llmops.jobs._cli import EXIT_PERMANENT, parse_result
 
 ROOT = Path(__file__).resolve().parents[3]
 WORKER_PYTHON = Path(os.environ.get("LLMOPS_HOME", ROOT / ".llmops")) / "venvs" / "worker" / "bin" / "python"
@@ -61,7 +61,7 @@ def test_job_downloads_and_reports(mirror, config_dir, tmp_path):
 def test_job_fails_on_a_tampered_blob_naming_the_file(mirror, config_dir, tmp_path):
     done = run_job("--model", "tampered", "--revision-sha", mirror.shas["tampered@main"], "--out",
                    str(tmp_path / "src"), "--config-dir", str(config_dir))
-    assert done.returncode == 1
-    assert "model.safetensors" in done.stderr and "sha256" in done.stderr
+    assert done.returncode == EXIT_PERMANENT  # a checksum mismatch is not retried
+    assert "model.safetensors" in done.stderr and "sha256" in done.stderr and "ERROR" in done.stderr
     assert parse_result(done.stdout) is None
     assert TOKEN not in done.stdout + done.stderr

@@ -90,13 +90,58 @@ def local_backend(rollout_tmp, rollout_store):
         for attempt in (1, 2):
             runtime.deploy("stable", stable.uri, backend.model_dir(stable))
             try:
-                runtime.wait_ready("stable", timeout_s=300)
+                runtime.wait_ready("stable", timeout_s=900)  # ~40 s alone; minutes with 8 suites on 2 cores
                 break
-            except LocalRuntimeError:
+            except LocalRuntimeError as exc:
                 # Seen on the shared dev machine: the server SIGKILLed seconds after start with an empty log,
                 # i.e. from outside (another suite's cleanup signalling a reused PID). Start it once more.
                 if attempt == 2:
-                    raise
+                    log_tail = Path(runtime.load().stable.log_path).read_text(errors="replace")[-3000:]
+                    raise LocalRuntimeError(f"{exc}\n{log_tail}") from None
         yield backend
     finally:
         runtime.stop_all()
+
+
+# --- `airflow dags test model_rollout`: the path users run ------------------------------------------
+
+def dag_env(home: Path, store_root: Path, venvs: Path, **extra: str) -> dict:
+    return {**os.environ, "LLMOPS_HOME": str(home), "LLMOPS_STORE_URI": store_root.as_uri(),
+            "LLMOPS_RUNTIME": "local", "LLMOPS_WORKER_PYTHON": str(venvs / "worker" / "bin" / "python"),
+            "LLMOPS_SERVING_PYTHON": str(venvs / "serving" / "bin" / "python"),
+            "PYTHONPATH": os.pathsep.join(str(PROJECT_ROOT / p) for p in ("include", "plugins", "dags")), **extra}
+
+
+def dags_test_command(conf: dict) -> list[str]:
+    import json
+    import sys
+
+    return [str(Path(sys.executable).with_name("airflow")), "dags", "test", "model_rollout", "-c", json.dumps(conf)]
+
+
+def dags_test(env: dict, conf: dict, *, timeout: float = 900) -> tuple[int, str]:
+    done = subprocess.run(dags_test_command(conf), env=env, capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout + done.stderr
+
+
+def newest_report(home: Path) -> str:
+    reports = sorted((home / "reports" / "rollouts" / "tiny-llama-chat").glob("*/report.md"),
+                     key=lambda p: p.stat().st_mtime)
+    assert reports, "no rollout report was written"
+    return reports[-1].read_text()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` in the process tree (walked through /proc/<pid>/stat parent ids)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found

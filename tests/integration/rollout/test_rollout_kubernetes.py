@@ -1,26 +1,33 @@
-"""The Kubernetes adapter against kmock's emulator over real HTTP, through KubernetesHook and the official client.
+"""The Kubernetes backend against kmock's emulator over real HTTP, through KubernetesHook and the official client.
 
-The emulator has no controllers, so the test plays the Deployment controller and kubelet: it writes
-Deployment status and creates the Pods. Readiness generation goes to a real vLLM (the session's stable
-server), once through a proxy that fails every completion while /health stays green (vLLM #36960).
+Pre-flight runs through the driver in-process; promote and roll back run through the same DAG task
+(`airflow dags test model_rollout`, runtime kubernetes) that users run, in a subprocess talking to the
+emulator. The emulator has no controllers, so a thread in the test plays the Deployment controller and
+kubelet: it writes Deployment status and creates the Pods of the version each Deployment asks for.
+Pod and Service URLs point at a real vLLM (the session's stable server), so readiness is a real
+generation and the analysis probes a real server (once through a proxy that fails every completion
+while /health stays green, vLLM #36960).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 
 import kubernetes_validate
 import pytest
 
-from llmops.rollout.preflight import PreflightError, RolloutInProgressError
+from llmops.rollout import driver
+from llmops.rollout.preflight import PreflightError
 from llmops.rollout.request import RolloutRequest, resolve_request
-from llmops.rollout.runner import run_preflight
 from llmops.serving import manifests as m
 from llmops.serving.kubernetes import KubernetesBackend
 from llmops_airflow.hooks.vllm_k8s import VllmKubernetesHook
-from llmops_airflow.triggers.readiness import VllmReadyTrigger
+from llmops_airflow.triggers.readiness import KubernetesVllmReadyTrigger
 
+from .conftest import dag_env, dags_test, newest_report
 from .fault_proxy import FaultProxy
 from .kube_emulator import KubeEmulator
 
@@ -52,47 +59,81 @@ def hook(kube):
     return hook
 
 
-def make_backend(hook, registry, port=8000):
+def make_backend(hook, registry, url="http://127.0.0.1:8000"):
     deployment = registry.deployment("tiny-llama-chat")
     return KubernetesBackend(hook, deployment, registry.gpu_profile(deployment.gpu_profile),
-                             pod_url_template=f"http://127.0.0.1:{port}", poll_s=0.2)
+                             pod_url_template=url, service_url_template=url)
 
 
-def resolved(registry, uri):
-    return resolve_request(RolloutRequest(model="tiny-llama", deployment="tiny-llama-chat", version=uri), registry)
+def context(backend, registry, store, uri, run_id, tmp_path):
+    resolved = resolve_request(RolloutRequest(deployment="tiny-llama-chat", version=uri), registry)
+    return driver.RolloutContext(resolved, store, backend, registry, run_id, tmp_path / "report")
 
 
-def seed_stable(backend, store, uri):
+def seed_stable(backend, uri):
     """What an earlier promoted rollout left: the stable track on version `uri`, ready."""
     d = backend.deployment
     for obj in m.render_all(d, backend.profile, stable=m.VersionRef(uri, d.model), canary=None, canary_percent=0):
         backend.client.apply(obj)
-    play_controller(backend, "stable", uri)
+    play_controller(backend.client, "stable")
 
 
-def play_controller(backend, track, uri, *, pod_ip="127.0.0.1"):
-    """The Deployment controller + kubelet the emulator lacks: status, and one Ready pod per replica."""
-    d = backend.deployment
-    name = m.object_name(d, track)
-    obj = backend.client.get("Deployment", name, NS)
+def play_controller(client, track):
+    """The Deployment controller + kubelet the emulator lacks: status, and one Ready pod per replica of the
+    version the Deployment's pod template asks for. Returns False when there is nothing to do."""
+    name = f"tiny-llama-chat-{track}"
+    obj = client.get("Deployment", name, NS)
+    if obj is None:
+        return False
     replicas = obj["spec"]["replicas"]
-    version = m.VersionRef(uri, d.model)
+    labels = obj["spec"]["template"]["metadata"]["labels"]
+    status = obj.get("status") or {}
+    pods = [p for p in client.list("Pod", NS)
+            if p["metadata"]["labels"].get(m.LABEL_VERSION_ID) == labels[m.LABEL_VERSION_ID]
+            and p["metadata"]["labels"].get(m.LABEL_TRACK) == track]
+    if status.get("readyReplicas") == replicas and status.get("updatedReplicas") == replicas and len(pods) >= replicas:
+        return False
     for i in range(replicas):
-        backend.client.apply({"apiVersion": "v1", "kind": "Pod",
-                              "metadata": {"name": f"{name}-{version.version_id}-{i}", "namespace": NS,
-                                           "labels": m.labels(d, track, version)},
-                              "spec": {"nodeName": "a10-node-2", "containers": [{"name": "vllm"}]},
-                              "status": {"phase": "Running", "podIP": pod_ip,
-                                         "conditions": [{"type": "Ready", "status": "True"}]}})
-    hook_core = backend.client.kube.apps_v1_client
-    hook_core.patch_namespaced_deployment_status(
+        client.apply({"apiVersion": "v1", "kind": "Pod",
+                      "metadata": {"name": f"{name}-{labels[m.LABEL_VERSION_ID]}-{i}", "namespace": NS,
+                                   "labels": labels},
+                      "spec": {"nodeName": "a10-node-2", "containers": [{"name": "vllm"}]},
+                      "status": {"phase": "Running", "podIP": "127.0.0.1",
+                                 "conditions": [{"type": "Ready", "status": "True"}]}})
+    client.kube.apps_v1_client.patch_namespaced_deployment_status(
         name, NS, {"status": {"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}},
         _content_type="application/merge-patch+json", _preload_content=False)
+    return True
 
 
-def weights(backend):
-    route = backend.client.get("HTTPRoute", "tiny-llama-chat", NS)
-    return [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]]
+class Controller(threading.Thread):
+    """Plays the controller while a DAG run goes on; with `kill_canary`, deletes the canary's pods as soon as
+    the canary takes traffic (a node lost mid-analysis)."""
+
+    def __init__(self, client, *, kill_canary=False):
+        super().__init__(daemon=True)
+        self.client, self.kill_canary = client, kill_canary
+        self.stop, self.killed = threading.Event(), False
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                if not self.killed:
+                    play_controller(self.client, "canary")
+                play_controller(self.client, "stable")
+                if self.kill_canary and not self.killed and weights(self.client)[1] > 0:
+                    for pod in self.client.list("Pod", NS):
+                        if pod["metadata"]["labels"].get(m.LABEL_TRACK) == "canary":
+                            self.client.delete("Pod", pod["metadata"]["name"], NS)
+                    self.killed = True
+            except Exception:  # noqa: BLE001 - objects appear and vanish while the run goes on
+                pass
+            time.sleep(0.3)
+
+
+def weights(client):
+    route = client.get("HTTPRoute", "tiny-llama-chat", NS)
+    return [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] if route else [100, 0]
 
 
 def run_trigger(trigger):
@@ -102,12 +143,13 @@ def run_trigger(trigger):
     return asyncio.run(first_event())
 
 
-def test_fp8_on_a10_and_full_cluster_are_refused_with_nothing_created(kube, hook, registry, rollout_store):
+def test_fp8_on_a10_and_full_cluster_are_refused_with_nothing_created(kube, hook, registry, rollout_store,
+                                                                       tmp_path):
     store, uris = rollout_store
     backend = make_backend(hook, registry)
     writes_before = kube.writes()
     with pytest.raises(PreflightError, match=r"8\.9\+.*a10.*8\.6") as err:
-        run_preflight(resolved(registry, uris["fp8"]), store=store, backend=backend, registry=registry, run_id="r1")
+        driver.preflight(context(backend, registry, store, uris["fp8"], "r1", tmp_path))
     assert "fix:" in str(err.value)
     # the only free A10 gets taken: a compatible version is refused for capacity
     hook.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "other", "namespace": "ml"},
@@ -116,109 +158,86 @@ def test_fp8_on_a10_and_full_cluster_are_refused_with_nothing_created(kube, hook
                 "status": {"phase": "Running"}})
     writes_before = kube.writes()
     with pytest.raises(PreflightError, match="GPU capacity"):
-        run_preflight(resolved(registry, uris["healthy"]), store=store, backend=backend, registry=registry,
-                      run_id="r1")
+        driver.preflight(context(backend, registry, store, uris["healthy"], "r1", tmp_path))
     assert kube.writes() == writes_before, "pre-flight must not write anything"
     assert not [o for o in kube.live_objects() if o[1] == NS]
 
 
-@pytest.mark.slow  # the readiness generation goes to a real vLLM (the session's stable server)
-def test_canary_promote_on_kubernetes_and_manual_roll_back(kube, hook, registry, rollout_store, local_backend):
+
+@pytest.fixture
+def kube_env(kube, hook, rollout_tmp, rollout_store, local_backend, airflow_db, venvs):
+    url = local_backend.local.load().stable.url
+    conn = {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(kube.kubeconfig)}}
+    env = dag_env(rollout_tmp / "kube-home", rollout_tmp / "store", venvs, LLMOPS_RUNTIME="kubernetes",
+                  AIRFLOW_CONN_KUBERNETES_DEFAULT=json.dumps(conn), LLMOPS_KUBE_POD_URL_TEMPLATE=url,
+                  LLMOPS_KUBE_SERVICE_URL_TEMPLATE=url)
+    return env, url
+
+
+@pytest.mark.slow  # readiness and analysis go to a real vLLM (the session's stable server)
+def test_promote_on_kubernetes_through_the_dag(kube_env, hook, registry, rollout_store, rollout_tmp):
+    env, url = kube_env
     store, uris = rollout_store
-    stable_url = local_backend.local.load().stable.url
-    port = int(stable_url.rsplit(":", 1)[1])
-    backend = make_backend(hook, registry, port)
-    seed_stable(backend, store, uris["stable"])
-
-    pre = run_preflight(resolved(registry, uris["healthy"]), store=store, backend=backend, registry=registry,
-                        run_id="run-1")
-    assert pre.stable_version == uris["stable"] and backend.lock_holder() == "run-1"
-    with pytest.raises(RolloutInProgressError, match="run-1"):
-        run_preflight(resolved(registry, uris["healthy"]), store=store, backend=backend, registry=registry,
-                      run_id="run-2")
-
-    backend.deploy_canary(pre.manifest, "run-1")
-    canary = hook.get("Deployment", "tiny-llama-chat-canary", NS)
-    kubernetes_validate.validate(canary, "1.31", strict=True)  # as stored by the API server
-    assert canary["metadata"]["annotations"][m.ANNOTATION_PREVIOUS_VERSION] == uris["stable"]
-    assert weights(backend) == [100, 0]
-    hpa = hook.get("HorizontalPodAutoscaler", "tiny-llama-chat-stable", NS)["spec"]
-    assert hpa["minReplicas"] == hpa["maxReplicas"] == 2
-
-    version_id = m.VersionRef(uris["healthy"], "tiny-llama").version_id
-    common = dict(runtime="kubernetes", deployment="tiny-llama-chat", track="canary", version_id=version_id,
-                  model="tiny-llama", poll_s=0.2)
-    # before the controller acts: not ready
-    assert run_trigger(VllmReadyTrigger(timeout_s=1, **common))["status"] == "not_ready"
-    play_controller(backend, "canary", uris["healthy"])
-    # Ready pods whose /health is green but whose completions fail do not count
-    with FaultProxy(stable_url, error_every=1) as broken:
-        event = run_trigger(VllmReadyTrigger(timeout_s=2, pod_url_template=broken.url, **common))
-    assert event["status"] == "not_ready" and "cannot generate" in event["detail"]
-    event = run_trigger(VllmReadyTrigger(timeout_s=30, pod_url_template=stable_url, **common))
-    assert event["status"] == "ready", event
-
-    for percent in (10, 50, 100):
-        backend.set_weights(percent)
-        assert weights(backend) == [100 - percent, percent]
-
-    new_id = backend.begin_promote(pre.manifest)
+    backend = make_backend(hook, registry, url)
+    seed_stable(backend, uris["stable"])
+    controller = Controller(hook)
+    controller.start()
+    try:
+        rc, log = dags_test(env, {"version": uris["healthy"], "steps": [50, 100], "analysis_window_s": 5})
+    finally:
+        controller.stop.set()
+        controller.join()
+    assert rc == 0, log[-6000:]
+    assert "waiting for the canary track" in log and "waiting for the stable track" in log  # deferred twice
     stable = hook.get("Deployment", "tiny-llama-chat-stable", NS)
+    kubernetes_validate.validate(stable, "1.31", strict=True)  # as stored by the API server
     assert stable["metadata"]["annotations"][m.ANNOTATION_VERSION] == uris["healthy"]
     assert stable["metadata"]["annotations"][m.ANNOTATION_PREVIOUS_VERSION] == uris["stable"]
-    assert backend.stable_ready(new_id)[0] is False  # old pods only, status not updated yet
-    play_controller(backend, "stable", uris["healthy"])
-    assert backend.stable_ready(new_id)[0] is True
-    backend.finish_promote()
-    backend.release("run-1")
     assert hook.get("Deployment", "tiny-llama-chat-canary", NS) is None
-    assert weights(backend) == [100, 0]
+    assert weights(hook) == [100, 0]
     assert hook.get("HorizontalPodAutoscaler", "tiny-llama-chat-stable", NS)["spec"]["maxReplicas"] == 4
     assert backend.lock_holder() is None
-
-    # a manual roll back as a rollout: version "previous" resolves from the annotation, checks run again
-    back = run_preflight(resolved(registry, "previous"), store=store, backend=backend, registry=registry,
-                         run_id="run-3")
-    assert back.manifest.uri == uris["stable"] and back.stable_version == uris["healthy"]
-    backend.release("run-3")
-    # or directly: the stable Deployment goes back to the recorded previous version
-    assert backend.roll_back_to_previous() == uris["stable"]
-    annotations = hook.get("Deployment", "tiny-llama-chat-stable", NS)["metadata"]["annotations"]
-    assert annotations[m.ANNOTATION_VERSION] == uris["stable"]
-    assert annotations[m.ANNOTATION_PREVIOUS_VERSION] == uris["healthy"]
+    assert "PROMOTED" in newest_report(rollout_tmp / "kube-home")
 
 
-def test_roll_back_keeps_stable_and_a_rerun_after_a_crash_converges(kube, hook, registry, rollout_store):
+@pytest.mark.slow
+def test_canary_pods_lost_mid_analysis_roll_back_on_kubernetes_through_the_dag(kube_env, hook, registry,
+                                                                               rollout_store, rollout_tmp):
+    env, url = kube_env
     store, uris = rollout_store
-    backend = make_backend(hook, registry)
-    seed_stable(backend, store, uris["stable"])
+    backend = make_backend(hook, registry, url)
+    seed_stable(backend, uris["stable"])
     stable_before = hook.get("Deployment", "tiny-llama-chat-stable", NS)
-
-    pre = run_preflight(resolved(registry, uris["garbage"]), store=store, backend=backend, registry=registry,
-                        run_id="run-1")
-    backend.deploy_canary(pre.manifest, "run-1")
-    backend.set_weights(10)
-    first_canary = hook.get("Deployment", "tiny-llama-chat-canary", NS)
-    # run-1's worker dies here: canary and lock are left behind. Another run is refused, not queued.
-    with pytest.raises(RolloutInProgressError):
-        run_preflight(resolved(registry, uris["garbage"]), store=store, backend=backend, registry=registry,
-                      run_id="run-2")
-    # run-1's retry re-enters (same run id) and rolls back
-    run_preflight(resolved(registry, uris["garbage"]), store=store, backend=backend, registry=registry,
-                  run_id="run-1")
-    backend.deploy_canary(pre.manifest, "run-1")  # idempotent: applying again changes nothing
-    assert hook.get("Deployment", "tiny-llama-chat-canary", NS) == first_canary
-    backend.roll_back()
-    backend.roll_back()  # and so is rolling back twice
-    backend.release("run-1")
+    controller = Controller(hook, kill_canary=True)
+    controller.start()
+    try:
+        rc, log = dags_test(env, {"version": uris["healthy"], "steps": [50, 100], "analysis_window_s": 120})
+    finally:
+        controller.stop.set()
+        controller.join()
+    assert rc != 0 and "rolled back" in log, log[-6000:]
+    report = newest_report(rollout_tmp / "kube-home")
+    assert "canary_alive | FAIL" in report and "stopped early" in report
     assert hook.get("Deployment", "tiny-llama-chat-canary", NS) is None
-    assert weights(backend) == [100, 0]
-    assert hook.get("Deployment", "tiny-llama-chat-stable", NS) == stable_before
+    assert weights(hook) == [100, 0]
+    assert hook.get("Deployment", "tiny-llama-chat-stable", NS)["spec"] == stable_before["spec"]
     assert backend.lock_holder() is None
-    # now run-2 proceeds and reaches the same state run-1 had
-    run_preflight(resolved(registry, uris["garbage"]), store=store, backend=backend, registry=registry,
-                  run_id="run-2")
-    backend.deploy_canary(pre.manifest, "run-2")
-    again = hook.get("Deployment", "tiny-llama-chat-canary", NS)
-    assert again["spec"] == first_canary["spec"]
-    assert again["metadata"]["annotations"][m.ANNOTATION_ROLLOUT] == "run-2"
+
+
+@pytest.mark.slow  # the readiness generation goes to a real vLLM (the session's stable server)
+def test_readiness_needs_a_real_generation(kube, hook, registry, rollout_store, local_backend):
+    _, uris = rollout_store
+    stable_url = local_backend.local.load().stable.url
+    backend = make_backend(hook, registry, stable_url)
+    seed_stable(backend, uris["stable"])
+    target = backend.wait_target("stable", type("M", (), {"uri": uris["stable"], "tensor_parallel_size": 1,
+                                                          "max_model_len": 512})())
+    ids = target.identifiers
+    assert run_trigger(KubernetesVllmReadyTrigger(identifiers=ids, timeout_s=10, poll_s=0.2))["status"] == "ready"
+    with FaultProxy(stable_url, error_every=1) as broken:  # Ready pods whose completions fail do not count
+        event = run_trigger(KubernetesVllmReadyTrigger(identifiers={**ids, "pod_url_template": broken.url},
+                                                       timeout_s=2, poll_s=0.2))
+    assert event["status"] == "not_ready" and "cannot generate" in event["detail"]
+    hook.delete("Deployment", "tiny-llama-chat-stable", NS)
+    event = run_trigger(KubernetesVllmReadyTrigger(identifiers=ids, timeout_s=30, poll_s=0.2))
+    assert event["status"] == "not_ready" and "does not exist" in event["detail"]  # fatal: no 30 s wait

@@ -1,0 +1,56 @@
+"""The step factory's pod operator reads the job's exit status: EXIT_PERMANENT fails the task at once.
+
+Against kmock's Kubernetes emulator over real HTTP. The emulator has no kubelet, so the test plays it:
+it writes the finished pod's status (base container terminated with the job's exit code and termination
+message) and hands that pod to the operator's real `cleanup`, where both the synchronous and the
+deferrable paths of KubernetesPodOperator end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from kubernetes.client import models as k8s
+
+from llmops.jobs._cli import EXIT_PERMANENT, EXIT_TRANSIENT
+from llmops_airflow.pod import JobPodOperator
+from llmops_airflow.steps import heavy_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rollout"))
+from kube_emulator import KubeEmulator  # noqa: E402
+
+
+@pytest.fixture
+def kube(monkeypatch):
+    with KubeEmulator() as emulator:
+        conn = {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(emulator.kubeconfig)}}
+        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(conn))
+        yield emulator
+
+
+def _finished_pod(op, exit_code: int, message: str) -> k8s.V1Pod:
+    pod = op.build_pod_request_obj(context=None)
+    pod.metadata.namespace = "llmops"
+    state = k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=exit_code, message=message))
+    pod.status = k8s.V1PodStatus(phase="Failed", container_statuses=[k8s.V1ContainerStatus(
+        name="base", state=state, ready=False, restart_count=0, image=pod.spec.containers[0].image, image_id="")])
+    op.hook.core_v1_client.create_namespaced_pod("llmops", op.hook.core_v1_client.api_client
+                                                 .sanitize_for_serialization(pod))
+    return pod
+
+
+@pytest.mark.parametrize(("exit_code", "expected"), [(EXIT_PERMANENT, AirflowFailException),
+                                                     (EXIT_TRANSIENT, AirflowException), (1, AirflowException)])
+def test_a_pod_that_exits_permanent_fails_the_task_without_retries(kube, exit_code, expected):
+    op = heavy_step(task_id="download", job="download", runtime="kubernetes")
+    assert isinstance(op, JobPodOperator)
+    pod = _finished_pod(op, exit_code, "permanent error, not retried: has no model named 'x'")
+    with pytest.raises(AirflowException) as raised:
+        op.cleanup(pod, pod)
+    assert type(raised.value) is expected
+    if expected is AirflowFailException:
+        assert "has no model named 'x'" in str(raised.value) and "not retried" in str(raised.value)

@@ -1,0 +1,126 @@
+"""model_rollout through `airflow dags test` on the local runtime, with real vLLM on CPU: the path users run.
+
+The DAG's one task (ModelRolloutOperator) runs pre-flight, starts the canary, defers to the readiness
+trigger (run in line by `dags test`), analyses and decides, exactly as under a scheduler. The stable
+vLLM is the session's (started once); each test's canary is a real vLLM process started by the DAG
+(~40-90 s on a busy 2-core machine), so the tests are few and their windows short. Order matters a
+little: the promote test runs last because it replaces the stable process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from llmops.canary.probes import complete, generation_ok
+from llmops.serving.local import process_alive, tagged_processes
+
+from .conftest import dag_env, dags_test, dags_test_command, descendants, newest_report
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def env(rollout_tmp, rollout_store, local_backend, airflow_db, venvs):
+    return dag_env(rollout_tmp / "home", rollout_tmp / "store", venvs)
+
+
+def stable_snapshot(backend):
+    stable = backend.local.load().stable
+    ok, _ = generation_ok(stable.url, "tiny-llama")
+    return stable.pid, stable.version, ok, complete(stable.url, "tiny-llama", "One, two, three,")
+
+
+def assert_clean(backend):
+    state = backend.local.load()
+    assert state.canary is None and backend.lock_holder() is None
+
+
+def test_canary_failing_golden_prompts_is_rolled_back_early_stable_untouched(env, rollout_store, local_backend):
+    _, uris = rollout_store
+    before = stable_snapshot(local_backend)
+    rc, log = dags_test(env, {"version": uris["garbage"], "steps": [50, 100], "analysis_window_s": 120})
+    assert rc != 0 and "rolled back" in log, log[-4000:]
+    report = newest_report(env_home(env))
+    assert "ROLLED_BACK" in report and "golden_prompts | FAIL" in report
+    assert "stopped early" in report  # decided on the golden prompts, not after the 120 s window
+    assert "Step: 100 %" not in report  # never shifted further
+    assert stable_snapshot(local_backend) == before
+    assert_clean(local_backend)
+
+
+def test_canary_killed_mid_analysis_is_rolled_back_and_leaves_no_process(env, rollout_store, local_backend,
+                                                                          rollout_tmp):
+    _, uris = rollout_store
+    before = stable_snapshot(local_backend)
+    log_path = rollout_tmp / "killed-canary.log"
+    conf = {"version": uris["healthy"], "steps": [50, 100], "analysis_window_s": 300}
+    with open(log_path, "w") as out:
+        run = subprocess.Popen(dags_test_command(conf), env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        while "golden prompts on the canary" not in log_path.read_text(errors="replace"):
+            assert run.poll() is None, log_path.read_text()[-4000:]
+            assert time.monotonic() < deadline, "the analysis never started"
+            time.sleep(0.5)
+        canary = local_backend.local.load().canary
+        engine = descendants(canary.pid)
+        assert engine, "vLLM's engine runs in child processes"
+        os.kill(canary.pid, signal.SIGKILL)  # the main process only, as an OOM kill would
+        killed_at = time.monotonic()
+        rc = run.wait(timeout=300)
+        decided_s = time.monotonic() - killed_at
+    finally:
+        if run.poll() is None:
+            run.kill()
+    log = log_path.read_text(errors="replace")
+    assert rc != 0 and "rolled back" in log, log[-4000:]
+    assert decided_s < 60, f"took {decided_s:.0f} s to decide after the crash"
+    report = newest_report(env_home(env))
+    assert "canary_alive | FAIL" in report and "crashed" in report
+    assert not [pid for pid in engine | {canary.pid} if process_alive(pid)], "a canary process was left behind"
+    assert tagged_processes(canary.tag) == []
+    assert stable_snapshot(local_backend) == before
+    assert_clean(local_backend)
+
+
+def test_canary_that_queues_requests_is_rolled_back_by_default_settings(env, rollout_store, local_backend):
+    """Identical weights, but `--max-num-seqs 1` (given to the canary only): requests queue under load."""
+    _, uris = rollout_store
+    before = stable_snapshot(local_backend)
+    rc, log = dags_test(env, {"version": uris["healthy"], "steps": [100], "analysis_window_s": 20,
+                              "canary_extra_args": ["--max-num-seqs", "1"]})
+    assert rc != 0, log[-4000:]
+    report = newest_report(env_home(env))
+    assert "ROLLED_BACK" in report and "p95_latency_ratio | FAIL" in report, report
+    assert "--max-num-seqs" in report  # the canary's own arguments are recorded
+    assert stable_snapshot(local_backend) == before
+    assert_clean(local_backend)
+
+
+def test_healthy_canary_is_promoted_then_a_rerun_changes_nothing(env, rollout_store, local_backend):
+    _, uris = rollout_store
+    old = local_backend.local.load().stable
+    rc, log = dags_test(env, {"version": uris["healthy"], "steps": [50, 100], "analysis_window_s": 10})
+    assert rc == 0, log[-6000:]
+    report = newest_report(env_home(env))
+    assert "PROMOTED" in report and "Step: 50 %" in report and "Step: 100 %" in report
+    state = local_backend.local.load()
+    assert state.stable.version == uris["healthy"] and state.previous_version == uris["stable"]
+    assert state.canary is None and state.stable.pid != old.pid
+    assert tagged_processes(old.tag) == []  # the old stable stopped, children included
+    assert "four" in complete(state.stable.url, "tiny-llama", "One, two, three,")
+    rc, log = dags_test(env, {"version": uris["healthy"]})
+    assert rc == 0 and "already serves this version" in log, log[-4000:]
+    assert local_backend.local.load().stable.pid == state.stable.pid
+    assert_clean(local_backend)
+
+
+def env_home(env):
+    from pathlib import Path
+
+    return Path(env["LLMOPS_HOME"])

@@ -1,0 +1,50 @@
+"""What each Connection's fields are used for (the README's Connections table), where no server is needed:
+the Milvus URI precedence of the kb job and the steps that declare the Connection fields they read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmops.config import load_file
+from llmops.jobs.kb_reindex import milvus_uri
+from llmops_airflow.hooks.huggingface import connection_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _kb(**milvus):
+    registry = load_file(ROOT / "include" / "config" / "knowledge_bases.yaml")
+    data = registry.knowledge_bases[0].model_dump(exclude_unset=True)
+    data["milvus"] = {k: v for k, v in data["milvus"].items() if k != "uri"} | milvus
+    return type(registry.knowledge_bases[0]).model_validate(data)
+
+
+def test_milvus_uri_precedence(monkeypatch):
+    monkeypatch.setenv("MILVUS_URI", "http://milvus.example:19530")  # the milvus_default Connection's host
+    assert milvus_uri(_kb()) == "http://milvus.example:19530"
+    assert milvus_uri(_kb(uri="kb.db")) == "kb.db"  # the knowledge base's own uri wins
+    assert milvus_uri(_kb(uri="kb.db"), "http://override:1") == "http://override:1"  # --milvus-uri wins over all
+    monkeypatch.setenv("MILVUS_URI", "milvus:19530")
+    assert milvus_uri(_kb()) == "http://milvus:19530"
+    monkeypatch.delenv("MILVUS_URI")
+    assert milvus_uri(_kb()) == "milvus.db"  # no Connection: the default Milvus Lite file
+
+
+@pytest.mark.parametrize(("host", "port", "url"), [("https://hf-mirror.com/", None, "https://hf-mirror.com"),
+                                                   ("olah", 8090, "https://olah:8090"), ("", None, None)])
+def test_a_connection_host_becomes_a_url(host, port, url):
+    assert connection_url(host, port) == url
+
+
+def test_the_dags_declare_the_connection_fields_their_jobs_read():
+    from airflow.models import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    reindex = bag.dags["kb_reindex"].get_task("reindex").partial_kwargs["secret_env"]
+    assert reindex["MILVUS_URI"] == "milvus_default.host" and reindex["MILVUS_TOKEN"] == "milvus_default.password"
+    assert reindex["AWS_SECRET_ACCESS_KEY"] == reindex["OSS_ACCESS_KEY_SECRET"] == "llmops_kb_sources.password"
+    refresh = bag.dags["model_refresh"]
+    assert refresh.get_task("download").partial_kwargs["secret_env"] == {"HF_TOKEN": "huggingface_default.password"}
+    assert refresh.get_task("publish").partial_kwargs["store_access"] is True
