@@ -5,6 +5,7 @@ kb_reindex from the form and waits until the real scheduler finishes the run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -81,6 +82,7 @@ def test_every_trigger_form_is_ready_with_its_defaults(browser, airflow_stack, s
     _, listing = airflow_stack.api("GET", "/dags?limit=100")
     dag_ids = sorted(dag["dag_id"] for dag in listing["dags"])
     assert {"kb_reindex", "model_refresh", "model_rollout"} <= set(dag_ids)
+    print(f"screenshots: {screenshots}")
     disabled = []
     for dag_id in dag_ids:
         submit = open_trigger_form(browser, airflow_stack, dag_id)
@@ -97,13 +99,19 @@ def test_a_cleared_required_field_disables_trigger(browser, airflow_stack, scree
 
     submit = open_trigger_form(browser, airflow_stack, "model_refresh")
     assert submit.is_enabled()
+    from selenium.webdriver.common.action_chains import ActionChains
+
     clear = browser.find_element(By.CSS_SELECTOR, "#element_model button[aria-label='Clear selected options']")
-    browser.execute_script("arguments[0].click()", clear)
-    WebDriverWait(browser, 30).until(lambda d: not d.find_element(By.CSS_SELECTOR, SUBMIT).is_enabled())
-    browser.save_screenshot(str(screenshots / "model_refresh-cleared.png"))
+    ActionChains(browser).move_to_element(clear).click().perform()  # react-select clears on a real mouse-down
+    try:
+        WebDriverWait(browser, 30).until(lambda d: not d.find_element(By.CSS_SELECTOR, SUBMIT).is_enabled())
+    finally:
+        browser.save_screenshot(str(screenshots / "model_refresh-cleared.png"))
 
 
 def test_kb_reindex_triggered_from_the_form_succeeds_under_the_scheduler(browser, airflow_stack, screenshots):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     def run_ids() -> set[str]:
@@ -117,8 +125,9 @@ def test_kb_reindex_triggered_from_the_form_succeeds_under_the_scheduler(browser
     _, run = airflow_stack.api("GET", f"/dags/kb_reindex/dagRuns/{run_id}")
     assert run["run_type"] == "manual" and run["conf"] == {"knowledge_base": "all", "mode": "incremental",
                                                             "dry_run": False}, run
-    state = airflow_stack.wait_for_run("kb_reindex", run_id, timeout=600)
+    state = airflow_stack.wait_for_run("kb_reindex", run_id, timeout=900)
     browser.get(f"{airflow_stack.url}/dags/kb_reindex/runs/{run_id}")
-    time.sleep(3)
+    with contextlib.suppress(TimeoutException):  # the screenshot is for people; the state is the assertion
+        WebDriverWait(browser, 30).until(lambda d: "tabs." not in d.find_element(By.TAG_NAME, "body").text)
     browser.save_screenshot(str(screenshots / "kb_reindex-run.png"))
     assert state == "success", airflow_stack.run_summary("kb_reindex", run_id)

@@ -230,14 +230,51 @@ def _milvus_lite_server(data_dir: Path, log: Path, airflow_bin: Path) -> Iterato
         stop(proc)
 
 
-def _start(name: str, args: list[str], env: Mapping[str, str], logs: Path, stack: contextlib.ExitStack,
-           airflow_bin: Path) -> subprocess.Popen:
+def _start(name: str, args: list[str], env: Mapping[str, str], logs: Path, airflow_bin: Path) -> subprocess.Popen:
     log = logs / f"{name}.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([str(airflow_bin / "airflow"), *args], stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.Popen([str(airflow_bin / "airflow"), *args], stdout=out, stderr=subprocess.STDOUT,
                                 env=dict(env), start_new_session=True, cwd=ROOT)
-    stack.callback(stop, proc, grace=15)
-    return proc
+
+
+def _descendants(pids: list[int]) -> dict[int, str]:
+    """Every live descendant of `pids` -> its start time (/proc), so a reused PID is never signalled later."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid = int(stat.parent.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            started[pid] = fields[19]
+    found: dict[int, str] = {}
+    todo = list(pids)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found[child] = started[child]
+                todo.append(child)
+    return found
+
+
+def _stop_all(procs: list[subprocess.Popen], grace: float = 20) -> None:
+    """SIGTERM every process group we started at once; after `grace` seconds SIGKILL whatever is left of them
+    and of their descendants (task and job processes run in process groups of their own)."""
+    tree = _descendants([proc.pid for proc in procs])
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    for proc in procs:
+        stop(proc, grace=5)  # SIGKILLs a group that ignored SIGTERM
+    for pid, started in tree.items():
+        with contextlib.suppress(OSError, IndexError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19] == started:
+                os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -250,6 +287,7 @@ def local_airflow(
     venvs: Path | None = None,
     demo_model_dir: Path | None = None,
     mirrors: Path | None = None,
+    config_dir: Path | None = None,
     timeout: float = 300,
     echo: Callable[[str], None] = lambda line: None,
 ) -> Iterator[LocalAirflow]:
@@ -259,6 +297,7 @@ def local_airflow(
     `base_env` is the environment to start from (its AIRFLOW__* settings win over the optional defaults,
     never over the ones that tie the components together). `demo_model_dir` caches the trained demo model,
     `mirrors` holds the hub mirror's repos (share both with `make demo` to build the same commit).
+    `config_dir` is the registry (default: `LLMOPS_CONFIG_DIR` of `base_env`, else include/config).
     """
     state = Path(state).resolve()
     venvs = Path(venvs or Path(base_env.get("LLMOPS_HOME", ROOT / ".llmops")) / "venvs")
@@ -309,11 +348,12 @@ def local_airflow(
         milvus_url = stack.enter_context(_milvus_lite_server(own / "milvus", server_logs / "milvus.log",
                                                              airflow_bin))
         env["LLMOPS_CONFIG_DIR"] = str(_served_registry(
-            own / "config", milvus_url, Path(base_env.get("LLMOPS_CONFIG_DIR") or ROOT / "include" / "config")))
+            own / "config", milvus_url, Path(config_dir or base_env.get("LLMOPS_CONFIG_DIR") or ROOT / "include" / "config")))
         echo(f"stand-ins: hub mirror {env['HF_ENDPOINT']} ({DEMO_REPO}), Milvus {milvus_url}, "
              f"store {env['LLMOPS_STORE_URI']}")
 
-        procs = {name: _start(name, args, env, server_logs, stack, airflow_bin) for name, args in COMPONENTS.items()}
+        procs = {name: _start(name, args, env, server_logs, airflow_bin) for name, args in COMPONENTS.items()}
+        stack.callback(_stop_all, list(procs.values()))
         url = env["AIRFLOW__API__BASE_URL"]
 
         def healthy() -> bool:
