@@ -20,6 +20,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from llmops.artefacts.credentials import KUBERNETES_SECRET
 from llmops.config import GpuProfile, load_registry
 from llmops.jobs._cli import (
     EXIT_PERMANENT,
@@ -266,7 +267,7 @@ def kubernetes_secret_name(ref: str) -> str:
 
 
 #: The Kubernetes Secret whose keys (AWS_ACCESS_KEY_ID, ... or OSS_*) become a store-touching pod's env.
-ARTEFACTS_SECRET = kubernetes_secret_name("llmops_artefacts.env")
+ARTEFACTS_SECRET = KUBERNETES_SECRET
 
 
 def _local_kwargs(job: str, environment: str, env_vars: dict[str, str] | None,

@@ -48,3 +48,22 @@ def test_the_dags_declare_the_connection_fields_their_jobs_read():
     refresh = bag.dags["model_refresh"]
     assert refresh.get_task("download").partial_kwargs["secret_env"] == {"HF_TOKEN": "huggingface_default.password"}
     assert refresh.get_task("publish").partial_kwargs["store_access"] is True
+
+
+def test_every_pod_that_opens_the_store_can_read_its_credentials_secret():
+    from llmops.config import load_registry
+    from llmops.serving.manifests import VersionRef, render_all
+    from llmops_airflow.steps import heavy_step
+
+    secret = {"secretRef": {"name": "llmops-llmops-artefacts", "optional": True}}
+    registry = load_registry()
+    deployment = registry.deployment("tiny-llama-chat")
+    canary = VersionRef("s3://b/models/tiny-llama/" + "a" * 40 + "/vllm-x/manifest.json", deployment.model)
+    vllm = render_all(deployment, registry.gpu_profile(deployment.gpu_profile), stable=None, canary=canary,
+                      canary_percent=10)[0]
+    (fetch,) = vllm["spec"]["template"]["spec"]["initContainers"]
+    assert fetch["envFrom"] == [secret]
+    publish = heavy_step(task_id="publish", job="publish", runtime="kubernetes")
+    assert [e.to_dict() for e in publish.env_from] == [{"config_map_ref": None, "prefix": None,
+                                                          "secret_ref": {"name": "llmops-llmops-artefacts",
+                                                                         "optional": True}}]

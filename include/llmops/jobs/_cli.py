@@ -127,9 +127,10 @@ class _CleanStream:
         self._stream.flush()
 
     def _close(self) -> None:
-        if self._partial:
-            self.write("\n")
-        self.flush()
+        with contextlib.suppress(ValueError, OSError):  # the wrapped stream may be closed already (tests)
+            if self._partial:
+                self.write("\n")
+            self.flush()
 
     def __getattr__(self, name):  # fileno, isatty, encoding... of the real stream
         return getattr(self._stream, name)
@@ -140,7 +141,10 @@ def setup_logging() -> None:
     for name, value in JOB_ENV.items():
         os.environ.setdefault(name, value)
     interactive = sys.stderr.isatty()
-    if not interactive and not isinstance(sys.stderr, _CleanStream):
+    # Only a job process (`python -m llmops...`) has its streams wrapped; a test or a notebook calling main()
+    # in-process keeps its own (but gets the job's log format on stderr).
+    job_process = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", "").startswith("llmops.")
+    if job_process and not interactive and not isinstance(sys.stderr, _CleanStream):
         sys.stdout = _CleanStream(sys.stdout)
         sys.stderr = _CleanStream(sys.stderr)
     # A person at a terminal has no task log around the job: give them the time.
