@@ -63,7 +63,7 @@ run_dag() {  # run_dag LABEL CONF -> the DAG's report
   grep -q "DagRun Finished: dag_id=$dag.*state=success" "$log" || { tail -40 "$log"; exit 1; }
   echo "[kb demo] $label finished in $((SECONDS - t0)) s; heartbeat and summary from the task log:"
   grep -E "progress product-docs: (embedding|loading)|dry run: |summary product-docs" "$log" \
-    | sed -E 's/^.*INFO llmops\.[a-z_.]+: /  /; s/ \[airflow\.task.*$//' | sort -u | tail -6
+    | sed -E 's/^.*(INFO|\]) llmops\.[a-z_.]+: /  /; s/ \[airflow\.task.*$//' | awk '!seen[$0]++' | tail -6
 }
 
 run_dag dry-run '{"mode": "full", "dry_run": true}'
