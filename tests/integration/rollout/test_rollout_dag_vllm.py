@@ -21,7 +21,9 @@ from llmops.serving.local import process_alive, tagged_processes
 
 from .conftest import dag_env, dags_test, dags_test_command, descendants, newest_report
 
-pytestmark = pytest.mark.slow
+# pytest-timeout counts fixture setup: the first test here also waits for the session's stable vLLM, and with
+# 8 suites sharing 2 cores one vLLM start has taken 5-10 minutes (40 s on an idle machine).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
