@@ -46,5 +46,27 @@ def test_the_dags_declare_the_connection_fields_their_jobs_read():
     assert reindex["MILVUS_URI"] == "milvus_default.host" and reindex["MILVUS_TOKEN"] == "milvus_default.password"
     assert reindex["AWS_SECRET_ACCESS_KEY"] == reindex["OSS_ACCESS_KEY_SECRET"] == "llmops_kb_sources.password"
     refresh = bag.dags["model_refresh"]
-    assert refresh.get_task("download").partial_kwargs["secret_env"] == {"HF_TOKEN": "huggingface_default.password"}
-    assert refresh.get_task("publish").partial_kwargs["store_access"] is True
+    # each item's download reads the token of its model's own Connection (the group's mapped `hf_token`,
+    # "<hf_connection_id>.password", see test_refresh_steps)
+    token = refresh.get_task("item.download").secret_env["HF_TOKEN"]
+    assert type(token).__name__ == "MappedArgument" and token._key == "hf_token"
+    assert refresh.get_task("item.publish").store_access is True
+
+
+def test_every_pod_that_opens_the_store_can_read_its_credentials_secret():
+    from llmops.config import load_registry
+    from llmops.serving.manifests import VersionRef, render_all
+    from llmops_airflow.steps import heavy_step
+
+    secret = {"secretRef": {"name": "llmops-llmops-artefacts", "optional": True}}
+    registry = load_registry()
+    deployment = registry.deployment("tiny-llama-chat")
+    canary = VersionRef("s3://b/models/tiny-llama/" + "a" * 40 + "/vllm-x/manifest.json", deployment.model)
+    vllm = render_all(deployment, registry.gpu_profile(deployment.gpu_profile), stable=None, canary=canary,
+                      canary_percent=10)[0]
+    (fetch,) = vllm["spec"]["template"]["spec"]["initContainers"]
+    assert fetch["envFrom"] == [secret]
+    publish = heavy_step(task_id="publish", job="publish", runtime="kubernetes")
+    assert [e.to_dict() for e in publish.env_from] == [{"config_map_ref": None, "prefix": None,
+                                                          "secret_ref": {"name": "llmops-llmops-artefacts",
+                                                                         "optional": True}}]

@@ -15,6 +15,10 @@ from urllib.parse import urlparse
 
 from llmops.artefacts.errors import ArtefactError
 
+#: On Kubernetes, the optional Secret whose keys (these variable names) become the environment of every
+#: container that opens the store (publish pods, the vLLM pods' fetch init container).
+KUBERNETES_SECRET = "llmops-llmops-artefacts"
+
 #: open_store credential key -> environment variable, per scheme.
 ENV_NAMES: dict[str, dict[str, str]] = {
     "s3": {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY",

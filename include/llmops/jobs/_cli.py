@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
+import errno
 import json
 import logging
 import os
 import re
 import sys
+import types
+import typing
 from pathlib import Path
 
-from llmops.errors import LlmopsError, is_permanent
+from llmops.errors import LlmopsError, is_permanent, shorten
 
 RESULT_PREFIX = "LLMOPS_RESULT "
 # KubernetesPodOperator's xcom sidecar reads this file when do_xcom_push=True.
@@ -123,9 +127,10 @@ class _CleanStream:
         self._stream.flush()
 
     def _close(self) -> None:
-        if self._partial:
-            self.write("\n")
-        self.flush()
+        with contextlib.suppress(ValueError, OSError):  # the wrapped stream may be closed already (tests)
+            if self._partial:
+                self.write("\n")
+            self.flush()
 
     def __getattr__(self, name):  # fileno, isatty, encoding... of the real stream
         return getattr(self._stream, name)
@@ -136,7 +141,10 @@ def setup_logging() -> None:
     for name, value in JOB_ENV.items():
         os.environ.setdefault(name, value)
     interactive = sys.stderr.isatty()
-    if not interactive and not isinstance(sys.stderr, _CleanStream):
+    # Only a job process (`python -m llmops...`) has its streams wrapped; a test or a notebook calling main()
+    # in-process keeps its own (but gets the job's log format on stderr).
+    job_process = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", "").startswith("llmops.")
+    if job_process and not interactive and not isinstance(sys.stderr, _CleanStream):
         sys.stdout = _CleanStream(sys.stdout)
         sys.stderr = _CleanStream(sys.stderr)
     # A person at a terminal has no task log around the job: give them the time.
@@ -169,4 +177,69 @@ def parse_result(stdout: str) -> dict | None:
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])
+    return None
+
+
+# --- bad arguments and bad disks: one line naming the input and the fix -----------------------------------------
+
+
+class JobArgumentError(LlmopsError):
+    """A job's command-line argument is malformed (permanent). One line: the argument, what is wrong, the fix."""
+
+    def __init__(self, argument: str, what: str, fix: str):
+        self.argument, self.what, self.fix = argument, what, fix
+        super().__init__(f"{argument}: {what}; fix: {fix}")
+
+
+class StorageError(LlmopsError):
+    """A disk or store is full or not writable (permanent: a retry minutes later meets the same disk)."""
+
+
+def parse_item(text: str, argument: str = "--item"):
+    """The plan task's WorkItem JSON -> WorkItem, or JobArgumentError naming what is wrong with it."""
+    from llmops.refresh import WorkItem
+
+    fix = "pass the item exactly as the model_refresh plan task wrote it (re-run the plan task if it was edited)"
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise JobArgumentError(argument, f"is not JSON ({getattr(exc, 'msg', 'too deeply nested')}): "
+                                         f"{shorten(text)}", fix) from None
+    if not isinstance(data, dict):
+        raise JobArgumentError(argument, f"is a JSON {type(data).__name__}, not an object: {shorten(text)}", fix)
+    fields = {f.name: f for f in dataclasses.fields(WorkItem)}
+    hints = typing.get_type_hints(WorkItem)
+    missing = sorted(name for name, f in fields.items() if f.default is dataclasses.MISSING and name not in data)
+    unknown = sorted(set(data) - set(fields))
+    if missing or unknown:
+        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        parts = ([f"lacks {listed}"] if missing else []) + (
+            [f"has unknown keys {shorten(', '.join(unknown))}"] if unknown else [])
+        raise JobArgumentError(argument, " and ".join(parts), fix)
+    for name, value in data.items():
+        hint = hints[name]
+        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        allowed = tuple(typing.get_origin(t) or t for t in options)
+        allowed += (int,) if float in allowed else ()
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            kinds = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise JobArgumentError(argument, f"key {name} is {shorten(value)}, not {kinds}", fix)
+    return WorkItem(**data)
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_error(exc: OSError, what: str) -> StorageError | None:
+    """A full disk or a read-only / not writable place as one line naming it and the fix; None for other errors."""
+    where = shorten(str(exc.filename), 200) if exc.filename else "its volume"
+    if exc.errno in _NO_SPACE:
+        return StorageError(f"{what}: no space left writing {where} ({exc.strerror}); fix: free space on that "
+                            "volume or give it more (a pod: a larger model-cache PVC or ephemeral storage), "
+                            "then re-run")
+    if exc.errno in _NOT_WRITABLE:
+        return StorageError(f"{what}: {where} is not writable ({exc.strerror}); fix: point it at a writable "
+                            "location (LLMOPS_STORE_URI / --store-uri for the store, the step's output directory "
+                            "otherwise) or grant write access, then re-run")
     return None

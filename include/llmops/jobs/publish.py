@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, fail, setup_logging
+from llmops.jobs._cli import emit_result, fail, parse_item, setup_logging, storage_error
 from llmops.refresh import WorkItem
 
 log = logging.getLogger("llmops.jobs.publish")
@@ -56,6 +56,9 @@ def build_manifest(item: WorkItem, built_by: dict):
         min_compute_capability=item.min_compute_capability, tensor_parallel_size=item.tensor_parallel_size,
         max_model_len=item.max_model_len, built_by=built_by,
         gpu_profiles=item.gpu_profiles, quantization=metadata.get("quantization", {}), validation=validation,
+        # how the source was trusted: its weights' format (pickle only with allow_pickle) and remote code
+        source_weight_format=metadata.get("source", {}).get("weight_format", "unknown"),
+        trust_remote_code=bool(metadata.get("trust_remote_code", item.trust_remote_code)),
     )
 
 
@@ -68,19 +71,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store-uri", default=None, help="default: LLMOPS_STORE_URI / settings")
     args = parser.parse_args(argv)
     setup_logging()
-    item = WorkItem.from_json(args.item)
     from llmops.artefacts.credentials import access_error, credentials_from_env
     from llmops.artefacts.store import open_store
     from llmops.settings import get_settings
 
     store_uri = args.store_uri or get_settings().store_uri
     try:
+        item = parse_item(args.item)
         manifest = build_manifest(item, {"dag_id": args.dag_id, "run_id": args.run_id, "task_id": args.task_id})
         # The step factory hands over the llmops_artefacts credentials as AWS_* / OSS_* variables.
         store = open_store(store_uri, credentials=credentials_from_env(store_uri))
         uri = store.publish(Path(item.checkpoint_dir), item.prefix, manifest)
     except LlmopsError as exc:
         return fail(exc, log)
+    except OSError as exc:  # a full or read-only store: one line, not a traceback
+        full_or_read_only = storage_error(exc, f"publish to {store_uri}")
+        if full_or_read_only is None:
+            raise
+        return fail(full_or_read_only, log)
     except Exception as exc:
         denied = access_error(exc, store_uri)
         if denied is None:

@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, fail, setup_logging
-from llmops.refresh import WorkItem
+from llmops.jobs._cli import emit_result, fail, parse_item, setup_logging, storage_error
 
 log = logging.getLogger("llmops.jobs.quantize")
 
@@ -24,21 +23,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--item", required=True, help="a WorkItem as JSON (from the plan task)")
     args = parser.parse_args(argv)
     setup_logging()
-    item = WorkItem.from_json(args.item)
+    try:
+        item = parse_item(args.item)
+    except LlmopsError as exc:
+        return fail(exc, log)
+    from llmops.hub.policy import weight_format
     from llmops.quantize.build import quantize
     from llmops.validate.golden import GoldenSet
 
-    # A verdict belongs to the checkpoint it was made on: a (re)quantization invalidates the old one.
-    Path(item.validation_file).unlink(missing_ok=True)
     try:
+        # A verdict belongs to the checkpoint it was made on: a (re)quantization invalidates the old one.
+        Path(item.validation_file).unlink(missing_ok=True)
         metadata = quantize(
             item.recipe, Path(item.source_dir), Path(item.checkpoint_dir), golden=GoldenSet.from_dict(item.golden),
             trust_remote_code=item.trust_remote_code, max_model_len=item.max_model_len,
             tensor_parallel_size=item.tensor_parallel_size,
-            source_meta={"repo_id": item.repo_id, "revision": item.revision, "sha": item.sha},
+            source_meta={"repo_id": item.repo_id, "revision": item.revision, "sha": item.sha,
+                         "weight_format": weight_format([p.name for p in Path(item.source_dir).glob("*")])},
         )
     except LlmopsError as exc:
         return fail(exc, log)
+    except OSError as exc:  # a full or read-only work directory: one line, not a traceback
+        full_or_read_only = storage_error(exc, f"quantize into {item.checkpoint_dir}")
+        if full_or_read_only is None:
+            raise
+        return fail(full_or_read_only, log)
     emit_result({"model": item.model, "recipe": item.artefact_recipe, "checkpoint": item.checkpoint_dir,
                  "scheme": metadata["scheme"], "seconds": metadata.get("seconds", 0.0),
                  "reference": metadata["reference"]["completions"]})

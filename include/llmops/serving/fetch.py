@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -30,20 +31,29 @@ def split_manifest_uri(uri: str) -> tuple[str, str]:
     return head, "models/" + tail.rstrip("/").removesuffix(MANIFEST_NAME).strip("/")
 
 
-def main(argv: list[str] | None = None) -> None:
-    from llmops.jobs._cli import emit_result, setup_logging
+def main(argv: list[str] | None = None) -> int:
+    from llmops.jobs._cli import emit_result, fail, setup_logging, storage_error
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest-uri", required=True)
     parser.add_argument("--dest", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
-    root, prefix = split_manifest_uri(args.manifest_uri)
     started = time.monotonic()
-    dest = open_store(root, credentials=credentials_from_env(root)).fetch(prefix, args.dest, verify=True)
+    try:
+        root, prefix = split_manifest_uri(args.manifest_uri)
+        dest = open_store(root, credentials=credentials_from_env(root)).fetch(prefix, args.dest, verify=True)
+    except LlmopsError as exc:  # the pod fails with one line; vLLM never starts
+        return fail(exc, log)
+    except OSError as exc:  # a full or read-only model volume: one line, not a traceback
+        full_or_read_only = storage_error(exc, f"fetch into {args.dest}")
+        if full_or_read_only is None:
+            raise
+        return fail(full_or_read_only, log)
     log.info("fetched and verified %s into %s in %.1f s", args.manifest_uri, dest, time.monotonic() - started)
     emit_result({"dest": str(dest), "manifest_uri": args.manifest_uri})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

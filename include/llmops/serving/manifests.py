@@ -31,6 +31,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from llmops.artefacts.credentials import KUBERNETES_SECRET
 from llmops.config.schema import Deployment, GpuProfile
 
 Track = Literal["stable", "canary"]
@@ -156,6 +157,8 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
                         "command": ["python", "-m", "llmops.serving.fetch", "--manifest-uri", version.manifest_uri,
                                     "--dest", model_dir],
                         "env": [{"name": "HOME", "value": HOME_MOUNT}],
+                        # store credentials (AWS_* / OSS_*) when the Secret exists, else RRSA
+                        "envFrom": [{"secretRef": {"name": KUBERNETES_SECRET, "optional": True}}],
                         "volumeMounts": [{"name": "models", "mountPath": MODEL_MOUNT},
                                          {"name": "home", "mountPath": HOME_MOUNT}],
                         "resources": copy.deepcopy(FETCH_RESOURCES),

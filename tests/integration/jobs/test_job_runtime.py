@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from llmops.config import load_registry
 from llmops.config.schema import ModelSpec
 from llmops.refresh import expand_targets
-from llmops_airflow.steps import heavy_step
+from llmops_airflow.steps import JobFailed, heavy_step
 from support._proc import free_port
 from support.seaweed import make_bucket, seaweed_server
 
@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG
 
-from llmops_airflow.steps import heavy_step
+from llmops_airflow.steps import JobFailed, heavy_step
 
 ARGS = ["--revision-sha", "{sha}", "--out", "{out}", "--config-dir", "{config}"]
 with DAG("job_failures", schedule=None, start_date=datetime(2026, 1, 1, tzinfo=UTC), catchup=False,
@@ -155,3 +155,37 @@ def test_publish_gets_the_store_credentials_from_the_connection(tmp_path, monkey
         assert json.loads(body)["source_sha"] == SHA
     get_settings.cache_clear()
 
+
+
+def test_kb_reindex_reads_an_s3_source_with_the_declared_connection_only(tmp_path, monkeypatch):
+    """The kb_reindex DAG's own step declaration, the real job (dry run: lists the source and plans, embeds
+    nothing) against a SeaweedFS that accepts only its own key: ambient AWS_* variables are not inherited,
+    the `llmops_kb_sources` Connection's keys are."""
+    from airflow.models import DagBag
+
+    reindex = DagBag(dag_folder=str(ROOT / "dags" / "kb_reindex.py")).dags["kb_reindex"].get_task("reindex")
+    secret_env = reindex.partial_kwargs["secret_env"]
+    with seaweed_server(tmp_path / "s3", enforce_credentials=True) as s3:
+        make_bucket(s3, "kbdocs")
+        sample = ROOT / "include" / "sample_kb" / "product-docs"
+        for path in sorted(p for p in sample.rglob("*") if p.is_file()):
+            s3.client().upload_file(str(path), "kbdocs", f"docs/{path.relative_to(sample).as_posix()}")
+        config = tmp_path / "config"
+        shutil.copytree(ROOT / "include" / "config", config)
+        registry = yaml.safe_load((config / "knowledge_bases.yaml").read_text())
+        registry["knowledge_bases"][0]["source"] = {"kind": "s3", "uri": "s3://kbdocs/docs"}
+        (config / "knowledge_bases.yaml").write_text(yaml.safe_dump(registry))
+        name = registry["knowledge_bases"][0]["name"]
+        arguments = ["--kb", name, "--mode", "incremental", "--dry-run", "--config-dir", str(config),
+                     "--milvus-uri", str(tmp_path / "kb.db")]
+        op = heavy_step(task_id="reindex", job="kb_reindex", arguments=arguments, secret_env=secret_env,
+                        runtime="local", env_vars={"LLMOPS_HOME": str(tmp_path / "home")})
+        # the right keys in the worker's environment do not reach the job
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint_url)
+        with pytest.raises(JobFailed, match="Unable to locate credentials"):
+            op.execute(context={})
+        monkeypatch.setenv("AIRFLOW_CONN_LLMOPS_KB_SOURCES", _artefacts_connection(s3, s3.secret_key))
+        result = op.execute(context={})
+    assert result["documents"] == 12 and result["dry_run"] is True
