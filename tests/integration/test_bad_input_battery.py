@@ -297,3 +297,27 @@ def test_a_full_store_is_one_line_and_leaves_no_partial_file(tmp_path, checkpoin
     left = listing.read_text().split()
     assert not [p for p in left if p.endswith("manifest.json")], "a manifest over missing bytes"
     assert not [p for p in left if ".incomplete" in p or "/.tmp-" in p], f"partial files left: {left}"
+
+
+# --- deployment settings from the environment (read once, at DAG parse and job start) -------------------------
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("LLMOPS_NAMESPACE", "../../kube-system"),
+    ("LLMOPS_NAMESPACE", "Bad NS!"),
+    ("LLMOPS_WORKER_IMAGE", "llmops-worker:0.1.0\nEVIL"),
+    ("LLMOPS_SERVING_IMAGE", LONG),
+    ("LLMOPS_SERVICE_ACCOUNT", "Bad SA"),
+])
+def test_a_bad_kubernetes_setting_is_refused_naming_the_variable(monkeypatch, unchanged, variable, value):
+    from llmops.settings import get_settings
+
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ValueError) as refused:
+            get_settings()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert_clear(str(refused.value), variable)
