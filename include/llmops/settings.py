@@ -111,7 +111,7 @@ def _check_kubernetes_values(settings: Settings) -> None:
               ("LLMOPS_MODEL_CACHE_PVC", settings.model_cache_pvc or "unset", DNS1123_SUBDOMAIN_RE,
                "the name of a PersistentVolumeClaim, or unset")]
     checks += [(f"LLMOPS_{name.upper()}", getattr(settings, name), IMAGE_RE, "e.g. registry.example/llmops/worker:0.1.0")
-               for name in ("worker_image", "serving_image", "trtllm_image", "trtllm_legacy_image")]
+               for name in sorted(vars(settings)) if name.endswith("_image")]
     for variable, value, pattern, example in checks:
         if len(value) > 512 or not re.fullmatch(pattern.removesuffix("$"), value):
             shown = value if len(value) <= 80 else value[:80] + f"… ({len(value)} characters)"
