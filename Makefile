@@ -3,10 +3,11 @@ SHELL := /bin/bash
 export LLMOPS_HOME ?= $(CURDIR)/.llmops
 ENVS := airflow worker serving standins
 
-.PHONY: help envs demo test validate lint lock bench clean
+.PHONY: help envs demo ui test validate lint lock bench clean
 
 help:
 	@echo "make demo      prepare the environments and run every pipeline end to end on the local runtime"
+	@echo "make ui        the Airflow UI with a real scheduler and the local stand-ins (Ctrl-C stops it)"
 	@echo "make test      the whole test suite (starts and stops the local servers it needs)"
 	@echo "make validate  check include/config/*.yaml"
 	@echo "make lock      re-pin requirements*.txt from the .in files"
@@ -19,13 +20,18 @@ envs:
 demo: envs
 	scripts/demo.sh
 
+ui: envs
+	scripts/ui.sh
+
 test: envs
 	scripts/test.sh
 
-validate: envs
+validate:
+	scripts/envs.sh airflow
 	source scripts/env.sh && python -m llmops validate
 
-lint: envs
+lint:
+	scripts/envs.sh airflow
 	source scripts/env.sh && ruff check . && lint-imports
 
 bench: envs

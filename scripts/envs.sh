@@ -4,12 +4,15 @@
 # inside the venv), so a second `make demo` / `make test` installs nothing.
 #
 #   scripts/envs.sh airflow worker serving standins
+#
+# Packages come from your default Python package index (pip/uv settings apply); the CPU build of torch,
+# which only worker, serving and bench need, from LLMOPS_TORCH_INDEX_URL / LLMOPS_TORCH_FIND_LINKS
+# (scripts/torch_source.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 home="${LLMOPS_HOME:-$root/.llmops}"
 venvs="$home/venvs"
-# Where the CPU build of torch lives. Point it at your own wheel folder or index if needed.
-torch_find_links="${LLMOPS_TORCH_FIND_LINKS:-/opt/wheels}"
+source "$root/scripts/torch_source.sh"
 uv_version="0.13.8"
 mkdir -p "$venvs"
 
@@ -22,7 +25,7 @@ fi
 
 ensure() {  # ensure NAME REQUIREMENTS... (fully pinned files; the venv is synced to exactly their union)
   local name="$1"; shift
-  local venv="$venvs/$name" stamp want
+  local venv="$venvs/$name" stamp want torch_pin
   want="$( (echo "uv pip sync"; cat "$@") | sha256sum | cut -d' ' -f1)"
   stamp="$venv/.requirements.sha256"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
@@ -31,11 +34,15 @@ ensure() {  # ensure NAME REQUIREMENTS... (fully pinned files; the venv is synce
   fi
   echo "[envs] $name: installing $* into $venv"
   local t0=$SECONDS
+  torch_args=()
+  torch_pin="$(sed -n 's/^torch==\([^ ;]*\).*/\1/p' "$@" | head -n 1)"
+  if [[ -n "$torch_pin" ]]; then  # only the environments with torch need a torch source
+    torch_source_args "$name" "$torch_pin" || exit 2
+  fi
   [[ -x "$venv/bin/python" ]] || "$uv_bin" venv -q --python "$(command -v python3)" "$venv"
   # sync, not install: the files are complete locks, so nothing is re-resolved (a re-resolution would
   # pull packages a lock excludes on purpose, e.g. torchvision into the vLLM environment).
-  VIRTUAL_ENV="$venv" "$uv_bin" pip sync -q --python "$venv/bin/python" \
-    --find-links "$torch_find_links" --index-strategy unsafe-best-match "$@"
+  VIRTUAL_ENV="$venv" "$uv_bin" pip sync -q --python "$venv/bin/python" ${torch_args[@]+"${torch_args[@]}"} "$@"
   echo "$want" >"$stamp"
   echo "[envs] $name: ready in $((SECONDS - t0)) s"
 }

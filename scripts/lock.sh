@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Re-pin every environment from its .in file. torch's CPU build comes from LLMOPS_TORCH_FIND_LINKS.
+# Re-pin every environment from its .in file. torch's CPU build (worker, serving) comes from
+# LLMOPS_TORCH_INDEX_URL / LLMOPS_TORCH_FIND_LINKS (scripts/torch_source.sh); the others need no torch source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/envs.sh >/dev/null  # bootstraps uv
 uv="${LLMOPS_HOME:-.llmops}/venvs/uv/bin/uv"
-torch="--find-links ${LLMOPS_TORCH_FIND_LINKS:-/opt/wheels} --index-strategy unsafe-best-match"
+source scripts/torch_source.sh
+torch_source_args "make lock" "$(sed -n 's/^torch==\([^ ;]*\).*/\1/p' requirements/worker.txt | head -n 1)" || exit 2
+torch="${torch_args[*]}"
 "$uv" pip compile -q --python-version 3.11 requirements.in -o requirements.txt
 "$uv" pip compile -q --python-version 3.11 requirements/dev.in -o requirements/dev.txt
 "$uv" pip compile -q --python-version 3.11 requirements/standins.in -o requirements/standins.txt

@@ -1,0 +1,47 @@
+"""One real Airflow per test session for tests/airflow: api-server, scheduler, dag-processor, triggerer on
+127.0.0.1 with the project's DAGs and the local stand-ins, started by the same code as `make ui`
+(support.airflow_stack). Pipeline state lives in a fresh temporary folder; the trained demo model is cached
+under $LLMOPS_HOME/test/cache.
+
+The registry is include/config plus one model whose repository is not on the hub mirror (a typo in
+`repo_id`, as a user would make): its refresh must end failed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+import yaml
+
+from support._proc import ROOT
+from support.airflow_stack import local_airflow
+
+MISSING_MODEL = "not-on-the-hub"  # a model of the test registry whose repo_id the hub mirror does not have
+# tests/conftest.py points AIRFLOW_HOME and friends at the in-process test DB; the stack sets its own.
+_INHERITED = {key: value for key, value in os.environ.items()
+              if not key.startswith("AIRFLOW__") and key not in ("AIRFLOW_HOME", "LLMOPS_CONFIG_DIR", "LLMOPS_STORE_URI")}
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(tmp_path_factory, venvs):
+    root = tmp_path_factory.mktemp("airflow-stack")
+    config = root / "registry"
+    shutil.copytree(ROOT / "include" / "config", config)
+    models = yaml.safe_load((config / "models.yaml").read_text())
+    missing = {**models["models"][0], "name": MISSING_MODEL, "repo_id": "llmops-demo/no-such-repo"}
+    models["models"].append(missing)
+    (config / "models.yaml").write_text(yaml.safe_dump(models, sort_keys=False))
+
+    started = time.monotonic()
+    with local_airflow(root / "state", base_env=_INHERITED, venvs=venvs, config_dir=config,
+                       demo_model_dir=venvs.parent / "test" / "cache" / "tiny-llama", timeout=420,
+                       echo=lambda line: print(f"[airflow_stack] {line}")) as airflow:
+        print(f"[airflow_stack] ready in {time.monotonic() - started:.0f} s at {airflow.url}")
+        yield airflow
+
+
+@pytest.fixture(scope="session")
+def missing_model() -> str:
+    return MISSING_MODEL
