@@ -14,8 +14,6 @@ import yaml
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
-
-
 def finished(airflow_stack, rest_runs, name: str, timeout: float = 900) -> tuple[str, str]:
     dag_id, run_id = rest_runs[name]
     return run_id, airflow_stack.wait_for_run(dag_id, run_id, timeout=timeout)
