@@ -6,13 +6,12 @@ local runtime, GPU pods on Kubernetes), the per-item step arguments come from `l
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag, task, task_group
 
 from llmops.quantize.recipes import RECIPES
 from llmops_airflow.dag_defaults import START_DATE, default_args
 from llmops_airflow.forms import chosen, one_or_all
-from llmops_airflow.refresh import MODEL_ARTEFACTS, gpu_pool
-from llmops_airflow.steps import heavy_step_partial
+from llmops_airflow.refresh import ITEM_GROUP, MODEL_ARTEFACTS, item_chain
 
 DOC = """
 ### model_refresh
@@ -22,12 +21,20 @@ For each model in `include/config/models.yaml` (or the one named in **model**):
 2. **plan** one artefact version per (model, sha, recipe): skip what is already published (the log says
    which and where), skip recipes a listed GPU cannot run (FP8 needs compute capability 8.9+) and, on the
    local runtime, recipes that need a GPU to build;
-3. **download** the snapshot pinned to the sha (weight policy, sha256 checked against the hub);
+Then each (model, recipe) item runs its own chain, a mapped task group `item` (one failing item, or a model
+that failed to resolve, never holds back another item):
+
+3. **download** the snapshot pinned to the sha (weight policy, sha256 checked against the hub), with the
+   token of the model's own Connection (`hf_connection_id`);
 4. **quantize** with the recipe (llm-compressor / optimum GPTQ for vLLM, ModelOpt for TensorRT-LLM);
-5. **validate**: the serving runtime loads the checkpoint and answers the golden prompts; agreement with
-   the unquantized model must reach `validation.min_agreement` (TensorRT-LLM: GPU pods only);
+5. **validate**: the serving runtime loads the checkpoint and answers the golden prompts greedily; its
+   token ids must agree with the unquantized model's on `validation.min_agreement` of them (TensorRT-LLM:
+   GPU pods only);
 6. **publish** under `models/<model>/<sha>/<runtime>-<recipe>/`, manifest last;
 7. **announce** an Asset event (`model_artefacts`) whose extra carries the manifest URI and lineage.
+
+Last, **report** always runs: every item published / skipped (why) / failed (step and first error line).
+The run fails when any item failed.
 
 Params: **model** (`all`, the default: every model), **recipes** (none selected: every target), **force**
 (rebuild even if published).
@@ -56,61 +63,57 @@ def model_refresh():
     @task
     def select_models(params=None) -> list[str]:
         from llmops.config import load_registry
+        from llmops_airflow.failures import permanent_errors_fail_at_once
 
-        registry = load_registry()
-        wanted = chosen((params or {}).get("model"))
-        return [registry.model(wanted).name] if wanted else list(registry.models)
+        with permanent_errors_fail_at_once():
+            registry = load_registry()
+            wanted = chosen((params or {}).get("model"))
+            return [registry.model(wanted).name] if wanted else list(registry.models)
 
     @task(map_index_template="{{ task.op_kwargs['model'] }}")
-    def resolve(model: str) -> dict:
+    def resolve(model: str, ti=None) -> dict:
         from llmops_airflow.refresh import resolve_model
 
-        return resolve_model(model)
+        return resolve_model(model, ti)
 
-    @task
-    def plan(resolved: list[dict], params=None, dag_run=None) -> dict:
+    @task(trigger_rule="all_done")  # models that resolved go ahead when others did not
+    def plan(models: list[str], resolved: list[dict], params=None, dag_run=None) -> dict:
+        from llmops_airflow.failures import permanent_errors_fail_at_once
         from llmops_airflow.refresh import plan_run
 
-        return plan_run(resolved, recipes=(params or {}).get("recipes") or None,
-                        force=bool((params or {}).get("force")), run_id=dag_run.run_id if dag_run else "manual")
+        with permanent_errors_fail_at_once():
+            # a slice reads the models that resolved in one call (iterating would probe one past the end)
+            return plan_run(list(models), list(resolved[:]), recipes=(params or {}).get("recipes") or None,
+                            force=bool((params or {}).get("force")), run_id=dag_run.run_id if dag_run else "manual")
 
     @task
-    def arguments_of(planned: dict, step: str) -> list[dict]:
-        """The plan's `expand_kwargs` list for one step (Airflow maps only over a task's return value)."""
-        return planned[step]
+    def items(planned: dict) -> list[dict]:
+        """The plan's items as the item group's `expand_kwargs` list (Airflow maps only over a return value)."""
+        return planned["items"]
 
-    @task(outlets=[MODEL_ARTEFACTS], map_index_template="{{ task.op_kwargs['published']['prefix'] }}")
+    @task(outlets=[MODEL_ARTEFACTS])
     def announce(published: dict, outlet_events=None) -> str:
         outlet_events[MODEL_ARTEFACTS].extra = published["asset_extra"]
         print(f"published {published['manifest_uri']} (validation: {published['validation']})")
         return published["manifest_uri"]
 
-    @task(trigger_rule="none_failed")
-    def report(planned: dict, manifests: list[str] | None = None) -> str:
-        manifests = [m for m in (manifests or []) if m]
-        published = "\n".join(f"  {m}" for m in manifests) if manifests else "  nothing new"
-        text = f"model_refresh plan: {planned['summary']}\npublished:\n{published}"
-        print(text)
-        return text
+    # One mapped group per (model, recipe): its steps depend on its own earlier steps only, so one item
+    # failing never holds back another's publication.
+    @task_group(group_id=ITEM_GROUP)
+    def item(key, download, quantize, validate, publish, hf_token, quantize_image, validate_image,
+             node_selector, gpu_resources, download_pod, gpu_pod):
+        announce(item_chain(**locals()).output)
 
-    planned = plan(resolve.expand(model=select_models()))
+    @task(trigger_rule="all_done")  # always runs; fails the run (no retry) when any item failed
+    def report(ti=None, dag_run=None) -> str:
+        from llmops_airflow.refresh import refresh_report
 
-    def step_input(step: str):
-        return arguments_of.override(task_id=f"{step}_arguments")(planned, step)
+        return refresh_report(ti, dag_run)
 
-    # strict=False: on Kubernetes an item's pod settings (its GPU profile's resources, node selector,
-    # tolerations, image) override the step's defaults.
-    download = heavy_step_partial(task_id="download", job="download",
-                                  secret_env={"HF_TOKEN": "huggingface_default.password"},
-                                  ).expand_kwargs(step_input("download"))
-    quantize = heavy_step_partial(task_id="quantize", job="quantize", pool=gpu_pool()).expand_kwargs(
-        step_input("quantize"), strict=False)
-    validate = heavy_step_partial(task_id="validate", job="validate", environment="serving",
-                                  pool=gpu_pool()).expand_kwargs(step_input("validate"), strict=False)
-    publish = heavy_step_partial(task_id="publish", job="publish").expand_kwargs(step_input("publish"), strict=False)
-    announced = announce.expand(published=publish.output)
-    download >> quantize >> validate >> publish
-    report(planned, announced)
+    models = select_models()
+    planned = plan(models, resolve.expand(model=models))
+    chains = item.expand_kwargs(items(planned))
+    [planned, chains] >> report()
 
 
 model_refresh()

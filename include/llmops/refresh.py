@@ -5,8 +5,7 @@
     plan = plan_refresh(items, published, recipes=None, force=False)
 
 One work item is one artefact version: (model, source sha, recipe) -> `models/<m>/<sha>/<runtime>-<recipe>`.
-A legacy TensorRT engine is compiled for one GPU architecture, so it becomes one item per compute
-capability (`trtllm-engine-fp8-sm89`, `-sm90`). A profile whose GPU cannot run a recipe's format never
+A profile whose GPU cannot run a recipe's format never
 gets it (FP8 below compute capability 8.9: A10, A100). On the local runtime, recipes that need a GPU to
 build are skipped with the reason, and validations that need a GPU are recorded as skipped.
 """
@@ -35,7 +34,7 @@ class WorkItem:
     revision: str
     sha: str
     recipe: str
-    artefact_recipe: str  # the recipe as it appears in the prefix (engines carry their architecture)
+    artefact_recipe: str  # the recipe as it appears in the prefix
     runtime: str  # serving runtime that loads the checkpoint
     prefix: str
     gpu_profiles: list[str]  # profiles this artefact serves
@@ -119,6 +118,21 @@ def _validation(recipe, runtime: str) -> tuple[str, str | None]:
                            "a GPU pod (runtime kubernetes) validates it")
 
 
+def check_handoff(runtime: str, model_cache_pvc: str) -> None:
+    """Refuse runtime kubernetes without a shared model cache, before anything runs.
+
+    Each step is its own pod: the download hands the snapshot to quantize, quantize the checkpoint to
+    validate and publish, through the volume at /models. Without a PersistentVolumeClaim that volume is an
+    emptyDir, which vanishes with each pod: every later step would find nothing.
+    """
+    if runtime == "kubernetes" and not model_cache_pvc:
+        raise ConfigError("setting LLMOPS_MODEL_CACHE_PVC", [(
+            "LLMOPS_MODEL_CACHE_PVC", "is empty, but on runtime kubernetes each step runs in its own pod and hands "
+            "the download and the checkpoint to the next one through the model cache volume",
+            "create a ReadWriteMany PersistentVolumeClaim in the job namespace (NAS or CPFS on ACK) and set "
+            "LLMOPS_MODEL_CACHE_PVC to its name")])
+
+
 def expand_targets(models: list, shas: dict[str, str], profiles: dict, *, runtime: str, work_root: str,
                    recipes: list[str] | None = None) -> RefreshPlan:
     """Every artefact version the registry asks for, before looking at the store.
@@ -164,28 +178,19 @@ def expand_targets(models: list, shas: dict[str, str], profiles: dict, *, runtim
                     f"{recipe.tool} needs an NVIDIA GPU to build; the local runtime cannot run it, "
                     "runtime kubernetes builds it in a GPU pod")))
                 continue
-            if recipe.legacy_engine:
-                groups: dict[float, list] = {}
-                for profile in runnable:
-                    groups.setdefault(profile.compute_capability, []).append(profile)
-                variants = [(f"{recipe.name}-sm{round(cc * 10)}", group) for cc, group in sorted(groups.items())]
-            else:
-                variants = [(recipe.name, runnable)]
             mode, reason = _validation(recipe, runtime)
-            for artefact_recipe, group in variants:
-                prefix = artefact_prefix(spec.name, sha, recipe.runtime, artefact_recipe)
-                plan.items.append(WorkItem(
-                    model=spec.name, repo_id=spec.repo_id, revision=spec.revision, sha=sha, recipe=recipe.name,
-                    artefact_recipe=artefact_recipe, runtime=recipe.runtime, prefix=prefix,
-                    gpu_profiles=[p.name for p in group], build_profile=group[0].name,
-                    min_compute_capability=(min(p.compute_capability for p in group) if recipe.legacy_engine
-                                            else recipe.min_compute_capability),
-                    validation=mode, validation_skip_reason=reason,
-                    source_dir=f"{work_root}/{spec.name}/{sha}/source",
-                    work_dir=f"{work_root}/{spec.name}/{sha}/{recipe.runtime}-{artefact_recipe}",
-                    golden=golden, max_model_len=spec.max_model_len,
-                    tensor_parallel_size=spec.tensor_parallel_size, trust_remote_code=spec.trust_remote_code,
-                ))
+            prefix = artefact_prefix(spec.name, sha, recipe.runtime, recipe.name)
+            plan.items.append(WorkItem(
+                model=spec.name, repo_id=spec.repo_id, revision=spec.revision, sha=sha, recipe=recipe.name,
+                artefact_recipe=recipe.name, runtime=recipe.runtime, prefix=prefix,
+                gpu_profiles=[p.name for p in runnable], build_profile=runnable[0].name,
+                min_compute_capability=recipe.min_compute_capability,
+                validation=mode, validation_skip_reason=reason,
+                source_dir=f"{work_root}/{spec.name}/{sha}/source",
+                work_dir=f"{work_root}/{spec.name}/{sha}/{recipe.runtime}-{recipe.name}",
+                golden=golden, max_model_len=spec.max_model_len,
+                tensor_parallel_size=spec.tensor_parallel_size, trust_remote_code=spec.trust_remote_code,
+            ))
     return plan
 
 
@@ -199,3 +204,52 @@ def plan_refresh(candidates: RefreshPlan, published: dict[str, str | None], *, f
         else:
             plan.items.append(item)
     return plan
+
+
+# --- the run's report -----------------------------------------------------------------------------
+
+#: The steps of one item's chain, in order (each a task of the item's mapped task group).
+ITEM_STEPS = ("download", "quantize", "validate", "publish")
+
+PUBLISHED, SKIPPED, FAILED = "published", "skipped", "failed"
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What became of one (model, recipe) item, or of a model that never got items (failed to resolve)."""
+
+    key: str  # model/recipe, or the model alone
+    status: str  # published | skipped | failed
+    detail: str  # the manifest URI, why it was skipped, or "<step>: <first error line>"
+
+
+def item_outcome(key: str, states: dict[str, str | None], *, error: str | None = None,
+                 manifest_uri: str | None = None) -> ItemOutcome:
+    """The outcome of one item from its steps' task states (step -> state) once the run is done.
+
+    The failed step is the first of the chain that failed (later ones are upstream_failed); a chain that
+    never finished (the run was stopped) is reported as such rather than as a success.
+    """
+    if states.get("publish") == "success":
+        return ItemOutcome(key, PUBLISHED, manifest_uri or "published")
+    for step in ITEM_STEPS:
+        state = states.get(step)
+        if state == "failed":
+            return ItemOutcome(key, FAILED, f"{step}: {error or 'see the task log'}")
+        if state == "skipped":
+            return ItemOutcome(key, SKIPPED, f"{step} was skipped")
+        if state != "success":
+            return ItemOutcome(key, FAILED, f"{step}: did not run to the end (state {state or 'none'})")
+    return ItemOutcome(key, FAILED, "publish: no outcome recorded")
+
+
+def render_report(summary: str, outcomes: list[ItemOutcome]) -> str:
+    """The report a person reads at the end of a run: every item, one line each, failures first."""
+    order = {FAILED: 0, PUBLISHED: 1, SKIPPED: 2}
+    counts = {status: sum(o.status == status for o in outcomes) for status in order}
+    lines = [f"model_refresh: {counts[PUBLISHED]} published, {counts[SKIPPED]} skipped, {counts[FAILED]} failed"]
+    width = max((len(o.key) for o in outcomes), default=0)
+    for outcome in sorted(outcomes, key=lambda o: (order.get(o.status, 3), o.key)):
+        lines.append(f"  {outcome.status:<9} {outcome.key:<{width}}  {outcome.detail}")
+    lines.extend(["plan:", *("  " + line for line in summary.splitlines())])
+    return "\n".join(lines)

@@ -38,8 +38,6 @@ class Settings:
     """Image of vLLM steps on runtime `kubernetes` (images/vllm/Dockerfile)."""
     trtllm_image: str
     """Image of TensorRT-LLM steps (images/trtllm/Dockerfile)."""
-    trtllm_legacy_image: str
-    """Image of the opt-in legacy engine build, pinned to a release with `trtllm-build` (images/trtllm-legacy)."""
     service_account: str
     """Service account of job pods; on ACK bind it to a RAM role with RRSA for OSS access."""
     model_cache_pvc: str
@@ -86,7 +84,6 @@ def get_settings() -> Settings:
         worker_image=_env("LLMOPS_WORKER_IMAGE", "llmops-worker:0.1.0"),
         serving_image=_env("LLMOPS_SERVING_IMAGE", "llmops-vllm:0.1.0"),
         trtllm_image=_env("LLMOPS_TRTLLM_IMAGE", "llmops-trtllm:0.1.0"),
-        trtllm_legacy_image=_env("LLMOPS_TRTLLM_LEGACY_IMAGE", "llmops-trtllm-legacy:0.1.0"),
         service_account=_env("LLMOPS_SERVICE_ACCOUNT", "llmops-jobs"),
         model_cache_pvc=_env("LLMOPS_MODEL_CACHE_PVC", ""),
         kubernetes_connection_id=_env("LLMOPS_KUBERNETES_CONN_ID", "kubernetes_default"),

@@ -1,10 +1,12 @@
-"""Airflow glue of model_refresh: the Asset it emits, the bodies of its resolve and plan tasks, and the
-per-item arguments of its heavy steps.
+"""Airflow glue of model_refresh: the Asset it emits, the bodies of its resolve, plan and report tasks, and
+the chain of heavy steps every (model, recipe) item runs in its own mapped task group.
 
-The planning itself is `llmops.refresh` (pure). Here a planned WorkItem becomes the keyword arguments of
-one mapped heavy step: `--item <json>` always, and on runtime `kubernetes` the GPU profile's resources,
-node selector and tolerations plus the image the step needs (one mapped task serves items for
-different GPUs and runtimes).
+The planning itself is `llmops.refresh` (pure). Here a planned WorkItem becomes one entry of the item
+group's `expand_kwargs` list: the arguments of its download, quantize, validate and publish jobs, the
+Connection whose token its download uses and, on runtime `kubernetes`, its GPU profile's node selector,
+resources and tolerations and the images its steps need. Items are independent: one item failing (or one
+model failing to resolve) never holds back another item's publication; the report then lists every item
+and fails the run.
 """
 
 from __future__ import annotations
@@ -12,12 +14,24 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import Asset
+from airflow.sdk.exceptions import AirflowFailException
 
-from llmops.refresh import VALIDATE_TRTLLM, WorkItem
+from llmops.refresh import FAILED, ITEM_STEPS, VALIDATE_TRTLLM, ItemOutcome, WorkItem, item_outcome, render_report
 from llmops.settings import get_settings
 
 #: One event per published artefact version; `extra` carries the manifest URI and lineage.
 MODEL_ARTEFACTS = Asset(name="model_artefacts", uri="llmops://model-artefacts", group="model")
+
+#: The mapped task group of one item and the keys of its `expand_kwargs` entries.
+ITEM_GROUP = "item"
+ITEM_FIELDS = ("key", "download", "quantize", "validate", "publish", "hf_token", "quantize_image",
+               "validate_image", "node_selector", "gpu_resources", "download_pod", "gpu_pod")
+#: The key of the XCom a failing step or resolve pushes: the first line of its error, for the report.
+ERROR_XCOM = "error"
+
+
+def hf_secret_ref(conn_id: str | None) -> str | None:
+    return f"{conn_id}.password" if conn_id else None
 
 
 def hf_connection(conn_id: str | None) -> tuple[str | None, str | None]:
@@ -27,45 +41,85 @@ def hf_connection(conn_id: str | None) -> tuple[str | None, str | None]:
     return HuggingFaceHook(conn_id).token_and_mirror()
 
 
-def _image_for(item: WorkItem, step: str) -> str | None:
+def _image_for(item: WorkItem, step: str) -> str:
     settings = get_settings()
-    if step == "quantize" and item.recipe.startswith("trtllm-engine"):
-        return settings.trtllm_legacy_image
     if step == "validate":
-        if item.validation == VALIDATE_TRTLLM:
-            return settings.trtllm_legacy_image if item.recipe.startswith("trtllm-engine") else settings.trtllm_image
-        return settings.serving_image
-    return None
+        return settings.trtllm_image if item.validation == VALIDATE_TRTLLM else settings.serving_image
+    return settings.worker_image
 
 
-def step_kwargs(item: WorkItem, step: str, extra_arguments: list[str] | None = None,
-                runtime: str | None = None, profiles: dict | None = None) -> dict[str, Any]:
-    """`expand_kwargs` entry for one item's `step` (quantize, validate, publish)."""
-    kwargs: dict[str, Any] = {"arguments": ["--item", item.to_json(), *(extra_arguments or [])]}
+def item_entry(item: WorkItem, *, hf_connection_id: str | None, run: list[str], runtime: str | None = None,
+               download_extra: list[str] | None = None, profiles: dict | None = None) -> dict[str, Any]:
+    """The `expand_kwargs` entry of one item's group (keys: ITEM_FIELDS)."""
+    payload = ["--item", item.to_json()]
+    entry: dict[str, Any] = dict.fromkeys(ITEM_FIELDS)
+    entry.update(key=item.key, quantize=payload, validate=payload, publish=[*payload, *run],
+                 download=["--model", item.model, "--revision-sha", item.sha, "--out", item.source_dir,
+                           *(download_extra or [])],
+                 hf_token=hf_secret_ref(hf_connection_id))
     if (runtime or get_settings().runtime) != "kubernetes":
-        return kwargs
+        return entry
     from kubernetes.client import ApiClient
 
-    from llmops_airflow.steps import pod_settings
+    from llmops_airflow.steps import kubernetes_secret_name, pod_settings
 
-    profile = (profiles or {}).get(item.build_profile) if step != "publish" else None
-    pod = pod_settings(profile)
     sanitize = ApiClient().sanitize_for_serialization  # XCom carries JSON, not client model objects
-    kwargs["container_resources"] = sanitize(pod["container_resources"])
-    if profile is not None:
-        kwargs["node_selector"] = pod["node_selector"]
-        kwargs["tolerations"] = sanitize(pod["tolerations"])
-    image = _image_for(item, step)
-    if image:
-        kwargs["image"] = image
-    return kwargs
+    profile = (profiles or {}).get(item.build_profile)
+    pod = pod_settings(profile)
+    entry.update(quantize_image=_image_for(item, "quantize"), validate_image=_image_for(item, "validate"),
+                 node_selector=pod.get("node_selector", {}),
+                 gpu_resources=sanitize(pod["container_resources"]),
+                 # a pod template holds what the operator cannot template itself: the profile's tolerations
+                 gpu_pod={"spec": {"containers": [{"name": "base"}],
+                                   "tolerations": sanitize(pod.get("tolerations", []))}},
+                 download_pod={"spec": {"containers": [{"name": "base", "env": []}]}})
+    if hf_connection_id:
+        # In pods the token comes from the Kubernetes Secret named after the model's Connection (optional:
+        # a public model needs none), never from the pod spec itself.
+        ref = hf_secret_ref(hf_connection_id)
+        entry["download_pod"]["spec"]["containers"][0]["env"].append(
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+                "name": kubernetes_secret_name(ref), "key": "password", "optional": True}}})
+    return entry
 
 
-def gpu_pool() -> str:
+def item_chain(*, download, quantize, validate, publish, hf_token, quantize_image, validate_image,
+               node_selector, gpu_resources, download_pod, gpu_pod, runtime: str | None = None, **_):
+    """One item's download -> quantize -> validate -> publish inside its mapped task group.
+
+    The arguments are the group's mapped arguments (resolved per item at run time); returns the publish
+    operator, whose XCom is the published manifest.
+    """
+    from llmops_airflow.steps import heavy_step
+
+    runtime = runtime or get_settings().runtime
+    gpu: dict[str, Any] = {"pool": gpu_pool(runtime), "runtime": runtime}
+    fetch: dict[str, Any] = {"runtime": runtime}
+    if runtime == "kubernetes":
+        gpu.update(node_selector=node_selector, container_resources=gpu_resources, pod_template_dict=gpu_pod)
+        fetch["pod_template_dict"] = download_pod
+        quantize_kwargs = {**gpu, "image": quantize_image}
+        validate_kwargs = {**gpu, "image": validate_image}
+    else:
+        fetch["secret_env"] = {"HF_TOKEN": hf_token}
+        quantize_kwargs = validate_kwargs = gpu
+    steps = [
+        heavy_step(task_id="download", job="download", arguments=download, **fetch),
+        heavy_step(task_id="quantize", job="quantize", arguments=quantize, **quantize_kwargs),
+        heavy_step(task_id="validate", job="validate", environment="serving", arguments=validate,
+                   **validate_kwargs),
+        heavy_step(task_id="publish", job="publish", arguments=publish, runtime=runtime),
+    ]
+    for upstream, downstream in zip(steps, steps[1:], strict=False):
+        upstream >> downstream
+    return steps[-1]
+
+
+def gpu_pool(runtime: str | None = None) -> str:
     """GPU steps take a slot of the `gpu` pool on Kubernetes; local subprocesses use the default pool."""
     from llmops_airflow.steps import GPU_POOL
 
-    return GPU_POOL if get_settings().runtime == "kubernetes" else "default_pool"
+    return GPU_POOL if (runtime or get_settings().runtime) == "kubernetes" else "default_pool"
 
 
 def work_root() -> str:
@@ -82,27 +136,45 @@ def _mirror_argument(spec) -> list[str]:
     return ["--mirror", mirror] if mirror else []
 
 
-def resolve_model(model: str) -> dict[str, str]:
-    """The `resolve` task: the model's tracked revision -> commit sha, with the token from its Connection."""
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def resolve_model(model: str, ti=None) -> dict[str, str]:
+    """The `resolve` task: the model's tracked revision -> commit sha, with the token (and mirror) from its
+    Connection. A permanent error (unknown repo or revision) fails at once; the report shows its first line."""
     from llmops.config import load_registry
     from llmops.hub import resolve_revision
+    from llmops_airflow.failures import permanent_errors_fail_at_once
 
-    spec = load_registry().model(model)
-    token, mirror = hf_connection(spec.hf_connection_id)
-    sha = resolve_revision(spec, token, mirror=mirror)
+    try:
+        with permanent_errors_fail_at_once():
+            spec = load_registry().model(model)
+            token, mirror = hf_connection(spec.hf_connection_id)
+            sha = resolve_revision(spec, token, mirror=mirror)
+    except Exception as exc:
+        if ti is not None:
+            ti.xcom_push(key=ERROR_XCOM, value=first_line(exc))
+        raise
     print(f"{model}: {spec.repo_id}@{spec.revision} -> {sha}")
     return {"model": model, "sha": sha}
 
 
-def plan_run(resolved: list[dict], *, recipes: list[str] | None, force: bool, run_id: str) -> dict[str, Any]:
-    """The `plan` task: every candidate version, minus those the store already has; per-step mapping lists."""
+def plan_run(models: list[str], resolved: list[dict], *, recipes: list[str] | None, force: bool,
+             run_id: str) -> dict[str, Any]:
+    """The `plan` task: every candidate version of the resolved models, minus those the store already has.
+
+    Runs when some models failed to resolve (they are listed as `unresolved`; the others go ahead).
+    """
     from llmops.config import load_registry
-    from llmops.refresh import expand_targets, plan_refresh
+    from llmops.refresh import check_handoff, expand_targets, plan_refresh
     from llmops_airflow.hooks.artefacts import ArtefactStoreHook
 
     settings = get_settings()
+    check_handoff(settings.runtime, settings.model_cache_pvc)
     registry = load_registry()
-    shas = {r["model"]: r["sha"] for r in resolved}
+    shas = {r["model"]: r["sha"] for r in resolved if r}
+    unresolved = [m for m in models if m not in shas]
     candidates = expand_targets([registry.model(m) for m in shas], shas, registry.gpu_profiles,
                                 runtime=settings.runtime, work_root=work_root(), recipes=recipes)
     store = ArtefactStoreHook().get_conn()
@@ -112,15 +184,69 @@ def plan_run(resolved: list[dict], *, recipes: list[str] | None, force: bool, ru
         if manifest is not None:
             published[item.prefix] = manifest.uri
     refresh = plan_refresh(candidates, published, force=force)
-    print(refresh.summary())
-    run = ["--dag-id", "model_refresh", "--run-id", run_id, "--task-id", "publish"]
-    profiles = registry.gpu_profiles
+    summary = refresh.summary()
+    if unresolved:
+        summary += "\n" + "\n".join(f"  fail  {m}: its revision did not resolve (see the resolve task)"
+                                    for m in unresolved)
+    print(summary)
+    run = ["--dag-id", "model_refresh", "--run-id", run_id, "--task-id", f"{ITEM_GROUP}.publish"]
     return {
-        "download": [{"arguments": ["--model", d["model"], "--revision-sha", d["sha"], "--out", d["out"],
-                                    *_mirror_argument(registry.model(d["model"]))]}
-                     for d in refresh.downloads],
-        "quantize": [step_kwargs(i, "quantize", profiles=profiles) for i in refresh.items],
-        "validate": [step_kwargs(i, "validate", profiles=profiles) for i in refresh.items],
-        "publish": [step_kwargs(i, "publish", run, profiles=profiles) for i in refresh.items],
-        "summary": refresh.summary(),
+        "items": [item_entry(i, hf_connection_id=registry.model(i.model).hf_connection_id, run=run,
+                             download_extra=_mirror_argument(registry.model(i.model)), profiles=registry.gpu_profiles)
+                  for i in refresh.items],
+        "skipped": [{"key": f"{s.model}/{s.recipe}", "reason": s.reason + (f" ({s.manifest_uri})" if s.manifest_uri
+                                                                             else "")} for s in refresh.skipped],
+        "unresolved": unresolved,
+        "summary": summary,
     }
+
+
+def refresh_report(ti, dag_run) -> str:
+    """The `report` task: every item's outcome from the run's task states; fails the run if any item failed.
+
+    Reads only what exists: the plan (absent when planning failed), the states of each item's steps, the
+    first error line of a failed step and the manifest of a published one.
+    """
+    from llmops.refresh import SKIPPED
+
+    planned = ti.xcom_pull(task_ids="plan") if _state(ti, dag_run, "plan") == "success" else None
+    if not planned:
+        text = "model_refresh: nothing was planned (the select_models, resolve or plan task failed; see its log)"
+        print(text)
+        raise AirflowFailException(text)
+    states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id],
+                                task_group_id=ITEM_GROUP).get(dag_run.run_id, {})
+    outcomes = [ItemOutcome(s["key"], SKIPPED, s["reason"]) for s in planned["skipped"]]
+    for model in planned["unresolved"]:
+        error = _error(ti, "resolve", _model_index(ti, dag_run, model)) or "see the resolve task's log"
+        outcomes.append(ItemOutcome(model, FAILED, f"resolve: {error}"))
+    for index, entry in enumerate(planned["items"]):
+        step_states = {step: states.get(f"{ITEM_GROUP}.{step}_{index}") for step in ITEM_STEPS}
+        failed = next((s for s in ITEM_STEPS if step_states[s] == "failed"), None)
+        error = _error(ti, f"{ITEM_GROUP}.{failed}", index) if failed else None
+        manifest = None
+        if step_states["publish"] == "success":
+            manifest = (ti.xcom_pull(task_ids=f"{ITEM_GROUP}.publish", map_indexes=index) or {}).get("manifest_uri")
+        outcomes.append(item_outcome(entry["key"], step_states, error=error, manifest_uri=manifest))
+    text = render_report(planned["summary"], outcomes)
+    print(text)
+    failed = [o.key for o in outcomes if o.status == FAILED]
+    if failed:
+        raise AirflowFailException(f"{len(failed)} of {len(outcomes)} item(s) failed: {', '.join(failed)} (see the report above)")
+    return text
+
+
+def _state(ti, dag_run, task_id: str) -> str | None:
+    states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id], task_ids=[task_id])
+    return states.get(dag_run.run_id, {}).get(task_id)
+
+
+def _model_index(ti, dag_run, model: str) -> int | None:
+    models = ti.xcom_pull(task_ids="select_models") or []
+    return models.index(model) if model in models else None
+
+
+def _error(ti, task_id: str, map_index: int | None) -> str | None:
+    if map_index is None:
+        return None
+    return ti.xcom_pull(task_ids=task_id, key=ERROR_XCOM, map_indexes=map_index)

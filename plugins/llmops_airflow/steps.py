@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 from collections import deque
@@ -75,6 +76,8 @@ def resolve_secret_env(secret_env: dict[str, str]) -> dict[str, str]:
 
     values: dict[str, str] = {}
     for env_name, ref in secret_env.items():
+        if not ref:  # e.g. a model without hf_connection_id
+            continue
         conn_id, field = _split_secret_ref(ref)
         try:
             conn = BaseHook.get_connection(conn_id)
@@ -104,7 +107,9 @@ class LocalJobOperator(BaseOperator):
     status `EXIT_PERMANENT` fails the task without retries; any other failure is retried.
     """
 
-    template_fields = ("arguments", "env_vars")
+    # secret_env holds references ("conn.field"), never values: templated so a mapped task group can pick
+    # each item's Connection.
+    template_fields = ("arguments", "env_vars", "secret_env")
     ui_color = "#e8f4ea"
     operator_extra_links = STEP_LINKS
 
@@ -115,13 +120,15 @@ class LocalJobOperator(BaseOperator):
         if environment not in ENVIRONMENTS:
             raise ValueError(f"environment={environment!r}; fix: use one of {ENVIRONMENTS}")
         self.job = job
-        self.arguments = list(arguments or [])
+        # a list, or a mapped task group's argument resolved at run time
+        self.arguments = arguments if arguments is not None else []
         self.environment = environment
         self.env_vars = dict(env_vars or {})
         self.secret_env = dict(secret_env or {})
         self.store_access = store_access
         for ref in self.secret_env.values():
-            _split_secret_ref(ref)
+            if isinstance(ref, str):
+                _split_secret_ref(ref)
         self._process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -163,6 +170,8 @@ class LocalJobOperator(BaseOperator):
                 errors.append(text)
             self.log.log(level, "%s", text)
         code = self._process.wait()
+        if code != 0 and context.get("ti") is not None:  # a pipeline's report shows this line of a failed step
+            context["ti"].xcom_push(key="error", value=first_error_line(errors, tail))
         if code == EXIT_PERMANENT:
             from airflow.sdk.exceptions import AirflowFailException
 
@@ -175,6 +184,13 @@ class LocalJobOperator(BaseOperator):
     def on_kill(self) -> None:
         if self._process and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGTERM)
+
+
+def first_error_line(errors, tail) -> str:
+    """What a report shows of a failed step: the first line of its first error (without the logger name),
+    else its last line of output."""
+    lines = [line.strip() for line in (errors or list(tail)[-1:]) if line.strip()]
+    return re.sub(r"^[\w.]+: ", "", lines[0]) if lines else "the job printed nothing"
 
 
 def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
@@ -291,10 +307,12 @@ def heavy_step(*, task_id: str, job: str, arguments: list[Any] | None = None, en
     if runtime == "kubernetes":
         from llmops_airflow.pod import JobPodOperator
 
-        return JobPodOperator(task_id=task_id, arguments=[str(a) for a in arguments or []],
-                              **_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars, secret_env,
-                                                   store_access),
-                              **operator_kwargs)
+        if isinstance(arguments, list):  # else a mapped task group's argument, resolved at run time
+            arguments = [str(a) for a in arguments]
+        # operator_kwargs override the defaults (e.g. an item's own node selector and resources)
+        kwargs = {**_kubernetes_kwargs(job, environment, gpu_profile, image, env_vars, secret_env, store_access),
+                  **operator_kwargs}
+        return JobPodOperator(task_id=task_id, arguments=arguments or [], **kwargs)
     return LocalJobOperator(task_id=task_id, arguments=arguments,
                             **_local_kwargs(job, environment, env_vars, secret_env, store_access), **operator_kwargs)
 

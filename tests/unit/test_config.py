@@ -45,7 +45,7 @@ def test_fp8_recipe_on_a10_is_refused(config_dir):
     with pytest.raises(ConfigError) as err:
         load_registry(config_dir)
     text = str(err.value)
-    assert "models.yaml" in text and "models[0].targets[1].gpu_profiles[3]" in text
+    assert "models.yaml" in text and "models[tiny-llama].targets[1].gpu_profiles[3]" in text
     assert "8.9" in text and "8.6" in text and "fix:" in text
 
 
@@ -53,21 +53,21 @@ def test_fp8_recipe_on_a10_is_refused(config_dir):
     ("file", "change", "key", "words"),
     [
         ("models.yaml", lambda d: d["models"][0]["targets"][0].update(recipe="int3-magic"),
-         "models[0].targets[0].recipe", "not a known recipe"),
+         "models[tiny-llama].targets[0].recipe", "not a known recipe"),
         ("models.yaml", lambda d: d["models"][0].update(tensor_parallel_size=0),
-         "models[0].tensor_parallel_size", "greater than or equal to 1"),
-        ("models.yaml", lambda d: d["models"][0].update(reivsion="main"), "models[0].reivsion", "spelling"),
-        ("models.yaml", lambda d: d["models"][0].pop("repo_id"), "models[0].repo_id", "add the key"),
+         "models[tiny-llama].tensor_parallel_size", "greater than or equal to 1"),
+        ("models.yaml", lambda d: d["models"][0].update(reivsion="main"), "models[tiny-llama].reivsion", "spelling"),
+        ("models.yaml", lambda d: d["models"][0].pop("repo_id"), "models[tiny-llama].repo_id", "add the key"),
         ("gpu_profiles.yaml", lambda d: d["gpu_profiles"][0].update(resource_name="amd.com/gpu"),
-         "gpu_profiles[0].resource_name", "nvidia.com/gpu"),
+         "gpu_profiles[a10].resource_name", "nvidia.com/gpu"),
         ("deployments.yaml", lambda d: d["deployments"][0].update(gpu_profile="tpu-v5"),
-         "deployments[0].gpu_profile", "not in gpu_profiles.yaml"),
+         "deployments[tiny-llama-chat].gpu_profile", "not in gpu_profiles.yaml"),
         ("deployments.yaml", lambda d: d["deployments"][0].update(model="nope"),
-         "deployments[0].model", "not in models.yaml"),
+         "deployments[tiny-llama-chat].model", "not in models.yaml"),
         ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0]["chunking"].update(overlap=5000, size=100),
-         "knowledge_bases[0].chunking", "lower overlap"),
+         "knowledge_bases[product-docs].chunking", "lower overlap"),
         ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0].update(name="Product Docs"),
-         "knowledge_bases[0].name", "lowercase"),
+         "knowledge_bases[Product Docs].name", "lowercase"),
     ],
 )
 def test_broken_file_names_file_key_and_fix(config_dir, file, change, key, words):
@@ -103,4 +103,33 @@ def test_validate_command_for_users(config_dir):
     edit(config_dir, "models.yaml", lambda d: d["models"][0].update(max_model_len="long"))
     bad = subprocess.run([sys.executable, "-m", "llmops", "validate", "--config-dir", str(config_dir)],
                          capture_output=True, text=True)
-    assert bad.returncode == 1 and "models[0].max_model_len" in bad.stderr and "whole number" in bad.stderr
+    assert bad.returncode == 1 and "models[tiny-llama].max_model_len" in bad.stderr and "whole number" in bad.stderr
+
+
+def test_validate_reports_every_problem_of_every_file_in_one_pass(config_dir):
+    edit(config_dir, "models.yaml", lambda d: d["models"][0].update(max_model_len="long"))  # schema
+    edit(config_dir, "gpu_profiles.yaml", lambda d: d["gpu_profiles"].append(dict(d["gpu_profiles"][1])))  # duplicate
+    edit(config_dir, "deployments.yaml", lambda d: d["deployments"][0].update(gpu_profile="tpu-v5"))  # reference
+    edit(config_dir, "knowledge_bases.yaml", lambda d: d["knowledge_bases"][0].update(top_k=0))  # schema
+    bad = subprocess.run([sys.executable, "-m", "llmops", "validate", "--config-dir", str(config_dir)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "4 problem(s) in 4 file(s)" in bad.stderr, bad.stderr
+    for key in ("models[tiny-llama].max_model_len", "gpu_profiles[a10-shared].name",
+                "deployments[tiny-llama-chat].gpu_profile", "knowledge_bases[product-docs].top_k"):
+        assert key in bad.stderr, (key, bad.stderr)
+    with pytest.raises(ConfigError) as err:  # the tasks' loader says the same, in one error
+        load_registry(config_dir)
+    assert "4 problem(s)" in str(err.value) and "knowledge_bases.yaml: knowledge_bases[product-docs].top_k" in str(err.value)
+
+
+def test_validate_only_one_file_ignores_the_others(config_dir):
+    (config_dir / "models.yaml").write_text("models: [unclosed\n")
+    (config_dir / "gpu_profiles.yaml").unlink()
+    only = [sys.executable, "-m", "llmops", "validate", "--config-dir", str(config_dir), "--only", "knowledge_bases.yaml"]
+    ok = subprocess.run(only, capture_output=True, text=True)
+    assert ok.returncode == 0 and "knowledge_bases.yaml OK" in ok.stdout, ok.stderr
+    edit(config_dir, "knowledge_bases.yaml", lambda d: d["knowledge_bases"][0].update(top_k=0))
+    bad = subprocess.run(only, capture_output=True, text=True)
+    assert bad.returncode == 1 and "knowledge_bases[product-docs].top_k" in bad.stderr
+    assert "models.yaml" not in bad.stderr and "gpu_profiles.yaml" not in bad.stderr

@@ -46,8 +46,11 @@ def test_the_dags_declare_the_connection_fields_their_jobs_read():
     assert reindex["MILVUS_URI"] == "milvus_default.host" and reindex["MILVUS_TOKEN"] == "milvus_default.password"
     assert reindex["AWS_SECRET_ACCESS_KEY"] == reindex["OSS_ACCESS_KEY_SECRET"] == "llmops_kb_sources.password"
     refresh = bag.dags["model_refresh"]
-    assert refresh.get_task("download").partial_kwargs["secret_env"] == {"HF_TOKEN": "huggingface_default.password"}
-    assert refresh.get_task("publish").partial_kwargs["store_access"] is True
+    # each item's download reads the token of its model's own Connection (the group's mapped `hf_token`,
+    # "<hf_connection_id>.password", see test_refresh_steps)
+    token = refresh.get_task("item.download").secret_env["HF_TOKEN"]
+    assert type(token).__name__ == "MappedArgument" and token._key == "hf_token"
+    assert refresh.get_task("item.publish").store_access is True
 
 
 def test_every_pod_that_opens_the_store_can_read_its_credentials_secret():

@@ -6,7 +6,7 @@ import pytest
 
 from llmops.config.schema import ModelSpec
 from llmops.hub import WeightPolicyError, plan_download
-from llmops.hub.policy import check_remote_code
+from llmops.hub.policy import check_remote_code, weight_format
 
 SHA = "a" * 40
 
@@ -58,3 +58,17 @@ def test_auto_map_needs_trust_remote_code():
         check_remote_code(spec(), SHA, configs)
     check_remote_code(spec(trust_remote_code=True), SHA, configs)
     check_remote_code(spec(), SHA, {"config.json": {"model_type": "llama"}, "tokenizer_config.json": {}})
+
+
+def test_the_pickle_hints_name_the_pattern_the_repo_needs():
+    with pytest.raises(WeightPolicyError) as refused:
+        plan_download(spec(), SHA, ["config.json", "pytorch_model.bin"])
+    assert "add '*.bin' to allow_patterns" in str(refused.value)
+    with pytest.raises(WeightPolicyError) as unmatched:
+        plan_download(spec(allow_pickle=True), SHA, ["config.json", "pytorch_model.bin"])
+    assert "fix: add '*.bin' to allow_patterns" in str(unmatched.value) and "e.g. '*.safetensors'" not in str(unmatched.value)
+
+
+def test_the_weight_format_of_a_snapshot():
+    assert weight_format(["config.json", "model.safetensors", "pytorch_model.bin"]) == "safetensors"
+    assert weight_format(["config.json", "pytorch_model.bin"]) == "pickle"

@@ -10,9 +10,12 @@ were rendered before this profile was applied, and on each single control remove
 from __future__ import annotations
 
 import copy
+import json
+from types import SimpleNamespace
 
 import kubernetes_validate
 import pytest
+from airflow.sdk import DAG, task_group
 from kubernetes.client import ApiClient
 
 from llmops.config import load_registry
@@ -62,7 +65,7 @@ def _step_pods(monkeypatch) -> dict[str, list[dict]]:
     from llmops.kb.runs import job_arguments
     from llmops.refresh import expand_targets
     from llmops.settings import PROJECT_ROOT, get_settings
-    from llmops_airflow.refresh import step_kwargs
+    from llmops_airflow.refresh import item_chain, item_entry
 
     monkeypatch.setenv("LLMOPS_RUNTIME", "kubernetes")
     get_settings.cache_clear()
@@ -73,19 +76,31 @@ def _step_pods(monkeypatch) -> dict[str, list[dict]]:
         plan = expand_targets(list(registry.models.values()), {m: "a" * 40 for m in registry.models},
                               registry.gpu_profiles, runtime="kubernetes", work_root="/models/work")
         assert plan.items
-        expansions = {
-            "download": [{"arguments": ["--model", m, "--revision-sha", "a" * 40, "--out", "/models/src"]}
-                         for m in registry.models],
-            "reindex": [{"arguments": args} for args in job_arguments(registry.knowledge_bases)],
-        }
-        for step in ("quantize", "validate", "publish"):
-            expansions[step] = [step_kwargs(item, step, runtime="kubernetes", profiles=registry.gpu_profiles)
-                                for item in plan.items]
+        expansions = {"reindex": [{"arguments": args} for args in job_arguments(registry.knowledge_bases)]}
         pods: dict[str, list[dict]] = {}
+        # model_refresh: each item's steps as its mapped group renders them (the group maps over the plan's XCom,
+        # so here a group over the literal entries of every planned item)
+        entries = [item_entry(item, hf_connection_id="huggingface_default", run=["--run-id", "r"],
+                              runtime="kubernetes", profiles=registry.gpu_profiles) for item in plan.items]
+        with DAG("model_refresh", schedule=None) as refresh:
+            @task_group(group_id="item")
+            def item(key, download, quantize, validate, publish, hf_token, quantize_image, validate_image,
+                     node_selector, gpu_resources, download_pod, gpu_pod):
+                item_chain(**locals(), runtime="kubernetes")
+
+            item.expand_kwargs(json.loads(json.dumps(entries)))
+        for index in range(len(entries)):
+            for task in refresh.tasks:
+                op = copy.deepcopy(task)
+                op.render_template_fields({"ti": SimpleNamespace(map_index=index)})
+                pod = op.build_pod_request_obj(context=None, dry_run=True)
+                pods.setdefault(f"model_refresh.{task.task_id.split('.')[-1]}", []).append(
+                    ApiClient().sanitize_for_serialization(pod))
         for dag in bag.dags.values():
             for task in dag.tasks:
                 cls = getattr(task, "operator_class", type(task))
-                if not (isinstance(cls, type) and issubclass(cls, KubernetesPodOperator)):
+                if dag.dag_id == "model_refresh" or not (
+                        isinstance(cls, type) and issubclass(cls, KubernetesPodOperator)):
                     continue
                 kwargs = {k: v for k, v in task.partial_kwargs.items() if k != "map_index_template"}
                 for expansion in expansions[task.task_id]:

@@ -9,34 +9,54 @@ from llmops.validate.golden import GoldenPrompt, GoldenSet, judge
 
 GOLDEN = GoldenSet([GoldenPrompt("The capital of France is"), GoldenPrompt("One, two, three,"),
                     GoldenPrompt("Kubernetes schedules")], max_new_tokens=8, min_agreement=0.5)
-REFERENCE = [" Paris.", " four, five.", " pods on nodes."]
+EOS = 1
 
 
-def test_identical_greedy_answers_agree_fully():
-    verdict = judge(GOLDEN, REFERENCE, list(REFERENCE))
+def gen(text: str, *ids: int) -> dict:
+    return {"text": text, "token_ids": list(ids)}
+
+
+REFERENCE = [gen(" Paris.", 10, 11, EOS), gen(" four, five.", 20, 21, 22), gen(" pods on nodes.", 30, 31, 32)]
+
+
+def test_identical_greedy_token_ids_agree_fully():
+    verdict = judge(GOLDEN, REFERENCE, [dict(g) for g in REFERENCE], eos_token_ids=[EOS])
     assert (verdict.passed, verdict.agreement) == (True, 1.0)
-    assert "agreement 100% (needs 50%): PASS" in verdict.summary()
+    assert "agreement 100% (needs 50%; 3 of 3 prompts with identical greedy token ids): PASS" in verdict.summary()
 
 
-def test_agreement_is_the_share_of_prompts_that_match_and_must_reach_the_threshold():
-    two_of_three = judge(GOLDEN, REFERENCE, [" Paris.", " four, five.", " pods."])
+def test_agreement_is_the_share_of_prompts_whose_token_ids_match_and_must_reach_the_threshold():
+    two_of_three = judge(GOLDEN, REFERENCE, [REFERENCE[0], REFERENCE[1], gen(" pods.", 30, 33)])
     assert (two_of_three.passed, two_of_three.agreement) == (True, 0.6667)
-    one_of_three = judge(GOLDEN, REFERENCE, [" Paris.", " six", " pods."])
+    one_of_three = judge(GOLDEN, REFERENCE, [REFERENCE[0], gen(" six", 25), gen(" pods.", 30, 33)])
     assert (one_of_three.passed, one_of_three.agreement) == (False, 0.3333)
-    assert "FAIL" in one_of_three.summary() and "! 'One, two, three,'" in one_of_three.summary()
+    summary = one_of_three.summary()
+    assert "FAIL" in summary and "! 'One, two, three,'" in summary and "token ids differ from token 0" in summary
+    assert "min_agreement" not in summary  # never suggests weakening the gate
     strict = GoldenSet(GOLDEN.prompts, 8, min_agreement=1.0)
-    assert not judge(strict, REFERENCE, [" Paris.", " four, five.", " pods."]).passed
+    assert not judge(strict, REFERENCE, [REFERENCE[0], REFERENCE[1], gen(" pods.", 30, 33)]).passed
 
 
-def test_whitespace_differences_do_not_count_as_disagreement():
-    assert judge(GOLDEN, REFERENCE, ["Paris.", " four,  five.", " pods on nodes.\n"]).agreement == 1.0
+def test_a_continuation_ending_inside_a_multi_byte_character_agrees_when_the_ids_agree():
+    """transformers renders a cut character as U+FFFD, vLLM holds the bytes back: the texts differ, the ids do not."""
+    golden = GoldenSet([GoldenPrompt("東京は")], 4, 1.0)
+    reference = [gen("日本の\ufffd", 200, 201, 202, 203)]
+    assert judge(golden, reference, [gen("日本の", 200, 201, 202, 203)]).passed
+    differs = judge(golden, reference, [gen("日本の\ufffd", 200, 201, 202, 204)])
+    assert not differs.passed and differs.rows[0]["first_difference"] == 3
+
+
+def test_a_trailing_end_of_sequence_id_returned_by_one_runtime_only_is_not_a_difference():
+    assert judge(GoldenSet(GOLDEN.prompts[:1], 8, 1.0), REFERENCE[:1], [gen(" Paris.", 10, 11)],
+                 eos_token_ids=[EOS]).passed
+    assert not judge(GoldenSet(GOLDEN.prompts[:1], 8, 1.0), REFERENCE[:1], [gen(" Paris.", 10, 11)]).passed
 
 
 def test_registry_expectations_must_hold_on_the_quantized_answer_even_when_it_agrees():
     golden = GoldenSet([GoldenPrompt("The capital of France is", expect_substring="Paris"),
                         GoldenPrompt("One, two, three,", expect_regex=r"\bfour\b")], 8, 0.5)
-    assert judge(golden, [" Paris.", " four"], [" Paris.", " four"]).passed
-    verdict = judge(golden, [" Lyon.", " five"], [" Lyon.", " five"])
+    assert judge(golden, [gen(" Paris.", 1), gen(" four", 2)], [gen(" Paris.", 1), gen(" four", 2)]).passed
+    verdict = judge(golden, [gen(" Lyon.", 1), gen(" five", 2)], [gen(" Lyon.", 1), gen(" five", 2)])
     assert not verdict.passed and verdict.agreement == 1.0
     assert len(verdict.problems) == 2 and "lacks 'Paris'" in verdict.problems[0]
 
@@ -63,5 +83,5 @@ def test_catalogue_offers_every_format_the_issue_asks_for_with_the_right_gpu_flo
     assert offered[("tensorrt-llm", "modelopt", "FP8")] == 8.9
     assert offered[("tensorrt-llm", "modelopt", "NVFP4")] == 10.0
     assert {("vllm", "llmcompressor", "W8A8"), ("vllm", "llmcompressor", "W4A16"), ("vllm", "optimum-gptq", "GPTQ-INT4"),
-            ("tensorrt-llm", "modelopt", "INT4_AWQ"), ("tensorrt-llm", "trtllm-build", "FP8")} <= set(offered)
-    assert [r.name for r in RECIPES.values() if not r.cpu_ok] == ["optimum-gptq-int4", "trtllm-engine-fp8"]
+            ("tensorrt-llm", "modelopt", "INT4_AWQ")} <= set(offered)
+    assert [r.name for r in RECIPES.values() if not r.cpu_ok] == ["optimum-gptq-int4"]

@@ -13,13 +13,21 @@ from llmops.config.schema import GpuProfile, ModelSpec
 from llmops.errors import ConfigError
 from llmops.quantize.recipes import RECIPES
 from llmops.refresh import (
+    FAILED,
+    ITEM_STEPS,
+    PUBLISHED,
+    SKIPPED,
     VALIDATE_SKIP,
     VALIDATE_TRTLLM,
     VALIDATE_VLLM,
+    ItemOutcome,
     RefreshPlan,
     WorkItem,
+    check_handoff,
     expand_targets,
+    item_outcome,
     plan_refresh,
+    render_report,
 )
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -68,14 +76,13 @@ def test_the_shipped_registry_plans_one_vllm_and_one_tensorrt_llm_checkpoint_loc
 
 
 def test_the_local_runtime_skips_recipes_that_need_a_gpu_to_build_and_says_why():
-    local = expand([model(recipes=["optimum-gptq-int4", "trtllm-engine-fp8", "llmcompressor-w4a16"],
-                          profiles=["h20"])], runtime="local")
+    local = expand([model(recipes=["optimum-gptq-int4", "llmcompressor-w4a16"], profiles=["h20"])], runtime="local")
     assert [i.recipe for i in local.items] == ["llmcompressor-w4a16"]
     reasons = {s.recipe: s.reason for s in local.skipped}
-    assert set(reasons) == {"optimum-gptq-int4", "trtllm-engine-fp8"}
+    assert set(reasons) == {"optimum-gptq-int4"}
     assert all("GPU" in r and "kubernetes" in r for r in reasons.values())
-    cluster = expand([model(recipes=["optimum-gptq-int4", "trtllm-engine-fp8"], profiles=["h20"])])
-    assert sorted(i.recipe for i in cluster.items) == ["optimum-gptq-int4", "trtllm-engine-fp8"]
+    cluster = expand([model(recipes=["optimum-gptq-int4"], profiles=["h20"])])
+    assert sorted(i.recipe for i in cluster.items) == ["optimum-gptq-int4"]
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
@@ -96,14 +103,10 @@ def test_validation_uses_the_serving_runtime_where_it_can_run_and_records_why_no
         assert "GPU pod" in item.validation_skip_reason and "local runtime" in item.validation_skip_reason
 
 
-def test_a_legacy_engine_is_one_artefact_per_gpu_architecture():
-    plan = expand([model(recipes=["trtllm-engine-fp8"], profiles=["a10", "l20", "h20", "b200"])])
-    assert [(i.artefact_recipe, i.gpu_profiles, i.min_compute_capability) for i in plan.items] == [
-        ("trtllm-engine-fp8-sm89", ["l20"], 8.9),
-        ("trtllm-engine-fp8-sm90", ["h20"], 9.0),
-        ("trtllm-engine-fp8-sm100", ["b200"], 10.0),
-    ]
-    assert len({i.prefix for i in plan.items}) == 3 and len({i.work_dir for i in plan.items}) == 3
+def test_tensorrt_llm_recipes_publish_modelopt_checkpoints_and_no_engine_build_recipe_remains():
+    trt = {name: r for name, r in RECIPES.items() if r.runtime == "tensorrt-llm"}
+    assert trt and all(r.tool == "modelopt" for r in trt.values())
+    assert not [name for name in RECIPES if name.startswith("trtllm-engine")]
 
 
 def test_prefixes_are_the_artefact_store_prefixes_and_paths_are_keyed_by_model_sha_and_recipe():
@@ -158,3 +161,33 @@ def test_items_carry_the_golden_set_and_survive_the_trip_through_a_command_line(
                            "max_new_tokens": 4, "min_agreement": 0.75}
     assert WorkItem.from_json(item.to_json()) == item
     assert json.loads(item.to_json())["max_model_len"] == 1024
+
+
+def test_an_items_outcome_is_published_or_the_first_failed_step_with_its_error():
+    done = dict.fromkeys(ITEM_STEPS, "success")
+    assert item_outcome("m/r", done, manifest_uri="file:///s/manifest.json") == ItemOutcome(
+        "m/r", PUBLISHED, "file:///s/manifest.json")
+    failed = {"download": "success", "quantize": "success", "validate": "failed", "publish": "upstream_failed"}
+    assert item_outcome("m/r", failed, error="agreement 33% (needs 50%)") == ItemOutcome(
+        "m/r", FAILED, "validate: agreement 33% (needs 50%)")
+    assert item_outcome("m/r", {"download": "failed"}).detail == "download: see the task log"
+    assert item_outcome("m/r", {"download": "success", "quantize": None}).status == FAILED  # never finished
+
+
+def test_the_report_lists_every_item_failures_first_with_counts():
+    text = render_report("1 artefact version(s) to build, 1 skipped", [
+        ItemOutcome("a/w8a8", PUBLISHED, "file:///a"), ItemOutcome("b/fp8", SKIPPED, "already published"),
+        ItemOutcome("c/w8a8", FAILED, "validate: lacks 'Berlin'"), ItemOutcome("d", FAILED, "resolve: not found")])
+    lines = text.splitlines()
+    assert lines[0] == "model_refresh: 1 published, 1 skipped, 2 failed"
+    assert [line.split()[:2] for line in lines[1:5]] == [
+        ["failed", "c/w8a8"], ["failed", "d"], ["published", "a/w8a8"], ["skipped", "b/fp8"]]
+    assert "validate: lacks 'Berlin'" in lines[1] and lines[5] == "plan:"
+
+
+def test_runtime_kubernetes_without_a_shared_model_cache_is_refused_with_the_fix():
+    with pytest.raises(ConfigError) as refused:
+        check_handoff("kubernetes", "")
+    assert "LLMOPS_MODEL_CACHE_PVC" in str(refused.value) and "PersistentVolumeClaim" in str(refused.value)
+    check_handoff("kubernetes", "llmops-model-cache")
+    check_handoff("local", "")

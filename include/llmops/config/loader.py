@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,54 +52,89 @@ _FIXES = {
 }
 
 
-def _key_path(loc: tuple[Any, ...]) -> str:
+#: file -> (its list key, the schema of one entry, what an entry is called)
+_ENTRIES: dict[str, tuple[str, type[BaseModel], str]] = {
+    "models.yaml": ("models", ModelSpec, "model"),
+    "gpu_profiles.yaml": ("gpu_profiles", GpuProfile, "GPU profile"),
+    "deployments.yaml": ("deployments", Deployment, "deployment"),
+    "knowledge_bases.yaml": ("knowledge_bases", KnowledgeBase, "knowledge base"),
+}
+
+
+def _entry_key(list_key: str, index: int, raw: list | None) -> str:
+    """`models[tiny-llama]` for an entry with a usable name, else `models[12]`."""
+    entry = raw[index] if isinstance(raw, list) and index < len(raw) else None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    if isinstance(name, str) and name.strip() and len(name) <= ECHO_LIMIT:
+        return f"{list_key}[{name}]"
+    return f"{list_key}[{index}]"
+
+
+def _key_path(loc: tuple[Any, ...], raw: dict | None = None) -> str:
     path = ""
-    for part in loc:
+    for position, part in enumerate(loc):
+        if position == 1 and isinstance(part, int) and raw is not None:
+            path = _entry_key(str(loc[0]), part, raw.get(loc[0]))
+            continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
 
 
-def _problems(error: ValidationError) -> list[tuple[str, str, str]]:
+def _problems(error: ValidationError, raw: dict | None = None) -> list[tuple[str, str, str]]:
     problems = []
     for item in error.errors():
         message = item["msg"].removeprefix("Value error, ")
         what, _, fix = message.partition("; fix: ")
-        problems.append((_key_path(item["loc"]), what, fix or _FIXES.get(item["type"], "")))
+        problems.append((_key_path(item["loc"], raw), what, fix or _FIXES.get(item["type"], "")))
     return problems
 
 
-def load_file(path: Path) -> BaseModel:
-    """Parse and validate one registry file; raise ConfigError naming the file, key and fix."""
+def _check_file(path: Path) -> tuple[dict[str, BaseModel], list[tuple[str, str, str]], set[str] | None]:
+    """Every problem of one registry file, its valid entries by name (the duplicates' first), and the names
+    it lists, valid or not (None when the file cannot be read: references into it cannot be judged)."""
     schema = REGISTRY_FILES.get(path.name)
     if schema is None:
-        raise ConfigError(str(path), [("", "is not a registry file", f"name it one of {', '.join(REGISTRY_FILES)}")])
+        return {}, [("", "is not a registry file", f"name it one of {', '.join(REGISTRY_FILES)}")], None
     if not path.is_file():
-        raise ConfigError(str(path), [("", "does not exist", "create it (see include/config/ for examples)")])
+        return {}, [("", "does not exist", "create it (see include/config/ for examples)")], None
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(str(path), [(where, f"is not valid YAML ({getattr(exc, 'problem', exc)})",
-                                       "fix the indentation or quoting there")]) from None
+        return {}, [(where, f"is not valid YAML ({getattr(exc, 'problem', exc)})",
+                     "fix the indentation or quoting there")], None
     if not isinstance(data, dict):
-        raise ConfigError(str(path), [("", "must be a YAML mapping", f"start the file with `{path.stem}:`")])
+        return {}, [("", "must be a YAML mapping", f"start the file with `{path.stem}:`")], None
+    list_key, entry_schema, kind = _ENTRIES[path.name]
+    raw_entries = data.get(list_key) if isinstance(data.get(list_key), list) else []
+    names = {str(e["name"]) for e in raw_entries if isinstance(e, dict) and e.get("name") is not None}
+    problems: list[tuple[str, str, str]] = []
     try:
-        return schema.model_validate(data)
+        entries = list(getattr(schema.model_validate(data), list_key))
     except ValidationError as exc:
-        raise ConfigError(str(path), _problems(exc)) from None
+        problems.extend(_problems(exc, data))
+        entries = []  # the entries that are valid on their own still take part in the checks below
+        for raw in raw_entries:
+            with contextlib.suppress(ValidationError):  # reported above, with the whole file's errors
+                entries.append(entry_schema.model_validate(raw))
+    by_name: dict[str, BaseModel] = {}
+    for entry in entries:
+        if entry.name in by_name:
+            problems.append((f"{list_key}[{entry.name}].name", f"{kind} {shorten(entry.name)} is defined twice",
+                             "rename or remove one"))
+        else:
+            by_name[entry.name] = entry
+    return by_name, problems, names
 
 
-def _by_name(items: list, kind: str, file: str, key: str) -> dict:
-    seen: dict = {}
-    problems = []
-    for index, item in enumerate(items):
-        if item.name in seen:
-            problems.append((f"{key}[{index}].name", f"{kind} {item.name!r} is defined twice", "rename or remove one"))
-        seen[item.name] = item
+def load_file(path: Path) -> BaseModel:
+    """Parse and validate one registry file; raise ConfigError naming the file, every bad key and its fix."""
+    path = Path(path)
+    _, problems, _ = _check_file(path)
     if problems:
-        raise ConfigError(file, problems)
-    return seen
+        raise ConfigError(str(path), problems)
+    return REGISTRY_FILES[path.name].model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
 
 
 @dataclass(frozen=True)
@@ -131,45 +167,72 @@ def _lookup(table: dict, name: str, kind: str, file: Path):
     return table[name]
 
 
-def load_registry(config_dir: Path | None = None) -> Registry:
-    """Load all registry files from `config_dir` (default: settings) and check references between them."""
+def check_registry(config_dir: Path | None = None, only: list[str] | None = None
+                   ) -> tuple[Registry | None, list[ConfigError]]:
+    """Every problem of every registry file at once (schema, duplicates, references between files).
+
+    `only`: check these files (names such as `knowledge_bases.yaml`); the others are read only as the targets
+    of references, and references into a file that is itself invalid or missing are not judged. Returns the
+    registry when nothing is wrong, and one ConfigError per file with problems.
+    """
     config_dir = Path(config_dir or get_settings().config_dir)
-    files = {name: load_file(config_dir / name) for name in REGISTRY_FILES}
-    models = _by_name(files["models.yaml"].models, "model", str(config_dir / "models.yaml"), "models")
-    profiles = _by_name(files["gpu_profiles.yaml"].gpu_profiles, "GPU profile",
-                        str(config_dir / "gpu_profiles.yaml"), "gpu_profiles")
-    deployments = _by_name(files["deployments.yaml"].deployments, "deployment",
-                           str(config_dir / "deployments.yaml"), "deployments")
-    kbs = _by_name(files["knowledge_bases.yaml"].knowledge_bases, "knowledge base",
-                   str(config_dir / "knowledge_bases.yaml"), "knowledge_bases")
+    unknown = sorted(set(only or []) - set(REGISTRY_FILES))
+    if unknown:
+        return None, [ConfigError(", ".join(unknown), [("", "is not a registry file",
+                                                        f"name one of {', '.join(REGISTRY_FILES)}")])]
+    checked = {name: _check_file(config_dir / name) for name in REGISTRY_FILES}
+    tables = {name: entries for name, (entries, _, _) in checked.items()}
+    problems = {name: list(found) for name, (_, found, _) in checked.items()}
+    listed = {name: names for name, (_, _, names) in checked.items()}
+    models, profiles = tables["models.yaml"], tables["gpu_profiles.yaml"]
 
-    problems: list[tuple[str, str, str]] = []
-    for i, model in enumerate(files["models.yaml"].models):
-        for j, target in enumerate(model.targets):
-            recipe = RECIPES[target.recipe]
-            for k, profile_name in enumerate(target.gpu_profiles):
-                key = f"models[{i}].targets[{j}].gpu_profiles[{k}]"
-                profile = profiles.get(profile_name)
-                if profile is None:
-                    problems.append((key, f"GPU profile {shorten(profile_name)} is not in gpu_profiles.yaml",
-                                     f"use one of {', '.join(sorted(profiles))}"))
-                elif not recipe.runs_on(profile.compute_capability):
-                    problems.append((key, f"recipe {recipe.name} needs compute capability "
-                                          f"{recipe.min_compute_capability}+, but {profile_name} "
-                                          f"({profile.gpu}) has {profile.compute_capability}",
-                                     "remove the profile from this target or pick a recipe it can run"))
-    if problems:
-        raise ConfigError(str(config_dir / "models.yaml"), problems)
+    def unknown(name: str, file: str) -> bool:  # not listed at all (an invalid entry is reported in its file)
+        return listed[file] is not None and name not in listed[file]
 
-    for i, deployment in enumerate(files["deployments.yaml"].deployments):
-        if deployment.model not in models:
-            problems.append((f"deployments[{i}].model", f"model {shorten(deployment.model)} is not in models.yaml",
-                             f"use one of {', '.join(sorted(models))}"))
-        if deployment.gpu_profile not in profiles:
-            problems.append((f"deployments[{i}].gpu_profile",
-                             f"GPU profile {shorten(deployment.gpu_profile)} is not in gpu_profiles.yaml",
-                             f"use one of {', '.join(sorted(profiles))}"))
-    if problems:
-        raise ConfigError(str(config_dir / "deployments.yaml"), problems)
+    if listed["gpu_profiles.yaml"] is not None:
+        for model in models.values():
+            for j, target in enumerate(model.targets):
+                recipe = RECIPES[target.recipe]
+                for k, profile_name in enumerate(target.gpu_profiles):
+                    key = f"models[{model.name}].targets[{j}].gpu_profiles[{k}]"
+                    profile = profiles.get(profile_name)
+                    if profile is None and unknown(profile_name, "gpu_profiles.yaml"):
+                        problems["models.yaml"].append((
+                            key, f"GPU profile {shorten(profile_name)} is not in gpu_profiles.yaml",
+                            f"use one of {', '.join(sorted(profiles))}"))
+                    elif profile is not None and not recipe.runs_on(profile.compute_capability):
+                        problems["models.yaml"].append((
+                            key, f"recipe {recipe.name} needs compute capability {recipe.min_compute_capability}+, "
+                                 f"but {profile_name} ({profile.gpu}) has {profile.compute_capability}",
+                            "remove the profile from this target or pick a recipe it can run"))
+    for deployment in tables["deployments.yaml"].values():
+        if unknown(deployment.model, "models.yaml"):
+            problems["deployments.yaml"].append((
+                f"deployments[{deployment.name}].model", f"model {shorten(deployment.model)} is not in models.yaml",
+                f"use one of {', '.join(sorted(models))}"))
+        if unknown(deployment.gpu_profile, "gpu_profiles.yaml"):
+            problems["deployments.yaml"].append((
+                f"deployments[{deployment.name}].gpu_profile",
+                f"GPU profile {shorten(deployment.gpu_profile)} is not in gpu_profiles.yaml",
+                f"use one of {', '.join(sorted(profiles))}"))
 
-    return Registry(config_dir, models, profiles, deployments, kbs)
+    errors = [ConfigError(str(config_dir / name), found) for name, found in problems.items()
+              if found and (not only or name in only)]
+    if errors or any(problems.values()):
+        return None, errors
+    return Registry(config_dir, models, profiles, tables["deployments.yaml"], tables["knowledge_bases.yaml"]), []
+
+
+def load_registry(config_dir: Path | None = None) -> Registry:
+    """Load all registry files from `config_dir` (default: settings) and check references between them.
+
+    Raises one ConfigError with every problem of every file."""
+    registry, errors = check_registry(config_dir)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        config_dir = Path(config_dir or get_settings().config_dir)
+        raise ConfigError(str(config_dir), [(f"{Path(e.source).name}: {key}" if key else Path(e.source).name,
+                                             what, fix) for e in errors for key, what, fix in e.problems])
+    assert registry is not None
+    return registry

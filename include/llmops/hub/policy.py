@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from llmops.config.schema import ModelSpec
 from llmops.hub.errors import WeightPolicyError
@@ -26,6 +27,18 @@ class DownloadPlan:
     files: list[str]
     allow_patterns: list[str]
     ignore_patterns: list[str]
+
+
+def _patterns(files: list[str]) -> str:
+    """The suffix patterns of `files`, as a user writes them in allow_patterns: "'*.bin'" or "'*.bin', '*.pt'"."""
+    return ", ".join(repr(f"*{suffix}") for suffix in sorted({PurePosixPath(f).suffix for f in files}))
+
+
+def weight_format(files: list[str]) -> str:
+    """The format of a snapshot's weights: `safetensors`, or `pickle` when it has only pickle weights."""
+    if any(f.endswith(SAFE_WEIGHT_SUFFIXES) for f in files):
+        return "safetensors"
+    return "pickle" if any(f.endswith(PICKLE_SUFFIXES) for f in files) else "none"
 
 
 def _matches(path: str, patterns: list[str]) -> bool:
@@ -57,13 +70,15 @@ def plan_download(spec: ModelSpec, sha: str, repo_files: list[str]) -> DownloadP
             raise WeightPolicyError(
                 f"{where} offers only pickle weights ({', '.join(offered[:5])}); rule: safetensors only, because "
                 "loading pickle can run arbitrary code; fix: use a repo (or revision) with .safetensors weights, "
-                f"or set allow_pickle: true for {spec.name} in models.yaml (and add the pattern to allow_patterns) "
-                "if you trust the publisher"
+                f"or set allow_pickle: true for {spec.name} in models.yaml and add {_patterns(offered)} to "
+                "allow_patterns, if you trust the publisher"
             )
+        usable = SAFE_WEIGHT_SUFFIXES + (PICKLE_SUFFIXES if spec.allow_pickle else ())
+        weights = [f for f in repo_files if f.endswith(usable)]
         raise WeightPolicyError(
             f"{where}: no weight files match allow_patterns {spec.allow_patterns} (repo files: "
-            f"{', '.join(repo_files[:10])}); fix: add the weight files' pattern (e.g. '*.safetensors') to "
-            "allow_patterns in models.yaml"
+            f"{', '.join(repo_files[:10])}); fix: add {_patterns(weights) if weights else repr('*.safetensors')} "
+            f"to allow_patterns of {spec.name} in models.yaml"
         )
     return DownloadPlan(files=selected, allow_patterns=allow, ignore_patterns=ignore)
 

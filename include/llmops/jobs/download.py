@@ -16,6 +16,8 @@ from pathlib import Path
 
 from llmops.jobs._cli import emit_result, fail, setup_logging, storage_error
 
+log = logging.getLogger("llmops.jobs.download")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,12 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         out = download_snapshot(spec, args.revision_sha, args.out, token=os.environ.get("HF_TOKEN") or None,
                                 mirror=args.mirror)
     except LlmopsError as exc:
-        return fail(exc, logging.getLogger("llmops.jobs.download"))
+        return fail(exc, log)
     except OSError as exc:  # a full or read-only --out: one line, not a traceback
         full_or_read_only = storage_error(exc, f"download into {args.out}")
         if full_or_read_only is None:
             raise
-        return fail(full_or_read_only, logging.getLogger("llmops.jobs.download"))
+        return fail(full_or_read_only, log)
     files = [p for p in out.rglob("*") if p.is_file() and ".cache" not in p.relative_to(out).parts]
     emit_result({
         "model": spec.name,

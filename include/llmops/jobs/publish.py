@@ -56,6 +56,9 @@ def build_manifest(item: WorkItem, built_by: dict):
         min_compute_capability=item.min_compute_capability, tensor_parallel_size=item.tensor_parallel_size,
         max_model_len=item.max_model_len, built_by=built_by,
         gpu_profiles=item.gpu_profiles, quantization=metadata.get("quantization", {}), validation=validation,
+        # how the source was trusted: its weights' format (pickle only with allow_pickle) and remote code
+        source_weight_format=metadata.get("source", {}).get("weight_format", "unknown"),
+        trust_remote_code=bool(metadata.get("trust_remote_code", item.trust_remote_code)),
     )
 
 

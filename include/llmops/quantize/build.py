@@ -14,16 +14,14 @@ import contextlib
 import importlib.metadata
 import json
 import logging
-import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 from llmops.quantize.errors import QuantizeError, RecipeUnavailable
 from llmops.quantize.recipes import RECIPES, Recipe
 from llmops.validate.golden import GoldenSet
-from llmops.validate.reference import greedy_completions
+from llmops.validate.reference import eos_token_ids, greedy_generations
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +58,23 @@ def _load(source: Path, *, trust_remote_code: bool):
     return model, tokenizer
 
 
-def _llmcompressor(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str]) -> dict:
+def _llmcompressor(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str], *,
+                   trust_remote_code: bool = False) -> dict:
     # Data-free: W8A8 (int8 weights, dynamic per-token int8 activations), W4A16 (round-to-nearest,
     # group 128) and FP8_DYNAMIC need no calibration set, so the same code runs on CPU and in a pod.
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import QuantizationModifier
 
     modifier = QuantizationModifier(targets="Linear", scheme=recipe.scheme, ignore=IGNORE)
-    oneshot(model=model, recipe=modifier)
+    # llm-compressor reloads the config and processor itself: without the flag it refuses custom code
+    oneshot(model=model, recipe=modifier, trust_remote_code_model=trust_remote_code)
     model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
     return {"format": "compressed-tensors", "scheme": recipe.scheme, "ignore": IGNORE, "calibration": "none"}
 
 
 _TOOL_PACKAGES = {"llmcompressor": ("llmcompressor", "compressed-tensors"), "modelopt": ("nvidia-modelopt",),
-                  "optimum-gptq": ("optimum", "gptqmodel"), "trtllm-build": ("tensorrt_llm", "nvidia-modelopt")}
+                  "optimum-gptq": ("optimum", "gptqmodel")}
 _MODELOPT_CONFIGS = {"FP8": "FP8_DEFAULT_CFG", "INT4_AWQ": "INT4_AWQ_CFG", "NVFP4": "NVFP4_DEFAULT_CFG"}
 
 
@@ -89,7 +89,7 @@ def _calibrate_loop(tokenizer, calibration: list[str]):
     return forward_loop
 
 
-def _modelopt(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str]) -> dict:
+def _modelopt(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str], **_) -> dict:
     # ModelOpt's unified Hugging Face checkpoint (hf_quant_config.json): what current TensorRT-LLM
     # (PyTorch backend) loads directly, no engine build.
     import modelopt.torch.quantization as mtq
@@ -106,7 +106,7 @@ def _modelopt(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str
             "quant_algo": quant_config.get("quantization", {}).get("quant_algo")}
 
 
-def _optimum_gptq(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str]) -> dict:
+def _optimum_gptq(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str], **_) -> dict:
     from optimum.gptq import GPTQQuantizer
 
     quantizer = GPTQQuantizer(dataset=calibration, **recipe.params)
@@ -115,28 +115,6 @@ def _optimum_gptq(recipe: Recipe, model, tokenizer, out: Path, calibration: list
     tokenizer.save_pretrained(out)
     return {"format": "gptq", "scheme": recipe.scheme, **recipe.params,
             "calibration": f"{len(calibration)} golden prompts"}
-
-
-def _trtllm_engine(recipe: Recipe, source: Path, out: Path, *, max_model_len: int, tensor_parallel_size: int) -> dict:
-    """Legacy: ModelOpt FP8 through TensorRT-LLM's example script, then `trtllm-build` for this GPU."""
-    examples = Path(os.environ.get("TRTLLM_EXAMPLES_DIR", "/app/tensorrt_llm/examples"))
-    checkpoint = out.parent / (out.name + ".trtllm-ckpt")
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    quantize = ["python", str(examples / "quantization" / "quantize.py"), "--model_dir", str(source),
-                "--qformat", recipe.scheme.lower(), "--kv_cache_dtype", "fp8", "--dtype", "bfloat16",
-                "--tp_size", str(tensor_parallel_size), "--output_dir", str(checkpoint)]
-    build = ["trtllm-build", "--checkpoint_dir", str(checkpoint), "--output_dir", str(out),
-             "--max_seq_len", str(max_model_len), "--max_batch_size", str(recipe.params.get("max_batch_size", 8)),
-             "--gemm_plugin", "auto"]
-    for command in (quantize, build):
-        log.info("running %s", " ".join(command))
-        subprocess.run(command, check=True)
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    import torch
-
-    capability = torch.cuda.get_device_capability()
-    return {"format": "tensorrt-engine", "scheme": recipe.scheme, "engine_compute_capability":
-            float(f"{capability[0]}.{capability[1]}"), "gpu": torch.cuda.get_device_name()}
 
 
 def check_runnable(recipe: Recipe) -> None:
@@ -153,11 +131,6 @@ def check_runnable(recipe: Recipe) -> None:
                 f"(GPU here: {gpu_available()}, missing: {', '.join(missing) or 'nothing'}); "
                 "fix: run model_refresh on runtime kubernetes (the worker image has both), "
                 "or use llmcompressor-w4a16 for an int4 vLLM checkpoint that builds on CPU")
-    if recipe.tool == "trtllm-build" and (shutil.which("trtllm-build") is None or not gpu_available()):
-        raise RecipeUnavailable(
-            f"recipe {recipe.name}: the legacy TensorRT engine build needs `trtllm-build` (TensorRT-LLM "
-            "<= 1.3.0rc20) and the target GPU; fix: run it on runtime kubernetes with the "
-            "images/trtllm-legacy image, or use modelopt-fp8, which current TensorRT-LLM loads directly")
 
 
 def load_metadata(out: Path) -> dict | None:
@@ -181,7 +154,8 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
         raise QuantizeError(f"source {source} has no config.json; fix: point --source at a downloaded "
                             "Hugging Face snapshot (the download step's output)")
     existing = load_metadata(out)
-    if existing and existing.get("recipe") == recipe.name and existing.get("source") == (source_meta or {}):
+    if (existing and existing.get("recipe") == recipe.name and existing.get("source") == (source_meta or {})
+            and "generations" in existing.get("reference", {})):
         log.info("%s already holds a %s checkpoint of this source; reusing it", out, recipe.name)
         return existing
     check_runnable(recipe)
@@ -193,24 +167,24 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
     log.info("quantizing %s with %s (%s %s)", source, recipe.name, recipe.tool, recipe.scheme)
     calibration = golden.texts
     model, tokenizer = _load(source, trust_remote_code=trust_remote_code)
-    reference = greedy_completions(model, tokenizer, golden.texts, golden.max_new_tokens)
-    log.info("reference (unquantized, greedy): %s", dict(zip(golden.texts, reference, strict=True)))
-    if recipe.tool == "trtllm-build":
-        del model
-        details = _trtllm_engine(recipe, source, staging, max_model_len=max_model_len,
-                                 tensor_parallel_size=tensor_parallel_size)
-        versions = tool_versions("torch", *_TOOL_PACKAGES[recipe.tool])
-    else:
-        runner = {"llmcompressor": _llmcompressor, "modelopt": _modelopt, "optimum-gptq": _optimum_gptq}[recipe.tool]
-        details = runner(recipe, model, tokenizer, staging, calibration)
-        versions = tool_versions("torch", "transformers", *_TOOL_PACKAGES[recipe.tool])
+    reference = greedy_generations(model, tokenizer, golden.texts, golden.max_new_tokens)
+    eos_ids = eos_token_ids(model, tokenizer)
+    log.info("reference (unquantized, greedy): %s",
+             {text: g["text"] for text, g in zip(golden.texts, reference, strict=True)})
+    runner = {"llmcompressor": _llmcompressor, "modelopt": _modelopt, "optimum-gptq": _optimum_gptq}[recipe.tool]
+    details = runner(recipe, model, tokenizer, staging, calibration, trust_remote_code=trust_remote_code)
+    if trust_remote_code:
+        _copy_remote_code(source, staging)
+    versions = tool_versions("torch", "transformers", *_TOOL_PACKAGES[recipe.tool])
     _verify(recipe, staging)
     metadata = {
         "recipe": recipe.name, "tool": recipe.tool, "runtime": recipe.runtime, "scheme": recipe.scheme,
         "min_compute_capability": recipe.min_compute_capability, "params": recipe.params,
         "quantization": details, "tool_versions": versions, "source": source_meta or {},
+        "trust_remote_code": trust_remote_code,
         "reference": {"generator": "transformers greedy, unquantized", "golden": golden.to_dict(),
-                      "completions": reference},
+                      "completions": [g["text"] for g in reference], "generations": reference,
+                      "eos_token_ids": eos_ids},
     }
     # Only what the checkpoint is goes into the file (no timings): a forced rebuild of the same source
     # with the same tools yields the same bytes, which the immutable store accepts as "already published".
@@ -222,13 +196,21 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
     return {**metadata, "seconds": seconds}
 
 
+def _copy_remote_code(source: Path, staging: Path) -> None:
+    """A checkpoint of a custom-code model needs the code beside it: its config's auto_map names those files,
+    and the serving runtime (vLLM --trust-remote-code) imports them from the checkpoint directory."""
+    for path in source.glob("*.py"):
+        if not (staging / path.name).exists():
+            shutil.copy2(path, staging / path.name)
+
+
 def _verify(recipe: Recipe, staging: Path) -> None:
-    weights = list(staging.glob("*.safetensors")) + list(staging.glob("*.engine"))
+    weights = list(staging.glob("*.safetensors"))
     if not weights:
         raise QuantizeError(f"recipe {recipe.name} wrote no weights into {staging}; "
                             "fix: check the tool's log above (unsupported architecture?)")
     required = {"llmcompressor": "config.json", "optimum-gptq": "config.json",
-                "modelopt": "hf_quant_config.json", "trtllm-build": "config.json"}[recipe.tool]
+                "modelopt": "hf_quant_config.json"}[recipe.tool]
     if not (staging / required).is_file():
         raise QuantizeError(f"recipe {recipe.name} wrote no {required} into {staging}; "
                             "fix: check the tool's log above")

@@ -1,5 +1,9 @@
 """The recipe catalogue: pure data, importable without torch.
 
+TensorRT-LLM recipes produce ModelOpt's unified Hugging Face checkpoint (hf_quant_config.json), which current
+TensorRT-LLM (PyTorch backend) loads directly. There is no engine-build recipe: TensorRT-LLM removed its
+legacy TensorRT engine backend (`trtllm-build`) and ModelOpt 0.49 drops the TRT-LLM checkpoint export.
+
 `min_compute_capability` is the lowest CUDA compute capability whose tensor cores run the format:
 FP8 needs Ada/Hopper (8.9+), NVFP4 needs Blackwell (10.0+). A profile below it never gets the recipe.
 """
@@ -13,11 +17,9 @@ from dataclasses import dataclass, field
 class Recipe:
     name: str
     runtime: str  # serving runtime that loads the checkpoint: "vllm" or "tensorrt-llm"
-    tool: str  # "llmcompressor", "modelopt", "optimum-gptq", "trtllm-build"
+    tool: str  # "llmcompressor", "modelopt", "optimum-gptq"
     scheme: str  # quantization format as the tool names it
     min_compute_capability: float
-    legacy_engine: bool = False
-    """A TensorRT engine: compiled for one GPU architecture, so one artefact per compute capability."""
     params: dict = field(default_factory=dict)
     cpu_ok: bool = True
     """The quantization itself runs without a GPU (the local runtime can build it)."""
@@ -40,8 +42,5 @@ RECIPES: dict[str, Recipe] = {
         Recipe("modelopt-fp8", "tensorrt-llm", "modelopt", "FP8", 8.9),
         Recipe("modelopt-int4-awq", "tensorrt-llm", "modelopt", "INT4_AWQ", 8.0),
         Recipe("modelopt-nvfp4", "tensorrt-llm", "modelopt", "NVFP4", 10.0),
-        # TensorRT-LLM <= 1.3.0rc20 only (images/trtllm-legacy): trtllm-build was removed after it.
-        Recipe("trtllm-engine-fp8", "tensorrt-llm", "trtllm-build", "FP8", 8.9, legacy_engine=True,
-               cpu_ok=False, params={"max_batch_size": 8}),
     )
 }

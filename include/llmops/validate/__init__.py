@@ -3,6 +3,8 @@ compare with the unquantized model's greedy answers.
 
     golden.py     pure: the golden set, agreement and the verdict
     reference.py  greedy answers of the unquantized model (transformers, worker environment)
-    vllm.py       a real vLLM OpenAI server on the checkpoint (serving environment / vLLM image)
-    trtllm.py     TensorRT-LLM's LLM API on the checkpoint (TensorRT-LLM image, GPU pods only)
+    vllm_server.py     a real vLLM OpenAI server on the checkpoint (serving environment / vLLM image)
+    trtllm_runtime.py  TensorRT-LLM's LLM API on the checkpoint (TensorRT-LLM image, GPU pods only)
+
+Both runtimes continue the reference's own prompt token ids; the verdict compares continuation token ids.
 """

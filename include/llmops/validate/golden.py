@@ -43,39 +43,63 @@ class Verdict:
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "agreement": self.agreement, "min_agreement": self.min_agreement,
-                "prompts": self.rows, "problems": self.problems}
+                "compared": "greedy continuation token ids", "prompts": self.rows, "problems": self.problems}
 
     def summary(self) -> str:
-        lines = [f"agreement {self.agreement:.0%} (needs {self.min_agreement:.0%}): "
-                 f"{'PASS' if self.passed else 'FAIL'}"]
+        agreeing = sum(row["agrees"] for row in self.rows)
+        lines = [f"agreement {self.agreement:.0%} (needs {self.min_agreement:.0%}; {agreeing} of {len(self.rows)} "
+                 f"prompts with identical greedy token ids): {'PASS' if self.passed else 'FAIL'}"]
         for row in self.rows:
             mark = "=" if row["agrees"] else "!"
-            lines.append(f"  {mark} {row['prompt']!r}: reference {row['reference']!r} | quantized {row['quantized']!r}")
+            where = "" if row["agrees"] else f" (token ids differ from token {row['first_difference']})"
+            lines.append(f"  {mark} {row['prompt']!r}: reference {row['reference']!r} | quantized "
+                         f"{row['quantized']!r}{where}")
         lines.extend(f"  problem: {p}" for p in self.problems)
         return "\n".join(lines)
 
 
-def _normal(text: str) -> str:
-    return " ".join(text.split())
+def expectation_problems(golden: GoldenSet, texts: list[str], whose: str = "quantized") -> list[str]:
+    """The registry expectations (expect_substring / expect_regex) that `texts` (one per prompt) miss."""
+    problems = []
+    for item, text in zip(golden.prompts, texts, strict=True):
+        if item.expect_substring is not None and item.expect_substring not in text:
+            problems.append(f"{item.prompt!r}: {whose} output {text!r} lacks {item.expect_substring!r}")
+        if item.expect_regex is not None and not re.search(item.expect_regex, text):
+            problems.append(f"{item.prompt!r}: {whose} output {text!r} does not match /{item.expect_regex}/")
+    return problems
 
 
-def judge(golden: GoldenSet, reference: list[str], quantized: list[str]) -> Verdict:
-    """Agreement = share of prompts whose greedy completion equals the original model's (whitespace-normalised).
+def _strip_eos(ids: list[int], eos: set[int]) -> list[int]:
+    ids = list(ids)
+    while ids and ids[-1] in eos:
+        ids.pop()
+    return ids
 
-    Expectations in the registry (expect_substring / expect_regex) must hold on the quantized output too.
-    An empty golden set cannot show anything: it fails rather than passing vacuously.
+
+def _first_difference(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def judge(golden: GoldenSet, reference: list[dict], quantized: list[dict], *, eos_token_ids=()) -> Verdict:
+    """Agreement = share of prompts whose greedy continuation has the same token ids as the original model's.
+
+    Each generation is {"token_ids": [...], "text": "..."}. Token ids, not decoded text: two runtimes render
+    a continuation that ends inside a multi-byte character differently (U+FFFD or nothing), while the ids
+    are the model's actual choice. Trailing end-of-sequence ids are ignored (one runtime returns them, the
+    other may not). Expectations in the registry (expect_substring / expect_regex) must hold on the quantized
+    text too. An empty golden set cannot show anything: it fails rather than passing vacuously.
     """
     if len(reference) != len(golden.prompts) or len(quantized) != len(golden.prompts):
         raise ValueError(f"{len(golden.prompts)} golden prompts but {len(reference)} reference and "
                          f"{len(quantized)} quantized completions; fix: generate once per prompt")
-    rows, problems = [], []
+    eos = set(eos_token_ids)
+    rows, problems = [], expectation_problems(golden, [g["text"] for g in quantized])
     for item, ref, got in zip(golden.prompts, reference, quantized, strict=True):
-        agrees = _normal(ref) == _normal(got)
-        rows.append({"prompt": item.prompt, "reference": ref, "quantized": got, "agrees": agrees})
-        if item.expect_substring is not None and item.expect_substring not in got:
-            problems.append(f"{item.prompt!r}: quantized output {got!r} lacks {item.expect_substring!r}")
-        if item.expect_regex is not None and not re.search(item.expect_regex, got):
-            problems.append(f"{item.prompt!r}: quantized output {got!r} does not match /{item.expect_regex}/")
+        ref_ids, got_ids = _strip_eos(ref["token_ids"], eos), _strip_eos(got["token_ids"], eos)
+        agrees = ref_ids == got_ids
+        rows.append({"prompt": item.prompt, "reference": ref["text"], "quantized": got["text"], "agrees": agrees,
+                     "reference_token_ids": ref_ids, "quantized_token_ids": got_ids,
+                     "first_difference": None if agrees else _first_difference(ref_ids, got_ids)})
     if not rows:
         problems.append("no golden prompts; fix: add validation.golden_prompts to the model in models.yaml")
     agreement = sum(r["agrees"] for r in rows) / len(rows) if rows else 0.0

@@ -1,17 +1,36 @@
-"""Greedy answers of the unquantized model on the golden prompts (transformers; worker environment)."""
+"""Greedy answers of the unquantized model on the golden prompts (transformers; worker environment).
+
+Each answer keeps the prompt's token ids (the serving runtime is given exactly these), the continuation's
+token ids (what validation compares) and the decoded text (what people read).
+"""
 
 from __future__ import annotations
 
 
-def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a generation: the generation config's eos ids, the tokenizer's eos and pad ids."""
+    ids: set[int] = set()
+    for value in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+                  tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return sorted(ids)
+
+
+def greedy_generations(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[dict]:
+    """[{"prompt_token_ids", "token_ids", "text"}] per prompt: greedy, no sampling, stops at EOS."""
     import torch
 
-    completions = []
+    generations = []
     with torch.no_grad():
         for prompt in prompts:
             batch = tokenizer(prompt, return_tensors="pt").to(model.device)
             output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-            new_tokens = output[0, batch["input_ids"].shape[1]:]
-            completions.append(tokenizer.decode(new_tokens, skip_special_tokens=True))
-    return completions
+            prompt_ids = batch["input_ids"][0].tolist()
+            new_tokens = output[0, len(prompt_ids):].tolist()
+            generations.append({"prompt_token_ids": prompt_ids, "token_ids": new_tokens,
+                                "text": tokenizer.decode(new_tokens, skip_special_tokens=True)})
+    return generations

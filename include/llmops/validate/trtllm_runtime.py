@@ -1,7 +1,6 @@
 """Greedy completions with TensorRT-LLM's LLM API (PyTorch backend). GPU pods only (images/trtllm).
 
-Current TensorRT-LLM loads the ModelOpt unified checkpoint (hf_quant_config.json) directly; a legacy
-engine directory (trtllm-build output) loads the same way in the legacy image.
+Current TensorRT-LLM loads the ModelOpt unified checkpoint (hf_quant_config.json) directly.
 """
 
 from __future__ import annotations
@@ -21,13 +20,17 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def greedy_completions(checkpoint: Path, prompts: list[str], max_new_tokens: int, *, max_model_len: int,
-                       tensor_parallel_size: int = 1) -> list[str]:
+def greedy_generations(checkpoint: Path, prompt_token_ids: list[list[int]], max_new_tokens: int, *,
+                       max_model_len: int, tensor_parallel_size: int = 1,
+                       trust_remote_code: bool = False) -> list[dict]:
+    """Greedy continuations of the reference's prompt token ids: [{"token_ids", "text"}]."""
     from tensorrt_llm import LLM, SamplingParams
 
-    llm = LLM(model=str(checkpoint), tensor_parallel_size=tensor_parallel_size, max_seq_len=max_model_len)
+    llm = LLM(model=str(checkpoint), tensor_parallel_size=tensor_parallel_size, max_seq_len=max_model_len,
+              trust_remote_code=trust_remote_code)
     try:
-        outputs = llm.generate(prompts, SamplingParams(max_tokens=max_new_tokens, temperature=0.0))
-        return [output.outputs[0].text for output in outputs]
+        outputs = llm.generate([list(ids) for ids in prompt_token_ids],
+                               SamplingParams(max_tokens=max_new_tokens, temperature=0.0))
+        return [{"token_ids": list(o.outputs[0].token_ids), "text": o.outputs[0].text} for o in outputs]
     finally:
         llm.shutdown()

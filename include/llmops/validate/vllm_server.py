@@ -19,7 +19,6 @@ from pathlib import Path
 
 import httpx
 
-from llmops.canary.probes import complete
 from llmops.quantize.errors import ValidationFailed
 from llmops.serving.local import free_port, stop_process, vllm_command
 
@@ -42,12 +41,17 @@ def _healthy(base: str) -> bool:
 
 @contextlib.contextmanager
 def vllm_server(checkpoint: Path, *, served_name: str = "candidate", max_model_len: int = 512,
-                tensor_parallel_size: int = 1, python: str | None = None, ready_timeout: float = 600,
-                log_path: Path | None = None) -> Iterator[str]:
-    """Serve `checkpoint` with vLLM; yield the base URL (http://127.0.0.1:PORT); stop it afterwards."""
+                tensor_parallel_size: int = 1, trust_remote_code: bool = False, python: str | None = None,
+                ready_timeout: float = 600, log_path: Path | None = None) -> Iterator[str]:
+    """Serve `checkpoint` with vLLM; yield the base URL (http://127.0.0.1:PORT); stop it afterwards.
+
+    `trust_remote_code` (the model's registry flag) lets vLLM load the checkpoint's own modeling code.
+    """
     port = free_port()
     command, env = vllm_command(python or sys.executable, checkpoint, served_name=served_name, port=port,
-                                max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size)
+                                max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
+                                # one-shot: compiling the model (minutes on CPU) would outlast the few prompts
+                                extra_args=["--enforce-eager", *(["--trust-remote-code"] if trust_remote_code else [])])
     with contextlib.ExitStack() as stack:
         if log_path is None:
             log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vllm-"))) / "vllm.log"
@@ -75,9 +79,21 @@ def vllm_server(checkpoint: Path, *, served_name: str = "candidate", max_model_l
                 process.wait(timeout=5)
 
 
-def greedy_completions(base_url: str, model: str, prompts: list[str], max_new_tokens: int,
-                       timeout: float = 120) -> list[str]:
-    """One greedy completion (temperature 0) per prompt."""
+def greedy_generations(base_url: str, model: str, prompt_token_ids: list[list[int]], max_new_tokens: int,
+                       timeout: float = 120) -> list[dict]:
+    """One greedy completion (temperature 0) per prompt, given as the reference's own prompt token ids so both
+    runtimes continue exactly the same input: [{"token_ids", "text"}]."""
+    generations = []
     with httpx.Client(timeout=timeout) as client:
-        return [complete(base_url, model, prompt, max_tokens=max_new_tokens, timeout_s=timeout, client=client)
-                for prompt in prompts]
+        for ids in prompt_token_ids:
+            payload = {"model": model, "prompt": ids, "max_tokens": max_new_tokens, "temperature": 0,
+                       "return_token_ids": True}
+            response = client.post(f"{base_url}/v1/completions", json=payload)
+            if response.status_code != 200:
+                raise ValidationFailed(f"vLLM answered HTTP {response.status_code} to a golden prompt: "
+                                       f"{response.text[:300]}; fix: see the vLLM log")
+            choice = (response.json().get("choices") or [{}])[0]
+            if choice.get("token_ids") is None:
+                raise ValidationFailed("vLLM returned no token ids (return_token_ids); fix: use vLLM 0.10.2 or later")
+            generations.append({"token_ids": list(choice["token_ids"]), "text": choice.get("text") or ""})
+    return generations

@@ -43,10 +43,10 @@ def via_connection(tmp_path, mirror, monkeypatch):
 def test_resolve_and_download_use_the_connection_host(via_connection, mirror, tmp_path):
     resolved = resolve_model(via_connection)
     assert resolved["sha"] == mirror.shas["tiny@main"]
-    planned = plan_run([resolved], recipes=None, force=False, run_id="manual__test")
-    (download,) = planned["download"]
-    assert download["arguments"][-2:] == ["--mirror", mirror.endpoint]
-    result = heavy_step(task_id="download", job="download", arguments=download["arguments"],
+    planned = plan_run([via_connection], [resolved], recipes=None, force=False, run_id="manual__test")
+    (item,) = planned["items"]
+    assert item["download"][-2:] == ["--mirror", mirror.endpoint]
+    result = heavy_step(task_id="download", job="download", arguments=item["download"],
                         runtime="local").execute(context={})
     assert result["endpoint"] == mirror.endpoint and result["sha"] == resolved["sha"]
     assert (Path(result["path"]) / "model.safetensors").read_bytes() == mirror.weights[f"tiny@{resolved['sha']}"]

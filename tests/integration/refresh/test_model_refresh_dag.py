@@ -1,7 +1,13 @@
 """model_refresh end to end on the local runtime: `airflow dags test` against an olah mirror serving the trained
-tiny model through the real Hugging Face client, real llm-compressor on CPU, real vLLM validation, a file store.
-A second run must skip what the first published. (ModelOpt runs in test_quantize_recipes; here the run's
-`recipes` filter keeps one recipe to hold the test to one quantization and one vLLM start.)"""
+tiny model through the real Hugging Face client, real llm-compressor and ModelOpt on CPU, real vLLM validation,
+a file store.
+
+The first run has three items, each on its own chain: tiny-llama/llmcompressor-w8a8 (validated by vLLM),
+tiny-llama/modelopt-fp8 (TensorRT-LLM validation skipped locally) and tiny-strict/llmcompressor-w8a8, whose
+golden prompt expects an answer the model never gives, so its validation fails (before starting vLLM: the
+unquantized model misses it too). The other two publish, the
+run ends failed and the report lists all three. A second run (tiny-llama only) skips what the first published.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,31 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from refresh_helpers import ROOT
 
 from llmops.artefacts.store import open_store
 from support.olah import olah_server, publish_repo
 
-RUN_CONF = {"model": "tiny-llama", "recipes": ["llmcompressor-w8a8"]}
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # two DAG runs, one vLLM start, on a shared machine
+
+FIRST_RUN = {"model": "all"}
+SECOND_RUN = {"model": "tiny-llama"}
+
+
+def registry_with_a_strict_model(config_dir: Path) -> Path:
+    """The shipped registry plus tiny-strict: the same repo, a golden prompt expecting Berlin from France."""
+    config_dir.mkdir(parents=True)
+    for name in ("gpu_profiles.yaml", "deployments.yaml", "knowledge_bases.yaml", "models.yaml"):
+        (config_dir / name).write_text((ROOT / "include" / "config" / name).read_text())
+    models = yaml.safe_load((config_dir / "models.yaml").read_text())
+    (tiny,) = [m for m in models["models"] if m["name"] == "tiny-llama"]
+    strict = {**tiny, "name": "tiny-strict", "targets": [{"recipe": "llmcompressor-w8a8", "gpu_profiles": ["a10"]}],
+              "validation": {**tiny["validation"], "golden_prompts": [
+                  {"prompt": "The capital of France is", "expect_substring": "Berlin"}]}}
+    models["models"].append(strict)
+    (config_dir / "models.yaml").write_text(yaml.safe_dump(models, sort_keys=False))
+    return config_dir
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +54,24 @@ def refresh_env(tmp_path_factory, tiny_model, airflow_db, venvs):
                "LLMOPS_STORE_URI": (root / "store").as_uri(), "LLMOPS_RUNTIME": "local",
                "LLMOPS_WORKER_PYTHON": str(venvs / "worker" / "bin" / "python"),
                "LLMOPS_SERVING_PYTHON": str(venvs / "serving" / "bin" / "python"),
+               "LLMOPS_CONFIG_DIR": str(registry_with_a_strict_model(root / "config")),
                "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("include", "plugins", "dags"))}
         yield env, sha, root
 
 
-def dags_test(env: dict, log: Path) -> subprocess.CompletedProcess:
+def latest_run_state() -> str:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = (session.query(DagRun).filter(DagRun.dag_id == "model_refresh")
+               .order_by(DagRun.start_date.desc()).first())
+        return str(run.state)
+
+
+def dags_test(env: dict, log: Path, conf: dict) -> subprocess.CompletedProcess:
     airflow = Path(sys.executable).with_name("airflow")
-    done = subprocess.run([str(airflow), "dags", "test", "model_refresh", "-c", json.dumps(RUN_CONF)], env=env,
+    done = subprocess.run([str(airflow), "dags", "test", "model_refresh", "-c", json.dumps(conf)], env=env,
                           capture_output=True, text=True, timeout=1500)
     log.write_text(done.stdout + done.stderr)
     return done
@@ -44,13 +80,31 @@ def dags_test(env: dict, log: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def first_run(refresh_env):
     env, sha, root = refresh_env
-    done = dags_test(env, root / "run1.log")
-    assert done.returncode == 0, f"first run failed, log {root / 'run1.log'}:\n{(done.stdout + done.stderr)[-6000:]}"
-    return done.stdout + done.stderr
+    done = dags_test(env, root / "run1.log", FIRST_RUN)
+    return done, done.stdout + done.stderr
+
+
+def test_one_item_failing_validation_does_not_stop_the_others_and_the_report_lists_all_three(refresh_env, first_run):
+    env, sha, root = refresh_env
+    done, log = first_run
+    store = open_store(env["LLMOPS_STORE_URI"])
+    assert store.read_manifest(f"models/tiny-llama/{sha}/vllm-llmcompressor-w8a8") is not None, log[-6000:]
+    assert store.read_manifest(f"models/tiny-llama/{sha}/tensorrt-llm-modelopt-fp8") is not None, log[-6000:]
+    assert store.read_manifest(f"models/tiny-strict/{sha}/vllm-llmcompressor-w8a8") is None
+    assert latest_run_state() == "failed", log[-4000:]
+    report = log[log.index("model_refresh: 2 published"):]
+    assert "0 skipped, 1 failed" in report.splitlines()[0]
+    failed, *published = [line.split() for line in report.splitlines()[1:4]]
+    assert failed[:3] == ["failed", "tiny-strict/llmcompressor-w8a8", "validate:"]
+    assert "the unquantized model's own answers miss the golden expectations" in report.splitlines()[1], report[:2000]
+    assert sorted(p[1] for p in published) == ["tiny-llama/llmcompressor-w8a8", "tiny-llama/modelopt-fp8"]
+    assert all(p[0] == "published" and p[2].endswith("/manifest.json") for p in published)
+    assert "XCom not found" not in log
 
 
 def test_the_first_run_downloads_quantizes_validates_with_vllm_and_publishes(refresh_env, first_run):
     env, sha, _ = refresh_env
+    first_run = first_run[1]
     prefix = f"models/tiny-llama/{sha}/vllm-llmcompressor-w8a8"
     manifest = open_store(env["LLMOPS_STORE_URI"]).read_manifest(prefix)
     assert manifest is not None, first_run[-4000:]
@@ -58,7 +112,6 @@ def test_the_first_run_downloads_quantizes_validates_with_vllm_and_publishes(ref
     assert manifest.model_extra["validation"]["status"] == "passed"
     assert manifest.model_extra["validation"]["agreement"] >= 0.5
     assert manifest.built_by.dag_id == "model_refresh" and manifest.built_by.run_id.startswith("manual__")
-    assert "skip  tiny-llama/modelopt-fp8: not in this run's recipes filter" in first_run
     assert "agreement" in first_run and "PASS" in first_run  # the validation verdict reaches the task log
     assert Path(env["LLMOPS_HOME"], "work", "tiny-llama", sha, "source", "model.safetensors").is_file()
 
@@ -71,7 +124,8 @@ def test_the_run_emits_an_asset_event_carrying_the_manifest_uri_and_lineage(refr
     with create_session() as session:
         events = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
                   .filter(AssetModel.name == "model_artefacts").all())
-        extras = [event.extra for event in events if event.extra.get("source_sha") == sha]
+        extras = [event.extra for event in events if event.extra.get("source_sha") == sha
+                  and event.extra.get("recipe") == "llmcompressor-w8a8" and event.extra.get("model") == "tiny-llama"]
     (extra,) = extras
     assert extra["manifest_uri"] == f"{env['LLMOPS_STORE_URI']}/models/tiny-llama/{sha}/vllm-llmcompressor-w8a8/manifest.json"
     assert (extra["recipe"], extra["serving_runtime"], extra["quantization_format"]) == (
@@ -84,9 +138,10 @@ def test_a_second_run_skips_what_is_published_and_changes_nothing(refresh_env, f
     store = open_store(env["LLMOPS_STORE_URI"])
     prefix = f"models/tiny-llama/{sha}/vllm-llmcompressor-w8a8"
     before = store.read_manifest(prefix)
-    done = dags_test(env, root / "run2.log")
+    done = dags_test(env, root / "run2.log", SECOND_RUN)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
+    assert latest_run_state() == "success" and "XCom not found" not in log
     assert f"skip  tiny-llama/llmcompressor-w8a8: already published ({before.uri})" in log
     assert "0 artefact version(s) to build" in log
     assert "llmops.jobs.quantize" not in log and "llmops.jobs.validate" not in log

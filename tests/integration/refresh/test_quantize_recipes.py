@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -84,3 +85,42 @@ def test_gptq_is_refused_on_a_machine_without_a_gpu_before_anything_is_written(t
     assert "optimum's GPTQ needs a CUDA GPU and the gptqmodel package" in done.stderr
     assert "fix: run model_refresh on runtime kubernetes" in done.stderr
     assert not (tmp_path / "gptq").exists()
+
+
+CUSTOM_CONFIG = '''from transformers import LlamaConfig
+
+
+class CustomLlamaConfig(LlamaConfig):
+    model_type = "custom_llama"
+'''
+CUSTOM_MODELING = '''from transformers import LlamaForCausalLM
+
+from .configuration_custom import CustomLlamaConfig
+
+
+class CustomLlamaForCausalLM(LlamaForCausalLM):
+    config_class = CustomLlamaConfig
+'''
+
+
+def test_a_model_with_its_own_modeling_code_quantizes_with_trust_remote_code(tmp_path, worker_python, tiny_model):
+    """A repo whose config names custom classes (a subclass of Llama): llm-compressor must get the flag too, and
+    the checkpoint keeps the code its config points at."""
+    source = tmp_path / "custom"
+    shutil.copytree(tiny_model, source)
+    (source / "configuration_custom.py").write_text(CUSTOM_CONFIG)
+    (source / "modeling_custom.py").write_text(CUSTOM_MODELING)
+    config = json.loads((source / "config.json").read_text())
+    config.update(model_type="custom_llama", auto_map={"AutoConfig": "configuration_custom.CustomLlamaConfig",
+                                                       "AutoModelForCausalLM": "modeling_custom.CustomLlamaForCausalLM"})
+    (source / "config.json").write_text(json.dumps(config))
+    item = plan_items(tmp_path / "work", ["llmcompressor-w8a8"])["llmcompressor-w8a8"]
+    data = {**json.loads(item.to_json()), "source_dir": str(source), "trust_remote_code": True}
+    done, result = run_job(worker_python, "quantize", "--item", json.dumps(data), timeout=1800)
+    assert done.returncode == 0, done.stderr[-4000:]
+    checkpoint = Path(item.checkpoint_dir)
+    assert {"modeling_custom.py", "configuration_custom.py"} <= {p.name for p in checkpoint.iterdir()}
+    assert json.loads((checkpoint / "config.json").read_text())["auto_map"]["AutoModelForCausalLM"].startswith(
+        "modeling_custom.")
+    metadata = json.loads((checkpoint / "llmops_quantize.json").read_text())
+    assert metadata["trust_remote_code"] is True and metadata["source"]["weight_format"] == "safetensors"
