@@ -1,6 +1,9 @@
-"""kb_reindex: list knowledge bases -> re-index each (mapped, worker environment) -> report.
+"""kb_reindex: list knowledge bases -> re-index each (mapped, worker environment) -> announce -> report.
 
-Wiring only: the decisions live in `llmops.kb` (pipeline, index manager) and the heavy step is
+One factory, two kinds of DAG: the manual `kb_reindex` (a form: any knowledge base or all, any mode)
+and one `kb_reindex__<name>` per knowledge base of `include/config/knowledge_bases.yaml`, on that
+knowledge base's own `schedule` (cron, preset, an Asset, or null: manual only), each with its own
+run history. Wiring only: the decisions live in `llmops.kb` and the heavy step is
 `python -m llmops.jobs.kb_reindex` (a subprocess on the local runtime, a pod on Kubernetes).
 """
 
@@ -9,13 +12,16 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from llmops_airflow.dag_defaults import START_DATE, default_args
-from llmops_airflow.forms import chosen, one_or_all
+from llmops_airflow.forms import one_or_all
+from llmops_airflow.kb import KNOWLEDGE_BASES, airflow_schedule, knowledge_base_asset, load_knowledge_bases
 from llmops_airflow.steps import heavy_step_partial, object_store_secret_env
 
 DOC = """
 ### kb_reindex
 Keeps each knowledge base of `include/config/knowledge_bases.yaml` in Milvus. Readers query the
-collection **alias**; versions are `<alias>_v<N>`.
+collection **alias**; versions are `<alias>_v<N>`. This DAG is the manual form; each knowledge base
+also has its own DAG **kb_reindex__&lt;name&gt;** on its registry `schedule` (cron, preset, an Asset such
+as its source prefix, or `null`: manual only), with its own run history.
 
 * **incremental** (default, scheduled): hash every source document; embed only new or changed ones;
   upsert (primary keys are derived from document and chunk); delete the chunks of removed documents;
@@ -26,68 +32,90 @@ collection **alias**; versions are `<alias>_v<N>`.
   versions. A failed or killed build never touches the live alias.
 * **rollback**: move the alias back to the previous kept version.
 
-Params: **knowledge_base** (`all`, the default: every one; scheduled runs skip those with
-`schedule: null`), **mode**, **dry_run** (plan and count, write nothing). The task log shows progress (documents done/total, rate);
-the `report` task prints embedded / skipped / deleted / repaired / duration per knowledge base.
-Credentials: Connection `milvus_default` (password = Milvus token) and `embeddings_default`
-(password = API key of an OpenAI-compatible embeddings endpoint), both optional.
+Params: **knowledge_base** (`all`, the default: every one), **mode**, **dry_run** (count documents and chunks, estimate
+the time, write nothing). The task log shows a heartbeat (chunks done/total, rate, ETA). `announce`
+updates the Asset `knowledge_base__<name>` of every knowledge base re-indexed successfully; `report`
+prints embedded / skipped / deleted / repaired / duration per knowledge base and fails the run when
+any knowledge base failed. Credentials: Connection `milvus_default` (password = Milvus token) and
+`embeddings_default` (password = API key of an OpenAI-compatible embeddings endpoint), both optional.
 """
 
+MODES = ["incremental", "full", "rollback"]
 
-@dag(
-    dag_id="kb_reindex",
-    schedule="@daily",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
-    tags=["llmops", "knowledge-base"],
-    doc_md=DOC,
+
+def build_kb_reindex(dag_id: str, schedule=None, knowledge_base: str | None = None, params: dict | None = None):
+    """One kb_reindex DAG: all knowledge bases chosen by the form, or the one `knowledge_base`."""
+
+    @dag(
+        dag_id=dag_id,
+        schedule=schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(),
+        tags=["llmops", "knowledge-base"],
+        doc_md=DOC if knowledge_base is None else f"Re-index knowledge base **{knowledge_base}**.\n{DOC}",
+        params=params,
+    )
+    def kb_reindex():
+        @task
+        def select(params=None) -> list[dict]:
+            from llmops_airflow import kb
+
+            return kb.select(params, knowledge_base)
+
+        selected = select()
+        # One knowledge base at a time: a run holds the knowledge base's lock, and knowledge bases that
+        # share a Milvus Lite file cannot be opened by two processes. Raise it when each uses a server.
+        reindex = heavy_step_partial(
+            task_id="reindex", job="kb_reindex", max_active_tis_per_dag=1,
+            map_index_template="{{ task.arguments[1] }}",
+            # MILVUS_URI (the Connection's host) is used by knowledge bases that set no milvus.uri themselves;
+            # S3/OSS sources read their keys from the optional Connection llmops_kb_sources (else RRSA).
+            secret_env={"MILVUS_TOKEN": "milvus_default.password", "MILVUS_URI": "milvus_default.host",
+                        "EMBEDDINGS_API_KEY": "embeddings_default.password",
+                        **object_store_secret_env("llmops_kb_sources")},
+        ).expand_kwargs(selected)
+
+        # The DAG of one knowledge base updates its Asset when its re-index succeeded; the manual DAG
+        # adds an event per successful knowledge base through the alias once all of them finished.
+        announce_rule, outlets = (("all_done", [KNOWLEDGE_BASES]) if knowledge_base is None
+                                  else ("all_success", [knowledge_base_asset(knowledge_base)]))
+
+        @task(trigger_rule=announce_rule, outlets=outlets)
+        def announce(selected: list[dict], results, outlet_events=None, run_id=None) -> list[str]:
+            from llmops_airflow import kb
+
+            return kb.announce(selected, results, outlet_events, run_id, knowledge_base)
+
+        @task(trigger_rule="all_done")
+        def report(selected: list[dict], results) -> str:
+            from llmops_airflow import kb
+
+            return kb.report(selected, results)
+
+        announce(selected, reindex.output) >> report(selected, reindex.output)
+
+    return kb_reindex()
+
+
+build_kb_reindex(
+    "kb_reindex",
     params={
         "knowledge_base": one_or_all("knowledge_bases.yaml", "knowledge_bases", title="Knowledge base",
                                      description="one knowledge base from knowledge_bases.yaml, or all"),
-        "mode": Param("incremental", type="string", enum=["incremental", "full", "rollback"], title="Mode",
+        "mode": Param("incremental", type="string", enum=MODES, title="Mode",
                       description="incremental upserts, full blue/green rebuild, or rollback of the alias"),
         "dry_run": Param(False, type="boolean", title="Dry run", description="plan and count, write nothing"),
     },
 )
-def kb_reindex():
-    @task
-    def select(params=None, dag_run=None) -> list[dict]:
-        from llmops.config import load_file
-        from llmops.kb.runs import job_arguments
-        from llmops.settings import get_settings
 
-        params = params or {}
-        registry = load_file(get_settings().config_dir / "knowledge_bases.yaml")
-        scheduled = bool(dag_run and str(getattr(dag_run, "run_type", "")).lower().endswith("scheduled"))
-        runs = job_arguments({kb.name: kb for kb in registry.knowledge_bases},
-                             chosen(params.get("knowledge_base")) or "", params.get("mode") or "incremental",
-                             bool(params.get("dry_run")), scheduled)
-        print("re-indexing " + ", ".join(args[1] for args in runs))
-        return [{"arguments": args} for args in runs]
-
-    # One knowledge base at a time: a run holds the knowledge base's lock, and knowledge bases that
-    # share a Milvus Lite file cannot be opened by two processes. Raise it when each uses a server.
-    reindex = heavy_step_partial(
-        task_id="reindex", job="kb_reindex", max_active_tis_per_dag=1,
-        map_index_template="{{ task.arguments[1] }}",
-        # MILVUS_URI (the Connection's host) is used by knowledge bases that set no milvus.uri themselves;
-        # S3/OSS sources read their keys from the optional Connection llmops_kb_sources (else RRSA).
-        secret_env={"MILVUS_TOKEN": "milvus_default.password", "MILVUS_URI": "milvus_default.host",
-                    "EMBEDDINGS_API_KEY": "embeddings_default.password",
-                    **object_store_secret_env("llmops_kb_sources")},
-    ).expand_kwargs(select())
-
-    @task(trigger_rule="all_done")
-    def report(results) -> str:
-        from llmops.kb.runs import format_report
-
-        text = format_report(list(results or []))
-        print(text)
-        return text
-
-    report(reindex.output)
-
-
-kb_reindex()
+for _name, _kb in load_knowledge_bases().items():
+    build_kb_reindex(
+        f"kb_reindex__{_name}", schedule=airflow_schedule(_kb.schedule), knowledge_base=_name,
+        params={
+            "mode": Param("incremental", type="string", enum=MODES, title="Mode",
+                          description="incremental upserts, full blue/green rebuild, or rollback of the alias"),
+            "dry_run": Param(False, type="boolean", title="Dry run", description="plan and count, write nothing"),
+        },
+    )

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Demo of kb_reindex on the local runtime (no network, no GPU):
 #   1. copy the sample knowledge base under $LLMOPS_HOME/demo/kb and point a registry copy at it;
-#   2. `airflow dags test kb_reindex` -> the first run builds product_docs_v1 and creates the alias;
-#   3. edit one document and delete another, run the DAG again -> only the edited one is embedded;
-#   4. print the counts of both runs and answer a question from the alias.
+#   2. serve its Milvus Lite data to every process (`milvus-lite server`, LLMOPS_MILVUS_URI), as the local
+#      runtime does, so the search at the end (another process) could run during any re-index;
+#   3. a dry run of `kb_reindex__product-docs` (the knowledge base's own DAG) sizes the job and estimates
+#      its time; the first real run builds product_docs_v1 and creates the alias (heartbeat in its log);
+#   4. edit one document and delete another, run the DAG again -> only the edited one is embedded;
+#   5. print the counts of both runs and answer a question from the alias.
 # Needs the airflow and worker environments (scripts/envs.sh airflow worker).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -36,6 +39,12 @@ for kb in data["knowledge_bases"]:
 path.write_text(yaml.safe_dump(data, sort_keys=False))
 EOF
 
+# The local runtime's Milvus: the Lite data directory served to every process (stopped on exit, by PID).
+eval "$("$airflow_bin/python" "$root/tests/support/milvus.py" start --data-dir "$demo/milvus.db" \
+  --pid-file "$demo/milvus.pid")"
+trap '"$airflow_bin/python" "$root/tests/support/milvus.py" stop --pid-file "$demo/milvus.pid"' EXIT
+echo "[kb demo] Milvus Lite served on $LLMOPS_MILVUS_URI"
+
 export LLMOPS_CONFIG_DIR="$demo/config" LLMOPS_RUNTIME=local
 export AIRFLOW_HOME="$demo/airflow" AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_FOLDER="$root/dags" AIRFLOW__CORE__PLUGINS_FOLDER="$root/plugins"
@@ -43,19 +52,22 @@ export PYTHONPATH="$root/include:$root/plugins:$root/dags${PYTHONPATH:+:$PYTHONP
 export PATH="$airflow_bin:$PATH"
 airflow db migrate >"$demo/airflow/db-migrate.log" 2>&1
 
-run_dag() {  # run_dag LABEL -> the DAG's report
-  local label="$1" log="$demo/$1.log"
-  echo "[kb demo] $label: airflow dags test kb_reindex (log: $log)"
+dag=kb_reindex__product-docs
+run_dag() {  # run_dag LABEL CONF -> the DAG's report
+  local label="$1" conf="$2" log="$demo/$1.log"
+  echo "[kb demo] $label: airflow dags test $dag -c '$conf' (log: $log)"
   local t0=$SECONDS
-  if ! airflow dags test kb_reindex -c '{"knowledge_base": "product-docs", "mode": "incremental"}' >"$log" 2>&1; then
+  if ! airflow dags test "$dag" -c "$conf" >"$log" 2>&1; then
     tail -40 "$log"; echo "[kb demo] $label failed" >&2; exit 1
   fi
-  grep -q "DagRun Finished: dag_id=kb_reindex.*state=success" "$log" || { tail -40 "$log"; exit 1; }
-  echo "[kb demo] $label finished in $((SECONDS - t0)) s; progress and summary from the task log:"
-  grep -E "documents \(|summary product-docs" "$log" | sed -E 's/^.*(llmops\.kb\.pipeline: )/  /; s/ \[airflow\.task.*$//' | sort -u | tail -4
+  grep -q "DagRun Finished: dag_id=$dag.*state=success" "$log" || { tail -40 "$log"; exit 1; }
+  echo "[kb demo] $label finished in $((SECONDS - t0)) s; heartbeat and summary from the task log:"
+  grep -E "progress product-docs: (embedding|loading)|dry run: |summary product-docs" "$log" \
+    | sed -E 's/^.*INFO llmops\.[a-z_.]+: /  /; s/ \[airflow\.task.*$//' | sort -u | tail -6
 }
 
-run_dag first-run
+run_dag dry-run '{"mode": "full", "dry_run": true}'
+run_dag first-run '{"mode": "incremental"}'
 echo "[kb demo] editing guides/retries.md and deleting faq/upgrades.md"
 cat >>"$demo/docs/guides/retries.md" <<'EOF'
 
@@ -65,7 +77,7 @@ Orbit adds up to ten percent of random jitter to every retry delay, so that jobs
 do not all retry at the same second.
 EOF
 rm "$demo/docs/faq/upgrades.md"
-run_dag second-run
+run_dag second-run '{"mode": "incremental"}'
 
 report_of() {  # the report task's table (header + the knowledge base's row)
   grep -m2 -E "^(knowledge base +mode|product-docs +(full|incremental))" "$demo/$1.log"

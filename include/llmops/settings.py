@@ -48,6 +48,9 @@ class Settings:
     """How the rollout reaches a vLLM Service ({service}, {namespace}, {port}); in-cluster DNS by default."""
     kube_pod_url_template: str
     """How the readiness check reaches a vLLM pod ({pod_ip}, {port}, {name})."""
+    milvus_uri: str = ""
+    """A Milvus server (http://host:port) that replaces every Milvus Lite file named in knowledge_bases.yaml:
+    the local runtime's shared Milvus (`milvus-lite server`), so readers and re-index runs share one store."""
 
     @property
     def venvs(self) -> Path:
@@ -90,4 +93,5 @@ def get_settings() -> Settings:
         kube_service_url_template=_env("LLMOPS_KUBE_SERVICE_URL_TEMPLATE",
                                        "http://{service}.{namespace}.svc.cluster.local:{port}"),
         kube_pod_url_template=_env("LLMOPS_KUBE_POD_URL_TEMPLATE", "http://{pod_ip}:{port}"),
+        milvus_uri=_env("LLMOPS_MILVUS_URI", ""),
     )

@@ -9,9 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED_DAG_IDS = {"model_refresh", "model_rollout", "kb_reindex"}
+PIPELINES = {"model_refresh", "model_rollout", "kb_reindex"}
+# kb_reindex also generates one DAG per knowledge base of the registry, on that knowledge base's schedule.
+KB_DAG_IDS = {f"kb_reindex__{kb['name']}" for kb in yaml.safe_load(
+    (ROOT / "include" / "config" / "knowledge_bases.yaml").read_text())["knowledge_bases"]}
+EXPECTED_DAG_IDS = PIPELINES | KB_DAG_IDS
 HEAVY_MODULES = ("torch", "transformers", "vllm", "pymilvus", "sentence_transformers", "llmcompressor", "modelopt")
 
 
@@ -26,7 +31,7 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}, "\n".join(f"{f}: {e}" for f, e in dagbag.import_errors.items())
 
 
-def test_exactly_the_three_pipelines(dagbag):
+def test_exactly_the_three_pipelines_and_one_dag_per_knowledge_base(dagbag):
     assert set(dagbag.dag_ids) == EXPECTED_DAG_IDS
 
 

@@ -79,3 +79,51 @@ def test_local_source_lists_relative_posix_ids(tmp_path):
     assert included("a/b/x.md", ["**/*.md"])
     with pytest.raises(SourceNotFoundError, match="does not exist.*fix:"):
         list(LocalSource(tmp_path / "missing", ["**/*"]).list())
+
+
+def test_symlinks_and_files_outside_the_root_are_skipped_and_reported(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("# private\n")
+    root = tmp_path / "docs"
+    (root / "guides").mkdir(parents=True)
+    (root / "guides" / "ok.md").write_text("# ok\n")
+    (root / "guides" / "leak.md").symlink_to(outside / "secret.md")
+    (root / "inside-link.md").symlink_to(root / "guides" / "ok.md")
+    (root / "mounted").symlink_to(outside, target_is_directory=True)
+    source = LocalSource(root, ["**/*.md"])
+    assert [d.doc_id for d in source.list()] == ["guides/ok.md"]
+    reasons = {item["doc"]: item["error"] for item in source.excluded}
+    assert set(reasons) == {"guides/leak.md", "inside-link.md", "mounted/"}
+    assert all("symbolic link" in why and "fix:" in why for why in reasons.values())
+
+
+def test_a_symlink_swapped_in_after_listing_is_not_followed(tmp_path):
+    (tmp_path / "outside.md").write_text("secret")
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "a.md").write_text("fine")
+    (doc,) = LocalSource(root, ["**/*.md"]).list()
+    (root / "a.md").unlink()
+    (root / "a.md").symlink_to(tmp_path / "outside.md")
+    with pytest.raises(DocumentError, match="a.md: cannot be opened"):
+        list(load_lines(doc))
+
+
+def _decode_seconds(size: int) -> float:
+    import time
+
+    data = b"word " * (size // 5)  # one line, no newline
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        (line,) = load_text(io.BytesIO(data), "long.txt")
+        best = min(best, time.perf_counter() - started)
+        assert len(line) == len(data)
+    return best
+
+
+def test_one_long_line_decodes_in_linear_time():
+    """4x the bytes may cost about 4x the time; the old decoder re-split the whole pending line per block (16x)."""
+    small, large = _decode_seconds(4 * 2**20), _decode_seconds(16 * 2**20)
+    assert large < 8 * small + 0.05, (small, large)

@@ -12,7 +12,7 @@ from llmops.config.schema import KnowledgeBase
 from llmops.errors import ConfigError
 from llmops.kb.hashing import chunk_key, content_hash
 from llmops.kb.pipeline import config_fingerprint, plan_document
-from llmops.kb.runs import format_report, job_arguments
+from llmops.kb.runs import format_report, job_arguments, outcomes
 from llmops.kb.store import DocRecord, resolve_uri, token_from_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def test_job_arguments_select_knowledge_bases():
                                                                  "--dry-run"]]
     assert job_arguments(kbs) == [["--kb", name, "--mode", "incremental"] for name in sorted(kbs)]
     manual_only = {"x": kbs["product-docs"].model_copy(update={"schedule": None})}
-    assert job_arguments(manual_only, scheduled=True) == [] and len(job_arguments(manual_only)) == 1
+    assert job_arguments(manual_only) == [["--kb", "x", "--mode", "incremental"]]  # the form can run it
     with pytest.raises(ConfigError, match="'nope' is not in knowledge_bases.yaml"):
         job_arguments(kbs, "nope")
     with pytest.raises(ConfigError, match="use one of incremental, full, rollback"):
@@ -89,7 +89,7 @@ def test_job_arguments_select_knowledge_bases():
 
 
 def test_report_shows_counts_and_skipped_documents():
-    text = format_report([
+    results = [
         {"kb": "docs", "mode": "full", "requested_mode": "incremental", "reason": "alias missing",
          "collection": "docs_v1", "documents": 12, "embedded_documents": 11, "embedded_chunks": 30,
          "skipped_documents": 0, "deleted_documents": 0, "deleted_chunks": 0, "repaired_chunks": 0,
@@ -97,11 +97,19 @@ def test_report_shows_counts_and_skipped_documents():
          "duration_s": 3.2},
         {"kb": "other", "mode": "rollback", "collection": "o_v1", "previous_collection": "o_v2"},
         None,
-    ])
+    ]
+    items = outcomes(["docs", "other", "broken"], results)
+    assert [name for name, result in items if result is None] == ["broken"]
+    text = format_report(items)
+    assert "broken               FAILED       the re-index failed: see the log of reindex[broken]" in text
     assert "docs_v1" in text and "11 docs/  30" in text and "1.00" in text
     assert "docs: ran full instead of incremental: alias missing" in text
     assert "docs: skipped bad.pdf: not a readable PDF" in text
     assert "alias moved back from o_v2" in text
+    dry = format_report([("docs", {**results[0], "dry_run": True, "chunks_to_embed": 30, "embed_rate": 12.0,
+                                   "estimated_s": 2.5})])
+    assert "docs: dry run: 11 documents and 30 chunks to embed, about 2 s at the embedder's measured 12.0 chunks/s" \
+        in dry
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -110,6 +118,10 @@ def test_report_shows_counts_and_skipped_documents():
     ({"loaders": {".md": "word"}}, "Input should be"),
     ({"chunking": {"size": 100, "overlap": 100}}, "overlap (100) must be below size (100)"),
     ({"embedder": {"kind": "openai"}}, "needs an endpoint"),
+    ({"schedule": "every day"}, "is neither a five-field cron expression"),
+    ({"schedule": "@sometimes"}, "is neither a five-field cron expression"),
+    ({"schedule": {"asset": "docs/"}}, "String should match pattern"),
+    ({"source": {"uri": "docs", "max_document_mib": 0}}, "greater than 0"),
 ])
 def test_bad_knowledge_base_entries_are_refused(change, message):
     data = {"name": "k", "alias": "k", "source": {"uri": "docs"}, **change}

@@ -117,7 +117,7 @@ def _step_pods(monkeypatch) -> dict[str, list[dict]]:
 def test_every_step_pod_passes_restricted(monkeypatch):
     pods = _step_pods(monkeypatch)
     assert set(pods) == {"model_refresh.download", "model_refresh.quantize", "model_refresh.validate",
-                         "model_refresh.publish", "kb_reindex.reindex"}
+                         "model_refresh.publish", "kb_reindex.reindex", "kb_reindex__product-docs.reindex"}
     for name, specs in pods.items():
         for pod in specs:
             kubernetes_validate.validate(pod, "1.33", strict=True)

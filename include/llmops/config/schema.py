@@ -271,6 +271,8 @@ class KbSource(Strict):
     include: list[str] = ["**/*.md", "**/*.txt", "**/*.html", "**/*.pdf"]
     connection_id: str | None = None
     endpoint: str | None = Field(default=None, description="S3/OSS endpoint URL (default: the SDK's own)")
+    max_document_mib: float = Field(
+        default=50.0, gt=0, le=4096, description="documents larger than this are skipped and reported")
 
     @model_validator(mode="after")
     def _scheme_matches_kind(self) -> KbSource:
@@ -328,6 +330,15 @@ class GoldenQuery(Strict):
     expected_document: str
 
 
+SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#-]+$")
+
+
+class AssetSchedule(Strict):
+    asset: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9+.-]*://\S+$",
+                       description="URI of the Asset whose events start a re-index, e.g. s3://bucket/docs/")
+
+
 class KnowledgeBase(Strict):
     name: str = Field(pattern=NAME_RE)
     alias: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
@@ -338,7 +349,8 @@ class KnowledgeBase(Strict):
     embedder: Embedder = Embedder()
     milvus: MilvusTarget = MilvusTarget()
     retention: int = Field(default=2, ge=1, le=20, description="collection versions kept for rollback")
-    schedule: str | None = "@daily"
+    schedule: str | AssetSchedule | None = Field(
+        default="@daily", description="cron, a preset such as @daily, {asset: URI}, or null for manual runs only")
     golden_queries: list[GoldenQuery] = []
     top_k: int = Field(default=5, ge=1, le=100)
     min_recall: float = Field(default=0.8, ge=0.0, le=1.0)
@@ -346,6 +358,18 @@ class KnowledgeBase(Strict):
         default=0.5, gt=0.0, le=1.0,
         description="above this share of changed documents an incremental run rebuilds instead",
     )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value):
+        if isinstance(value, str):
+            fields = value.split()
+            if value.startswith("@") and value not in SCHEDULE_PRESETS or not value.startswith("@") and (
+                    len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields)):
+                raise ValueError(f"schedule {value[:80]!r} is neither a five-field cron expression nor one of "
+                                 f"{', '.join(SCHEDULE_PRESETS)}; fix: write e.g. '0 3 * * *', '@daily', "
+                                 "{asset: s3://bucket/prefix/} or null (manual runs only)")
+        return value
 
     @field_validator("loaders")
     @classmethod

@@ -1,6 +1,6 @@
 """Re-index one knowledge base into Milvus (worker environment: embedding needs torch).
 
-    python -m llmops.jobs.kb_reindex --kb product-docs --mode incremental [--dry-run]
+    python -m llmops.jobs.kb_reindex --kb product-docs --mode incremental [--dry-run [--no-estimate]]
     python -m llmops.jobs.kb_reindex --kb product-docs --mode full
     python -m llmops.jobs.kb_reindex --kb product-docs --mode rollback      # alias back one version
     python -m llmops.jobs.kb_reindex --kb product-docs --mode search --query "how do I install?"
@@ -8,9 +8,12 @@
 The last stdout line is `LLMOPS_RESULT {summary}` (embedded, skipped, deleted, repaired, duration...).
 The Milvus token comes from AIRFLOW_CONN_<milvus.connection_id> or MILVUS_TOKEN, never from arguments;
 the server from --milvus-uri, else the knowledge base's `milvus.uri`, else MILVUS_URI (the `milvus_default`
-Connection's host, filled in by the DAG), else the default Milvus Lite file.
+Connection's host, filled in by the DAG), else the default Milvus Lite file; a Milvus Lite file is replaced by
+LLMOPS_MILVUS_URI when set (the local runtime's `milvus-lite server`, shared by every process).
 Exit status 2 means a permanent error (bad input, a failed validation): not retried; the message says what
-to fix. Other non-zero statuses (Milvus unreachable, lock held) are retried.
+to fix. Other non-zero statuses (Milvus unreachable, lock held) are retried. SIGTERM stops the run cleanly
+(exit 143): it logs what was done and drops a full build's unfinished version.
+A heartbeat line (`progress <kb>: ...`) comes at once and then every --progress-every seconds.
 """
 
 from __future__ import annotations
@@ -18,21 +21,27 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llmops.config import load_file
+# Only light imports here: the heartbeat starts before Milvus' client, the registry schema or any model load.
 from llmops.errors import ConfigError, LlmopsError
 from llmops.jobs._cli import emit_result, fail, setup_logging, storage_error
-from llmops.kb.pipeline import kb_lock, reindex, search
-from llmops.kb.store import KbIndex, connect, token_from_env
-from llmops.settings import get_settings
+from llmops.kb.errors import KbError, Stopped
+from llmops.kb.progress import Progress
+
+if TYPE_CHECKING:
+    from llmops.kb.store import KbIndex
 
 log = logging.getLogger("llmops.jobs.kb_reindex")
 
 
 def load_knowledge_base(name: str, config_dir: Path):
+    from llmops.config import load_file
+
     path = Path(config_dir) / "knowledge_bases.yaml"
     registry = load_file(path)
     known = {kb.name: kb for kb in registry.knowledge_bases}
@@ -54,8 +63,12 @@ def milvus_uri(kb, override: str | None = None) -> str:
 
 
 def open_index(kb, override_uri: str | None = None) -> KbIndex:
+    from llmops.kb.store import KbIndex, connect, token_from_env
+    from llmops.settings import get_settings
+
     settings = get_settings()
-    client = connect(milvus_uri(kb, override_uri), settings.home, token_from_env(kb.milvus.connection_id))
+    client = connect(milvus_uri(kb, override_uri), settings.home, token_from_env(kb.milvus.connection_id),
+                     server=settings.milvus_uri)
     return KbIndex(client, kb.alias, kb.milvus.index_type, kb.milvus.metric_type, dict(kb.milvus.index_params))
 
 
@@ -63,7 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m llmops.jobs.kb_reindex", description=__doc__.split("\n")[0])
     parser.add_argument("--kb", required=True, help="knowledge base name in knowledge_bases.yaml")
     parser.add_argument("--mode", default="incremental", choices=["incremental", "full", "rollback", "search"])
-    parser.add_argument("--dry-run", action="store_true", help="plan and report, write nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="count documents and chunks to embed and estimate the time; write nothing")
+    parser.add_argument("--no-estimate", dest="estimate", action="store_false",
+                        help="with --dry-run: do not load the embedder to measure its rate (no time estimate)")
     parser.add_argument("--query", help="the question for --mode search")
     parser.add_argument("--milvus-uri", help="override milvus.uri from the registry (a Lite file or a server URL)")
     parser.add_argument("--config-dir", help="registry directory (default: LLMOPS_CONFIG_DIR / include/config)")
@@ -71,37 +87,76 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, progress: Progress | None = None) -> dict:
+    """Run one mode; `progress` (the heartbeat, already beating) reports the phases of a re-index."""
+    from llmops.settings import get_settings
+
     settings = get_settings()
-    kb = load_knowledge_base(args.kb, Path(args.config_dir or settings.config_dir))
     if args.mode == "search" and not args.query:
         raise ConfigError("--query", [("", "is required with --mode search", "pass --query 'your question'")])
-    embedder = None
-    if not args.dry_run and args.mode != "rollback":
-        from llmops.kb.embedders import build_embedder
-
-        embedder = build_embedder(kb.embedder)
-    index = open_index(kb, args.milvus_uri)
+    progress = progress or Progress(args.kb)
+    progress.set_phase("reading the registry")
+    kb = load_knowledge_base(args.kb, Path(args.config_dir or settings.config_dir))
     if args.mode == "search":
-        hits = search(kb, index, embedder, args.query)
-        for rank, hit in enumerate(hits, start=1):
-            print(f"{rank}. {hit['doc_id']} (chunk {hit['chunk_index']}, score {hit['score']:.3f})")
-            print("   " + hit["text"].replace("\n", " ")[:300])
-        return {"kb": kb.name, "mode": "search", "query": args.query,
-                "hits": [{k: hit[k] for k in ("doc_id", "chunk_index", "score")} for hit in hits]}
+        return run_search(kb, args)
+    from llmops.kb.embedders import build_embedder
+    from llmops.kb.pipeline import kb_lock, reindex
+
+    # Milvus first: a locked Lite file fails in a second, not after loading a model.
+    progress.set_phase("opening Milvus")
+    index = open_index(kb, args.milvus_uri)
     with kb_lock(settings.home, kb.name):
         if args.mode == "rollback":
-            started = time.monotonic()
-            if args.dry_run:
-                return {"kb": kb.name, "mode": "rollback", "dry_run": True, "collection": index.live_collection(),
-                        "versions": [index.collection_name(v) for v in index.versions()]}
-            previous, current = index.rollback()
-            log.info("%s: alias %s moved back from %s to %s", kb.name, kb.alias, previous, current)
-            return {"kb": kb.name, "mode": "rollback", "collection": current, "previous_collection": previous,
-                    "duration_s": round(time.monotonic() - started, 3)}
-        summary = reindex(kb, args.mode, index=index, embedder=embedder, dry_run=args.dry_run,
-                          progress_every_s=args.progress_every)
+            return run_rollback(kb, index, args.dry_run)
+        embedder = None
+        if not args.dry_run or args.estimate:
+            progress.set_phase(f"loading the embedder {kb.embedder.kind}:{kb.embedder.model}")
+            embedder = build_embedder(kb.embedder)
+        summary = reindex(kb, args.mode, index=index, embedder=embedder, dry_run=args.dry_run, progress=progress)
         return summary.as_dict()
+
+
+def run_search(kb, args: argparse.Namespace) -> dict:
+    """Open Milvus and check the alias before loading the model; print the answers and how long each part took."""
+    from llmops.kb.embedders import build_embedder
+    from llmops.kb.pipeline import search
+
+    started = time.monotonic()
+    index = open_index(kb, args.milvus_uri)
+    if index.live_collection() is None:
+        raise KbError(f"knowledge base {kb.name}: alias {index.alias} does not exist; fix: run kb_reindex first")
+    opened = time.monotonic()
+    embedder = build_embedder(kb.embedder)
+    embedder.embed(["warm-up"])
+    warm = time.monotonic()
+    hits = search(kb, index, embedder, args.query)
+    answered = time.monotonic()
+    for rank, hit in enumerate(hits, start=1):
+        print(f"{rank}. {hit['doc_id']} (chunk {hit['chunk_index']}, score {hit['score']:.3f})")
+        print("   " + hit["text"].replace("\n", " ")[:300])
+    timings = {"milvus_s": round(opened - started, 3), "model_s": round(warm - opened, 3),
+               "answer_s": round(answered - warm, 3)}
+    log.info("opened Milvus in %.1f s, loaded the model in %.1f s, answered in %.2f s", *timings.values())
+    return {"kb": kb.name, "mode": "search", "query": args.query, **timings,
+            "hits": [{k: hit[k] for k in ("doc_id", "chunk_index", "score")} for hit in hits]}
+
+
+def run_rollback(kb, index: KbIndex, dry_run: bool) -> dict:
+    started = time.monotonic()
+    if dry_run:
+        return {"kb": kb.name, "mode": "rollback", "dry_run": True, "collection": index.live_collection(),
+                "versions": [index.collection_name(v) for v in index.versions()]}
+    dropped = index.drop_unpublished()  # an interrupted build's leftovers, never read by anyone
+    previous, current = index.rollback()
+    log.info("%s: alias %s moved back from %s to %s", kb.name, kb.alias, previous, current)
+    return {"kb": kb.name, "mode": "rollback", "collection": current, "previous_collection": previous,
+            "dropped_collections": dropped, "duration_s": round(time.monotonic() - started, 3)}
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Stopped(f"stopped by signal {signal.Signals(signum).name}; fix: rerun when ready (the next run of any "
+                  "mode finishes or cleans up what this one left)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,8 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     # ... and pymilvus then warns once per scan that it used a client-side timestamp instead.
     logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(lambda r: "mvccTs" not in r.getMessage())
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # Airflow's on_kill and Kubernetes send SIGTERM
     try:
-        result = run(args)
+        if args.mode == "search":
+            result = run(args)
+        else:
+            with Progress(args.kb, args.progress_every) as progress:  # a line now, then every --progress-every s
+                result = run(args, progress)
+    except Stopped as exc:
+        log.warning("%s", exc)
+        return 128 + signal.SIGTERM
     except LlmopsError as exc:
         return fail(exc, log)
     except OSError as exc:  # a full or read-only Milvus Lite directory: one line, not a traceback

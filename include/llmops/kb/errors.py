@@ -35,3 +35,11 @@ class RollbackError(KbError):
 
 class KbBusyError(KbError, TransientError):
     """Another run holds this knowledge base's lock (retried: the other run ends)."""
+
+
+class MilvusLiteBusyError(KbError, TransientError):
+    """A Milvus Lite file is held by another process (retried: that process ends); serve it to share it."""
+
+
+class Stopped(KbError):
+    """The run was asked to stop (SIGTERM); what it did is logged and a full build's unfinished version dropped."""

@@ -24,8 +24,10 @@ _BLOCK = 64 * 1024
 
 
 def _decoded_lines(stream: IO[bytes], doc_id: str) -> Iterator[str]:
+    """Decode UTF-8 block by block and yield lines; time and memory are linear in the document's size
+    (a line longer than a block is collected as pieces and joined once, never re-scanned)."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
-    pending = ""
+    pieces: list[str] = []  # the current line's text so far
     offset = 0
     while True:
         block = stream.read(_BLOCK)
@@ -37,14 +39,18 @@ def _decoded_lines(stream: IO[bytes], doc_id: str) -> Iterator[str]:
                 f"{doc_id}: is not UTF-8 text (bad byte at offset {offset - buffered + exc.start}); "
                 "fix: convert it to UTF-8 or exclude it with source.include") from None
         offset += len(block or b"")
-        pending += text
-        *lines, pending = pending.split("\n")
-        for line in lines:
-            yield line.rstrip("\r")
+        start = 0
+        while (end := text.find("\n", start)) >= 0:
+            pieces.append(text[start:end])
+            yield "".join(pieces).rstrip("\r")
+            pieces = []
+            start = end + 1
+        if start < len(text):
+            pieces.append(text[start:])
         if not block:
             break
-    if pending:
-        yield pending.rstrip("\r")
+    if pieces:
+        yield "".join(pieces).rstrip("\r")
 
 
 def load_text(stream: IO[bytes], doc_id: str) -> Iterator[str]:

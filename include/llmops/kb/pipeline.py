@@ -22,9 +22,17 @@ from pathlib import Path
 
 from llmops.kb.chunking import chunk_lines
 from llmops.kb.embedders import Embedder
-from llmops.kb.errors import DimensionMismatchError, DocumentError, KbBusyError, KbError, SourceNotFoundError
+from llmops.kb.errors import (
+    DimensionMismatchError,
+    DocumentError,
+    KbBusyError,
+    KbError,
+    SourceNotFoundError,
+    Stopped,
+)
 from llmops.kb.hashing import chunk_key, content_hash, text_hash
 from llmops.kb.loaders import load_lines
+from llmops.kb.progress import Progress, duration
 from llmops.kb.sources import SourceDocument, open_source
 from llmops.kb.store import TEXT_MAX_BYTES, DocRecord, KbIndex
 
@@ -51,7 +59,11 @@ class RunSummary:
     deleted_documents: int = 0
     deleted_chunks: int = 0
     repaired_chunks: int = 0
+    chunks_to_embed: int = 0  # counted before embedding (a dry run's estimate is based on it)
+    embed_rate: float | None = None  # chunks/s measured on this run's chunks (dry run) or achieved (real run)
+    estimated_s: float | None = None  # dry run: chunks_to_embed / embed_rate
     failed: list[dict] = field(default_factory=list)
+    excluded: list[dict] = field(default_factory=list)  # refused by policy (links, size): treated as absent
     rows: int | None = None
     recall: float | None = None
     dropped_collections: list[str] = field(default_factory=list)
@@ -65,8 +77,11 @@ class RunSummary:
                 f"documents={self.documents} embedded={self.embedded_documents} docs/{self.embedded_chunks} chunks "
                 f"(+{self.reused_chunks} unchanged chunks kept) "
                 f"skipped={self.skipped_documents} deleted={self.deleted_documents} docs/{self.deleted_chunks} chunks "
-                f"repaired={self.repaired_chunks} chunks failed={len(self.failed)} rows={self.rows} "
-                f"recall={self.recall} duration={self.duration_s:.1f}s" + (" [dry run]" if self.dry_run else ""))
+                f"repaired={self.repaired_chunks} chunks failed={len(self.failed)} excluded={len(self.excluded)} "
+                f"rows={self.rows} "
+                f"recall={self.recall} duration={self.duration_s:.1f}s" + (
+                    f" [dry run: {self.chunks_to_embed} chunks to embed, about {duration(self.estimated_s)}]"
+                    if self.dry_run else ""))
 
 
 @dataclass
@@ -102,25 +117,6 @@ def plan_document(doc_hash: str, record: DocRecord | None) -> DocPlan:
     if not missing and not stale:
         return DocPlan("skip")
     return DocPlan("repair", indexes=missing, stale_keys=stale)
-
-
-class Progress:
-    def __init__(self, kb: str, total: int, every_s: float = 5.0):
-        self.kb, self.total, self.every_s = kb, total, every_s
-        self.done = 0
-        self.chunks = 0
-        self.start = self.last = time.monotonic()
-
-    def advance(self, documents: int = 1, chunks: int = 0) -> None:
-        self.done += documents
-        self.chunks += chunks
-        now = time.monotonic()
-        if now - self.last >= self.every_s or self.done >= self.total:
-            self.last = now
-            elapsed = max(now - self.start, 1e-9)
-            log.info("%s: %d/%d documents (%.0f%%), %.1f documents/s, %d chunks embedded (%.1f chunks/s)",
-                     self.kb, self.done, self.total, 100.0 * self.done / max(self.total, 1),
-                     self.done / elapsed, self.chunks, self.chunks / elapsed)
 
 
 @contextlib.contextmanager
@@ -210,15 +206,28 @@ def _chunks(doc: SourceDocument, kb) -> list[str]:
     return list(chunk_lines(lines, kb.chunking.size, kb.chunking.overlap, kb.chunking.markdown_aware))
 
 
-def _list_and_hash(kb, summary: RunSummary) -> dict[str, tuple[SourceDocument, str]]:
+def _list_and_hash(kb, summary: RunSummary, progress: Progress) -> dict[str, tuple[SourceDocument, str]]:
+    progress.set_phase("listing documents")
     source = open_source(kb.source)
-    docs = list(source.list())
+    limit = int(kb.source.max_document_mib * 1024 * 1024)
+    docs = []
+    for doc in source.list():
+        if doc.size > limit:
+            summary.excluded.append({"doc": doc.doc_id, "error": (
+                f"is {doc.size / 2**20:.1f} MiB, above source.max_document_mib {kb.source.max_document_mib:g}; "
+                "fix: split the document or raise source.max_document_mib in knowledge_bases.yaml")})
+        else:
+            docs.append(doc)
+    summary.excluded[:0] = getattr(source, "excluded", [])
     if not docs:
+        excluded = f" ({len(summary.excluded)} excluded: {summary.excluded[0]['doc']} {summary.excluded[0]['error']})" \
+            if summary.excluded else ""
         raise SourceNotFoundError(
             f"knowledge base {kb.name}: source {source.describe()} lists no document matching "
-            f"{list(kb.source.include)}; refusing to treat an empty source as 'delete everything'; "
+            f"{list(kb.source.include)}{excluded}; refusing to treat an empty source as 'delete everything'; "
             "fix: check source.uri and source.include in knowledge_bases.yaml")
     hashed: dict[str, tuple[SourceDocument, str]] = {}
+    progress.set_phase("hashing documents", docs_total=len(docs))
     for doc in docs:
         try:
             with doc.open() as stream:
@@ -226,9 +235,12 @@ def _list_and_hash(kb, summary: RunSummary) -> dict[str, tuple[SourceDocument, s
         except OSError as exc:
             summary.failed.append({"doc": doc.doc_id, "error": f"cannot be read ({exc.strerror or exc}); "
                                    "fix: check that the file exists and is readable"})
+        progress.advance(1)
     summary.documents = len(docs)
-    log.info("%s: %d documents listed in %s (%d unreadable)", kb.name, len(docs), source.describe(),
-             len(summary.failed))
+    log.info("%s: %d documents listed in %s (%d unreadable, %d excluded)", kb.name, len(docs), source.describe(),
+             len(summary.failed), len(summary.excluded))
+    for item in summary.excluded:
+        log.warning("%s: excluded %s: %s", kb.name, item["doc"], item["error"])
     return hashed
 
 
@@ -240,16 +252,121 @@ def _check_golden(kb, listed: set[str]) -> None:
                       "(a path relative to the source root)")
 
 
+_CACHE_CHARS = 64 * 2**20  # chunk texts kept between the counting and the embedding pass; beyond, re-read
+
+
+@dataclass
+class _Work:
+    """One document to write: its plan settled against its current chunks, and how many chunks to embed."""
+
+    doc_id: str
+    doc_hash: str
+    plan: DocPlan
+    to_embed: int
+    chunks: list[str] | None  # cached from the counting pass, or None (read again when written)
+
+
+def _settle(plan: DocPlan, chunks: list[str], record: DocRecord | None) -> DocPlan:
+    """A repair whose stored chunk count disagrees with the chunker's is redone as a full embed of the document."""
+    if plan.action == "repair" and record is not None and len(chunks) != next(iter(record.rows.values()))[2]:
+        return DocPlan("embed", old_keys={i: r[0] for i, r in record.rows.items()},
+                       old_chunks={i: r[3] for i, r in record.rows.items()})
+    return plan
+
+
+def _to_embed(plan: DocPlan, chunks: list[str]) -> int:
+    if plan.action == "repair":
+        return len([idx for idx in (plan.indexes or ()) if idx < len(chunks)])
+    return sum(1 for idx, text in enumerate(chunks) if plan.old_chunks.get(idx) != text_hash(text))
+
+
+def _count(kb, hashed, plans: dict[str, DocPlan], records, summary: RunSummary, progress: Progress,
+           sample: list[str]) -> list[_Work]:
+    """Chunk every document to write and count the chunks to embed (the heartbeat's total, the dry run's size)."""
+    progress.set_phase("counting chunks", docs_total=len(plans))
+    work: list[_Work] = []
+    cached = 0
+    for doc_id, plan in plans.items():
+        doc, doc_hash = hashed[doc_id]
+        try:
+            chunks = _chunks(doc, kb)
+        except DocumentError as exc:
+            summary.failed.append({"doc": doc_id, "error": str(exc)})
+            progress.advance(1)
+            continue
+        plan = _settle(plan, chunks, records.get(doc_id))
+        to_embed = _to_embed(plan, chunks)
+        if len(sample) < 64:
+            sample.extend(chunks[:64 - len(sample)])
+        size = sum(len(text) for text in chunks)
+        keep = cached + size <= _CACHE_CHARS
+        cached += size if keep else 0
+        work.append(_Work(doc_id, doc_hash, plan, to_embed, chunks if keep else None))
+        progress.advance(1)
+    summary.chunks_to_embed = sum(item.to_embed for item in work)
+    return work
+
+
+def measure_rate(embedder: Embedder, sample: list[str]) -> float | None:
+    """Chunks per second of `embedder` on up to 64 of this run's own chunks, after one warm-up call."""
+    if not sample:
+        return None
+    embedder.embed(sample[:4])
+    started = time.monotonic()
+    embedder.embed(sample)
+    return len(sample) / max(time.monotonic() - started, 1e-9)
+
+
+def _estimate(summary: RunSummary, embedder: Embedder | None, sample: list[str], progress: Progress) -> None:
+    if embedder is not None and summary.chunks_to_embed:
+        progress.set_phase("measuring the embedder's rate")
+        summary.embed_rate = round(measure_rate(embedder, sample) or 0.0, 2) or None
+        if summary.embed_rate:
+            summary.estimated_s = round(summary.chunks_to_embed / summary.embed_rate, 1)
+    log.info("%s: dry run: %d documents and %d chunks to embed%s", summary.kb, summary.embedded_documents,
+             summary.chunks_to_embed,
+             f"; the embedder does {summary.embed_rate:.1f} chunks/s here, so about {duration(summary.estimated_s)}"
+             if summary.embed_rate else "" if summary.chunks_to_embed == 0 else
+             " (no embedder given: no time estimate)")
+
+
 def reindex(kb, mode: str, *, index: KbIndex, embedder: Embedder | None, dry_run: bool = False,
-            progress_every_s: float = 5.0) -> RunSummary:
-    """Re-index `kb` (a KnowledgeBase registry entry). `embedder` may be None only for a dry run."""
+            progress_every_s: float = 5.0, progress: Progress | None = None) -> RunSummary:
+    """Re-index `kb` (a KnowledgeBase registry entry). `embedder` may be None only for a dry run (then without
+    a time estimate). A heartbeat reports progress every `progress_every_s` seconds (or through `progress`).
+
+    Stopped (SIGTERM, see llmops.jobs.kb_reindex) it logs what was done and drops the unfinished version of a
+    full build; whatever a harder kill leaves (an unpublished version) is dropped by the next run of any mode.
+    """
     if mode not in MODES:
         raise KbError(f"mode {mode!r} is not a re-index mode; fix: use one of {', '.join(MODES)}")
+    if progress is None:
+        with Progress(kb.name, progress_every_s) as own:
+            return reindex(kb, mode, index=index, embedder=embedder, dry_run=dry_run, progress=own)
     started = time.monotonic()
     summary = RunSummary(kb=kb.name, requested_mode=mode, dry_run=dry_run)
-    hashed = _list_and_hash(kb, summary)
+    try:
+        _reindex(kb, mode, index, embedder, dry_run, progress, summary)
+    except Stopped:
+        summary.duration_s = round(time.monotonic() - started, 3)
+        log.warning("%s: stopped while %s; done so far: %s", kb.name, progress.line().split(": ", 1)[-1],
+                    summary.line())
+        raise
+    summary.duration_s = round(time.monotonic() - started, 3)
+    if summary.embedded_chunks and not dry_run:
+        summary.embed_rate = round(summary.embedded_chunks / max(summary.duration_s, 1e-9), 2)
+    log.info("summary %s", summary.line())
+    for failure in summary.failed:
+        log.warning("%s: skipped %s: %s", kb.name, failure["doc"], failure["error"])
+    return summary
+
+
+def _reindex(kb, mode: str, index: KbIndex, embedder: Embedder | None, dry_run: bool, progress: Progress,
+             summary: RunSummary) -> None:
+    hashed = _list_and_hash(kb, summary, progress)
     _check_golden(kb, set(hashed) | {f["doc"] for f in summary.failed})
 
+    progress.set_phase("reading the live collection")
     wanted = config_fingerprint(kb)
     live = index.live_collection()
     summary.collection = live
@@ -281,55 +398,51 @@ def reindex(kb, mode: str, *, index: KbIndex, embedder: Embedder | None, dry_run
     log.info("%s: %s run (%s)%s", kb.name, effective, reason, " [dry run]" if dry_run else "")
 
     if effective == "incremental":
-        _incremental(kb, index, live, embedder, hashed, records, plans, summary, dry_run, progress_every_s)
+        _incremental(kb, index, live, embedder, hashed, records, plans, summary, dry_run, progress)
     else:
-        _full(kb, index, embedder, hashed, summary, dry_run, progress_every_s)
-    summary.duration_s = round(time.monotonic() - started, 3)
-    log.info("summary %s", summary.line())
-    for failure in summary.failed:
-        log.warning("%s: skipped %s: %s", kb.name, failure["doc"], failure["error"])
-    return summary
+        _full(kb, index, embedder, hashed, summary, dry_run, progress)
 
 
 def _incremental(kb, index: KbIndex, live: str, embedder, hashed, records, plans, summary: RunSummary,
-                 dry_run: bool, progress_every_s: float) -> None:
+                 dry_run: bool, progress: Progress) -> None:
     unreadable = {f["doc"] for f in summary.failed}
     orphans = {doc_id: record for doc_id, record in records.items()
                if doc_id not in hashed and doc_id not in unreadable}
     todo = {doc_id: plan for doc_id, plan in plans.items() if plan.action != "skip"}
     summary.skipped_documents = len(plans) - len(todo)
     summary.deleted_documents = len(orphans)
+    sample: list[str] = []
+    work = _count(kb, hashed, todo, records, summary, progress, sample)
     if dry_run:
-        summary.embedded_documents = sum(1 for p in todo.values() if p.action == "embed")
-        summary.repaired_chunks = sum(len(p.indexes or ()) + len(p.stale_keys) for p in todo.values()
-                                      if p.action == "repair")
+        summary.embedded_documents = sum(1 for item in work if item.plan.action == "embed")
+        summary.repaired_chunks = sum(item.to_embed + len(item.plan.stale_keys) for item in work
+                                      if item.plan.action == "repair")
         summary.deleted_chunks = sum(len(r.rows) for r in orphans.values())
         summary.rows = index.count(live)
+        _estimate(summary, embedder, sample, progress)
         return
 
-    progress = Progress(kb.name, len(todo), progress_every_s)
+    # Whatever an earlier run left (a killed full build's unpublished version) goes first.
+    summary.dropped_collections += index.drop_unpublished()
+    progress.set_phase("embedding and writing", docs_total=len(work), chunks_total=summary.chunks_to_embed)
     writer = _Writer(index, live, embedder, max(kb.embedder.batch_size * 4, 64), progress)
     stale: list[str] = []
-    for doc_id, plan in todo.items():
-        doc, doc_hash = hashed[doc_id]
+    for item in work:
+        doc, doc_hash = hashed[item.doc_id]
         try:
-            chunks = _chunks(doc, kb)
+            chunks = item.chunks if item.chunks is not None else _chunks(doc, kb)
         except DocumentError as exc:
-            summary.failed.append({"doc": doc_id, "error": str(exc)})
+            summary.failed.append({"doc": item.doc_id, "error": str(exc)})
             progress.advance(1)
             continue
+        plan = _settle(item.plan, chunks, records.get(item.doc_id))
         if plan.action == "repair":
-            rows = records[doc_id].rows
-            if len(chunks) != next(iter(rows.values()))[2]:  # chunker disagrees: redo all
-                plan = DocPlan("embed", old_keys={i: r[0] for i, r in rows.items()},
-                               old_chunks={i: r[3] for i, r in rows.items()})
-            else:
-                embedded, _ = writer.add(doc_id, doc_hash, chunks, plan.indexes)
-                summary.repaired_chunks += embedded + len(plan.stale_keys)
-                stale.extend(plan.stale_keys)
-                continue
+            embedded, _ = writer.add(item.doc_id, doc_hash, chunks, plan.indexes)
+            summary.repaired_chunks += embedded + len(plan.stale_keys)
+            stale.extend(plan.stale_keys)
+            continue
         summary.embedded_documents += 1
-        embedded, carried = writer.add(doc_id, doc_hash, chunks, None, plan.old_chunks)
+        embedded, carried = writer.add(item.doc_id, doc_hash, chunks, None, plan.old_chunks)
         summary.embedded_chunks += embedded
         summary.reused_chunks += carried
         shrunk = [pk for idx, pk in plan.old_keys.items() if idx >= len(chunks)]
@@ -337,6 +450,7 @@ def _incremental(kb, index: KbIndex, live: str, embedder, hashed, records, plans
         stale.extend(shrunk)
     writer.flush()
     # Deletes come last: a document whose new chunks failed to embed keeps its old ones.
+    progress.set_phase("deleting removed chunks and flushing")
     orphan_keys = [row[0] for record in orphans.values() for row in record.rows.values()]
     summary.deleted_chunks += len(orphan_keys)
     index.delete_keys(live, stale + orphan_keys)
@@ -344,13 +458,15 @@ def _incremental(kb, index: KbIndex, live: str, embedder, hashed, records, plans
     summary.rows = index.count(live)
 
 
-def _full(kb, index: KbIndex, embedder, hashed, summary: RunSummary, dry_run: bool,
-          progress_every_s: float) -> None:
+def _full(kb, index: KbIndex, embedder, hashed, summary: RunSummary, dry_run: bool, progress: Progress) -> None:
     versions = index.versions()
     next_version = (versions[-1] + 1) if versions else 1
+    sample: list[str] = []
+    work = _count(kb, hashed, {doc_id: DocPlan("embed") for doc_id in hashed}, {}, summary, progress, sample)
     if dry_run:
-        summary.embedded_documents = len(hashed)
+        summary.embedded_documents = len(work)
         summary.collection = index.collection_name(next_version)
+        _estimate(summary, embedder, sample, progress)
         return
     if embedder is None:
         raise KbError("a full build needs an embedder; fix: build one with llmops.kb.embedders.build_embedder")
@@ -360,26 +476,37 @@ def _full(kb, index: KbIndex, embedder, hashed, summary: RunSummary, dry_run: bo
     wanted = {**config_fingerprint(kb), "dimension": embedder.dimension}
     collection = index.create_version(next_version, embedder.dimension, wanted)
     summary.collection = collection
-    progress = Progress(kb.name, len(hashed), progress_every_s)
-    writer = _Writer(index, collection, embedder, max(kb.embedder.batch_size * 4, 64), progress)
-    for doc_id, (doc, doc_hash) in hashed.items():
-        try:
-            chunks = _chunks(doc, kb)
-        except DocumentError as exc:
-            summary.failed.append({"doc": doc_id, "error": str(exc)})
-            progress.advance(1)
-            continue
-        summary.embedded_documents += 1
-        summary.embedded_chunks += writer.add(doc_id, doc_hash, chunks, None)[0]
-    writer.flush()
-    index.flush_and_load(collection)
-    golden = []
-    if kb.golden_queries:
-        vectors = embedder.embed([q.query for q in kb.golden_queries])
-        golden = [(q.expected_document, v) for q, v in zip(kb.golden_queries, vectors, strict=True)]
-    checked = index.validate(collection, writer.written, golden, kb.top_k, kb.min_recall)
-    summary.rows, summary.recall = checked["rows"], checked["recall"]
-    summary.previous_collection = index.swap_alias(collection)
+    try:
+        progress.set_phase(f"embedding into {collection}", docs_total=len(work), chunks_total=summary.chunks_to_embed)
+        writer = _Writer(index, collection, embedder, max(kb.embedder.batch_size * 4, 64), progress)
+        for item in work:
+            doc, doc_hash = hashed[item.doc_id]
+            try:
+                chunks = item.chunks if item.chunks is not None else _chunks(doc, kb)
+            except DocumentError as exc:
+                summary.failed.append({"doc": item.doc_id, "error": str(exc)})
+                progress.advance(1)
+                continue
+            summary.embedded_documents += 1
+            summary.embedded_chunks += writer.add(item.doc_id, doc_hash, chunks, None)[0]
+        writer.flush()
+        progress.set_phase(f"indexing, loading and validating {collection}")
+        index.flush_and_load(collection)
+        golden = []
+        if kb.golden_queries:
+            vectors = embedder.embed([q.query for q in kb.golden_queries])
+            golden = [(q.expected_document, v) for q, v in zip(kb.golden_queries, vectors, strict=True)]
+        checked = index.validate(collection, writer.written, golden, kb.top_k, kb.min_recall)
+        summary.rows, summary.recall = checked["rows"], checked["recall"]
+        progress.set_phase(f"moving alias {index.alias} to {collection}")
+        summary.previous_collection = index.swap_alias(collection)
+    except Stopped:
+        if index.live_collection() != collection:  # never published: nobody reads it, nothing to keep
+            index.client.drop_collection(collection)
+            summary.dropped_collections.append(collection)
+            log.warning("%s: dropped the unfinished %s; the alias %s still points at %s", kb.name, collection,
+                        index.alias, summary.previous_collection or index.live_collection())
+        raise
     summary.dropped_collections += index.apply_retention(kb.retention)
 
 

@@ -62,11 +62,21 @@ def included(doc_id: str, patterns: list[str]) -> bool:
     return any(glob_to_regex(p).match(doc_id) for p in patterns)
 
 
+def _open_no_follow(path: Path) -> IO[bytes]:
+    """Open a regular file, refusing a symlink swapped in after listing (O_NOFOLLOW)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    return os.fdopen(fd, "rb")
+
+
 class LocalSource:
+    """A directory. Symbolic links (files or directories) and anything resolving outside the root are
+    skipped and listed in `excluded`: a link must not pull files from elsewhere into a searchable index."""
+
     def __init__(self, root: str | Path, include: list[str]):
         root = Path(root)
         self.root = root if root.is_absolute() else PROJECT_ROOT / root
         self.include = include
+        self.excluded: list[dict] = []
 
     def describe(self) -> str:
         return str(self.root)
@@ -76,18 +86,35 @@ class LocalSource:
             raise SourceNotFoundError(
                 f"knowledge base source {self.root} does not exist or is not a directory; "
                 "fix: create it or correct source.uri in knowledge_bases.yaml")
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        real_root = self.root.resolve()
+        self.excluded = []
+        for dirpath, dirnames, filenames in os.walk(real_root):  # followlinks=False: linked dirs are not entered
+            here = Path(dirpath)
+            for name in sorted(dirnames):
+                if not name.startswith(".") and (here / name).is_symlink():
+                    self._exclude((here / name).relative_to(real_root).as_posix() + "/",
+                                  "is a symbolic link to a directory; links are not followed")
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (here / d).is_symlink())
             for name in sorted(filenames):
-                path = Path(dirpath) / name
-                doc_id = path.relative_to(self.root).as_posix()
+                path = here / name
+                doc_id = path.relative_to(real_root).as_posix()
                 if name.startswith(".") or not included(doc_id, self.include):
+                    continue
+                if path.is_symlink():
+                    self._exclude(doc_id, "is a symbolic link; links are not followed")
+                    continue
+                if not path.resolve().is_relative_to(real_root):
+                    self._exclude(doc_id, "resolves outside the source root")
                     continue
                 try:
                     size = path.stat().st_size
                 except OSError:
-                    size = -1  # e.g. a dangling link: listed, then reported as unreadable when opened
-                yield SourceDocument(doc_id, size, lambda p=path: open(p, "rb"))  # noqa: SIM115 (caller closes)
+                    size = -1  # vanished meanwhile: listed, then reported as unreadable when opened
+                yield SourceDocument(doc_id, size, lambda p=path: _open_no_follow(p))
+
+    def _exclude(self, doc_id: str, why: str) -> None:
+        self.excluded.append({"doc": doc_id, "error": f"{why}; fix: copy the file into {self.root} if it belongs "
+                                                     "to the knowledge base"})
 
 
 def _split_bucket(uri: str, scheme: str) -> tuple[str, str]:

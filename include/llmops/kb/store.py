@@ -12,6 +12,7 @@ Works on Milvus Lite (a local file) and on a Milvus server (http(s)://host:port,
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from llmops.kb.errors import IndexValidationError, KbError, RollbackError
+from llmops.kb.errors import IndexValidationError, KbError, MilvusLiteBusyError, RollbackError
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,17 @@ TEXT_MAX_BYTES = 65535
 _SCAN_FIELDS = ["pk", "doc_id", "doc_hash", "chunk_index", "n_chunks", "chunk_hash"]
 
 
-def resolve_uri(uri: str, home: Path) -> str:
-    """A server URI stays as it is; a Milvus Lite file is relative to $LLMOPS_HOME/milvus."""
-    if re.match(r"^(https?|tcp|grpc)://", uri):
+def is_server(uri: str) -> bool:
+    return bool(re.match(r"^(https?|tcp|grpc|unix)://", uri))
+
+
+def resolve_uri(uri: str, home: Path, server: str = "") -> str:
+    """A server URI stays as it is; a Milvus Lite file is relative to $LLMOPS_HOME/milvus, or replaced by
+    `server` (LLMOPS_MILVUS_URI: the local runtime's Milvus, shared by every process) when one is set."""
+    if is_server(uri):
         return uri
+    if server:
+        return server
     path = Path(uri).expanduser()
     if not path.is_absolute():
         path = home / "milvus" / path
@@ -44,20 +52,49 @@ def resolve_uri(uri: str, home: Path) -> str:
     return str(path)
 
 
-def connect(uri: str, home: Path, token: str | None = None) -> MilvusClient:
-    resolved = resolve_uri(uri, home)
+LITE_LOCKED_FIX = (
+    "a Milvus Lite file serves one process at a time (a re-index holds it for its whole run); fix: serve it to "
+    "every process with `milvus-lite server --data-dir {path} --host 127.0.0.1 --port PORT` and set "
+    "LLMOPS_MILVUS_URI=http://127.0.0.1:PORT (make demo and make ui do this), or use a Milvus server")
+
+
+def _lite_file_busy(path: Path) -> bool:
+    """True if another process holds the Lite data dir's lock (Milvus Lite flocks <dir>/LOCK)."""
+    lock = path / "LOCK"
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our lock, if we took it
+    return False
+
+
+def connect(uri: str, home: Path, token: str | None = None, server: str = "") -> MilvusClient:
+    """Open Milvus: a server, or a Milvus Lite file (checked first: a file held by another process fails
+    at once, with the fix, before the caller loads a model)."""
+    resolved = resolve_uri(uri, home, server)
+    if not is_server(resolved) and _lite_file_busy(Path(resolved)):
+        raise MilvusLiteBusyError(f"Milvus Lite file {resolved} is held by another process; "
+                                  + LITE_LOCKED_FIX.format(path=resolved))
     try:
         return MilvusClient(uri=resolved, token=token or "")
     except MilvusException as exc:
-        raise KbError(f"Milvus at {resolved} cannot be opened ({exc.message}); fix: start the server, check the "
-                      "token, or for Milvus Lite make sure no other process holds the file") from None
+        if not is_server(resolved) and _lite_file_busy(Path(resolved)):
+            raise MilvusLiteBusyError(f"Milvus Lite file {resolved} is held by another process; "
+                                      + LITE_LOCKED_FIX.format(path=resolved)) from None
+        raise KbError(f"Milvus at {resolved} cannot be opened ({exc.message}); "
+                      "fix: start the server, check the URI and the token") from None
 
 
 def disconnect(client: MilvusClient, uri: str, home: Path) -> None:
     """Close the client; for Milvus Lite also stop the in-process server so another process can open the file."""
     client.close()
     resolved = resolve_uri(uri, home)
-    if resolved != uri or not re.match(r"^(https?|tcp|grpc)://", uri):
+    if not is_server(resolved):
         from milvus_lite.server_manager import server_manager_instance
 
         server_manager_instance.release_server(resolved)

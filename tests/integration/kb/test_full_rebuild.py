@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-import yaml
-from kb_helpers import ROOT
+from kb_helpers import job_env, start_job, write_corpus
 
 from llmops.kb.errors import IndexValidationError, RollbackError
 from llmops.kb.pipeline import reindex, search
@@ -52,70 +50,61 @@ def test_failed_golden_queries_keep_the_alias(make_kb, milvus_uri, open_index, e
     assert index.live_collection() == done.collection == f"{kb.alias}_v3"
 
 
-def _write_corpus(root, documents: int) -> None:
-    topics = ["scheduling", "retries", "alerts", "storage", "permissions", "upgrades", "metrics", "backups"]
-    for number in range(documents):
-        topic = topics[number % len(topics)]
-        body = "\n\n".join(
-            f"Paragraph {p} of note {number} about {topic}. " + " ".join(
-                f"The {topic} subsystem handles case {number}-{p}-{w} carefully." for w in range(6))
-            for p in range(4))
-        (root / f"note-{number:03d}.md").write_text(f"# Note {number}: {topic}\n\n{body}\n")
-
-
-def _job(args, env, **popen):
-    return subprocess.Popen([sys.executable, "-m", "llmops.jobs.kb_reindex", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, **popen)
-
-
-def test_killed_full_build_leaves_the_alias_on_the_old_version(make_kb, corpus, tmp_path, milvus_uri, open_index,
-                                                               embedder):
-    _write_corpus(corpus, 36)
-    kb = make_kb(embedder={"batch_size": 8})
-    index = open_index(kb, milvus_uri)
-    first = reindex(kb, "full", index=index, embedder=embedder)
-    old = index.live_collection()
-    index.close()  # Milvus Lite: one process per file; the job opens it next
-
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "knowledge_bases.yaml").write_text(yaml.safe_dump(
-        {"knowledge_bases": [kb.model_dump(mode="json")]}, sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "include"), "LLMOPS_HOME": str(tmp_path / "home"),
-           "LLMOPS_CONFIG_DIR": str(config)}
-    args = ["--kb", kb.name, "--mode", "full", "--milvus-uri", milvus_uri, "--progress-every", "0"]
-    job = _job(args, env)
-    seen = []
+def _run_until_mid_embedding(job, kb, sig: int) -> tuple[list[str], float | None]:
+    """Read the job's log; send `sig` to its group once the heartbeat shows the build half done."""
+    seen, first_heartbeat, started = [], None, time.monotonic()
+    mid = re.compile(rf"progress {kb.name}: embedding into {kb.alias}_v\d+, (\d+)/(\d+) chunks")
     try:
-        deadline = time.monotonic() + 240
         for line in job.stdout:
             seen.append(line)
-            if "documents (" in line and "embedded" in line and f"/{first.documents} documents" in line \
-                    and f" {first.documents}/{first.documents} " not in line:
-                os.killpg(job.pid, signal.SIGKILL)  # mid-build, between two batches
+            if first_heartbeat is None and f"progress {kb.name}: " in line:
+                first_heartbeat = time.monotonic() - started
+            match = mid.search(line)
+            if match and 0 < int(match.group(1)) < int(match.group(2)):
+                os.killpg(job.pid, sig)  # mid-build, between two batches
                 break
-            assert time.monotonic() < deadline, "".join(seen[-20:])
-        job.wait(timeout=30)
+            assert time.monotonic() - started < 300, "".join(seen[-20:])
+        seen.extend(job.stdout)
+        job.wait(timeout=60)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
             job.wait()
-    assert job.returncode == -signal.SIGKILL, "the build finished before it could be killed:\n" + "".join(seen[-20:])
+    return seen, first_heartbeat
 
-    index = open_index(kb, milvus_uri)
+
+def test_stopped_or_killed_full_builds_never_touch_the_alias_and_leave_nothing_behind(
+        make_kb, corpus, tmp_path, milvus_lite_server, open_index, embedder):
+    write_corpus(corpus, 36)
+    kb = make_kb(embedder={"batch_size": 8})
+    index = open_index(kb, milvus_lite_server)
+    first = reindex(kb, "full", index=index, embedder=embedder)
+    old = index.live_collection()
+    env = job_env(kb, tmp_path)
+    args = ["--kb", kb.name, "--mode", "full", "--milvus-uri", milvus_lite_server, "--progress-every", "0.5"]
+
+    # SIGTERM (Airflow's on_kill, a pod's termination): it says what it did and drops the unfinished version.
+    seen, first_heartbeat = _run_until_mid_embedding(start_job(args, env), kb, signal.SIGTERM)
+    log = "".join(seen)
+    assert first_heartbeat is not None and first_heartbeat < 10, log[-3000:]
+    assert re.search(r"ETA \d+", log) and "chunks/s" in log
+    assert re.search(rf"{kb.name}: stopped while embedding into {kb.alias}_v2, \d+/\d+ chunks", log), log[-3000:]
+    assert f"dropped the unfinished {kb.alias}_v2; the alias {kb.alias} still points at {old}" in log
+    assert index.live_collection() == old and index.versions() == [1]
+
+    # SIGKILL: nothing can run; the half-built version stays unpublished until the next run of any mode.
+    seen, _ = _run_until_mid_embedding(start_job(args, env), kb, signal.SIGKILL)
     assert index.live_collection() == old
-    partial = f"{kb.alias}_v2"
-    assert 2 in index.versions() and index.count(partial) < first.rows  # half-built, never published
-    index.ensure_loaded(old)
+    partial = f"{kb.alias}_v2"  # the number the stopped build had, freed when it was dropped
+    assert index.versions() == [1, 2] and index.count(partial) < first.rows, "".join(seen[-20:])
     assert index.count(old) == first.rows
     hits = search(kb, index, embedder, "How do I install Orbit with pip?", limit=1)
     assert hits[0]["doc_id"] == "guides/installation.md"
 
-    done = reindex(kb, "full", index=index, embedder=embedder)
-    assert partial in done.dropped_collections
-    assert index.live_collection() == done.collection == f"{kb.alias}_v3"
-    assert done.rows == first.rows and done.recall == 1.0
+    embedder.reset()
+    done = reindex(kb, "incremental", index=index, embedder=embedder)
+    assert done.mode == "incremental" and done.dropped_collections == [partial] and embedder.texts == 0
+    assert index.versions() == [1] and index.live_collection() == old
 
 
 def test_pdf_documents_are_indexed(make_kb, corpus, tmp_path, open_index, embedder):

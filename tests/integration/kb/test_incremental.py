@@ -37,6 +37,11 @@ def test_edit_and_delete_embed_only_the_edited_document(make_kb, corpus, milvus_
     changed = [i for i, text in enumerate(after) if i >= len(before) or before[i] != text]
     assert 0 < len(changed) < len(after)  # one chunk edited, one added, one untouched
     (corpus / "faq" / "upgrades.md").unlink()
+    # A dry run sizes the job: documents and chunks to embed, and the time at the embedder's measured rate.
+    plan = reindex(kb, "incremental", index=index, embedder=embedder, dry_run=True)
+    assert (plan.embedded_documents, plan.chunks_to_embed, plan.deleted_documents) == (1, len(changed), 1)
+    assert plan.embed_rate > 0 and plan.estimated_s == round(len(changed) / plan.embed_rate, 1)
+    assert index.live_collection() == live and len(rows_of(index, live, "faq/upgrades.md")) == removed_rows
     embedder.reset()
 
     second = reindex(kb, "incremental", index=index, embedder=embedder)
@@ -118,18 +123,26 @@ def test_missing_source_fails_before_anything_changes(make_kb, corpus, tmp_path,
         reindex(make_kb(source={"uri": str(empty)}), "incremental", index=index, embedder=embedder)
 
 
-def test_unreadable_files_are_skipped_and_reported(make_kb, corpus, milvus_uri, open_index, embedder):
+def test_unreadable_files_are_skipped_and_reported(make_kb, corpus, tmp_path, milvus_uri, open_index, embedder):
     (corpus / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is not really a pdf")
     (corpus / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
     (corpus / "dangling.md").symlink_to(corpus / "does-not-exist.md")
-    kb = make_kb()
+    (tmp_path / "secret.md").write_text("# Payroll\n\nThe payroll signing key is kept in the vault.\n")
+    (corpus / "leak.md").symlink_to(tmp_path / "secret.md")
+    (corpus / "huge.txt").write_text("big words here " * 80_000)  # 1.1 MiB
+    kb = make_kb(source={"max_document_mib": 1})
     index = open_index(kb, milvus_uri)
     summary = reindex(kb, "incremental", index=index, embedder=embedder)
     failed = {item["doc"]: item["error"] for item in summary.failed}
-    assert set(failed) == {"broken.pdf", "latin1.txt", "dangling.md"}
+    assert set(failed) == {"broken.pdf", "latin1.txt"}
     assert "not a readable PDF" in failed["broken.pdf"] and "not UTF-8" in failed["latin1.txt"]
+    excluded = {item["doc"]: item["error"] for item in summary.excluded}
+    assert set(excluded) == {"dangling.md", "leak.md", "huge.txt"}
+    assert "symbolic link" in excluded["leak.md"] and "above source.max_document_mib 1" in excluded["huge.txt"]
     assert summary.embedded_documents == 12 and summary.recall == 1.0
     assert index.live_collection() == f"{kb.alias}_v1"
+    hits = search(kb, index, embedder, "where is the payroll signing key kept?", limit=3)
+    assert all(hit["doc_id"] != "leak.md" and "payroll" not in hit["text"] for hit in hits)
     # A later run leaves the unreadable files reported, the rest untouched.
     again = reindex(kb, "incremental", index=index, embedder=embedder)
     assert again.skipped_documents == 12 and {i["doc"] for i in again.failed} == set(failed)

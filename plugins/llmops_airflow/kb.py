@@ -1,0 +1,91 @@
+"""Airflow glue of kb_reindex: one Asset per knowledge base, the registry's schedules as Airflow schedules,
+and the bodies of the select, announce and report tasks.
+
+The decisions (which knowledge bases, what the report says, which items failed) are `llmops.kb.runs`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Asset, AssetAlias
+from airflow.sdk.exceptions import AirflowFailException
+
+#: The announce task adds one event per successfully re-indexed knowledge base through this alias.
+KNOWLEDGE_BASES = AssetAlias(name="knowledge_bases", group="knowledge-base")
+
+
+def knowledge_base_asset(name: str) -> Asset:
+    """The Asset of one knowledge base: a successful re-index (incremental, full or rollback) updates it."""
+    return Asset(name=f"knowledge_base__{name}", uri=f"llmops://knowledge-bases/{name}", group="knowledge-base")
+
+
+def airflow_schedule(schedule: Any) -> Any:
+    """A registry `schedule` (cron, preset, {asset: URI} or None) as the `schedule` argument of a DAG."""
+    if schedule is None or isinstance(schedule, str):
+        return schedule
+    return Asset(uri=schedule.asset)
+
+
+def load_knowledge_bases() -> dict:
+    from llmops.config import load_file
+    from llmops.settings import get_settings
+
+    registry = load_file(get_settings().config_dir / "knowledge_bases.yaml")
+    return {kb.name: kb for kb in registry.knowledge_bases}
+
+
+def select(params: dict | None, fixed_knowledge_base: str | None) -> list[dict]:
+    """`expand_kwargs` of the reindex step: one `--kb NAME --mode MODE [--dry-run]` per knowledge base."""
+    from llmops.kb.runs import job_arguments
+    from llmops_airflow.forms import chosen
+
+    params = params or {}
+    runs = job_arguments(load_knowledge_bases(), fixed_knowledge_base or chosen(params.get("knowledge_base")) or "",
+                         params.get("mode") or "incremental", bool(params.get("dry_run")))
+    print("re-indexing " + ", ".join(args[1] for args in runs))
+    return [{"arguments": args} for args in runs]
+
+
+def announce(selected: list[dict], results: Any, outlet_events, run_id: str, knowledge_base: str | None) -> list[str]:
+    """Asset events for the knowledge bases whose re-index succeeded and wrote (not a dry run).
+
+    The DAG of one knowledge base declares that knowledge base's Asset as the task's outlet (which also
+    registers the Asset) and runs only when its re-index succeeded; the manual DAG adds events through
+    the `knowledge_bases` alias, one per successful knowledge base, after all of them finished.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from llmops.kb.runs import outcomes
+
+    updated = []
+    for name, result in outcomes([item["arguments"][1] for item in selected], results):
+        if result is None or result.get("dry_run"):
+            continue
+        extra = {key: result.get(key) for key in ("mode", "collection", "previous_collection", "rows",
+                                                  "embedded_chunks", "deleted_chunks", "recall")}
+        extra["run_id"] = run_id
+        if knowledge_base is None:
+            outlet_events[KNOWLEDGE_BASES].add(knowledge_base_asset(name), extra=extra)
+        else:
+            outlet_events[knowledge_base_asset(name)].extra = extra
+        updated.append(name)
+    if not updated and knowledge_base is not None:
+        raise AirflowSkipException("dry run: nothing was written, no Asset event")
+    print("asset events: " + (", ".join(f"knowledge_base__{n}" for n in updated) or "none (nothing written)"))
+    return updated
+
+
+def report(selected: list[dict], results: Any) -> str:
+    """Print every knowledge base's outcome, then fail the task (and so the run) if any re-index failed."""
+    from llmops.kb.runs import format_report, outcomes
+
+    items = outcomes([item["arguments"][1] for item in selected], results)
+    text = format_report(items)
+    print(text)
+    failed = [name for name, result in items if result is None]
+    if failed:
+        # The items already retried on their own; failing here only sets the run's state: no retry.
+        raise AirflowFailException(f"kb_reindex failed for {', '.join(failed)}; fix: read the log of "
+                           + ", ".join(f"reindex[{name}]" for name in failed))
+    return text
