@@ -77,8 +77,11 @@ def test_canary_killed_mid_analysis_is_rolled_back_and_leaves_no_process(env, ro
         rc = run.wait(timeout=300)
         decided_s = time.monotonic() - killed_at
     finally:
-        if run.poll() is None:
+        if run.poll() is None:  # the test failed mid-run: leave no canary or lock to poison the next tests
             run.kill()
+            run.wait()
+            local_backend.roll_back()
+            local_backend.release(local_backend.lock_holder() or "")
     log = log_path.read_text(errors="replace")
     assert rc != 0 and "rolled back" in log, log[-4000:]
     assert decided_s < 60, f"took {decided_s:.0f} s to decide after the crash"
