@@ -94,7 +94,7 @@ def main() -> int:
     broken_ready = broken.report.timings.get("canary_ready_s", float("nan"))
     after_ready = broken_s - broken_ready
     result = {
-        "promote": {"outcome": promoted.report.outcome, "total_s": round(total, 1), "canary_ready_s": ready,
+        "promote": {"outcome": promoted.report.outcome, "reason": promoted.report.reason, "total_s": round(total, 1), "canary_ready_s": ready,
                     "configured_analysis_s": configured,
                     "measured_analysis_s": promoted.report.timings.get("analysis_s", 0),
                     "overhead_s": round(total - ready - configured, 1), "ratio": round(ratio, 3),

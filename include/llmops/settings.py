@@ -15,6 +15,13 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RUNTIMES = ("local", "kubernetes")
 
+# Names Kubernetes accepts: an RFC 1123 label (namespaces, Services) and subdomain (service accounts, PVCs).
+DNS1123_LABEL_RE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS1123_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+# An image reference: [registry[:port]/]path[:tag][@sha256:digest], no spaces or control characters.
+IMAGE_RE = (r"^([A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?/)?[a-z0-9]+([._-]{1,2}[a-z0-9]+)*"
+            r"(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -76,7 +83,7 @@ def get_settings() -> Settings:
         candidate = venvs / name / "bin" / "python"
         return str(candidate) if candidate.exists() else sys.executable
 
-    return Settings(
+    settings = Settings(
         home=home,
         runtime=runtime,
         config_dir=Path(_env("LLMOPS_CONFIG_DIR", str(PROJECT_ROOT / "include" / "config"))),
@@ -95,3 +102,22 @@ def get_settings() -> Settings:
         kube_pod_url_template=_env("LLMOPS_KUBE_POD_URL_TEMPLATE", "http://{pod_ip}:{port}"),
         milvus_uri=_env("LLMOPS_MILVUS_URI", ""),
     )
+    _check_kubernetes_values(settings)
+    return settings
+
+
+def _check_kubernetes_values(settings: Settings) -> None:
+    """Values that end up in pod specs: refuse what Kubernetes would refuse later, or worse, accept."""
+    import re
+
+    checks = [("LLMOPS_NAMESPACE", settings.namespace, DNS1123_LABEL_RE, "a lowercase DNS-1123 label, e.g. llmops"),
+              ("LLMOPS_SERVICE_ACCOUNT", settings.service_account, DNS1123_SUBDOMAIN_RE, "e.g. llmops-jobs"),
+              ("LLMOPS_MODEL_CACHE_PVC", settings.model_cache_pvc or "unset", DNS1123_SUBDOMAIN_RE,
+               "the name of a PersistentVolumeClaim, or unset")]
+    checks += [(f"LLMOPS_{name.upper()}", getattr(settings, name), IMAGE_RE, "e.g. registry.example/llmops/worker:0.1.0")
+               for name in sorted(vars(settings)) if name.endswith("_image")]
+    for variable, value, pattern, example in checks:
+        if len(value) > 512 or not re.fullmatch(pattern.removesuffix("$"), value):
+            shown = value if len(value) <= 80 else value[:80] + f"… ({len(value)} characters)"
+            raise ValueError(f"{variable}={shown!r} is not valid in a Kubernetes pod spec; fix: set it to {example}")
+

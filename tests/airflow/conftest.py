@@ -45,3 +45,16 @@ def airflow_stack(tmp_path_factory, venvs):
 @pytest.fixture(scope="session")
 def missing_model() -> str:
     return MISSING_MODEL
+
+
+@pytest.fixture(scope="session")
+def rest_runs(airflow_stack, missing_model) -> dict[str, tuple[str, str]]:
+    """The REST-triggered runs of test_scheduler_runs.py, triggered together as soon as Airflow is up so that
+    they run while the browser test works (kb_reindex and model_refresh side by side; the scheduler queues a
+    DAG's next run behind its running one): name -> (dag_id, run id)."""
+    wanted = {
+        "kb": ("kb_reindex", {"knowledge_base": "all", "mode": "incremental"}),
+        "missing_model": ("model_refresh", {"model": missing_model}),
+        "refresh": ("model_refresh", {"model": "tiny-llama", "recipes": ["modelopt-fp8"]}),
+    }
+    return {name: (dag_id, airflow_stack.trigger(dag_id, conf)) for name, (dag_id, conf) in wanted.items()}

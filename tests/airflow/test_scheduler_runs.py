@@ -2,64 +2,47 @@
 (tests/airflow/conftest.py, the code `make ui` runs), executed by the LocalExecutor with the local runtime's
 worker environment, against the stand-ins (olah hub mirror, a Milvus Lite server, a file store).
 
-The runs are triggered together at the start (kb_reindex and model_refresh run side by side, the scheduler
-queues a DAG's second run behind its first) and each test waits for its own."""
+The runs are triggered together as soon as Airflow is up (conftest.rest_runs); each test waits for its own."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
-
-@pytest.fixture(scope="module")
-def runs(airflow_stack, missing_model) -> dict[str, tuple[str, str]]:
-    """name -> (dag_id, run id), all triggered at once."""
-    wanted = {
-        "kb": ("kb_reindex", {"knowledge_base": "all", "mode": "incremental"}),
-        "missing_model": ("model_refresh", {"model": missing_model}),
-        "refresh": ("model_refresh", {"model": "tiny-llama", "recipes": ["modelopt-fp8"]}),
-    }
-    return {name: (dag_id, airflow_stack.trigger(dag_id, conf)) for name, (dag_id, conf) in wanted.items()}
-
-
-def finished(airflow_stack, runs, name: str, timeout: float = 900) -> tuple[str, str]:
-    dag_id, run_id = runs[name]
+def finished(airflow_stack, rest_runs, name: str, timeout: float = 900) -> tuple[str, str]:
+    dag_id, run_id = rest_runs[name]
     return run_id, airflow_stack.wait_for_run(dag_id, run_id, timeout=timeout)
 
 
-def test_kb_reindex_runs_to_success_and_fills_the_served_milvus(airflow_stack, runs):
-    run_id, state = finished(airflow_stack, runs, "kb")
+def test_kb_reindex_runs_to_success_and_fills_the_served_milvus(airflow_stack, rest_runs):
+    run_id, state = finished(airflow_stack, rest_runs, "kb")
     assert state == "success", airflow_stack.run_summary("kb_reindex", run_id)
     report = airflow_stack.task_log("kb_reindex", run_id, "report")
     assert "product-docs" in report and "incremental" in report, report[-3000:]
 
     from pymilvus import MilvusClient
 
-    registry = yaml.safe_load((Path(airflow_stack.env["LLMOPS_CONFIG_DIR"]) / "knowledge_bases.yaml").read_text())
-    client = MilvusClient(uri=registry["knowledge_bases"][0]["milvus"]["uri"])  # another process, server running
+    client = MilvusClient(uri=airflow_stack.env["LLMOPS_MILVUS_URI"])  # another process, while the server runs
     assert "product_docs" in client.list_aliases().get("aliases", [])
     assert client.query("product_docs", filter="chunk_index >= 0", output_fields=["doc_id"], limit=5)
 
 
-def test_model_refresh_builds_and_publishes_the_demo_model(airflow_stack, runs):
+def test_model_refresh_builds_and_publishes_the_demo_model(airflow_stack, rest_runs):
     from llmops.artefacts.store import open_store
 
-    run_id, state = finished(airflow_stack, runs, "refresh")
+    run_id, state = finished(airflow_stack, rest_runs, "refresh")
     assert state == "success", airflow_stack.run_summary("model_refresh", run_id)
     versions = open_store(airflow_stack.env["LLMOPS_STORE_URI"]).list_versions("tiny-llama")
     assert [(m.recipe, m.source_repo, m.built_by.run_id) for m in versions] == [
         ("modelopt-fp8", "llmops-demo/tiny-llama", run_id)]
 
 
-def test_a_refresh_of_a_repo_missing_on_the_hub_ends_failed(airflow_stack, runs, missing_model):
+def test_a_refresh_of_a_repo_missing_on_the_hub_ends_failed(airflow_stack, rest_runs, missing_model):
     from llmops.artefacts.store import open_store
 
-    run_id, state = finished(airflow_stack, runs, "missing_model")
+    run_id, state = finished(airflow_stack, rest_runs, "missing_model")
     assert state == "failed", airflow_stack.run_summary("model_refresh", run_id)
     log = airflow_stack.task_log("model_refresh", run_id, "resolve", map_index=0)
     assert "llmops-demo/no-such-repo" in log, log[-3000:]

@@ -162,37 +162,38 @@ def _deployment(data):
 
 REGISTRY_CASES = {
     "namespace path": ("deployments.yaml", lambda d: _deployment(d).update(namespace="../../kube-system"),
-                       "deployments[0].namespace"),
+                       "deployments[tiny-llama-chat].namespace"),
     "namespace with space": ("deployments.yaml", lambda d: _deployment(d).update(namespace="Bad NS!"),
-                             "deployments[0].namespace"),
+                             "deployments[tiny-llama-chat].namespace"),
     "service account": ("deployments.yaml", lambda d: _deployment(d).update(service_account="Bad SA"),
-                        "deployments[0].service_account"),
+                        "deployments[tiny-llama-chat].service_account"),
+    # a name too long to echo is located by its index
     "long name": ("deployments.yaml", lambda d: _deployment(d).update(name=LONG), "deployments[0].name"),
     "image newline": ("deployments.yaml", lambda d: _deployment(d).update(image="vllm/vllm-openai:v1\nEVIL"),
-                      "deployments[0].image"),
+                      "deployments[tiny-llama-chat].image"),
     "replicas": ("deployments.yaml", lambda d: _deployment(d).update(replicas=10**6, max_replicas=10**6),
-                 "deployments[0].replicas"),
+                 "deployments[tiny-llama-chat].replicas"),
     "probe timeout": ("deployments.yaml", lambda d: _deployment(d)["rollout"]["probe"].update(timeout_s=10**9),
-                      "deployments[0].rollout.probe.timeout_s"),
+                      "deployments[tiny-llama-chat].rollout.probe.timeout_s"),
     "threshold NaN": ("deployments.yaml",
                       lambda d: _deployment(d)["rollout"]["thresholds"].update(max_error_rate=math.nan),
-                      "deployments[0].rollout.thresholds.max_error_rate"),
+                      "deployments[tiny-llama-chat].rollout.thresholds.max_error_rate"),
     "threshold inf": ("deployments.yaml",
                       lambda d: _deployment(d)["rollout"]["thresholds"].update(max_p95_latency_ratio=math.inf),
-                      "deployments[0].rollout.thresholds.max_p95_latency_ratio"),
+                      "deployments[tiny-llama-chat].rollout.thresholds.max_p95_latency_ratio"),
     "no rollout golden prompts": ("deployments.yaml", lambda d: _deployment(d)["rollout"].update(golden_prompts=[]),
-                                  "deployments[0].rollout.golden_prompts"),
+                                  "deployments[tiny-llama-chat].rollout.golden_prompts"),
     "limit below request": ("deployments.yaml",
                             lambda d: _deployment(d).update(resources={"memory": "64Gi", "memory_limit": "32Gi"}),
-                            "deployments[0].resources"),
+                            "deployments[tiny-llama-chat].resources"),
     "max_model_len": ("models.yaml", lambda d: d["models"][0].update(max_model_len=10**30),
-                      "models[0].max_model_len"),
+                      "models[tiny-llama].max_model_len"),
     "no model golden prompts": ("models.yaml", lambda d: d["models"][0]["validation"].update(golden_prompts=[]),
-                                "models[0].validation.golden_prompts"),
+                                "models[tiny-llama].validation.golden_prompts"),
     "min_agreement NaN": ("models.yaml", lambda d: d["models"][0]["validation"].update(min_agreement=math.nan),
-                          "models[0].validation.min_agreement"),
+                          "models[tiny-llama].validation.min_agreement"),
     "gpu memory inf": ("gpu_profiles.yaml", lambda d: d["gpu_profiles"][0].update(gpu_memory_gib=math.inf),
-                       "gpu_profiles[0].gpu_memory_gib"),
+                       "gpu_profiles[a10].gpu_memory_gib"),
 }
 
 
@@ -297,3 +298,27 @@ def test_a_full_store_is_one_line_and_leaves_no_partial_file(tmp_path, checkpoin
     left = listing.read_text().split()
     assert not [p for p in left if p.endswith("manifest.json")], "a manifest over missing bytes"
     assert not [p for p in left if ".incomplete" in p or "/.tmp-" in p], f"partial files left: {left}"
+
+
+# --- deployment settings from the environment (read once, at DAG parse and job start) -------------------------
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("LLMOPS_NAMESPACE", "../../kube-system"),
+    ("LLMOPS_NAMESPACE", "Bad NS!"),
+    ("LLMOPS_WORKER_IMAGE", "llmops-worker:0.1.0\nEVIL"),
+    ("LLMOPS_SERVING_IMAGE", LONG),
+    ("LLMOPS_SERVICE_ACCOUNT", "Bad SA"),
+])
+def test_a_bad_kubernetes_setting_is_refused_naming_the_variable(monkeypatch, unchanged, variable, value):
+    from llmops.settings import get_settings
+
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ValueError) as refused:
+            get_settings()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert_clear(str(refused.value), variable)

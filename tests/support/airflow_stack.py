@@ -6,8 +6,8 @@ process group, plus what the pipelines need locally:
 
 - the demo model (tiny-llama) as a Hugging Face repo on an offline olah mirror (`HF_ENDPOINT`);
 - the local artefact store (`LLMOPS_STORE_URI`, a folder);
-- one Milvus Lite server shared by every process (a copy of the registry points the knowledge bases'
-  Milvus Lite files at it, since a Lite file can be opened by one process only).
+- one Milvus Lite server (`support.milvus`) shared by every process: `LLMOPS_MILVUS_URI` replaces the
+  knowledge bases' Milvus Lite files, which one process at a time could open.
 
 Settings follow shared/ENVIRONMENT.md: API base URL and execution API URL on the chosen port, a JWT secret
 and API secret key generated once per Airflow home (0600 file), PARALLELISM 4. The scheduler and triggerer
@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support._proc import ROOT, free_port, free_ports, http_ok, stop, wait_until
+from support._proc import ROOT, free_port, free_ports, http_ok, stop
 
 DEMO_REPO = "llmops-demo/tiny-llama"
 COMPONENTS = {  # name -> airflow arguments
@@ -190,46 +190,6 @@ class _DemoModel:
             shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def _served_registry(config: Path, milvus_url: str, source: Path) -> Path:
-    """A copy of the registry whose Milvus Lite knowledge bases use the shared server instead of their file."""
-    import yaml
-
-    config.mkdir(parents=True, exist_ok=True)
-    for path in source.glob("*.yaml"):
-        text = path.read_text()
-        if path.name == "knowledge_bases.yaml":
-            data = yaml.safe_load(text) or {}
-            for kb in data.get("knowledge_bases") or []:
-                uri = str((kb.get("milvus") or {}).get("uri", ""))
-                if uri and "://" not in uri:
-                    kb["milvus"]["uri"] = milvus_url
-            text = (f"# Written by tests/support/airflow_stack.py from {path}: Milvus Lite files point at the\n"
-                    f"# shared server {milvus_url}. Edit the original.\n" + yaml.safe_dump(data, sort_keys=False))
-        (config / path.name).write_text(text)
-    return config
-
-
-@contextlib.contextmanager
-def _milvus_lite_server(data_dir: Path, log: Path, airflow_bin: Path) -> Iterator[str]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([str(airflow_bin / "milvus-lite"), "server", "--data-dir", str(data_dir),
-                                 "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        import socket
-
-        def answers() -> bool:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-
-        wait_until(answers, timeout=60, what="milvus-lite server", proc=proc, log=log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
-
-
 def _start(name: str, args: list[str], env: Mapping[str, str], logs: Path, airflow_bin: Path) -> subprocess.Popen:
     log = logs / f"{name}.log"
     with open(log, "ab") as out:
@@ -292,7 +252,7 @@ def local_airflow(
     echo: Callable[[str], None] = lambda line: None,
 ) -> Iterator[LocalAirflow]:
     """Start the stack with the pipelines' state under `state` (their LLMOPS_HOME: store, task logs, Airflow
-    home) and the stack's own under `state/ui` (server logs, Milvus data, registry copy); stop it on exit.
+    home, Milvus data) and the stack's own under `state/ui` (server logs, hub mirror); stop it on exit.
 
     `base_env` is the environment to start from (its AIRFLOW__* settings win over the optional defaults,
     never over the ones that tie the components together). `demo_model_dir` caches the trained demo model,
@@ -334,6 +294,7 @@ def local_airflow(
             migrate = subprocess.Popen([str(airflow_bin / "airflow"), "db", "migrate"], stdout=out,
                                        stderr=subprocess.STDOUT, env=env, start_new_session=True)
         stack.callback(stop, migrate)
+        from support.milvus import milvus_lite_server
         from support.olah import olah_server, publish_repo, repo_path
 
         model = _DemoModel(Path(demo_model_dir or own / "tiny-llama"), env, venvs / "worker" / "bin" / "python",
@@ -345,12 +306,11 @@ def local_airflow(
                                + (server_logs / "db-migrate.log").read_text(errors="replace")[-3000:])
 
         env["HF_ENDPOINT"] = stack.enter_context(olah_server(mirrors, work_dir=own / "olah"))
-        milvus_url = stack.enter_context(_milvus_lite_server(own / "milvus", server_logs / "milvus.log",
-                                                             airflow_bin))
-        env["LLMOPS_CONFIG_DIR"] = str(_served_registry(
-            own / "config", milvus_url, Path(config_dir or base_env.get("LLMOPS_CONFIG_DIR") or ROOT / "include" / "config")))
-        echo(f"stand-ins: hub mirror {env['HF_ENDPOINT']} ({DEMO_REPO}), Milvus {milvus_url}, "
-             f"store {env['LLMOPS_STORE_URI']}")
+        # The knowledge bases' Milvus Lite files -> one served data directory every process can open.
+        env["LLMOPS_MILVUS_URI"] = stack.enter_context(milvus_lite_server(state / "milvus" / "milvus.db"))
+        env["LLMOPS_CONFIG_DIR"] = str(config_dir or base_env.get("LLMOPS_CONFIG_DIR") or ROOT / "include" / "config")
+        echo(f"stand-ins: hub mirror {env['HF_ENDPOINT']} ({DEMO_REPO}), Milvus {env['LLMOPS_MILVUS_URI']}, "
+             f"store {env['LLMOPS_STORE_URI']}, registry {env['LLMOPS_CONFIG_DIR']}")
 
         procs = {name: _start(name, args, env, server_logs, airflow_bin) for name, args in COMPONENTS.items()}
         stack.callback(_stop_all, list(procs.values()))

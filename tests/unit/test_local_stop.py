@@ -10,31 +10,36 @@ import time
 
 from llmops.serving.local import TAG_VARIABLE, process_alive, stop_process, tagged_processes
 
+# The child gets an environment without the tag: vLLM renames its processes (setproctitle), which overwrites
+# /proc/<pid>/environ, so only the inherited working directory still marks the EngineCore as the server's.
 PARENT = """
-import subprocess, sys, time
-subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # like vLLM's EngineCore
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env={"PATH": os.environ["PATH"]})
 print("started", flush=True)
 time.sleep(120)
 """
 
 
-def test_killing_the_main_pid_leaves_children_that_stop_process_still_stops():
-    tag = f"test/{os.getpid()}/{time.time()}"
-    main = subprocess.Popen([sys.executable, "-c", PARENT], env={**os.environ, TAG_VARIABLE: tag},
+def test_killing_the_main_pid_leaves_children_that_stop_process_still_stops(tmp_path):
+    tag = f"test-{os.getpid()}-{time.time()}"
+    workdir = tmp_path / "server"
+    workdir.mkdir()
+    main = subprocess.Popen([sys.executable, "-c", PARENT], env={**os.environ, TAG_VARIABLE: tag}, cwd=workdir,
                             start_new_session=True, stdout=subprocess.PIPE, text=True)
     try:
         assert main.stdout.readline().strip() == "started"
         deadline = time.monotonic() + 10
-        while len(tagged_processes(tag)) < 2 and time.monotonic() < deadline:
+        while len(tagged_processes(tag, str(workdir))) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        children = set(tagged_processes(tag)) - {main.pid}
-        assert children, "the child carries the tag"
+        children = set(tagged_processes(tag, str(workdir))) - {main.pid}
+        assert children, "the child is found by its working directory"
+        assert not set(tagged_processes(tag)) & children, "(its environment does not carry the tag)"
         os.kill(main.pid, signal.SIGKILL)  # the main process dies alone, as after an OOM kill
         main.wait()
         assert any(process_alive(pid) for pid in children), "the child outlives its parent"
-        stop_process(main.pid, grace_s=5, tag=tag)
+        stop_process(main.pid, grace_s=5, tag=tag, workdir=str(workdir))
         assert not any(process_alive(pid) for pid in children)
-        assert tagged_processes(tag) == []
+        assert tagged_processes(tag, str(workdir)) == []
     finally:
-        for pid in tagged_processes(tag):
+        for pid in tagged_processes(tag, str(workdir)):
             os.kill(pid, signal.SIGKILL)

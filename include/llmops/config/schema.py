@@ -9,14 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from llmops.errors import shorten
 from llmops.quantize.recipes import RECIPES
+from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names and Milvus aliases
-# RFC 1123 label (namespaces, Service names) and subdomain (service accounts, gateways), as Kubernetes checks them.
-DNS1123_LABEL_RE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-DNS1123_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
-# An image reference: [registry[:port]/]path[:tag][@sha256:digest], no spaces or control characters.
-IMAGE_RE = (r"^([A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?/)?[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
-            r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
 # A Kubernetes resource quantity (CPU "500m", "4"; memory "512Mi", "32Gi").
 QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
 # Longest context any served model has today is ~10M tokens; 2**24 leaves room and refuses typos like 10**30.

@@ -7,9 +7,11 @@ deployment fail instead of queueing.
 
 Stopping a server stops all of it. vLLM's API server forks an `EngineCore` and workers (about 2.5 GB
 and several ports); killing only the main PID leaves them serving. Every server starts in its own
-session with a unique `LLMOPS_SERVER_TAG` in its environment, which its children inherit; stopping
-signals every process carrying the tag (SIGTERM, then SIGKILL), also when the main process is already
-dead, and never a process that merely reuses a recorded PID.
+session, in its own working directory `serving/<deployment>/servers/<tag>/`, with `LLMOPS_SERVER_TAG=<tag>`
+in its environment; children inherit both. Stopping signals every process whose working directory is
+that directory or whose environment carries the tag (SIGTERM, then SIGKILL), also when the main process
+is already dead, and never a process that merely reuses a recorded PID. (The working directory is the
+reliable mark: vLLM renames its processes with setproctitle, which overwrites /proc/<pid>/environ.)
 
 There is no load balancer locally: the canary weight is recorded (and reported) but the analysis
 probes each backend directly, exactly as on Kubernetes.
@@ -21,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,6 +81,7 @@ class Backend:
     log_path: str
     started_at: float
     tag: str = ""  # LLMOPS_SERVER_TAG of the process and its children
+    workdir: str = ""  # the server's own working directory, inherited by its children
     extra_args: list[str] = field(default_factory=list)
 
     @property
@@ -122,34 +126,43 @@ def process_alive(pid: int, port: int | None = None) -> bool:
 TAG_VARIABLE = "LLMOPS_SERVER_TAG"
 
 
-def tagged_processes(tag: str) -> list[int]:
-    """PIDs of live processes whose environment carries `LLMOPS_SERVER_TAG=<tag>` (a server and its children)."""
-    if not tag:
+def tagged_processes(tag: str, workdir: str = "") -> list[int]:
+    """PIDs of live processes of one server: working directory `workdir`, or `LLMOPS_SERVER_TAG=<tag>` in their
+    environment (a server and all its children)."""
+    if not tag and not workdir:
         return []
-    needle = f"{TAG_VARIABLE}={tag}".encode()
+    needle = f"{TAG_VARIABLE}={tag}".encode() if tag else None
     pids = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if needle in (entry / "environ").read_bytes().split(b"\0") and process_alive(int(entry.name)):
+            mine = False
+            if workdir:
+                cwd = os.readlink(entry / "cwd")
+                mine = cwd == workdir or cwd == f"{workdir} (deleted)"
+            if not mine and needle is not None:
+                mine = needle in (entry / "environ").read_bytes().split(b"\0")
+            if mine and process_alive(int(entry.name)):
                 pids.append(int(entry.name))
         except OSError:  # gone meanwhile, or another user's process
             continue
     return pids
 
 
-def stop_process(pid: int, *, grace_s: float = 20.0, port: int | None = None, tag: str = "") -> None:
+def stop_process(pid: int, *, grace_s: float = 20.0, port: int | None = None, tag: str = "",
+                 workdir: str = "") -> None:
     """Stop a server and every process it started: SIGTERM, wait, then SIGKILL.
 
-    With `tag`, every process carrying it is signalled, whether or not `pid` still runs (a killed main
+    With `tag` / `workdir`, every process of the server (see `tagged_processes`) is signalled, whether or not `pid` still runs (a killed main
     process leaves its engine children behind). Without a tag (state written before tags existed): PIDs
     are reused quickly on busy machines, so with `port` only a process started for that port is signalled,
     and its group only if it leads it (our processes start their own session).
     """
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        targets = tagged_processes(tag) if tag else []
-        if not tag:
+        marked = bool(tag or workdir)
+        targets = tagged_processes(tag, workdir) if marked else []
+        if not marked:
             if port is not None and not process_alive(pid, port):
                 return
             targets = [pid]
@@ -157,7 +170,7 @@ def stop_process(pid: int, *, grace_s: float = 20.0, port: int | None = None, ta
             return
         for target in targets:
             try:
-                if not tag and os.getpgid(target) == target:
+                if not marked and os.getpgid(target) == target:
                     os.killpg(target, sig)
                 else:
                     os.kill(target, sig)
@@ -169,7 +182,7 @@ def stop_process(pid: int, *, grace_s: float = 20.0, port: int | None = None, ta
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            alive = tagged_processes(tag) if tag else [p for p in targets if process_alive(p)]
+            alive = tagged_processes(tag, workdir) if marked else [p for p in targets if process_alive(p)]
             if not alive:
                 return
             time.sleep(0.2)
@@ -186,7 +199,9 @@ def process_ready(identifiers: dict) -> Readiness:
 
 
 def stop_server(backend: Backend) -> None:
-    stop_process(backend.pid, port=backend.port, tag=backend.tag)
+    stop_process(backend.pid, port=backend.port, tag=backend.tag, workdir=backend.workdir)
+    if backend.workdir and not tagged_processes(backend.tag, backend.workdir):
+        shutil.rmtree(backend.workdir, ignore_errors=True)
 
 
 class LocalRuntime:
@@ -250,14 +265,17 @@ class LocalRuntime:
         log_path = self.root / f"{track}-{port}.log"
         command, env = vllm_command(self.serving_python, model_dir, served_name=self.model, port=port,
                                     max_model_len=self.max_model_len, extra_args=extra_args)
-        tag = f"{self.deployment}/{track}/{port}/{uuid.uuid4().hex[:12]}"
+        tag = f"{track}-{port}-{uuid.uuid4().hex[:12]}"
+        workdir = self.root / "servers" / tag
+        workdir.mkdir(parents=True)
         env[TAG_VARIABLE] = tag
         with open(log_path, "ab") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                       start_new_session=True, cwd=self.root)
+                                       start_new_session=True, cwd=workdir)
         log.info("started %s vLLM for %s on port %d (pid %d, args %s, log %s)", track, version, port, process.pid,
                  extra_args, log_path)
-        return Backend(process.pid, port, version, str(model_dir), str(log_path), time.time(), tag, list(extra_args))
+        return Backend(process.pid, port, version, str(model_dir), str(log_path), time.time(), tag, str(workdir),
+                       list(extra_args))
 
     def deploy(self, track: str, version: str, model_dir: Path, *, extra_args: list[str] | None = None) -> Backend:
         """Start (or keep, if it already serves `version` with these arguments) the process of `track`.

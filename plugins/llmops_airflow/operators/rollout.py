@@ -102,6 +102,7 @@ class ModelRolloutOperator(BaseOperator):
         from llmops.rollout import driver
         from llmops.rollout.preflight import PreflightError
 
+        context["ti"].xcom_push(key=REPORT_XCOM_KEY, value={})  # the link has a value while the rollout runs
         ctx = self.build_context(context)
         dry_run = ctx.resolved.request.dry_run
         try:

@@ -21,7 +21,9 @@ from llmops.serving.local import process_alive, tagged_processes
 
 from .conftest import dag_env, dags_test, dags_test_command, descendants, newest_report
 
-pytestmark = pytest.mark.slow
+# pytest-timeout counts fixture setup: the first test here also waits for the session's stable vLLM, and with
+# 8 suites sharing 2 cores one vLLM start has taken 5-10 minutes (40 s on an idle machine).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +77,18 @@ def test_canary_killed_mid_analysis_is_rolled_back_and_leaves_no_process(env, ro
         rc = run.wait(timeout=300)
         decided_s = time.monotonic() - killed_at
     finally:
-        if run.poll() is None:
+        if run.poll() is None:  # the test failed mid-run: leave no canary or lock to poison the next tests
             run.kill()
+            run.wait()
+            local_backend.roll_back()
+            local_backend.release(local_backend.lock_holder() or "")
     log = log_path.read_text(errors="replace")
     assert rc != 0 and "rolled back" in log, log[-4000:]
     assert decided_s < 60, f"took {decided_s:.0f} s to decide after the crash"
     report = newest_report(env_home(env))
     assert "canary_alive | FAIL" in report and "crashed" in report
     assert not [pid for pid in engine | {canary.pid} if process_alive(pid)], "a canary process was left behind"
-    assert tagged_processes(canary.tag) == []
+    assert tagged_processes(canary.tag, canary.workdir) == []
     assert stable_snapshot(local_backend) == before
     assert_clean(local_backend)
 
@@ -112,7 +117,7 @@ def test_healthy_canary_is_promoted_then_a_rerun_changes_nothing(env, rollout_st
     state = local_backend.local.load()
     assert state.stable.version == uris["healthy"] and state.previous_version == uris["stable"]
     assert state.canary is None and state.stable.pid != old.pid
-    assert tagged_processes(old.tag) == []  # the old stable stopped, children included
+    assert tagged_processes(old.tag, old.workdir) == []  # the old stable stopped, children included
     assert "four" in complete(state.stable.url, "tiny-llama", "One, two, three,")
     rc, log = dags_test(env, {"version": uris["healthy"]})
     assert rc == 0 and "already serves this version" in log, log[-4000:]

@@ -175,6 +175,7 @@ def kube_env(kube, hook, rollout_tmp, rollout_store, local_backend, airflow_db, 
 
 
 @pytest.mark.slow  # readiness and analysis go to a real vLLM (the session's stable server)
+@pytest.mark.timeout(2400)  # counts the session's stable vLLM start when it runs first
 def test_promote_on_kubernetes_through_the_dag(kube_env, hook, registry, rollout_store, rollout_tmp):
     env, url = kube_env
     store, uris = rollout_store
@@ -201,6 +202,7 @@ def test_promote_on_kubernetes_through_the_dag(kube_env, hook, registry, rollout
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_canary_pods_lost_mid_analysis_roll_back_on_kubernetes_through_the_dag(kube_env, hook, registry,
                                                                                rollout_store, rollout_tmp):
     env, url = kube_env
@@ -225,6 +227,7 @@ def test_canary_pods_lost_mid_analysis_roll_back_on_kubernetes_through_the_dag(k
 
 
 @pytest.mark.slow  # the readiness generation goes to a real vLLM (the session's stable server)
+@pytest.mark.timeout(2400)
 def test_readiness_needs_a_real_generation(kube, hook, registry, rollout_store, local_backend):
     _, uris = rollout_store
     stable_url = local_backend.local.load().stable.url

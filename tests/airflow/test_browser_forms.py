@@ -31,7 +31,7 @@ def screenshots(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser(airflow_stack):
+def browser(airflow_stack, rest_runs):  # rest_runs: the scheduler tests' runs start first and run meanwhile
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
