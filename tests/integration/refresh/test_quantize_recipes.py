@@ -8,7 +8,10 @@ import shutil
 import struct
 from pathlib import Path
 
+import pytest
 from refresh_helpers import plan_items, run_job
+
+from llmops.artefacts.store import open_store
 
 
 def safetensors_dtypes(path: Path) -> dict[str, str]:
@@ -103,9 +106,12 @@ class CustomLlamaForCausalLM(LlamaForCausalLM):
 '''
 
 
-def test_a_model_with_its_own_modeling_code_quantizes_with_trust_remote_code(tmp_path, worker_python, tiny_model):
-    """A repo whose config names custom classes (a subclass of Llama): llm-compressor must get the flag too, and
-    the checkpoint keeps the code its config points at."""
+@pytest.mark.slow
+def test_a_model_with_its_own_modeling_code_is_quantized_validated_and_published_with_trust_remote_code(
+        tmp_path, worker_python, serving_python, tiny_model):
+    """A repo whose config names custom classes (a subclass of Llama), end to end: llm-compressor gets the flag and
+    the checkpoint keeps the code its config points at; real vLLM loads it with --trust-remote-code and agrees with
+    the reference on token ids; the manifest records that remote code was trusted and the source weight format."""
     source = tmp_path / "custom"
     shutil.copytree(tiny_model, source)
     (source / "configuration_custom.py").write_text(CUSTOM_CONFIG)
@@ -124,3 +130,19 @@ def test_a_model_with_its_own_modeling_code_quantizes_with_trust_remote_code(tmp
         "modeling_custom.")
     metadata = json.loads((checkpoint / "llmops_quantize.json").read_text())
     assert metadata["trust_remote_code"] is True and metadata["source"]["weight_format"] == "safetensors"
+
+    done, result = run_job(serving_python, "validate", "--item", json.dumps(data), timeout=1800)
+    assert done.returncode == 0, done.stderr[-4000:]
+    record = json.loads(Path(item.validation_file).read_text())
+    assert record["status"] == result["status"] == "passed", record
+    assert "--trust-remote-code" in done.stderr  # the logged vLLM command line
+
+    store_uri = (tmp_path / "store").as_uri()
+    done, result = run_job(worker_python, "publish", "--item", json.dumps(data), "--store-uri", store_uri,
+                           "--dag-id", "model_refresh", "--run-id", "custom-code")
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = open_store(store_uri).read_manifest(item.prefix)
+    recorded = {**manifest.model_extra, **manifest.model_dump()}
+    assert recorded["trust_remote_code"] is True
+    assert recorded["source_weight_format"] == "safetensors"
+    assert {"modeling_custom.py", "configuration_custom.py"} <= {f.path for f in manifest.files}
