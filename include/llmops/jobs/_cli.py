@@ -231,6 +231,17 @@ _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
+def fail_known(exc: LlmopsError | OSError, log: logging.Logger, what: str) -> int:
+    """The exit status of a job stopped by a domain error or by a full / read-only volume (`what` names the step and
+    the place), as one logged line; any other OSError propagates: a crash, which the step retries as transient."""
+    if not isinstance(exc, LlmopsError):
+        known = storage_error(exc, what)
+        if known is None:
+            raise exc
+        exc = known
+    return fail(exc, log)
+
+
 def storage_error(exc: OSError, what: str) -> StorageError | None:
     """A full disk or a read-only / not writable place as one line naming it and the fix; None for other errors."""
     where = shorten(str(exc.filename), 200) if exc.filename else "its volume"

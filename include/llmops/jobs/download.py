@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from llmops.jobs._cli import emit_result, fail, setup_logging, storage_error
+from llmops.jobs._cli import emit_result, fail_known, setup_logging
 
 log = logging.getLogger("llmops.jobs.download")
 
@@ -41,13 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_registry(args.config_dir).model(args.model)
         out = download_snapshot(spec, args.revision_sha, args.out, token=os.environ.get("HF_TOKEN") or None,
                                 mirror=args.mirror)
-    except LlmopsError as exc:
-        return fail(exc, log)
-    except OSError as exc:  # a full or read-only --out: one line, not a traceback
-        full_or_read_only = storage_error(exc, f"download into {args.out}")
-        if full_or_read_only is None:
-            raise
-        return fail(full_or_read_only, log)
+    except (LlmopsError, OSError) as exc:  # a domain error, or a full or read-only --out: one line, not a traceback
+        return fail_known(exc, log, f"download into {args.out}")
     files = [p for p in out.rglob("*") if p.is_file() and ".cache" not in p.relative_to(out).parts]
     emit_result({
         "model": spec.name,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 # Only light imports here: the heartbeat starts before Milvus' client, the registry schema or any model load.
 from llmops.errors import ConfigError, LlmopsError
-from llmops.jobs._cli import emit_result, fail, setup_logging, storage_error
+from llmops.jobs._cli import emit_result, fail_known, setup_logging
 from llmops.kb.errors import KbError, Stopped
 from llmops.kb.progress import Progress
 
@@ -177,13 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as exc:
         log.warning("%s", exc)
         return 128 + signal.SIGTERM
-    except LlmopsError as exc:
-        return fail(exc, log)
-    except OSError as exc:  # a full or read-only Milvus Lite directory: one line, not a traceback
-        full_or_read_only = storage_error(exc, f"kb_reindex --kb {args.kb}")
-        if full_or_read_only is None:
-            raise
-        return fail(full_or_read_only, log)
+    except (LlmopsError, OSError) as exc:  # a domain error, or a full or read-only Milvus Lite directory: one line, not a traceback
+        return fail_known(exc, log, f"kb_reindex --kb {args.kb}")
     emit_result(result)
     return 0
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, fail, parse_item, setup_logging, storage_error
+from llmops.jobs._cli import emit_result, fail, fail_known, parse_item, setup_logging
 from llmops.refresh import WorkItem
 
 log = logging.getLogger("llmops.jobs.publish")
@@ -82,13 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         # The step factory hands over the llmops_artefacts credentials as AWS_* / OSS_* variables.
         store = open_store(store_uri, credentials=credentials_from_env(store_uri))
         uri = store.publish(Path(item.checkpoint_dir), item.prefix, manifest)
-    except LlmopsError as exc:
-        return fail(exc, log)
-    except OSError as exc:  # a full or read-only store: one line, not a traceback
-        full_or_read_only = storage_error(exc, f"publish to {store_uri}")
-        if full_or_read_only is None:
-            raise
-        return fail(full_or_read_only, log)
+    except (LlmopsError, OSError) as exc:  # a domain error, or a full or read-only store: one line, not a traceback
+        return fail_known(exc, log, f"publish to {store_uri}")
     except Exception as exc:
         denied = access_error(exc, store_uri)
         if denied is None:

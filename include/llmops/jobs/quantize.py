@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, fail, parse_item, setup_logging, storage_error
+from llmops.jobs._cli import emit_result, fail, fail_known, parse_item, setup_logging
 
 log = logging.getLogger("llmops.jobs.quantize")
 
@@ -41,13 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             source_meta={"repo_id": item.repo_id, "revision": item.revision, "sha": item.sha,
                          "weight_format": weight_format([p.name for p in Path(item.source_dir).glob("*")])},
         )
-    except LlmopsError as exc:
-        return fail(exc, log)
-    except OSError as exc:  # a full or read-only work directory: one line, not a traceback
-        full_or_read_only = storage_error(exc, f"quantize into {item.checkpoint_dir}")
-        if full_or_read_only is None:
-            raise
-        return fail(full_or_read_only, log)
+    except (LlmopsError, OSError) as exc:  # a domain error, or a full or read-only work directory: one line, not a traceback
+        return fail_known(exc, log, f"quantize into {item.checkpoint_dir}")
     emit_result({"model": item.model, "recipe": item.artefact_recipe, "checkpoint": item.checkpoint_dir,
                  "scheme": metadata["scheme"], "seconds": metadata.get("seconds", 0.0),
                  "reference": metadata["reference"]["completions"]})

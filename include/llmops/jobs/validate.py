@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, fail, parse_item, setup_logging, storage_error
+from llmops.jobs._cli import emit_result, fail_known, parse_item, setup_logging
 from llmops.refresh import VALIDATE_SKIP, VALIDATE_TRTLLM, VALIDATE_VLLM, WorkItem
 
 log = logging.getLogger("llmops.jobs.validate")
@@ -106,13 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         item = parse_item(args.item)
         record = validate(item)
         _write(item, record)
-    except LlmopsError as exc:
-        return fail(exc, log)
-    except OSError as exc:  # a full or read-only work directory: one line, not a traceback
-        full_or_read_only = storage_error(exc, "validate")
-        if full_or_read_only is None:
-            raise
-        return fail(full_or_read_only, log)
+    except (LlmopsError, OSError) as exc:  # a domain error, or a full or read-only work directory: one line, not a traceback
+        return fail_known(exc, log, "validate")
     emit_result({"model": item.model, "recipe": item.artefact_recipe, "status": record["status"],
                  "agreement": record.get("agreement"), "reason": record.get("reason")})
     return 0

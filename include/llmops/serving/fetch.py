@@ -32,7 +32,7 @@ def split_manifest_uri(uri: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llmops.jobs._cli import emit_result, fail, setup_logging, storage_error
+    from llmops.jobs._cli import emit_result, fail_known, setup_logging
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest-uri", required=True)
@@ -43,13 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root, prefix = split_manifest_uri(args.manifest_uri)
         dest = open_store(root, credentials=credentials_from_env(root)).fetch(prefix, args.dest, verify=True)
-    except LlmopsError as exc:  # the pod fails with one line; vLLM never starts
-        return fail(exc, log)
-    except OSError as exc:  # a full or read-only model volume: one line, not a traceback
-        full_or_read_only = storage_error(exc, f"fetch into {args.dest}")
-        if full_or_read_only is None:
-            raise
-        return fail(full_or_read_only, log)
+    except (LlmopsError, OSError) as exc:  # the pod fails with one line; vLLM never starts
+        return fail_known(exc, log, f"fetch into {args.dest}")
     log.info("fetched and verified %s into %s in %.1f s", args.manifest_uri, dest, time.monotonic() - started)
     emit_result({"dest": str(dest), "manifest_uri": args.manifest_uri})
     return 0

@@ -135,7 +135,6 @@ def test_publish_gets_the_store_credentials_from_the_connection(tmp_path, monkey
         from llmops.settings import get_settings
 
         get_settings.cache_clear()
-        monkeypatch.setattr("llmops_airflow.hooks.artefacts.get_settings", get_settings)
         item = _publishable_item(tmp_path / "work")
         arguments = ["--item", item.to_json(), "--store-uri", store_uri]
         op = heavy_step(task_id="publish", job="publish", arguments=arguments, runtime="local")
