@@ -47,7 +47,7 @@ def report(log: Path) -> str:
     """The DAG's closing report (printed by its `report` task) from the run log."""
     lines, keep = [], False
     for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("model_refresh plan:"):
+        if line.startswith("model_refresh: "):  # the header of the report task's text
             lines, keep = [], True
         elif keep and TIMESTAMP.match(line):
             keep = False
