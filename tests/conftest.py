@@ -30,6 +30,17 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 ).rstrip(os.pathsep)
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Settings are read from the environment once per process; a test that changes the environment (monkeypatch)
+    gets a fresh read, and the next test one of the environment restored."""
+    from llmops.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated SQLite metadata DB for dag.test(); created once per test session."""

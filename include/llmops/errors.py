@@ -34,9 +34,22 @@ def _cap(text: str) -> str:
 
 
 class LlmopsError(Exception):
-    """Base class for errors a user can act on. Permanent unless `transient` is true."""
+    """Base class for errors a user can act on. Permanent unless `transient` is true.
+
+    `fix` says what to do, as data: the message reads "<what>; fix: <fix>", and a caller that shows the two
+    apart (a form, a preflight report) reads `what` and `fix` rather than splitting the message again.
+    """
 
     transient: bool = False
+
+    def __init__(self, message: str = "", fix: str = ""):
+        self.what, self.fix = message, fix
+        super().__init__(f"{message}; fix: {fix}" if fix else message)
+
+
+class InvalidValue(LlmopsError, ValueError):
+    """A value of a registry file, a run parameter or a setting is invalid. A ValueError too, so pydantic
+    validators raise it and the loader reads its `fix` from the validation error's context."""
 
 
 class TransientError(LlmopsError):
@@ -45,9 +58,23 @@ class TransientError(LlmopsError):
     transient = True
 
 
+def validation_problem(item: dict) -> tuple[str, str]:
+    """(what is wrong, the fix) of one pydantic validation error (`ValidationError.errors()` item): an
+    `InvalidValue` raised by a validator keeps its `fix` in the error's context; pydantic's own errors have
+    none (the caller supplies one by error type)."""
+    error = (item.get("ctx") or {}).get("error")
+    if isinstance(error, LlmopsError):
+        return error.what, error.fix
+    return str(item.get("msg", "")).removeprefix("Value error, "), ""
+
+
 def is_permanent(exc: BaseException) -> bool:
     """True for errors that a retry with the same input cannot fix (see the module docstring)."""
     return isinstance(exc, LlmopsError) and not exc.transient
+
+
+class SettingsError(LlmopsError):
+    """A deployment setting (an LLMOPS_* environment variable) holds a value this project cannot use."""
 
 
 class ConfigError(LlmopsError):
@@ -63,3 +90,4 @@ class ConfigError(LlmopsError):
         if len(problems) > PROBLEMS_LISTED:
             lines.append(f"  ... and {len(problems) - PROBLEMS_LISTED} more of the same kinds")
         super().__init__("\n".join(lines))
+        self.fix = "; ".join(fix for _, _, fix in problems if fix)

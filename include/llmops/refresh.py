@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from llmops.artefacts.manifest import artefact_prefix
-from llmops.errors import ConfigError
+from llmops.errors import ConfigError, InvalidValue
 from llmops.quantize.recipes import RECIPES
 
 VALIDATE_VLLM = "vllm"
@@ -149,7 +149,7 @@ def expand_targets(models: list, shas: dict[str, str], profiles: dict, *, runtim
     plan = RefreshPlan()
     for spec in models:
         if spec.name not in shas:
-            raise ValueError(f"model {spec.name!r} has no resolved sha; fix: resolve its revision before planning")
+            raise InvalidValue(f"model {spec.name!r} has no resolved sha", fix="resolve its revision before planning")
         sha = shas[spec.name]
         golden = {"prompts": [p.model_dump() for p in spec.validation.golden_prompts],
                   "max_new_tokens": spec.validation.max_new_tokens,

@@ -1,16 +1,24 @@
-"""Deployment settings, read from the environment once (tier 1 of the config tiers).
+"""The one place include/llmops reads the process environment (tier 1 of the config tiers), once.
 
-Secrets never live here: they come from Airflow Connections (resolved in plugins/) or from the
-process environment of a pod (RRSA credentials on ACK).
+`Settings` holds the deployment settings (LLMOPS_*, HF_ENDPOINT, MILVUS_URI). `Credentials` holds what a
+job is handed as declared environment for the systems it talks to: the step factory (plugins/) resolves
+Airflow Connections with Airflow's own API and passes exactly these variables to the job (locally as the
+subprocess's environment, in pods from Kubernetes Secrets; RRSA/IRSA when none is set). Nothing here parses
+an Airflow format, and credential values never appear in a repr or a log line.
+Every other module takes these values from `get_settings()` (tests/unit/test_settings.py greps for reads
+elsewhere); a child process gets `child_environment()`.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+
+from llmops.errors import SettingsError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RUNTIMES = ("local", "kubernetes")
@@ -21,6 +29,36 @@ DNS1123_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 # An image reference: [registry[:port]/]path[:tag][@sha256:digest], no spaces or control characters.
 IMAGE_RE = (r"^([A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?/)?[a-z0-9]+([._-]{1,2}[a-z0-9]+)*"
             r"(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+
+
+#: Object-store variables a job may be given, under the SDKs' own names (boto3, oss2): keys, session tokens,
+#: endpoints and regions. llmops.artefacts.credentials maps them to `open_store` credentials.
+OBJECT_STORE_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
+                          "AWS_DEFAULT_REGION", "AWS_REGION", "OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET",
+                          "OSS_SESSION_TOKEN", "OSS_ENDPOINT", "OSS_REGION")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Credentials a job was handed as declared environment; empty strings where none was. Values never
+    show in repr: print the names with `present()`."""
+
+    hf_token: str = field(default="", repr=False)
+    """HF_TOKEN: the model's Hugging Face Connection's password (download job)."""
+    milvus_token: str = field(default="", repr=False)
+    """MILVUS_TOKEN: the milvus_default Connection's password (kb_reindex job)."""
+    object_store: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """OBJECT_STORE_VARIABLES that are set, by name (publish, fetch and kb_reindex with an S3/OSS source)."""
+
+    def present(self) -> list[str]:
+        names = [name for name, value in (("HF_TOKEN", self.hf_token), ("MILVUS_TOKEN", self.milvus_token))
+                 if value]
+        return sorted([*names, *self.object_store])
+
+    @staticmethod
+    def named(variable: str | None) -> str:
+        """The value of a variable a registry file names (`embedder.api_key_env`); "" when unset or unnamed."""
+        return os.environ.get(variable, "").strip() if variable else ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +96,13 @@ class Settings:
     milvus_uri: str = ""
     """A Milvus server (http://host:port) that replaces every Milvus Lite file named in knowledge_bases.yaml:
     the local runtime's shared Milvus (`milvus-lite server`), so readers and re-index runs share one store."""
+    milvus_default_uri: str = ""
+    """MILVUS_URI: the Milvus of knowledge bases that name none (the step factory fills it from the
+    milvus_default Connection's host)."""
+    hf_endpoint: str = ""
+    """HF_ENDPOINT: a hub mirror used by models without their own `endpoint` (huggingface_hub's own name)."""
+    credentials: Credentials = field(default_factory=Credentials, repr=False)
+    """What this job was handed for the systems it talks to (see `Credentials`)."""
 
     @property
     def venvs(self) -> Path:
@@ -74,9 +119,7 @@ def get_settings() -> Settings:
     home = Path(_env("LLMOPS_HOME", str(PROJECT_ROOT / ".llmops"))).resolve()
     runtime = _env("LLMOPS_RUNTIME", "local")
     if runtime not in RUNTIMES:
-        raise ValueError(
-            f"LLMOPS_RUNTIME={runtime!r} is not a runtime; fix: set it to one of {', '.join(RUNTIMES)}"
-        )
+        raise SettingsError(f"LLMOPS_RUNTIME={runtime!r} is not a runtime", fix=f"set it to one of {', '.join(RUNTIMES)}")
     venvs = home / "venvs"
 
     def venv_python(name: str) -> str:
@@ -101,6 +144,11 @@ def get_settings() -> Settings:
                                        "http://{service}.{namespace}.svc.cluster.local:{port}"),
         kube_pod_url_template=_env("LLMOPS_KUBE_POD_URL_TEMPLATE", "http://{pod_ip}:{port}"),
         milvus_uri=_env("LLMOPS_MILVUS_URI", ""),
+        milvus_default_uri=_env("MILVUS_URI", ""),
+        hf_endpoint=_env("HF_ENDPOINT", ""),
+        credentials=Credentials(
+            hf_token=_env("HF_TOKEN", ""), milvus_token=_env("MILVUS_TOKEN", ""),
+            object_store={name: value for name in OBJECT_STORE_VARIABLES if (value := _env(name, ""))}),
     )
     _check_kubernetes_values(settings)
     return settings
@@ -119,5 +167,23 @@ def _check_kubernetes_values(settings: Settings) -> None:
     for variable, value, pattern, example in checks:
         if len(value) > 512 or not re.fullmatch(pattern.removesuffix("$"), value):
             shown = value if len(value) <= 80 else value[:80] + f"… ({len(value)} characters)"
-            raise ValueError(f"{variable}={shown!r} is not valid in a Kubernetes pod spec; fix: set it to {example}")
+            raise SettingsError(f"{variable}={shown!r} is not valid in a Kubernetes pod spec", fix=f"set it to {example}")
 
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child process this one starts (a vLLM server, a job of the demo): this process's,
+    plus `extra`."""
+    return {**os.environ, **(extra or {})}
+
+
+def set_process_defaults(values: Mapping[str, str]) -> None:
+    """Variables third-party libraries of this process read themselves (log format, progress bars), unless
+    the caller set them already."""
+    for name, value in values.items():
+        os.environ.setdefault(name, value)
+
+
+def present_variables() -> list[str]:
+    """Names (never values) of the variables set in this process: the doctor job lists credential names."""
+    return sorted(name for name, value in os.environ.items() if value)

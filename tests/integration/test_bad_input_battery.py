@@ -311,12 +311,13 @@ def test_a_full_store_is_one_line_and_leaves_no_partial_file(tmp_path, checkpoin
     ("LLMOPS_SERVICE_ACCOUNT", "Bad SA"),
 ])
 def test_a_bad_kubernetes_setting_is_refused_naming_the_variable(monkeypatch, unchanged, variable, value):
+    from llmops.errors import SettingsError
     from llmops.settings import get_settings
 
     monkeypatch.setenv(variable, value)
     get_settings.cache_clear()
     try:
-        with pytest.raises(ValueError) as refused:
+        with pytest.raises(SettingsError) as refused:
             get_settings()
     finally:
         monkeypatch.undo()

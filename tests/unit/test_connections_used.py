@@ -9,6 +9,7 @@ import pytest
 
 from llmops.config import load_file
 from llmops.jobs.kb_reindex import milvus_uri
+from llmops.settings import get_settings
 from llmops_airflow.hooks.huggingface import connection_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +28,10 @@ def test_milvus_uri_precedence(monkeypatch):
     assert milvus_uri(_kb(uri="kb.db")) == "kb.db"  # the knowledge base's own uri wins
     assert milvus_uri(_kb(uri="kb.db"), "http://override:1") == "http://override:1"  # --milvus-uri wins over all
     monkeypatch.setenv("MILVUS_URI", "milvus:19530")
+    get_settings.cache_clear()  # a job reads its environment once; these are three jobs' environments
     assert milvus_uri(_kb()) == "http://milvus:19530"
     monkeypatch.delenv("MILVUS_URI")
+    get_settings.cache_clear()
     assert milvus_uri(_kb()) == "milvus.db"  # no Connection: the default Milvus Lite file
 
 

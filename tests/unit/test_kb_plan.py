@@ -13,7 +13,8 @@ from llmops.errors import ConfigError
 from llmops.kb.hashing import chunk_key, content_hash
 from llmops.kb.pipeline import config_fingerprint, plan_document
 from llmops.kb.runs import format_report, job_arguments, outcomes
-from llmops.kb.store import DocRecord, resolve_uri, token_from_env
+from llmops.kb.store import DocRecord, resolve_uri
+from llmops.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,15 +130,28 @@ def test_bad_knowledge_base_entries_are_refused(change, message):
         KnowledgeBase.model_validate(data)
 
 
-def test_milvus_uri_and_token_resolution(tmp_path, monkeypatch):
+def test_milvus_uri_resolution(tmp_path):
     assert resolve_uri("http://127.0.0.1:19530", tmp_path) == "http://127.0.0.1:19530"
     assert resolve_uri("kb.db", tmp_path) == str(tmp_path / "milvus" / "kb.db")
     assert (tmp_path / "milvus").is_dir()
+
+
+def test_the_reindex_job_opens_milvus_with_the_declared_token_only(tmp_path, monkeypatch):
+    """The token reaches the job as MILVUS_TOKEN (the DAG's secret_env from milvus_default), never by parsing an
+    AIRFLOW_CONN_* variable. `connect` is replaced by a recorder: no Milvus with authentication runs here."""
+    from llmops.jobs import kb_reindex
+    from llmops.kb import store
+
+    seen = []
+    monkeypatch.setattr(store, "connect", lambda uri, home, token=None, server="": seen.append(token) or object())
+    kb = KnowledgeBase.model_validate({"name": "k", "alias": "k", "source": {"uri": "docs"},
+                                       "milvus": {"uri": "http://127.0.0.1:1"}})
     monkeypatch.delenv("MILVUS_TOKEN", raising=False)
-    assert token_from_env("milvus_default") is None
+    monkeypatch.setenv("AIRFLOW_CONN_MILVUS_DEFAULT", json.dumps({"conn_type": "generic", "password": "not-read"}))
+    get_settings.cache_clear()
+    kb_reindex.open_index(kb)
     monkeypatch.setenv("MILVUS_TOKEN", "root:Milvus")
-    assert token_from_env(None) == "root:Milvus"
-    monkeypatch.setenv("AIRFLOW_CONN_MILVUS_PROD", json.dumps({"conn_type": "generic", "login": "u", "password": "p"}))
-    assert token_from_env("milvus_prod") == "u:p"
-    monkeypatch.setenv("AIRFLOW_CONN_MILVUS_URI", "generic://:s%40cret@milvus:19530")
-    assert token_from_env("milvus_uri") == "s@cret"
+    get_settings.cache_clear()
+    kb_reindex.open_index(kb)
+    assert seen == [None, "root:Milvus"]
+    assert "root:Milvus" not in repr(get_settings())

@@ -6,11 +6,11 @@ import itertools
 
 import pytest
 
+from llmops.rollout.errors import InvalidTransition
 from llmops.rollout.plan import (
     OBSERVATIONS,
     PHASES,
     TERMINAL,
-    InvalidTransition,
     Observation,
     PlanState,
     advance,

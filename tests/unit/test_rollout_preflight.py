@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 
 from llmops.config import load_registry
+from llmops.rollout.errors import PreflightError, RolloutInProgressError
 from llmops.rollout.preflight import (
     GIB,
     ArtefactFacts,
     NodeCapacity,
-    PreflightError,
-    RolloutInProgressError,
     check_capacity,
     check_checksums,
     check_compatibility,

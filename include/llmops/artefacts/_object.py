@@ -181,14 +181,14 @@ class ObjectStore(ArtefactStore):
             data = Path(path).read_bytes()  # below the threshold: bounded
             if hashlib.sha256(data).hexdigest() != sha256:
                 raise ArtefactIntegrityError(
-                    f"{path} no longer has the sha256 the manifest records ({sha256}); fix: rebuild the manifest",
+                    f"{path} no longer has the sha256 the manifest records ({sha256})", fix="rebuild the manifest",
                     path=key, expected=sha256, actual=hashlib.sha256(data).hexdigest())
             checksum = self._part_checksum(data)
             etag = self._put_object(full_key, data, metadata, checksum=checksum)
             expected = hashlib.md5(data, usedforsecurity=False).hexdigest()
             if etag is not None and normalise_etag(etag) != expected:
                 raise ArtefactIntegrityError(f"{self.uri_for(key, '')}: the server stored ETag {etag} for {path}, "
-                                             f"expected MD5 {expected}; fix: retry the publish",
+                                             f"expected MD5 {expected}", fix="retry the publish",
                                              path=key, expected=expected, actual=etag)
             self.stats.add(bytes_uploaded=size, parts_uploaded=1)
             if progress:
@@ -240,7 +240,7 @@ class ObjectStore(ArtefactStore):
                 number, offset, length = item
                 data = os.pread(fd, length, offset)
                 if len(data) != length:
-                    raise ArtefactIntegrityError(f"{path} shrank while it was uploaded; fix: rerun the step that "
+                    raise ArtefactIntegrityError(f"{path} shrank while it was uploaded", fix="rerun the step that "
                                                  "writes it", path=key)
                 checksum = self._part_checksum(data)
                 existing = listed.get(number)  # checked against the local bytes by _parts_match
@@ -271,7 +271,7 @@ class ObjectStore(ArtefactStore):
         if remote is None or remote.size != size or not self._completed_matches(remote, parts):
             raise ArtefactIntegrityError(
                 f"{self.root_uri}/{key}: after completing the multipart upload the server reports {remote}, which "
-                f"does not match the {len(parts)} parts sent (size {size}); no manifest was written; fix: retry the "
+                f"does not match the {len(parts)} parts sent (size {size}); no manifest was written", fix="retry the "
                 "publish", path=key, expected=str(size), actual=str(remote))
         return parts
 

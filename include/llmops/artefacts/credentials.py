@@ -9,11 +9,10 @@ unchanged when no Connection exists.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from urllib.parse import urlparse
 
-from llmops.artefacts.errors import ArtefactError
+from llmops.artefacts.errors import StoreAccessError
 
 #: On Kubernetes, the optional Secret whose keys (these variable names) become the environment of every
 #: container that opens the store (publish pods, the vLLM pods' fetch init container).
@@ -39,17 +38,17 @@ def credentials_to_env(store_uri: str, credentials: Mapping[str, str]) -> dict[s
 
 
 def credentials_from_env(store_uri: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`open_store` credentials from the environment (empty for file:// or when nothing is set)."""
-    environ = os.environ if environ is None else environ
+    """`open_store` credentials from the variables the job was handed (settings' OBJECT_STORE_VARIABLES; empty for
+    file:// or when nothing is set)."""
+    if environ is None:
+        from llmops.settings import get_settings
+
+        environ = get_settings().credentials.object_store
     names = ENV_NAMES.get(_scheme(store_uri), {})
     found = {key: environ.get(name, "") for key, name in names.items()}
     if _scheme(store_uri) == "s3" and not found["region"]:
         found["region"] = environ.get("AWS_REGION", "")
     return {key: value for key, value in found.items() if value}
-
-
-class StoreAccessError(ArtefactError):
-    """The store refused the credentials (unknown key, wrong secret, no permission): permanent."""
 
 
 # S3 error codes (and the OSS ones, which share them) that mean "these credentials cannot do this".
@@ -71,6 +70,6 @@ def access_error(exc: BaseException, store_uri: str) -> StoreAccessError | None:
     scheme = _scheme(store_uri)
     names = ", ".join(ENV_NAMES.get(scheme, {}).values())
     return StoreAccessError(
-        f"{store_uri}: the store refused the credentials ({code or status}); fix: check the llmops_artefacts "
+        f"{store_uri}: the store refused the credentials ({code or status})", fix="check the llmops_artefacts "
         f"Connection's login/password and extra (endpoint, region), or, in pods, the Secret llmops-llmops-artefacts "
         f"({names}) or the RAM role bound by RRSA")

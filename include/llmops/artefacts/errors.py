@@ -24,6 +24,10 @@ class ImmutableArtefactError(ArtefactError):
 class ArtefactIntegrityError(ArtefactError):
     """Bytes do not match their recorded size or checksum (upload, download or local file)."""
 
-    def __init__(self, message: str, *, path: str = "", expected: str = "", actual: str = ""):
+    def __init__(self, message: str, fix: str = "", *, path: str = "", expected: str = "", actual: str = ""):
         self.path, self.expected, self.actual = path, expected, actual
-        super().__init__(message)
+        super().__init__(message, fix)
+
+
+class StoreAccessError(ArtefactError):
+    """The store refused the credentials (unknown key, wrong secret, no permission): permanent."""

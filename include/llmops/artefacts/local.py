@@ -55,7 +55,7 @@ class FileStore(ArtefactStore):
             if done != size or digest.hexdigest() != sha256:
                 raise ArtefactIntegrityError(
                     f"{path}: copied {done} bytes with sha256 {digest.hexdigest()}, the manifest records {size} "
-                    f"bytes with sha256 {sha256}: the file changed after the manifest was built; fix: rebuild the "
+                    f"bytes with sha256 {sha256}: the file changed after the manifest was built", fix="rebuild the "
                     "manifest", path=key, expected=sha256, actual=digest.hexdigest())
             try:
                 os.link(partial, target)

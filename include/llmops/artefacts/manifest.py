@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmops.artefacts.hashing import sha256_file
+from llmops.errors import InvalidValue
 
 MANIFEST_NAME = "manifest.json"
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -26,15 +27,15 @@ BOOKKEEPING_FIELDS = frozenset({"created_at", "built_by", "uri"})
 
 def _check_part(kind: str, value: str) -> None:
     if not isinstance(value, str) or not _PART_RE.match(value) or value in {".", ".."}:
-        raise ValueError(
-            f"{kind} {value!r} cannot be part of an artefact prefix; "
-            "fix: use letters, digits, '.', '_' and '-' only (no '/')"
+        raise InvalidValue(
+            f"{kind} {value!r} cannot be part of an artefact prefix",
+            fix="use letters, digits, '.', '_' and '-' only (no '/')"
         )
 
 
 def check_relative_path(value: object, what: str = "path") -> str:
     """`value` as a store-relative POSIX path that cannot leave its base: relative, normalised, no `..`,
-    no empty or `.` parts, no backslashes, no drive letters or control characters. ValueError otherwise."""
+    no empty or `.` parts, no backslashes, no drive letters or control characters. InvalidValue otherwise."""
     problem = None
     if not isinstance(value, str) or not value:
         problem = "is empty or not a string"
@@ -50,7 +51,7 @@ def check_relative_path(value: object, what: str = "path") -> str:
         problem = "is not normalised (empty or '.' parts, or a trailing '/')"
     if problem:
         shown = repr(value)[:120] + ("..." if len(repr(value)) > 120 else "")
-        raise ValueError(f"{what} {shown} {problem}; fix: use a relative POSIX path inside the artefact "
+        raise InvalidValue(f"{what} {shown} {problem}", fix="use a relative POSIX path inside the artefact "
                          "(e.g. 'config.json' or 'sub/model.safetensors')")
     return value
 
@@ -59,8 +60,8 @@ def artefact_prefix(model: str, sha: str, runtime: str, recipe: str) -> str:
     """The immutable prefix of one artefact version: `models/<model>/<sha>/<runtime>-<recipe>`."""
     _check_part("model", model)
     if not isinstance(sha, str) or not SHA_RE.match(sha):
-        raise ValueError(
-            f"source sha {sha!r} is not a 40-hex commit sha; fix: resolve the revision first "
+        raise InvalidValue(
+            f"source sha {sha!r} is not a 40-hex commit sha", fix="resolve the revision first "
             "(llmops.hub.resolve_revision) and pass the sha"
         )
     _check_part("runtime", runtime)
@@ -180,7 +181,7 @@ class Manifest(BaseModel):
 def scan_directory(local_dir: Path) -> list[FileEntry]:
     root = Path(local_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a directory; fix: pass the directory the checkpoint was written to")
+        raise InvalidValue(f"{root} is not a directory", fix="pass the directory the checkpoint was written to")
     entries = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -192,5 +193,5 @@ def scan_directory(local_dir: Path) -> list[FileEntry]:
             digest, size = sha256_file(path)
             entries.append(FileEntry(path=relative, size=size, sha256=digest))
     if not entries:
-        raise ValueError(f"{root} holds no files; fix: point at the directory the checkpoint was written to")
+        raise InvalidValue(f"{root} holds no files", fix="point at the directory the checkpoint was written to")
     return sorted(entries, key=lambda entry: entry.path)

@@ -30,9 +30,9 @@ class OssStore(ObjectStore):
         self.bucket_name = bucket
         unknown = set(credentials) - _KEYS
         if unknown:
-            raise StoreUriError(f"oss credentials have unknown keys {sorted(unknown)}; fix: use {sorted(_KEYS)}")
+            raise StoreUriError(f"oss credentials have unknown keys {sorted(unknown)}", fix=f"use {sorted(_KEYS)}")
         if not credentials.get("endpoint"):
-            raise StoreUriError(f"oss://{bucket} needs an endpoint; fix: set credentials['endpoint'] (e.g. "
+            raise StoreUriError(f"oss://{bucket} needs an endpoint", fix="set credentials['endpoint'] (e.g. "
                                 "https://oss-cn-hangzhou-internal.aliyuncs.com) in the Connection's extra")
         self._credentials = credentials
         self._bucket = None
@@ -175,7 +175,7 @@ class OssStore(ObjectStore):
         if result.server_crc is not None and result.client_crc != result.server_crc:
             raise ArtefactIntegrityError(
                 f"{self.root_uri}/{key}: downloaded bytes have CRC64 {result.client_crc}, OSS reports "
-                f"{result.server_crc}; fix: retry the download", path=key, expected=str(result.server_crc),
+                f"{result.server_crc}", fix="retry the download", path=key, expected=str(result.server_crc),
                 actual=str(result.client_crc))
 
     def _list(self, prefix: str) -> Iterator[str]:

@@ -36,7 +36,7 @@ class S3Store(ObjectStore):
             unknown = set(creds) - {"endpoint_url", "access_key_id", "secret_access_key", "session_token", "region",
                                     "addressing_style"}
             if unknown:
-                raise StoreUriError(f"s3 credentials have unknown keys {sorted(unknown)}; fix: use endpoint_url, "
+                raise StoreUriError(f"s3 credentials have unknown keys {sorted(unknown)}", fix="use endpoint_url, "
                                     "access_key_id, secret_access_key, session_token, region, addressing_style")
             style = creds.get("addressing_style") or ("path" if creds.get("endpoint_url") else "auto")
             self._client = boto3.session.Session().client(
@@ -96,7 +96,7 @@ class S3Store(ObjectStore):
             if if_absent and code in ("NotImplemented", "501"):
                 raise ArtefactError(
                     f"s3://{self.bucket}/{key}: the server refuses conditional writes (If-None-Match: *), so two "
-                    "publishers could both write this version's manifest; nothing was published; fix: use a server "
+                    "publishers could both write this version's manifest; nothing was published", fix="use a server "
                     "that supports them (AWS S3, MinIO, SeaweedFS) or the oss:// backend") from None
             raise
 
@@ -128,7 +128,7 @@ class S3Store(ObjectStore):
         echoed = response.get("ChecksumCRC32")
         if echoed is not None and echoed != sent:
             raise ArtefactIntegrityError(f"s3://{self.bucket}/{key} part {number}: the server stored CRC32 {echoed}, "
-                                         f"we sent {sent}; fix: retry the publish", path=key, expected=sent,
+                                         f"we sent {sent}", fix="retry the publish", path=key, expected=sent,
                                          actual=echoed)
         return response["ETag"]
 

@@ -52,6 +52,7 @@ from llmops.artefacts.errors import (
 )
 from llmops.artefacts.hashing import sha256_file
 from llmops.artefacts.manifest import MANIFEST_NAME, FileEntry, Manifest, check_relative_path, stored_key
+from llmops.errors import InvalidValue
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,8 @@ def check_version_prefix(prefix: str) -> str:
     stripped = prefix.strip("/") if isinstance(prefix, str) else prefix
     try:
         return check_relative_path(stripped, "store path")
-    except ValueError as exc:
-        raise StoreUriError(f"{str(exc).split('; fix:')[0]}: it would resolve outside the store root; fix: pass a "
+    except InvalidValue as exc:
+        raise StoreUriError(f"{exc.what}: it would resolve outside the store root", fix="pass a "
                             "version prefix like models/<model>/<sha>/<runtime>-<recipe> (or its manifest URI) "
                             "inside the configured store") from None
 
@@ -204,7 +205,7 @@ class ArtefactStore(ABC):
         if prefix != manifest.prefix:
             raise ArtefactError(
                 f"prefix {prefix!r} does not match the manifest's (model, source_sha, serving_runtime, recipe) "
-                f"-> {manifest.prefix!r}; fix: publish under artefact_prefix(model, sha, runtime, recipe)"
+                f"-> {manifest.prefix!r}", fix="publish under artefact_prefix(model, sha, runtime, recipe)"
             )
         manifest_key = f"{prefix}/{MANIFEST_NAME}"
         uri = self.uri_for(prefix)
@@ -215,12 +216,12 @@ class ArtefactStore(ABC):
         for entry in manifest.files:  # bad input fails before anything is sent
             path = local_dir / entry.path
             if not path.is_file():
-                raise ArtefactError(f"{path} is listed in the manifest but missing; fix: publish the directory "
+                raise ArtefactError(f"{path} is listed in the manifest but missing", fix="publish the directory "
                                     "the manifest was built from (Manifest.for_directory)")
             if path.stat().st_size != entry.size:
                 raise ArtefactIntegrityError(
                     f"{path} has {path.stat().st_size} bytes but the manifest records {entry.size}: the file "
-                    "changed after the manifest was built; fix: rebuild the manifest with Manifest.for_directory",
+                    "changed after the manifest was built", fix="rebuild the manifest with Manifest.for_directory",
                     path=entry.path, expected=str(entry.size), actual=str(path.stat().st_size))
 
         started = time.monotonic()
@@ -266,7 +267,7 @@ class ArtefactStore(ABC):
             return uri
         raise ImmutableArtefactError(
             f"{uri} is already published with different content (published files or fields differ); versions are "
-            "immutable; fix: keep the published one, or build from a new source sha or under another recipe"
+            "immutable", fix="keep the published one, or build from a new source sha or under another recipe"
         )
 
     def _sweep(self, prefix: str, manifest: Manifest) -> None:
@@ -332,7 +333,7 @@ class ArtefactStore(ABC):
             if why:
                 raise ArtefactIntegrityError(
                     f"{self.uri_for(prefix, entry.key)} does not hold what was uploaded for {entry.path} ({why}); no "
-                    "manifest was written; fix: retry the publish", path=entry.path, expected=entry.sha256, actual=why)
+                    "manifest was written", fix="retry the publish", path=entry.path, expected=entry.sha256, actual=why)
 
     def read_manifest(self, prefix: str) -> Manifest | None:
         """The manifest of the version at `prefix`, or None: a version without a manifest does not exist."""
@@ -346,10 +347,10 @@ class ArtefactStore(ABC):
             details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
                                 for e in exc.errors()[:3])
             raise ArtefactError(f"{self.uri_for(prefix)} is not a valid manifest ({details}); nothing was read "
-                                "from it; fix: have an operator remove this manifest.json and republish the "
+                                "from it", fix="have an operator remove this manifest.json and republish the "
                                 "version (model_refresh)") from None
         except ValueError as exc:
-            raise ArtefactError(f"{self.uri_for(prefix)} is not valid JSON ({exc}); fix: have an operator remove "
+            raise ArtefactError(f"{self.uri_for(prefix)} is not valid JSON ({exc})", fix="have an operator remove "
                                 "this manifest.json and republish the version (model_refresh)") from None
         return manifest.model_copy(update={"uri": self.uri_for(prefix)})
 
@@ -365,7 +366,7 @@ class ArtefactStore(ABC):
         manifest = self.read_manifest(prefix)
         if manifest is None:
             raise ArtefactNotFoundError(f"{self.uri_for(prefix)} does not exist (no manifest: not a published "
-                                        "version); fix: check the prefix or publish it first")
+                                        "version)", fix="check the prefix or publish it first")
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         root = os.path.realpath(dest)
@@ -374,7 +375,7 @@ class ArtefactStore(ABC):
             if os.path.commonpath([root, resolved]) != root or resolved == root:
                 raise ArtefactError(
                     f"{manifest.uri}: file {entry.path!r} would be written to {resolved}, outside the destination "
-                    f"{root}; nothing was written; fix: remove the symlink that leads out of {dest} or fetch into "
+                    f"{root}; nothing was written", fix=f"remove the symlink that leads out of {dest} or fetch into "
                     "an empty directory")
         for entry in manifest.files:
             target = dest / entry.path
@@ -404,8 +405,8 @@ class ArtefactStore(ABC):
                 partial.unlink(missing_ok=True)
                 raise ArtefactIntegrityError(
                     f"{self.uri_for(prefix, entry.path)}: downloaded {size} bytes with sha256 {actual}, the manifest "
-                    f"records {entry.size} bytes with sha256 {entry.sha256}; the stored copy is damaged; fix: "
-                    "republish the version from its source",
+                    f"records {entry.size} bytes with sha256 {entry.sha256}; the stored copy is damaged",
+                    fix="republish the version from its source",
                     path=entry.path, expected=entry.sha256, actual=actual)
             partial.replace(target)
         return dest
@@ -433,22 +434,22 @@ class ArtefactStore(ABC):
                 wanted = ", ".join(f"{k}={v}" for k, v in (("runtime", runtime), ("recipe", recipe)) if v)
                 raise ArtefactNotFoundError(
                     f"no published version of model {model!r}{' with ' + wanted if wanted else ''} in "
-                    f"{self.root_uri}; fix: run model_refresh for it first, or pick an existing artefact URI")
+                    f"{self.root_uri}", fix="run model_refresh for it first, or pick an existing artefact URI")
             return versions[-1]
         prefix = uri_or_latest
         if "://" in uri_or_latest:
             if not uri_or_latest.startswith(self.root_uri + "/"):
-                raise StoreUriError(f"{uri_or_latest} is not inside this store ({self.root_uri}); fix: pass a URI "
+                raise StoreUriError(f"{uri_or_latest} is not inside this store ({self.root_uri})", fix="pass a URI "
                                     "under the configured store or open_store() its own root")
             prefix = uri_or_latest[len(self.root_uri) + 1:]
         prefix = check_version_prefix(check_version_prefix(prefix).removesuffix(MANIFEST_NAME))
         manifest = self.read_manifest(prefix)
         if manifest is None:
-            raise ArtefactNotFoundError(f"{self.uri_for(prefix)} does not exist (no manifest); fix: pick a "
+            raise ArtefactNotFoundError(f"{self.uri_for(prefix)} does not exist (no manifest)", fix="pick a "
                                         f"published version (list_versions({model!r})) or 'latest'")
         if manifest.model != model:
-            raise ArtefactError(f"{manifest.uri} is a version of model {manifest.model!r}, not {model!r}; "
-                                "fix: pick an artefact of the model being rolled out")
+            raise ArtefactError(f"{manifest.uri} is a version of model {manifest.model!r}, not {model!r}",
+                                fix="pick an artefact of the model being rolled out")
         return manifest
 
 
@@ -466,11 +467,11 @@ def open_store(uri: str, *, credentials: dict | None = None, **options) -> Artef
         from llmops.artefacts.local import FileStore
 
         if parsed.netloc not in ("", "localhost"):
-            raise StoreUriError(f"{uri}: file URIs need an absolute path; fix: write file:///abs/path")
+            raise StoreUriError(f"{uri}: file URIs need an absolute path", fix="write file:///abs/path")
         return FileStore(Path(parsed.path))
     if parsed.scheme in ("s3", "oss"):
         if not parsed.netloc:
-            raise StoreUriError(f"{uri} names no bucket; fix: write {parsed.scheme}://<bucket>/<prefix>")
+            raise StoreUriError(f"{uri} names no bucket", fix=f"write {parsed.scheme}://<bucket>/<prefix>")
         root = parsed.path.strip("/")
         if parsed.scheme == "s3":
             from llmops.artefacts.s3 import S3Store
@@ -479,5 +480,5 @@ def open_store(uri: str, *, credentials: dict | None = None, **options) -> Artef
         from llmops.artefacts.oss import OssStore
 
         return OssStore(parsed.netloc, root, credentials, **options)
-    raise StoreUriError(f"{uri!r} has no supported scheme; fix: use file:///path, s3://bucket/prefix or "
+    raise StoreUriError(f"{uri!r} has no supported scheme", fix="use file:///path, s3://bucket/prefix or "
                         "oss://bucket/prefix (LLMOPS_STORE_URI)")

@@ -20,7 +20,7 @@ from llmops.config.schema import (
     ModelsFile,
     ModelSpec,
 )
-from llmops.errors import ECHO_LIMIT, ConfigError, shorten
+from llmops.errors import ECHO_LIMIT, ConfigError, shorten, validation_problem
 from llmops.quantize.recipes import RECIPES
 from llmops.settings import get_settings
 
@@ -83,8 +83,7 @@ def _key_path(loc: tuple[Any, ...], raw: dict | None = None) -> str:
 def _problems(error: ValidationError, raw: dict | None = None) -> list[tuple[str, str, str]]:
     problems = []
     for item in error.errors():
-        message = item["msg"].removeprefix("Value error, ")
-        what, _, fix = message.partition("; fix: ")
+        what, fix = validation_problem(item)
         problems.append((_key_path(item["loc"], raw), what, fix or _FIXES.get(item["type"], "")))
     return problems
 

@@ -1,4 +1,4 @@
-"""Pydantic models of the four registry files. Validators raise ValueError with a `fix:` hint."""
+"""Pydantic models of the four registry files. Validators raise InvalidValue (a ValueError) carrying its `fix`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llmops.errors import shorten
+from llmops.errors import InvalidValue, shorten
 from llmops.quantize.recipes import RECIPES
 from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE
 
@@ -69,7 +69,7 @@ class GoldenPrompt(Strict):
             try:
                 re.compile(value)
             except re.error as exc:
-                raise ValueError(f"is not a valid regular expression ({exc}); fix: escape it") from exc
+                raise InvalidValue(f"is not a valid regular expression ({exc})", fix="escape it") from exc
         return value
 
 
@@ -81,8 +81,8 @@ class ModelTarget(Strict):
     @classmethod
     def _known_recipe(cls, value: str) -> str:
         if value not in RECIPES:
-            raise ValueError(
-                f"{shorten(value)} is not a known recipe; fix: use one of {', '.join(sorted(RECIPES))}"
+            raise InvalidValue(
+                f"{shorten(value)} is not a known recipe", fix=f"use one of {', '.join(sorted(RECIPES))}"
             )
         return value
 
@@ -137,8 +137,8 @@ class RolloutGoldenPrompt(GoldenPrompt):
     @model_validator(mode="after")
     def _has_expectation(self) -> RolloutGoldenPrompt:
         if not (self.expect_substring or self.expect_regex or self.expect_json_schema):
-            raise ValueError("a golden prompt needs an expectation; "
-                             "fix: set expect_substring, expect_regex or expect_json_schema")
+            raise InvalidValue("a golden prompt needs an expectation",
+                             fix="set expect_substring, expect_regex or expect_json_schema")
         return self
 
 
@@ -188,8 +188,8 @@ class RolloutSpec(Strict):
     @classmethod
     def _steps_increase_to_100(cls, value: list[int]) -> list[int]:
         if any(not 1 <= s <= 100 for s in value) or value != sorted(set(value)) or value[-1] != 100:
-            raise ValueError(f"{shorten(value)} must be strictly increasing percentages between 1 and 100 ending at 100; "
-                             "fix: e.g. [10, 50, 100]")
+            raise InvalidValue(f"{shorten(value)} must be strictly increasing percentages between 1 and 100 ending at 100",
+                             fix="e.g. [10, 50, 100]")
         return value
 
 
@@ -213,8 +213,8 @@ class ContainerResources(Strict):
     def _limits_cover_requests(self) -> ContainerResources:
         for request, limit in (("cpu", "cpu_limit"), ("memory", "memory_limit")):
             if quantity(getattr(self, limit)) < quantity(getattr(self, request)):
-                raise ValueError(f"{limit} ({getattr(self, limit)}) is below {request} ({getattr(self, request)}); "
-                                 f"fix: raise {limit} or lower {request}")
+                raise InvalidValue(f"{limit} ({getattr(self, limit)}) is below {request} ({getattr(self, request)})",
+                                 fix=f"raise {limit} or lower {request}")
         return self
 
 
@@ -243,16 +243,16 @@ class Deployment(Strict):
     def _printable_args(cls, value: list[str]) -> list[str]:
         for arg in value:
             if not arg.isprintable():
-                raise ValueError(f"{shorten(arg)} holds a control character (newline, tab...); "
-                                 "fix: write each vLLM argument as its own list entry")
+                raise InvalidValue(f"{shorten(arg)} holds a control character (newline, tab...)",
+                                 fix="write each vLLM argument as its own list entry")
         return value
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> Deployment:
         if self.max_replicas < self.replicas:
-            raise ValueError(
-                f"max_replicas ({self.max_replicas}) is below replicas ({self.replicas}); "
-                "fix: raise max_replicas or lower replicas"
+            raise InvalidValue(
+                f"max_replicas ({self.max_replicas}) is below replicas ({self.replicas})",
+                fix="raise max_replicas or lower replicas"
             )
         return self
 
@@ -272,8 +272,8 @@ class KbSource(Strict):
     @model_validator(mode="after")
     def _scheme_matches_kind(self) -> KbSource:
         if self.kind != "local" and not self.uri.startswith(f"{self.kind}://"):
-            raise ValueError(f"kind {self.kind!r} needs a {self.kind}://bucket/prefix uri, got {self.uri!r}; "
-                             f"fix: write uri as {self.kind}://bucket/prefix or set kind to local")
+            raise InvalidValue(f"kind {self.kind!r} needs a {self.kind}://bucket/prefix uri, got {self.uri!r}",
+                             fix=f"write uri as {self.kind}://bucket/prefix or set kind to local")
         return self
 
 
@@ -285,7 +285,7 @@ class Chunking(Strict):
     @model_validator(mode="after")
     def _overlap_smaller(self) -> Chunking:
         if self.overlap >= self.size:
-            raise ValueError(f"overlap ({self.overlap}) must be below size ({self.size}); fix: lower overlap")
+            raise InvalidValue(f"overlap ({self.overlap}) must be below size ({self.size})", fix="lower overlap")
         return self
 
 
@@ -305,7 +305,7 @@ class Embedder(Strict):
     @model_validator(mode="after")
     def _endpoint_for_openai(self) -> Embedder:
         if self.kind == "openai" and not self.endpoint:
-            raise ValueError("kind 'openai' needs an endpoint; fix: set endpoint to the server's /v1 base URL")
+            raise InvalidValue("kind 'openai' needs an endpoint", fix="set endpoint to the server's /v1 base URL")
         return self
 
 
@@ -361,8 +361,8 @@ class KnowledgeBase(Strict):
             fields = value.split()
             if value.startswith("@") and value not in SCHEDULE_PRESETS or not value.startswith("@") and (
                     len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields)):
-                raise ValueError(f"schedule {value[:80]!r} is neither a five-field cron expression nor one of "
-                                 f"{', '.join(SCHEDULE_PRESETS)}; fix: write e.g. '0 3 * * *', '@daily', "
+                raise InvalidValue(f"schedule {value[:80]!r} is neither a five-field cron expression nor one of "
+                                 f"{', '.join(SCHEDULE_PRESETS)}", fix="write e.g. '0 3 * * *', '@daily', "
                                  "{asset: s3://bucket/prefix/} or null (manual runs only)")
         return value
 
@@ -371,7 +371,7 @@ class KnowledgeBase(Strict):
     def _suffixes(cls, value: dict[str, str]) -> dict[str, str]:
         for suffix in value:
             if not suffix.startswith(".") or suffix != suffix.lower():
-                raise ValueError(f"loader key {suffix!r} is not a lowercase file suffix; fix: write it like '.md'")
+                raise InvalidValue(f"loader key {suffix!r} is not a lowercase file suffix", fix="write it like '.md'")
         return value
 
 

@@ -20,8 +20,8 @@ class RepoNotFoundError(HubError):
     def __init__(self, repo_id: str, endpoint: str):
         self.repo_id, self.endpoint = repo_id, endpoint
         super().__init__(
-            f"repo {repo_id!r} was not found on {endpoint} (or the token cannot see it); fix: check repo_id in "
-            "models.yaml, the model's endpoint / HF_ENDPOINT, and that the Hugging Face connection's token has "
+            f"repo {repo_id!r} was not found on {endpoint} (or the token cannot see it)",
+            fix="check repo_id in models.yaml, the model's endpoint / HF_ENDPOINT, and that the Hugging Face connection's token has "
             "access to it"
         )
 
@@ -31,8 +31,8 @@ class RevisionNotFoundError(HubError):
         self.repo_id, self.revision, self.endpoint = repo_id, revision, endpoint
         hint = f" (branches and tags: {', '.join(known)})" if known else ""
         super().__init__(
-            f"revision {revision!r} does not exist in repo {repo_id!r} on {endpoint}{hint}; fix: set revision in "
-            "models.yaml to an existing branch, tag or full commit sha"
+            f"revision {revision!r} does not exist in repo {repo_id!r} on {endpoint}{hint}",
+            fix="set revision in models.yaml to an existing branch, tag or full commit sha"
         )
 
 
@@ -47,6 +47,6 @@ class ChecksumMismatchError(HubError):
         super().__init__(
             f"{path} downloaded from {repo_id}@{sha} has {algorithm} {actual}, but the hub's metadata says "
             f"{expected}: the mirror served different bytes; the file was removed and nothing downstream may use this "
-            "download; fix: "
-            "repair or re-sync the mirror (or switch endpoint), then rerun"
+            "download",
+            fix="repair or re-sync the mirror (or switch endpoint), then rerun"
         )

@@ -55,7 +55,7 @@ def plan_download(spec: ModelSpec, sha: str, repo_files: list[str]) -> DownloadP
         if not spec.trust_remote_code:
             raise WeightPolicyError(
                 f"{where} ships custom code ({', '.join(code[:5])}) that loading would execute; rule: repos that "
-                "need trust_remote_code are refused; fix: use a repo without custom code, or set "
+                "need trust_remote_code are refused", fix="use a repo without custom code, or set "
                 f"trust_remote_code: true for {spec.name} in models.yaml after reviewing the code"
             )
         allow.append("*.py")
@@ -69,7 +69,7 @@ def plan_download(spec: ModelSpec, sha: str, repo_files: list[str]) -> DownloadP
         if offered and not spec.allow_pickle:
             raise WeightPolicyError(
                 f"{where} offers only pickle weights ({', '.join(offered[:5])}); rule: safetensors only, because "
-                "loading pickle can run arbitrary code; fix: use a repo (or revision) with .safetensors weights, "
+                "loading pickle can run arbitrary code", fix="use a repo (or revision) with .safetensors weights, "
                 f"or set allow_pickle: true for {spec.name} in models.yaml and add {_patterns(offered)} to "
                 "allow_patterns, if you trust the publisher"
             )
@@ -77,7 +77,7 @@ def plan_download(spec: ModelSpec, sha: str, repo_files: list[str]) -> DownloadP
         weights = [f for f in repo_files if f.endswith(usable)]
         raise WeightPolicyError(
             f"{where}: no weight files match allow_patterns {spec.allow_patterns} (repo files: "
-            f"{', '.join(repo_files[:10])}); fix: add {_patterns(weights) if weights else repr('*.safetensors')} "
+            f"{', '.join(repo_files[:10])})", fix=f"add {_patterns(weights) if weights else repr('*.safetensors')} "
             f"to allow_patterns of {spec.name} in models.yaml"
         )
     return DownloadPlan(files=selected, allow_patterns=allow, ignore_patterns=ignore)
@@ -92,6 +92,6 @@ def check_remote_code(spec: ModelSpec, sha: str, configs: dict[str, dict]) -> No
             raise WeightPolicyError(
                 f"model {spec.name!r} ({spec.repo_id}@{sha}): {name} declares auto_map "
                 f"{sorted(config['auto_map'])}, i.e. custom code that loading would execute; rule: repos that need "
-                "trust_remote_code are refused; fix: use a repo without custom code, or set trust_remote_code: "
+                "trust_remote_code are refused", fix="use a repo without custom code, or set trust_remote_code: "
                 f"true for {spec.name} in models.yaml after reviewing the code"
             )

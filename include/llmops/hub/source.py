@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +29,7 @@ from llmops.hub.errors import (
     RevisionNotFoundError,
 )
 from llmops.hub.policy import CONFIG_FILES, check_remote_code, plan_download
+from llmops.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ PATHS_INFO_BATCH = 100
 
 def hub_endpoint(spec: ModelSpec, mirror: str | None = None) -> str:
     """models.yaml `endpoint` > HF_ENDPOINT > `mirror` (the Connection's host) > huggingface.co."""
-    return (spec.endpoint or os.environ.get("HF_ENDPOINT") or mirror or DEFAULT_ENDPOINT).rstrip("/")
+    return (spec.endpoint or get_settings().hf_endpoint or mirror or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def _api(endpoint: str, token: str | None):
@@ -63,8 +63,8 @@ def _hub_call(what: str, endpoint: str, call):
         # A 4xx other than timeout / rate limit is an answer (forbidden, gated...): retrying repeats it.
         error = HubError if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429) \
             else HubUnavailableError
-        raise error(f"{what} failed against {endpoint}: {type(exc).__name__}: {str(exc).splitlines()[0]}; fix: "
-                    "check the endpoint (models.yaml endpoint / HF_ENDPOINT) is reachable, then rerun") from None
+        raise error(f"{what} failed against {endpoint}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+                    fix="check the endpoint (models.yaml endpoint / HF_ENDPOINT) is reachable, then rerun") from None
 
 
 def _known_refs(api, repo_id: str) -> list[str] | None:
@@ -99,8 +99,8 @@ def resolve_revision(spec: ModelSpec, token: str | None = None, mirror: str | No
         raise RevisionNotFoundError(spec.repo_id, spec.revision, endpoint, known) from None
     sha = getattr(info, "sha", None)
     if not sha or not SHA_RE.match(sha):
-        raise HubError(f"{endpoint} returned no commit sha for {spec.repo_id}@{spec.revision} (got {sha!r}); fix: "
-                       "use an endpoint that implements the Hugging Face API (model_info with revision)")
+        raise HubError(f"{endpoint} returned no commit sha for {spec.repo_id}@{spec.revision} (got {sha!r})",
+                       fix="use an endpoint that implements the Hugging Face API (model_info with revision)")
     log.info("resolved %s@%s to %s on %s", spec.repo_id, spec.revision, sha, endpoint)
     return sha
 
@@ -118,8 +118,8 @@ def download_snapshot(spec: ModelSpec, sha: str, dest: Path, token: str | None =
     from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFound
 
     if not isinstance(sha, str) or not SHA_RE.match(sha):
-        raise HubError(f"{sha!r} is not a 40-hex commit sha; rule: downloads are pinned to a resolved commit; fix: "
-                       "pass the sha from resolve_revision(), not a branch or tag")
+        raise HubError(f"{sha!r} is not a 40-hex commit sha; rule: downloads are pinned to a resolved commit",
+                       fix="pass the sha from resolve_revision(), not a branch or tag")
     endpoint = hub_endpoint(spec, mirror)
     api = _api(endpoint, token)
     dest = Path(dest)
@@ -195,11 +195,11 @@ def verify_snapshot(repo_id: str, sha: str, dest: Path, files: list[str], *, api
     def check(relative: str) -> int:
         info = infos.get(relative)
         if info is None:
-            raise HubError(f"the hub reports no metadata for {relative} in {repo_id}@{sha}; fix: check the mirror "
+            raise HubError(f"the hub reports no metadata for {relative} in {repo_id}@{sha}", fix="check the mirror "
                            "serves paths-info for this repo")
         path = dest / relative
         if not path.is_file():
-            raise HubError(f"{relative} of {repo_id}@{sha} is missing after the download; fix: rerun the download")
+            raise HubError(f"{relative} of {repo_id}@{sha} is missing after the download", fix="rerun the download")
         lfs = getattr(info, "lfs", None)
         if lfs is not None:
             algorithm, expected, expected_size = "sha256", lfs.sha256, lfs.size

@@ -23,7 +23,6 @@ import dataclasses
 import errno
 import json
 import logging
-import os
 import re
 import sys
 import types
@@ -31,6 +30,8 @@ import typing
 from pathlib import Path
 
 from llmops.errors import LlmopsError, is_permanent, shorten
+from llmops.jobs.errors import JobArgumentError, StorageError
+from llmops.settings import set_process_defaults
 
 RESULT_PREFIX = "LLMOPS_RESULT "
 # KubernetesPodOperator's xcom sidecar reads this file when do_xcom_push=True.
@@ -138,8 +139,7 @@ class _CleanStream:
 
 def setup_logging() -> None:
     """Call first in a job's main(): log format, quiet third-party loggers, clean stdout and stderr."""
-    for name, value in JOB_ENV.items():
-        os.environ.setdefault(name, value)
+    set_process_defaults(JOB_ENV)
     interactive = sys.stderr.isatty()
     # Only a job process (`python -m llmops...`) has its streams wrapped; a test or a notebook calling main()
     # in-process keeps its own (but gets the job's log format on stderr).
@@ -181,18 +181,6 @@ def parse_result(stdout: str) -> dict | None:
 
 
 # --- bad arguments and bad disks: one line naming the input and the fix -----------------------------------------
-
-
-class JobArgumentError(LlmopsError):
-    """A job's command-line argument is malformed (permanent). One line: the argument, what is wrong, the fix."""
-
-    def __init__(self, argument: str, what: str, fix: str):
-        self.argument, self.what, self.fix = argument, what, fix
-        super().__init__(f"{argument}: {what}; fix: {fix}")
-
-
-class StorageError(LlmopsError):
-    """A disk or store is full or not writable (permanent: a retry minutes later meets the same disk)."""
 
 
 def parse_item(text: str, argument: str = "--item"):
@@ -246,11 +234,11 @@ def storage_error(exc: OSError, what: str) -> StorageError | None:
     """A full disk or a read-only / not writable place as one line naming it and the fix; None for other errors."""
     where = shorten(str(exc.filename), 200) if exc.filename else "its volume"
     if exc.errno in _NO_SPACE:
-        return StorageError(f"{what}: no space left writing {where} ({exc.strerror}); fix: free space on that "
+        return StorageError(f"{what}: no space left writing {where} ({exc.strerror})", fix="free space on that "
                             "volume or give it more (a pod: a larger model-cache PVC or ephemeral storage), "
                             "then re-run")
     if exc.errno in _NOT_WRITABLE:
-        return StorageError(f"{what}: {where} is not writable ({exc.strerror}); fix: point it at a writable "
+        return StorageError(f"{what}: {where} is not writable ({exc.strerror})", fix="point it at a writable "
                             "location (LLMOPS_STORE_URI / --store-uri for the store, the step's output directory "
                             "otherwise) or grant write access, then re-run")
     return None

@@ -7,10 +7,10 @@ does it see the GPU with the compute capability the profile claims?" without run
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 
 from llmops.jobs._cli import SECRET_NAME, emit_result, setup_logging
+from llmops.settings import present_variables
 
 # Names only: the doctor says which credentials a step sees (these, and every name SECRET_NAME matches),
 # never their values.
@@ -38,8 +38,7 @@ def report() -> dict:
                          "memory_gib": round(props.total_memory / 2**30, 1)})
     except ImportError:
         pass
-    credentials = sorted(name for name, value in os.environ.items()
-                         if value and (name in CREDENTIAL_VARIABLES or SECRET_NAME.search(name)))
+    credentials = [name for name in present_variables() if name in CREDENTIAL_VARIABLES or SECRET_NAME.search(name)]
     return {"python": platform.python_version(), "machine": platform.machine(), "tools": versions, "gpus": gpus,
             "credentials": credentials}
 

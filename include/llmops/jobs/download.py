@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
 from llmops.jobs._cli import emit_result, fail_known, setup_logging
+from llmops.settings import get_settings, set_process_defaults
 
 log = logging.getLogger("llmops.jobs.download")
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(the plan task passes the Hugging Face Connection's host)")
     args = parser.parse_args(argv)
     setup_logging()
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # progress goes to our log lines instead
+    set_process_defaults({"HF_HUB_DISABLE_PROGRESS_BARS": "1"})  # progress goes to our log lines instead
 
     from llmops.config import load_registry
     from llmops.errors import LlmopsError
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         spec = load_registry(args.config_dir).model(args.model)
-        out = download_snapshot(spec, args.revision_sha, args.out, token=os.environ.get("HF_TOKEN") or None,
+        out = download_snapshot(spec, args.revision_sha, args.out, token=get_settings().credentials.hf_token or None,
                                 mirror=args.mirror)
     except (LlmopsError, OSError) as exc:  # a domain error, or a full or read-only --out: one line, not a traceback
         return fail_known(exc, log, f"download into {args.out}")

@@ -6,7 +6,7 @@
     python -m llmops.jobs.kb_reindex --kb product-docs --mode search --query "how do I install?"
 
 The last stdout line is `LLMOPS_RESULT {summary}` (embedded, skipped, deleted, repaired, duration...).
-The Milvus token comes from AIRFLOW_CONN_<milvus.connection_id> or MILVUS_TOKEN, never from arguments;
+The Milvus token comes from MILVUS_TOKEN (the DAG fills it from Connection milvus_default), never from arguments;
 the server from --milvus-uri, else the knowledge base's `milvus.uri`, else MILVUS_URI (the `milvus_default`
 Connection's host, filled in by the DAG), else the default Milvus Lite file; a Milvus Lite file is replaced by
 LLMOPS_MILVUS_URI when set (the local runtime's `milvus-lite server`, shared by every process).
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import time
@@ -56,18 +55,20 @@ def milvus_uri(kb, override: str | None = None) -> str:
     `milvus_default` Connection's host; a host without a scheme gets http://) > the default Lite file."""
     if override:
         return override
-    connection = os.environ.get("MILVUS_URI", "").strip()
+    from llmops.settings import get_settings
+
+    connection = get_settings().milvus_default_uri
     if "uri" in kb.milvus.model_fields_set or not connection:
         return kb.milvus.uri
     return connection if "://" in connection else f"http://{connection}"
 
 
 def open_index(kb, override_uri: str | None = None) -> KbIndex:
-    from llmops.kb.store import KbIndex, connect, token_from_env
+    from llmops.kb.store import KbIndex, connect
     from llmops.settings import get_settings
 
     settings = get_settings()
-    client = connect(milvus_uri(kb, override_uri), settings.home, token_from_env(kb.milvus.connection_id),
+    client = connect(milvus_uri(kb, override_uri), settings.home, settings.credentials.milvus_token or None,
                      server=settings.milvus_uri)
     return KbIndex(client, kb.alias, kb.milvus.index_type, kb.milvus.metric_type, dict(kb.milvus.index_params))
 
@@ -124,7 +125,7 @@ def run_search(kb, args: argparse.Namespace) -> dict:
     started = time.monotonic()
     index = open_index(kb, args.milvus_uri)
     if index.live_collection() is None:
-        raise KbError(f"knowledge base {kb.name}: alias {index.alias} does not exist; fix: run kb_reindex first")
+        raise KbError(f"knowledge base {kb.name}: alias {index.alias} does not exist", fix="run kb_reindex first")
     opened = time.monotonic()
     embedder = build_embedder(kb.embedder)
     embedder.embed(["warm-up"])
@@ -155,7 +156,7 @@ def run_rollback(kb, index: KbIndex, dry_run: bool) -> dict:
 
 def _stop_on_sigterm(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-    raise Stopped(f"stopped by signal {signal.Signals(signum).name}; fix: rerun when ready (the next run of any "
+    raise Stopped(f"stopped by signal {signal.Signals(signum).name}", fix="rerun when ready (the next run of any "
                   "mode finishes or cleans up what this one left)")
 
 

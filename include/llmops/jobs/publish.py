@@ -17,16 +17,13 @@ from pathlib import Path
 
 from llmops.errors import LlmopsError
 from llmops.jobs._cli import emit_result, fail, fail_known, parse_item, setup_logging
+from llmops.jobs.errors import NotValidated
 from llmops.refresh import WorkItem
 
 log = logging.getLogger("llmops.jobs.publish")
 
 # Timings differ between two builds of the same version; the manifest records what the version is.
 _VOLATILE = ("seconds",)
-
-
-class NotValidated(LlmopsError):
-    """The checkpoint has no passing (or deliberately skipped) validation record."""
 
 
 def build_manifest(item: WorkItem, built_by: dict):
@@ -36,17 +33,17 @@ def build_manifest(item: WorkItem, built_by: dict):
     checkpoint = Path(item.checkpoint_dir)
     metadata = load_metadata(checkpoint)
     if metadata is None:
-        raise NotValidated(f"{checkpoint} holds no quantized checkpoint (no llmops_quantize.json); "
-                           "fix: run the quantize step for this item first")
+        raise NotValidated(f"{checkpoint} holds no quantized checkpoint (no llmops_quantize.json)",
+                           fix="run the quantize step for this item first")
     validation_path = Path(item.validation_file)
     if not validation_path.is_file():
-        raise NotValidated(f"{item.prefix}: no validation record at {validation_path}; "
-                           "fix: run the validate step for this item first")
+        raise NotValidated(f"{item.prefix}: no validation record at {validation_path}",
+                           fix="run the validate step for this item first")
     validation = {k: v for k, v in json.loads(validation_path.read_text()).items() if k not in _VOLATILE}
     if validation.get("status") not in ("passed", "skipped"):
         raise NotValidated(f"{item.prefix}: validation {validation.get('status')} "
-                           f"(agreement {validation.get('agreement')}, needs {validation.get('min_agreement')}); "
-                           "fix: see the validate task's log; a failed checkpoint is never published")
+                           f"(agreement {validation.get('agreement')}, needs {validation.get('min_agreement')})",
+                           fix="see the validate task's log; a failed checkpoint is never published")
     return Manifest.for_directory(
         checkpoint,
         model=item.model, source_repo=item.repo_id, source_sha=item.sha, source_revision=item.revision,

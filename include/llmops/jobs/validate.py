@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from llmops.errors import LlmopsError
+from llmops.errors import InvalidValue, LlmopsError
 from llmops.jobs._cli import emit_result, fail_known, parse_item, setup_logging
 from llmops.refresh import VALIDATE_SKIP, VALIDATE_TRTLLM, VALIDATE_VLLM, WorkItem
 
@@ -45,19 +45,19 @@ def validate(item: WorkItem) -> dict:
     checkpoint = Path(item.checkpoint_dir)
     metadata = load_metadata(checkpoint)
     if metadata is None:
-        raise ValidationFailed(f"{checkpoint} has no quantize metadata (llmops_quantize.json); "
-                               "fix: run the quantize step for this item first")
+        raise ValidationFailed(f"{checkpoint} has no quantize metadata (llmops_quantize.json)",
+                               fix="run the quantize step for this item first")
     golden = GoldenSet.from_dict(item.golden)
     reference = metadata["reference"]
     if "generations" not in reference:
-        raise ValidationFailed(f"{checkpoint} records no reference token ids (quantized by an older llmops); "
-                               "fix: rerun model_refresh with force, which quantizes it again")
+        raise ValidationFailed(f"{checkpoint} records no reference token ids (quantized by an older llmops)",
+                               fix="rerun model_refresh with force, which quantizes it again")
     # An expectation the unquantized model itself misses is a wrong golden prompt, not a bad checkpoint:
     # say so before a serving runtime (a GPU pod) is started for nothing.
     original = expectation_problems(golden, [g["text"] for g in reference["generations"]], whose="unquantized")
     if original:
         raise ValidationFailed(f"{item.prefix}: the unquantized model's own answers miss the golden expectations: "
-                               f"{'; '.join(original)}; fix: correct validation.golden_prompts of {item.model} in "
+                               f"{'; '.join(original)}", fix=f"correct validation.golden_prompts of {item.model} in "
                                "models.yaml (the expectations must hold for the original model)")
     prompt_ids = [g["prompt_token_ids"] for g in reference["generations"]]
     started = time.monotonic()
@@ -74,7 +74,7 @@ def validate(item: WorkItem) -> dict:
 
         reason = unavailable_reason()
         if reason:
-            raise ValidationFailed(f"{item.prefix}: TensorRT-LLM cannot validate here: {reason}; fix: run this "
+            raise ValidationFailed(f"{item.prefix}: TensorRT-LLM cannot validate here: {reason}", fix="run this "
                                    "step in the images/trtllm image on a GPU pod (runtime kubernetes)")
         quantized = greedy_generations(checkpoint, prompt_ids, golden.max_new_tokens,
                                        max_model_len=item.max_model_len,
@@ -82,7 +82,7 @@ def validate(item: WorkItem) -> dict:
                                        trust_remote_code=item.trust_remote_code)
         runtime_version = tool_versions("tensorrt_llm")
     else:
-        raise ValueError(f"item.validation={item.validation!r}; fix: re-plan (expected vllm, tensorrt-llm or skip)")
+        raise InvalidValue(f"item.validation={item.validation!r}", fix="re-plan (expected vllm, tensorrt-llm or skip)")
     verdict = judge(golden, reference["generations"], quantized, eos_token_ids=reference.get("eos_token_ids", ()))
     log.info("validation of %s\n%s", item.prefix, verdict.summary())
     record = {"status": "passed" if verdict.passed else "failed", "runtime": item.runtime,
@@ -90,7 +90,7 @@ def validate(item: WorkItem) -> dict:
               **verdict.to_dict()}
     if not verdict.passed:
         _write(item, record)
-        raise ValidationFailed(f"{item.prefix}: {verdict.summary()}\nfix: the quantized model chooses other tokens "
+        raise ValidationFailed(f"{item.prefix}: {verdict.summary()}", fix="the quantized model chooses other tokens "
                                "than the original on too many golden prompts (or misses an expectation): pick a "
                                "gentler recipe for this model (e.g. W8A8 rather than W4A16), or check the golden "
                                "prompts' expectations against the original model's answers above")

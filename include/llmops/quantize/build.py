@@ -128,8 +128,8 @@ def check_runnable(recipe: Recipe) -> None:
         if missing or not gpu_available():
             raise RecipeUnavailable(
                 f"recipe {recipe.name}: optimum's GPTQ needs a CUDA GPU and the gptqmodel package "
-                f"(GPU here: {gpu_available()}, missing: {', '.join(missing) or 'nothing'}); "
-                "fix: run model_refresh on runtime kubernetes (the worker image has both), "
+                f"(GPU here: {gpu_available()}, missing: {', '.join(missing) or 'nothing'})",
+                fix="run model_refresh on runtime kubernetes (the worker image has both), "
                 "or use llmcompressor-w4a16 for an int4 vLLM checkpoint that builds on CPU")
 
 
@@ -147,11 +147,11 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
     prompts are also the calibration texts of recipes that calibrate.
     """
     if recipe_name not in RECIPES:
-        raise QuantizeError(f"recipe {recipe_name!r} is unknown; fix: use one of {', '.join(sorted(RECIPES))}")
+        raise QuantizeError(f"recipe {recipe_name!r} is unknown", fix=f"use one of {', '.join(sorted(RECIPES))}")
     recipe = RECIPES[recipe_name]
     source, out = Path(source), Path(out)
     if not (source / "config.json").is_file():
-        raise QuantizeError(f"source {source} has no config.json; fix: point --source at a downloaded "
+        raise QuantizeError(f"source {source} has no config.json", fix="point --source at a downloaded "
                             "Hugging Face snapshot (the download step's output)")
     existing = load_metadata(out)
     if (existing and existing.get("recipe") == recipe.name and existing.get("source") == (source_meta or {})
@@ -207,15 +207,15 @@ def _copy_remote_code(source: Path, staging: Path) -> None:
 def _verify(recipe: Recipe, staging: Path) -> None:
     weights = list(staging.glob("*.safetensors"))
     if not weights:
-        raise QuantizeError(f"recipe {recipe.name} wrote no weights into {staging}; "
-                            "fix: check the tool's log above (unsupported architecture?)")
+        raise QuantizeError(f"recipe {recipe.name} wrote no weights into {staging}",
+                            fix="check the tool's log above (unsupported architecture?)")
     required = {"llmcompressor": "config.json", "optimum-gptq": "config.json",
                 "modelopt": "hf_quant_config.json"}[recipe.tool]
     if not (staging / required).is_file():
-        raise QuantizeError(f"recipe {recipe.name} wrote no {required} into {staging}; "
-                            "fix: check the tool's log above")
+        raise QuantizeError(f"recipe {recipe.name} wrote no {required} into {staging}",
+                            fix="check the tool's log above")
     if recipe.tool == "llmcompressor":
         config = json.loads((staging / "config.json").read_text())
         if "quantization_config" not in config:
-            raise QuantizeError(f"recipe {recipe.name}: {staging}/config.json has no quantization_config; "
-                                "fix: upgrade llm-compressor or report the model architecture")
+            raise QuantizeError(f"recipe {recipe.name}: {staging}/config.json has no quantization_config",
+                                fix="upgrade llm-compressor or report the model architecture")

@@ -17,13 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from llmops.errors import LlmopsError
-
 Track = Literal["stable", "canary"]
-
-
-class BackendError(LlmopsError):
-    """An effect on the serving system failed (the plan turns it into an `error` observation)."""
 
 
 @dataclass(frozen=True)

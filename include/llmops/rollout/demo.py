@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from llmops.artefacts import ArtefactNotFoundError, Manifest, open_store
-from llmops.settings import PROJECT_ROOT, get_settings
+from llmops.settings import PROJECT_ROOT, child_environment, get_settings
 
 MODEL = "tiny-llama"
 DEPLOYMENT = "tiny-llama-chat"
@@ -30,7 +29,7 @@ DEPLOYMENT = "tiny-llama-chat"
 def build_tiny_model(out: Path, *args: str) -> Path:
     """The tiny model (`args` e.g. `--seed 1 --train-steps 0` for an untrained one that fails golden prompts)."""
     if not (out / "model.safetensors").is_file():
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "include")}
+        env = child_environment({"PYTHONPATH": str(PROJECT_ROOT / "include")})
         subprocess.run([get_settings().worker_python, "-m", "llmops.jobs.make_tiny_model", "--out", str(out), *args],
                        check=True, env=env, stdout=subprocess.DEVNULL)
     return out

@@ -30,6 +30,7 @@ from llmops.canary.analysis import analyse
 from llmops.canary.verdict import decisive_failure, judge
 from llmops.rollout import preflight as pf
 from llmops.rollout.backend import Readiness, RolloutBackend, WaitTarget
+from llmops.rollout.errors import PreflightError, Problem
 from llmops.rollout.plan import (
     Action,
     Observation,
@@ -152,16 +153,14 @@ def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
     if version == "previous":  # manual roll back: the version the stable one replaced, as recorded on it
         version = previous
         if not version:
-            raise pf.PreflightError(subject, [pf.Problem(
+            raise PreflightError(subject, [Problem(
                 "previous version", f"{deployment.name} records no previous version",
                 "trigger with an explicit manifest URI instead of 'previous'")])
     try:
         manifest = ctx.store.resolve(version, deployment.model,
                                      runtime=deployment.serving_runtime if version == "latest" else None)
     except ArtefactError as exc:
-        text = str(exc)
-        raise pf.PreflightError(subject, [pf.Problem("artefact", text.split("; fix: ")[0],
-                                                     text.split("; fix: ")[-1])]) from None
+        raise PreflightError(subject, [Problem("artefact", exc.what, exc.fix)]) from None
     ctx._manifests[manifest.uri or version] = manifest
     facts = pf.ArtefactFacts.from_manifest(manifest, manifest.uri or version, manifest.model)
     problems = pf.check_not_in_progress(deployment.name, backend.lock_holder(), ctx.run_id)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from llmops.errors import LlmopsError
+from llmops.rollout.errors import InvalidTransition
 
 Phase = Literal["deploying", "waiting_ready", "shifting", "analysing", "promoting", "rolling_back",
                 "promoted", "rolled_back"]
@@ -29,10 +29,6 @@ OBSERVATIONS: tuple[ObservationKind, ...] = ("canary_deployed", "canary_ready", 
                                              "analysis_passed", "analysis_failed", "promoted", "rolled_back", "error")
 
 ActionKind = Literal["deploy_canary", "wait_ready", "set_weights", "analyse", "promote", "roll_back", "done"]
-
-
-class InvalidTransition(LlmopsError):
-    """An observation arrived that the plan cannot accept in its current phase (a bug in the driver)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +78,7 @@ def start(steps: list[int] | tuple[int, ...], *, has_stable: bool, at: float = 0
     """The initial state and its first action. Without a stable version the steps collapse to [100]."""
     steps = tuple(steps)
     if not steps or list(steps) != sorted(set(steps)) or steps[-1] != 100 or steps[0] < 1:
-        raise InvalidTransition(f"steps {list(steps)} must increase strictly from 1 to 100; fix: e.g. [10, 50, 100]")
+        raise InvalidTransition(f"steps {list(steps)} must increase strictly from 1 to 100", fix="e.g. [10, 50, 100]")
     if not has_stable:
         steps = (100,)
     state = PlanState(steps=steps, has_stable=has_stable, phase="deploying",

@@ -10,34 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmops.config.schema import Deployment, GpuProfile
-from llmops.errors import LlmopsError
+from llmops.rollout.errors import PreflightError, Problem, RolloutInProgressError
 
 # Weights are not all that a replica needs: KV cache, activations and the CUDA context take the rest.
 WEIGHTS_SHARE_OF_GPU_MEMORY = 0.8
 GIB = 1024**3
-
-
-class PreflightError(LlmopsError):
-    """The rollout was refused before anything changed."""
-
-    def __init__(self, subject: str, problems: list[Problem]):
-        self.subject = subject
-        self.problems = problems
-        lines = [f"pre-flight refused {subject}: {len(problems)} problem(s)"]
-        for p in problems:
-            lines.append(f"  - {p.check}: {p.what}\n    fix: {p.fix}")
-        super().__init__("\n".join(lines))
-
-
-class RolloutInProgressError(PreflightError):
-    """Another rollout of the same deployment holds the lock."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    check: str
-    what: str
-    fix: str
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from llmops.canary.verdict import Thresholds
 from llmops.config.loader import Registry
 from llmops.config.schema import NAME_RE, Deployment
-from llmops.errors import ConfigError, shorten
+from llmops.errors import ConfigError, InvalidValue, shorten, validation_problem
 
 _FORM_FIX = "see the trigger form's description"
 _FIXES = {
@@ -44,8 +44,8 @@ class RolloutRequest(BaseModel):
     def _steps(cls, value: list[int] | None) -> list[int] | None:
         if value is not None and (not value or any(not 1 <= s <= 100 for s in value)
                                   or value != sorted(set(value)) or value[-1] != 100):
-            raise ValueError(f"{shorten(value)} must be strictly increasing percentages 1..100 ending at 100; "
-                             "fix: e.g. [10, 50, 100]")
+            raise InvalidValue(f"{shorten(value)} must be strictly increasing percentages 1..100 ending at 100",
+                             fix="e.g. [10, 50, 100]")
         return value
 
     @field_validator("canary_extra_args")
@@ -53,8 +53,8 @@ class RolloutRequest(BaseModel):
     def _printable_args(cls, value: list[str] | None) -> list[str] | None:
         for arg in value or []:
             if not arg or not arg.isprintable():
-                raise ValueError(f"{shorten(arg)} is empty or holds a control character; "
-                                 "fix: write each vLLM argument as its own list entry, e.g. --max-num-seqs, 64")
+                raise InvalidValue(f"{shorten(arg)} is empty or holds a control character",
+                                 fix="write each vLLM argument as its own list entry, e.g. --max-num-seqs, 64")
         return value
 
     @classmethod
@@ -66,10 +66,10 @@ class RolloutRequest(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
+            problems = [(".".join(map(str, e["loc"])), *validation_problem(e)) for e in exc.errors()]
             raise ConfigError("model_rollout params", [
-                (".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, ").split("; fix: ")[0],
-                 e["msg"].split("; fix: ")[1] if "; fix: " in e["msg"] else _FIXES.get(e["type"], _FORM_FIX))
-                for e in exc.errors()]) from None
+                (key, what, fix or _FIXES.get(e["type"], _FORM_FIX))
+                for (key, what, fix), e in zip(problems, exc.errors(), strict=True)]) from None
 
 
 class ResolvedRollout(BaseModel):

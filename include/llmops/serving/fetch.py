@@ -26,7 +26,7 @@ def split_manifest_uri(uri: str) -> tuple[str, str]:
     """`<store root>/models/<model>/<sha>/<runtime>-<recipe>/manifest.json` -> (store root, prefix)."""
     head, sep, tail = uri.partition("/models/")
     if not sep or not tail.rstrip("/").endswith(MANIFEST_NAME) or "://" not in head:
-        raise LlmopsError(f"{uri!r} is not a manifest URI; fix: pass <store>/models/<model>/<sha>/"
+        raise LlmopsError(f"{uri!r} is not a manifest URI", fix="pass <store>/models/<model>/<sha>/"
                           f"<runtime>-<recipe>/{MANIFEST_NAME}")
     return head, "models/" + tail.rstrip("/").removesuffix(MANIFEST_NAME).strip("/")
 

@@ -20,6 +20,7 @@ from llmops.canary.probes import generation_ok
 from llmops.config.schema import Deployment, GpuProfile
 from llmops.rollout import preflight as pf
 from llmops.rollout.backend import Readiness, WaitTarget
+from llmops.rollout.errors import Problem
 from llmops.serving import manifests as m
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ class KubernetesBackend:
         later downloads and verifies every sha256 before vLLM starts."""
         return store.verify_stored(manifest)
 
-    def capacity_problems(self, facts: pf.ArtefactFacts) -> list[pf.Problem]:
+    def capacity_problems(self, facts: pf.ArtefactFacts) -> list[Problem]:
         per_replica = pf.replica_request(self.profile, facts)
         return pf.check_capacity(node_capacity(self.client, self.profile), profile=self.profile,
                                  per_replica=per_replica, replicas=self.deployment.rollout.canary_replicas)

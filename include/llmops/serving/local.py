@@ -33,8 +33,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llmops.canary.probes import generation_ok
-from llmops.errors import LlmopsError
 from llmops.rollout.backend import Readiness, WaitTarget, verify_by_download
+from llmops.serving.errors import LocalRuntimeError
+from llmops.settings import child_environment
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,11 @@ def vllm_command(python: str, model_dir: Path | str, *, served_name: str, port: 
     command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
                "--max-model-len", str(max_model_len), "--tensor-parallel-size", str(tensor_parallel_size)]
-    env = dict(os.environ)
+    env = child_environment()
     if not cuda_available():
         command += ["--dtype", "bfloat16"]
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     return [*command, *extra_args], env
-
-
-class LocalRuntimeError(LlmopsError):
-    pass
 
 
 @dataclass
@@ -402,7 +399,7 @@ class LocalBackend:
         return verify_by_download(store, manifest, self.model_dir(manifest))  # also the copy vLLM will serve
 
     def capacity_problems(self, facts) -> list:
-        from llmops.rollout.preflight import Problem
+        from llmops.rollout.errors import Problem
 
         free = available_memory_bytes()
         if free >= VLLM_CPU_RSS_BYTES:

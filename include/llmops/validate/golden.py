@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from llmops.errors import InvalidValue
+
 
 @dataclass(frozen=True)
 class GoldenPrompt:
@@ -90,8 +92,8 @@ def judge(golden: GoldenSet, reference: list[dict], quantized: list[dict], *, eo
     text too. An empty golden set cannot show anything: it fails rather than passing vacuously.
     """
     if len(reference) != len(golden.prompts) or len(quantized) != len(golden.prompts):
-        raise ValueError(f"{len(golden.prompts)} golden prompts but {len(reference)} reference and "
-                         f"{len(quantized)} quantized completions; fix: generate once per prompt")
+        raise InvalidValue(f"{len(golden.prompts)} golden prompts but {len(reference)} reference and "
+                         f"{len(quantized)} quantized completions", fix="generate once per prompt")
     eos = set(eos_token_ids)
     rows, problems = [], expectation_problems(golden, [g["text"] for g in quantized])
     for item, ref, got in zip(golden.prompts, reference, quantized, strict=True):

@@ -66,10 +66,10 @@ def vllm_server(checkpoint: Path, *, served_name: str = "candidate", max_model_l
                 if process.poll() is not None:
                     raise ValidationFailed(
                         f"vLLM exited with {process.returncode} while loading {checkpoint}: this vLLM cannot serve "
-                        f"the checkpoint; fix: see its log ({log_path}), last lines:\n{_tail(log_path)}")
+                        "the checkpoint", fix=f"see its log ({log_path}), last lines:\n{_tail(log_path)}")
                 if time.monotonic() - started > ready_timeout:
-                    raise ValidationFailed(f"vLLM did not become ready on {checkpoint} within {ready_timeout:.0f} s; "
-                                           f"fix: see its log ({log_path}), last lines:\n{_tail(log_path)}")
+                    raise ValidationFailed(f"vLLM did not become ready on {checkpoint} within {ready_timeout:.0f} s",
+                                           fix=f"see its log ({log_path}), last lines:\n{_tail(log_path)}")
                 time.sleep(1)
             log.info("vLLM ready on %s in %.0f s (pid %d)", base, time.monotonic() - started, process.pid)
             yield base
@@ -91,9 +91,9 @@ def greedy_generations(base_url: str, model: str, prompt_token_ids: list[list[in
             response = client.post(f"{base_url}/v1/completions", json=payload)
             if response.status_code != 200:
                 raise ValidationFailed(f"vLLM answered HTTP {response.status_code} to a golden prompt: "
-                                       f"{response.text[:300]}; fix: see the vLLM log")
+                                       f"{response.text[:300]}", fix="see the vLLM log")
             choice = (response.json().get("choices") or [{}])[0]
             if choice.get("token_ids") is None:
-                raise ValidationFailed("vLLM returned no token ids (return_token_ids); fix: use vLLM 0.10.2 or later")
+                raise ValidationFailed("vLLM returned no token ids (return_token_ids)", fix="use vLLM 0.10.2 or later")
             generations.append({"token_ids": list(choice["token_ids"]), "text": choice.get("text") or ""})
     return generations

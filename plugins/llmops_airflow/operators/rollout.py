@@ -100,7 +100,7 @@ class ModelRolloutOperator(BaseOperator):
     # --- life cycle ------------------------------------------------------------------------------
     def execute(self, context):
         from llmops.rollout import driver
-        from llmops.rollout.preflight import PreflightError
+        from llmops.rollout.errors import PreflightError
 
         context["ti"].xcom_push(key=REPORT_XCOM_KEY, value={})  # the link has a value while the rollout runs
         ctx = self.build_context(context)

@@ -18,7 +18,8 @@ import pytest
 
 from llmops.artefacts import Manifest, open_store
 from llmops.config import load_registry
-from llmops.serving.local import LocalBackend, LocalRuntime, LocalRuntimeError
+from llmops.serving.errors import LocalRuntimeError
+from llmops.serving.local import LocalBackend, LocalRuntime
 from llmops.settings import PROJECT_ROOT, get_settings
 
 SHAS = {"stable": "a" * 40, "healthy": "b" * 40, "garbage": "c" * 40}

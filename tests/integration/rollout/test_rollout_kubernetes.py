@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 
 from llmops.rollout import driver
-from llmops.rollout.preflight import PreflightError
+from llmops.rollout.errors import PreflightError
 from llmops.rollout.request import RolloutRequest, resolve_request
 from llmops.serving import manifests as m
 from llmops.serving.kubernetes import KubernetesBackend
@@ -151,6 +151,13 @@ def test_fp8_on_a10_and_full_cluster_are_refused_with_nothing_created(kube, hook
     with pytest.raises(PreflightError, match=r"8\.9\+.*a10.*8\.6") as err:
         driver.preflight(context(backend, registry, store, uris["fp8"], "r1", tmp_path))
     assert "fix:" in str(err.value)
+    # a version that was never published: the store's error becomes one problem, its fix kept as data
+    missing = f"{store.root_uri}/models/tiny-llama/{'0' * 40}/vllm-none/manifest.json"
+    with pytest.raises(PreflightError) as err:
+        driver.preflight(context(backend, registry, store, missing, "r1", tmp_path))
+    [problem] = err.value.problems
+    assert (problem.check, problem.fix) == ("artefact", "pick a published version (list_versions('tiny-llama')) or 'latest'")
+    assert "does not exist (no manifest)" in problem.what and "fix:" not in problem.what
     # the only free A10 gets taken: a compatible version is refused for capacity
     hook.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "other", "namespace": "ml"},
                 "spec": {"nodeName": "a10-node-2",

@@ -1,0 +1,37 @@
+"""Errors of the rollout: a refused pre-flight, a plan misuse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmops.errors import LlmopsError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One pre-flight check that failed: which check, what is wrong, the fix."""
+
+    check: str
+    what: str
+    fix: str
+
+
+class PreflightError(LlmopsError):
+    """The rollout was refused before anything changed; lists every problem at once."""
+
+    def __init__(self, subject: str, problems: list[Problem]):
+        self.subject = subject
+        self.problems = problems
+        lines = [f"pre-flight refused {subject}: {len(problems)} problem(s)"]
+        for p in problems:
+            lines.append(f"  - {p.check}: {p.what}\n    fix: {p.fix}")
+        super().__init__("\n".join(lines))
+        self.fix = "; ".join(p.fix for p in problems)
+
+
+class RolloutInProgressError(PreflightError):
+    """Another rollout of the same deployment holds the lock."""
+
+
+class InvalidTransition(LlmopsError):
+    """An observation arrived that the plan cannot accept in its current phase (a bug in the driver)."""

@@ -1,0 +1,9 @@
+"""Errors of the serving runtimes."""
+
+from __future__ import annotations
+
+from llmops.errors import LlmopsError
+
+
+class LocalRuntimeError(LlmopsError):
+    """A local vLLM server could not be started, became unhealthy, or is not ready in time."""
