@@ -12,10 +12,10 @@ from llmops.config import load_file
 from llmops.config.schema import KnowledgeBase
 from llmops.errors import ConfigError
 from llmops.hashing import sha256_file, sha256_stream
+from llmops.kb.index import DocRecord, resolve_uri, token_from_env
 from llmops.kb.keys import chunk_key
 from llmops.kb.pipeline import config_fingerprint, plan_document
 from llmops.kb.runs import format_report, job_arguments, outcomes
-from llmops.kb.store import DocRecord, resolve_uri, token_from_env
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -31,11 +31,11 @@ from llmops.kb.errors import (
     SourceNotFoundError,
     Stopped,
 )
+from llmops.kb.index import TEXT_MAX_BYTES, DocRecord, KbIndex
 from llmops.kb.keys import chunk_key, text_hash
 from llmops.kb.loaders import load_lines
 from llmops.kb.progress import Progress, duration
 from llmops.kb.sources import SourceDocument, open_source
-from llmops.kb.store import TEXT_MAX_BYTES, DocRecord, KbIndex
 
 log = logging.getLogger(__name__)
 
