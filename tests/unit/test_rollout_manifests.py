@@ -57,9 +57,10 @@ def validate(obj):
 
 @pytest.mark.parametrize("profile", ["a10", "a10-shared", "h20"])
 @pytest.mark.parametrize("strategy", ["gateway-httproute", "replica-ratio"])
-def test_every_rendered_object_validates(registry, profile, strategy):
-    deployment = registry.deployment("tiny-llama-chat").model_copy(
-        update={"traffic": registry.deployment("tiny-llama-chat").traffic.model_copy(update={"strategy": strategy})})
+@pytest.mark.parametrize("name", ["tiny-llama-chat", "tiny-llama-trtllm"])  # vLLM and TensorRT-LLM
+def test_every_rendered_object_validates(registry, profile, strategy, name):
+    deployment = registry.deployment(name).model_copy(
+        update={"traffic": registry.deployment(name).traffic.model_copy(update={"strategy": strategy})})
     objects = render_all(deployment, registry.gpu_profile(profile), stable=STABLE, canary=CANARY, canary_percent=10,
                          rollout_run="manual__1")
     kinds = sorted(o["kind"] for o in objects)
