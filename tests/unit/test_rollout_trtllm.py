@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from llmops.canary.metrics import metrics_path, parse, promql_window_queries, queue_metric, window_summary
+from llmops.canary.metrics import metrics_path, parse, promql_window_queries, window_summary
 from llmops.config import load_registry
 from llmops.config.schema import Deployment
 from llmops.rollout.preflight import (
@@ -24,7 +24,7 @@ from llmops.rollout.preflight import (
     check_compatibility,
     raise_if_problems,
 )
-from llmops.serving.manifests import VersionRef, render_all
+from llmops.serving.manifests import VersionRef, hpa_metrics, render_all
 from llmops.settings import get_settings
 
 TRT_URI = "oss://b/models/tiny-llama/" + "e" * 40 + "/tensorrt-llm-modelopt-fp8/manifest.json"
@@ -232,8 +232,9 @@ def test_trtllm_metrics_map_onto_the_same_quantities_and_name_what_is_missing():
 
 def test_each_runtime_is_scraped_and_queried_by_its_own_names():
     assert metrics_path("vllm") == "/metrics" and metrics_path("tensorrt-llm") == "/prometheus/metrics"
-    assert queue_metric("tensorrt-llm") == "trtllm_num_requests_waiting"
-    assert queue_metric("vllm") == "vllm_num_requests_waiting"
+    assert hpa_metrics("tensorrt-llm")["queue"][0] == "trtllm_num_requests_waiting"
+    assert hpa_metrics("tensorrt-llm")["kv-cache"][0] == "trtllm_kv_cache_utilization"
+    assert hpa_metrics("vllm")["queue"][0] == "vllm_num_requests_waiting"
     trt = promql_window_queries("tiny-llama-trtllm", "canary", 60, "tensorrt-llm")
     assert "trtllm_e2e_request_latency_seconds_bucket" in trt["e2e_latency_p95_s"]
     assert 'service="tiny-llama-trtllm-canary"' in trt["requests"]

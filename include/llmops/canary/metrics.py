@@ -56,12 +56,6 @@ def metrics_path(runtime: str) -> str:
     return METRICS_PATHS[runtime]
 
 
-def queue_metric(runtime: str) -> str:
-    """The per-pod queue-length gauge of `runtime` as a metrics adapter names it (`:` becomes `_`)."""
-    metrics_path(runtime)  # refuses an unknown runtime
-    return _PROMQL_NAMES[runtime]["waiting"].replace(":", "_")
-
-
 @dataclass
 class Histogram:
     buckets: dict[float, float] = field(default_factory=dict)  # upper bound -> cumulative count

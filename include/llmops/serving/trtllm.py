@@ -41,6 +41,14 @@ RUNTIME = "tensorrt-llm"
 CONTAINER_NAME = "trtllm-serve"
 HEALTH_PATH = "/health"
 METRICS_PATH = metrics_path(RUNTIME)
+#: What the stable track's HPA scales on (serving.manifests.HPA_METRICS's shape: the metric the HPA asks the
+#: adapter for, the Prometheus series, the default target). TensorRT-LLM's names need no renaming (no `:`); its
+#: queue and KV-cache gauges come with `enable_iter_perf_stats` (on by default here), in releases that have them.
+HPA_METRICS: dict[str, tuple[str, str, float]] = {
+    "queue": ("trtllm_num_requests_waiting", "trtllm_num_requests_waiting", 5.0),
+    "kv-cache": ("trtllm_kv_cache_utilization", "trtllm_kv_cache_utilization", 0.8),
+    "gpu-utilization": ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_UTIL", 80.0),
+}
 #: LLM API options every TensorRT-LLM pod starts with; a deployment's `llm_api_options` override them.
 DEFAULT_LLM_API_OPTIONS: dict[str, Any] = {"return_perf_metrics": True, "enable_iter_perf_stats": True}
 CONFIG_ENV = "LLMOPS_TRTLLM_LLM_API_OPTIONS"
