@@ -125,12 +125,12 @@ class ModelRolloutOperator(BaseOperator):
         return self._drive(context, ctx, driver.begin(ctx, pre), None)
 
     def execute_complete(self, context, event: dict):
-        from llmops.rollout.driver import Progress
+        from llmops.rollout.driver import RolloutProgress
 
         ctx = self.build_context(context)
         self.log.info("%s readiness: %s (%s) after %s s", event.get("track"), event["status"], event["detail"],
                       event.get("ready_s"))
-        return self._drive(context, ctx, Progress.from_dict(event["progress"]), event)
+        return self._drive(context, ctx, RolloutProgress.from_dict(event["progress"]), event)
 
     def _drive(self, context, ctx, progress, event):
         from llmops.rollout.driver import Waiting, drive
