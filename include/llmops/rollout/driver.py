@@ -27,6 +27,7 @@ from typing import Any
 
 from llmops.artefacts import ArtefactError, Manifest
 from llmops.canary.analysis import analyse
+from llmops.canary.metrics import metrics_path
 from llmops.canary.verdict import decisive_failure, judge
 from llmops.rollout import preflight as pf
 from llmops.rollout.backend import Readiness, RolloutBackend, WaitTarget
@@ -165,7 +166,9 @@ def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
     ctx._manifests[manifest.uri or version] = manifest
     facts = pf.ArtefactFacts.from_manifest(manifest, manifest.uri or version, manifest.model)
     problems = pf.check_not_in_progress(deployment.name, backend.lock_holder(), ctx.run_id)
-    problems += pf.check_compatibility(facts, deployment, ctx.registry.gpu_profile(deployment.gpu_profile))
+    problems += pf.check_backend_runtime(deployment, backend.runtime)
+    problems += pf.check_compatibility(facts, deployment, ctx.registry.gpu_profile(deployment.gpu_profile),
+                                       getattr(ctx.registry, "gpu_profiles", None))
     verification = None
     if not problems:  # downloading / capacity queries only for an artefact that could run at all
         verification = backend.verify_artefact(ctx.store, manifest)
@@ -344,7 +347,8 @@ def analyse_step(ctx: RolloutContext, canary_percent: int) -> StepReport:
                        requests=spec.probe.requests_per_round, concurrency=ctx.resolved.probe_concurrency,
                        max_tokens=spec.probe.max_tokens, pause_s=spec.probe.pause_s,
                        min_rounds=spec.probe.min_rounds, timeout_s=spec.probe.timeout_s,
-                       max_consecutive_errors=spec.probe.max_consecutive_errors, stop_reason=stop_reason)
+                       max_consecutive_errors=spec.probe.max_consecutive_errors,
+                       metrics_path=metrics_path(ctx.deployment.serving_runtime), stop_reason=stop_reason)
     gone = ctx.backend.canary_gone()
     if gone:  # a crash is named as such, not left to show as an error count
         observed = replace(observed, canary_gone=gone)
