@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 from llmops.kb.errors import DimensionMismatchError, KbError
-from llmops.kb.hashing import chunk_key, text_hash
+from llmops.kb.keys import chunk_key, text_hash
 from llmops.kb.progress import duration
 
 MODES = ("incremental", "full")
