@@ -27,8 +27,8 @@ from llmops.config import load_registry
 from llmops.rollout import driver
 from llmops.rollout.preflight import PreflightError
 from llmops.rollout.request import RolloutRequest, resolve_request
-from llmops.settings import PROJECT_ROOT
 from llmops.serving.kubernetes import KubernetesBackend
+from llmops.settings import PROJECT_ROOT
 from llmops_airflow.hooks.vllm_k8s import VllmKubernetesHook
 from support.pod_security import violations
 
