@@ -238,6 +238,15 @@ def test_registry_sample_is_valid_and_fingerprint_tracks_embedder_and_chunking()
     assert config_fingerprint(kb) == config_fingerprint(kb.model_copy(update={"retention": 5}))
 
 
+def test_embedder_backend_is_in_the_fingerprint_and_the_default_keeps_existing_collections_current():
+    kb = _kbs()["product-docs"]
+    assert config_fingerprint(kb)["embedder"] == {"kind": "sentence-transformers", "model": "all-MiniLM-L6-v2"}
+    onnx = kb.model_copy(update={"embedder": kb.embedder.model_copy(update={"backend": "onnx"})})
+    int8 = kb.model_copy(update={"embedder": onnx.embedder.model_copy(update={"quantize": "int8"})})
+    prints = [config_fingerprint(k)["embedder"] for k in (kb, onnx, int8)]
+    assert prints[1]["backend"] == "onnx" and prints[2]["backend"] == "onnx-int8" and len(set(map(str, prints))) == 3
+
+
 def test_job_arguments_select_knowledge_bases():
     kbs = _kbs()
     assert job_arguments(kbs, "product-docs", "full", True) == [["--kb", "product-docs", "--mode", "full",

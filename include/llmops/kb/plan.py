@@ -78,7 +78,7 @@ def plan_document(doc_hash: str, record: DocRecord | None) -> DocPlan:
 
 def config_fingerprint(kb) -> dict:
     """What the vectors in a collection depend on, besides the documents (dimension is added when built)."""
-    return {"schema": SCHEMA_VERSION, "embedder": {"kind": kb.embedder.kind, "model": kb.embedder.model},
+    return {"schema": SCHEMA_VERSION, "embedder": kb.embedder.identity(),
             "chunking": {"size": kb.chunking.size, "overlap": kb.chunking.overlap,
                          "markdown_aware": kb.chunking.markdown_aware}}
 
