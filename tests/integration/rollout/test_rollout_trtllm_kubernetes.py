@@ -104,8 +104,9 @@ def backend_for(hook, registry, deployment):
                              pod_url_template=UNREACHABLE, service_url_template=UNREACHABLE)
 
 
-def context(backend, registry, store, uri, tmp_path, run_id="manual__trtllm"):
-    resolved = resolve_request(RolloutRequest(deployment=backend.deployment.name, version=uri), registry)
+def context(backend, registry, store, uri, tmp_path, run_id="manual__trtllm", deployment=None):
+    name = deployment or backend.deployment.name
+    resolved = resolve_request(RolloutRequest(deployment=name, version=uri), registry)
     return driver.RolloutContext(resolved, store, backend, registry, run_id, tmp_path / "report")
 
 
@@ -213,3 +214,18 @@ def test_the_model_rollout_dag_rolls_a_trtllm_canary_back_when_it_never_gets_rea
     assert created, "the canary Deployment was applied"
     assert hook.get("Deployment", "tiny-llama-trtllm-canary", NS) is None
     assert hook.get("ConfigMap", "tiny-llama-trtllm-rollout-lock", NS) is None
+
+
+def test_the_local_runtime_refuses_a_trtllm_deployment_before_starting_anything(registry, store, tmp_path):
+    """The local runtime's backend (vLLM processes) as the operator builds it: pre-flight names the runtime to
+    use instead, takes no lock and starts no process."""
+    from llmops.serving.local import LocalBackend, LocalRuntime
+
+    store, uris = store
+    deployment = registry.deployment("tiny-llama-trtllm")
+    runtime = LocalRuntime(tmp_path / "home", deployment.name, deployment.model, serving_python="/nonexistent")
+    backend = LocalBackend(runtime, model_cache=tmp_path / "home" / "models")
+    with pytest.raises(PreflightError, match="(?s)local runtime cannot run.*fix: run model_rollout with "
+                                             "LLMOPS_RUNTIME=kubernetes"):
+        driver.preflight(context(backend, registry, store, uris["trt_fp8"], tmp_path, deployment=deployment.name))
+    assert backend.lock_holder() is None and runtime.load().canary is None
