@@ -358,3 +358,18 @@ def test_the_stand_in_refuses_what_trtllm_serve_refuses(trtllm_api):
     assert response.status_code == 400
     with httpx.Client() as client:
         assert timed_stream(client, url, "tiny-llama", "One, two, three,", 4, 10).ok
+
+
+def test_canary_extra_args_cannot_replace_trtllm_serves_options_file(registry):
+    from llmops.errors import ConfigError
+    from llmops.rollout.request import RolloutRequest, resolve_request
+
+    request = RolloutRequest(deployment="tiny-llama-trtllm", canary_extra_args=["--config", "x.yaml"])
+    with pytest.raises(ConfigError, match="(?s)canary_extra_args.*fix: set the options in the deployment's "
+                                          "llm_api_options"):
+        resolve_request(request, registry)
+    ok = RolloutRequest(deployment="tiny-llama-trtllm", canary_extra_args=["--max_batch_size", "64"])
+    assert resolve_request(ok, registry).request.canary_extra_args == ["--max_batch_size", "64"]
+    # a vLLM deployment has no such file: the same flag is vLLM's own business
+    vllm = RolloutRequest(deployment="tiny-llama-chat", canary_extra_args=["--config", "x.yaml"])
+    assert resolve_request(vllm, registry).deployment.serving_runtime == "vllm"
