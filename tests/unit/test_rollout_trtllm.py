@@ -373,3 +373,22 @@ def test_canary_extra_args_cannot_replace_trtllm_serves_options_file(registry):
     # a vLLM deployment has no such file: the same flag is vLLM's own business
     vllm = RolloutRequest(deployment="tiny-llama-chat", canary_extra_args=["--config", "x.yaml"])
     assert resolve_request(vllm, registry).deployment.serving_runtime == "vllm"
+
+
+def test_sls_collects_the_logs_of_every_serving_container(registry):
+    """The kit's AliyunLogConfig for serving pods selects containers by name: trtllm-serve's logs go to SLS too."""
+    import re
+
+    from llmops.settings import PROJECT_ROOT
+
+    template = (PROJECT_ROOT / "deploy" / "ack" / "templates" / "50-logs.yaml").read_text()
+    selector = re.search(r'K8sContainerRegex: "([^"]+)"', template).group(1).replace("$$", "$")
+    names = set()
+    for deployment in registry.deployments.values():
+        for obj in render_all(deployment, registry.gpu_profile(deployment.gpu_profile), stable=None,
+                              canary=VersionRef(TRT_URI, "tiny-llama", 1, 512), canary_percent=10):
+            if obj["kind"] == "Deployment":
+                spec = obj["spec"]["template"]["spec"]
+                names |= {c["name"] for c in spec["initContainers"] + spec["containers"]}
+    assert names == {"fetch-model", "vllm", "trtllm-serve"}
+    assert [n for n in sorted(names) if not re.fullmatch(selector, n)] == []
