@@ -18,8 +18,8 @@ import shutil
 import time
 from pathlib import Path
 
+from llmops.config.recipes import RECIPES, Recipe
 from llmops.quantize.errors import QuantizeError, RecipeUnavailable
-from llmops.quantize.recipes import RECIPES, Recipe
 from llmops.validate.golden import GoldenSet
 from llmops.validate.reference import eos_token_ids, greedy_generations
 

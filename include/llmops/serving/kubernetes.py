@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 from llmops.canary.probes import generation_ok
 from llmops.config.schema import Deployment, GpuProfile
-from llmops.rollout import preflight as pf
-from llmops.rollout.backend import Readiness, WaitTarget
 from llmops.serving import manifests as m
+from llmops.serving.capacity import NodeCapacity, check_capacity, replica_request
+from llmops.serving.port import ArtefactFacts, Problem, Readiness, WaitTarget
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _quantity(value: Any) -> float:
     return float(text)
 
 
-def node_capacity(client: KubeClient, profile: GpuProfile) -> list[pf.NodeCapacity]:
+def node_capacity(client: KubeClient, profile: GpuProfile) -> list[NodeCapacity]:
     """Allocatable minus requested `profile.resource_name` on the nodes matching the profile's selector."""
     nodes = [n for n in client.list("Node") if _matches(n, profile.node_selector)]
     pods = client.list("Pod")
@@ -67,7 +67,7 @@ def node_capacity(client: KubeClient, profile: GpuProfile) -> list[pf.NodeCapaci
                 requests = (container.get("resources") or {}).get("requests") or {}
                 limits = (container.get("resources") or {}).get("limits") or {}
                 requested += _quantity(requests.get(profile.resource_name, limits.get(profile.resource_name)))
-        out.append(pf.NodeCapacity(name, allocatable, requested))
+        out.append(NodeCapacity(name, allocatable, requested))
     return out
 
 
@@ -120,7 +120,7 @@ def pod_url(identifiers: dict, pod: dict) -> str:
 
 
 class KubernetesBackend:
-    """`llmops.rollout.backend.RolloutBackend` on a cluster. Waiting is not done here: `wait_target` names
+    """`llmops.serving.port.RolloutBackend` on a cluster. Waiting is not done here: `wait_target` names
     what to wait for, and `check_ready` (the trigger's check too) looks once."""
 
     runtime = "kubernetes"
@@ -197,9 +197,9 @@ class KubernetesBackend:
         later downloads and verifies every sha256 before vLLM starts."""
         return store.verify_stored(manifest)
 
-    def capacity_problems(self, facts: pf.ArtefactFacts) -> list[pf.Problem]:
-        per_replica = pf.replica_request(self.profile, facts)
-        return pf.check_capacity(node_capacity(self.client, self.profile), profile=self.profile,
+    def capacity_problems(self, facts: ArtefactFacts) -> list[Problem]:
+        per_replica = replica_request(self.profile, facts)
+        return check_capacity(node_capacity(self.client, self.profile), profile=self.profile,
                                  per_replica=per_replica, replicas=self.deployment.rollout.canary_replicas)
 
     # --- actions -------------------------------------------------------------------------------
