@@ -53,8 +53,8 @@ if __name__ == "__main__":
 from llmops.config.schema import KnowledgeBase  # noqa: E402
 from llmops.kb.chunking import chunk_lines  # noqa: E402
 from llmops.kb.embedders import CountingEmbedder, SentenceTransformerEmbedder  # noqa: E402
+from llmops.kb.index import KbIndex, connect  # noqa: E402
 from llmops.kb.pipeline import reindex  # noqa: E402
-from llmops.kb.store import KbIndex, connect  # noqa: E402
 
 TOPICS = ["scheduler", "retries", "alerts", "storage", "permissions", "upgrades", "metrics", "backups",
           "networking", "billing", "tokens", "logging", "caching", "queues", "exports", "webhooks"]

@@ -193,9 +193,13 @@ def first_error_line(errors, tail) -> str:
     return re.sub(r"^[\w.]+: ", "", lines[0]) if lines else "the job printed nothing"
 
 
-def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
+def pod_settings(profile: GpuProfile | None, *, interruptible: bool = False) -> dict[str, Any]:
     """KubernetesPodOperator arguments for a GPU profile: resources, node selector, tolerations, pool, and the
     Pod Security Standards "restricted" settings (the same ones the vLLM pods get, see llmops.serving.manifests).
+
+    `interruptible` (model_refresh's GPU steps): the pod may go to the profile's spot pool
+    (`llmops.serving.manifests.step_placement`: the spot taint's toleration and a node affinity), since a
+    reclaimed pod is retried (JobPodOperator) and the retry resumes from the model cache.
 
     Step pods run as uid 10001, drop every capability, forbid privilege escalation, use the RuntimeDefault
     seccomp profile, set CPU and memory requests and limits on every container (the xcom sidecar too) and
@@ -204,7 +208,11 @@ def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
     """
     from kubernetes.client import models as k8s
 
-    from llmops.serving.manifests import restricted_container_security_context, restricted_pod_security_context
+    from llmops.serving.manifests import (
+        restricted_container_security_context,
+        restricted_pod_security_context,
+        step_placement,
+    )
 
     settings = get_settings()
     if settings.model_cache_pvc:
@@ -224,13 +232,16 @@ def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
     }
     if profile is not None:
         gpu = {profile.resource_name: str(profile.resource_per_replica)}
+        placement = step_placement(profile, interruptible=interruptible)
         result.update(
             container_resources=k8s.V1ResourceRequirements(
                 requests={"cpu": "4", "memory": "32Gi", **gpu}, limits={"cpu": "8", "memory": "64Gi", **gpu}),
-            node_selector=dict(profile.node_selector),
-            tolerations=[k8s.V1Toleration(**t.model_dump(exclude_none=True)) for t in profile.tolerations],
+            node_selector=placement["nodeSelector"],
+            tolerations=[k8s.V1Toleration(**t) for t in placement["tolerations"]],
             pool=GPU_POOL,
         )
+        if "affinity" in placement:
+            result["affinity"] = placement["affinity"]  # the operator converts the dict itself
     return result
 
 

@@ -11,9 +11,9 @@ from llmops.config import load_file
 from llmops.config.schema import KnowledgeBase
 from llmops.errors import ConfigError
 from llmops.kb.hashing import chunk_key, content_hash
+from llmops.kb.index import DocRecord, resolve_uri, token_from_env
 from llmops.kb.pipeline import config_fingerprint, plan_document
 from llmops.kb.runs import format_report, job_arguments, outcomes
-from llmops.kb.store import DocRecord, resolve_uri, token_from_env
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -33,6 +33,27 @@ class Toleration(Strict):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
 
 
+class Taint(Strict):
+    key: str = Field(pattern=r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+    value: str = Field(default="true", pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+    def toleration(self) -> Toleration:
+        return Toleration(key=self.key, operator="Equal", value=self.value, effect=self.effect)
+
+
+class SpotPool(Strict):
+    """The spot node pool of a GPU profile: its nodes carry `node_label` and `taint`, so only pods that tolerate
+    the taint (work that may be interrupted) land there; everything else stays on the on-demand pool."""
+
+    node_label: dict[str, str] = Field(min_length=1, max_length=1, description="{key: value} every spot node has")
+    taint: Taint
+    refresh_steps: Literal["never", "prefer", "require"] = Field(
+        default="prefer",
+        description="model_refresh's GPU steps (quantize, validate): prefer spot nodes and fall back to on-demand, "
+                    "require spot nodes, or never use them")
+
+
 class GpuProfile(Strict):
     name: str = Field(pattern=NAME_RE)
     gpu: str  # marketing name, e.g. "NVIDIA A10"
@@ -46,6 +67,8 @@ class GpuProfile(Strict):
     )
     node_selector: dict[str, str] = {}
     tolerations: list[Toleration] = []
+    spot: SpotPool | None = Field(
+        default=None, description="a spot node pool of this profile (deploy/ack renders it); none: on-demand only")
 
     @property
     def shared(self) -> bool:
@@ -218,6 +241,51 @@ class ContainerResources(Strict):
         return self
 
 
+class TopologySpread(Strict):
+    max_skew: int = Field(default=1, ge=1, le=100)
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"]
+
+
+class Availability(Strict):
+    """How the stable track survives the loss of a zone or a node. One Deployment spread over zones (not one
+    Deployment per zone): the rollout, the HPA and the PodDisruptionBudget each see one stable track."""
+
+    zone_spread: TopologySpread = Field(
+        default=TopologySpread(when_unsatisfiable="DoNotSchedule"),
+        description="topology.kubernetes.io/zone: by default a replica waits (and the node pool scales out in "
+                    "another zone) rather than stack in one zone")
+    node_spread: TopologySpread = Field(
+        default=TopologySpread(when_unsatisfiable="ScheduleAnyway"),
+        description="kubernetes.io/hostname: by default replicas share an 8-GPU node only when no other fits")
+    max_unavailable: int = Field(
+        default=1, ge=1, le=100,
+        description="PodDisruptionBudget of the stable track: pods a drain or node-pool upgrade may take at once")
+
+
+class Autoscaling(Strict):
+    """The stable track's HPA. `queue`: vLLM's `vllm:num_requests_waiting` per pod (requests waiting for a
+    slot: the signal users feel); `kv-cache`: `vllm:kv_cache_usage_perc` (0..1); `gpu-utilization`: DCGM's
+    `DCGM_FI_DEV_GPU_UTIL` (0..100, busy is not the same as saturated: the documented alternative). All three
+    reach the HPA as Pods metrics through the metrics adapter (deploy/ack/templates/55-metrics-adapter.yaml)."""
+
+    metric: Literal["queue", "kv-cache", "gpu-utilization"] = "queue"
+    target: float | None = Field(
+        default=None, gt=0, le=10000,
+        description="average per pod to hold; default: 5 waiting requests, 0.8 of the KV cache, 80 % GPU")
+    scale_down_stabilization_s: int = Field(
+        default=600, ge=0, le=3600, description="a GPU replica takes minutes to come back: scale down slowly")
+
+    @model_validator(mode="after")
+    def _target_in_range(self) -> Autoscaling:
+        if self.metric == "kv-cache" and self.target is not None and self.target > 1:
+            raise ValueError(f"target {self.target} is above 1 for metric kv-cache (a fraction of the KV cache); "
+                             "fix: write e.g. 0.8")
+        if self.metric == "gpu-utilization" and self.target is not None and self.target > 100:
+            raise ValueError(f"target {self.target} is above 100 for metric gpu-utilization (percent); "
+                             "fix: write e.g. 80")
+        return self
+
+
 class Deployment(Strict):
     name: str = Field(pattern=NAME_RE)
     model: str = Field(pattern=NAME_RE)
@@ -236,6 +304,11 @@ class Deployment(Strict):
         default=8, ge=1, le=1024,
         description="requests one replica serves at once in production; the canary probe reaches at least this")
     serving_runtime: Literal["vllm"] = "vllm"
+    availability: Availability = Availability()
+    autoscaling: Autoscaling = Autoscaling()
+    spot: bool = Field(
+        default=False, description="vLLM pods may run on the GPU profile's spot pool (preferred, on-demand when "
+                                   "none is free); a reclaimed node takes its replicas: off for serving by default")
     rollout: RolloutSpec
 
     @field_validator("extra_args")

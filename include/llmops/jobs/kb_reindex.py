@@ -34,7 +34,7 @@ from llmops.kb.errors import KbError, Stopped
 from llmops.kb.progress import Progress
 
 if TYPE_CHECKING:
-    from llmops.kb.store import KbIndex
+    from llmops.kb.index import KbIndex
 
 log = logging.getLogger("llmops.jobs.kb_reindex")
 
@@ -63,7 +63,7 @@ def milvus_uri(kb, override: str | None = None) -> str:
 
 
 def open_index(kb, override_uri: str | None = None) -> KbIndex:
-    from llmops.kb.store import KbIndex, connect, token_from_env
+    from llmops.kb.index import KbIndex, connect, token_from_env
     from llmops.settings import get_settings
 
     settings = get_settings()

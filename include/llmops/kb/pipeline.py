@@ -31,10 +31,10 @@ from llmops.kb.errors import (
     Stopped,
 )
 from llmops.kb.hashing import chunk_key, content_hash, text_hash
+from llmops.kb.index import TEXT_MAX_BYTES, DocRecord, KbIndex
 from llmops.kb.loaders import load_lines
 from llmops.kb.progress import Progress, duration
 from llmops.kb.sources import SourceDocument, open_source
-from llmops.kb.store import TEXT_MAX_BYTES, DocRecord, KbIndex
 
 log = logging.getLogger(__name__)
 

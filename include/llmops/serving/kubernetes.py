@@ -223,8 +223,9 @@ class KubernetesBackend:
         for track in (None, "stable", "canary"):
             self.client.apply(m.render_service(d, track))
         self.client.apply(m.render_service_monitor(d))
-        if stable is not None:  # freeze the stable HPA at its current size for the experiment
-            self.client.apply(m.render_hpa(d, frozen_replicas=self._stable_replicas()))
+        self.client.apply(m.render_pdb(d))
+        if stable is not None:  # freeze the stable HPA for the experiment (m.render_hpa says how)
+            self.client.apply(m.render_hpa(d, frozen_at=self._stable_replicas()))
         if d.traffic.strategy == "gateway-httproute":
             self.client.apply(m.render_httproute(d, 0))
         self._canary = canary
