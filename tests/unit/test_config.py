@@ -92,7 +92,7 @@ def test_duplicate_names_refused(config_dir):
 
 
 def test_unknown_lookup_lists_known_names():
-    with pytest.raises(ConfigError, match=r"no deployment named 'nope' \(known: tiny-llama-chat\)"):
+    with pytest.raises(ConfigError, match=r"no deployment named 'nope' \(known: tiny-llama-chat, tiny-llama-trtllm\)"):
         load_registry(SHIPPED).deployment("nope")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import pytest
 from llmops.config import load_file
 from llmops.config.schema import KnowledgeBase
 from llmops.errors import ConfigError
-from llmops.kb.hashing import chunk_key, content_hash
+from llmops.hashing import sha256_file, sha256_stream
 from llmops.kb.index import DocRecord, resolve_uri, token_from_env
+from llmops.kb.keys import chunk_key
 from llmops.kb.pipeline import config_fingerprint, plan_document
 from llmops.kb.runs import format_report, job_arguments, outcomes
 
@@ -58,8 +60,9 @@ def test_keys_and_hashes_are_deterministic(tmp_path):
     assert len(chunk_key("a.md", 0)) == 64
     path = tmp_path / "f"
     path.write_bytes(b"x" * (3 * 1024 * 1024 + 5))
-    with open(path, "rb") as a, open(path, "rb") as b:
-        assert content_hash(a) == content_hash(b)
+    with open(path, "rb") as stream:  # documents are hashed as streams, artefact files by path: one digest
+        assert sha256_stream(stream, chunk_size=1024 * 1024) == sha256_file(path) == (
+            hashlib.sha256(path.read_bytes()).hexdigest(), 3 * 1024 * 1024 + 5)
 
 
 def _kbs():

@@ -69,9 +69,10 @@ def validate(obj):
 
 @pytest.mark.parametrize("profile", ["a10", "a10-shared", "h20"])
 @pytest.mark.parametrize("strategy", ["gateway-httproute", "replica-ratio"])
-def test_every_rendered_object_validates(registry, profile, strategy):
-    deployment = registry.deployment("tiny-llama-chat").model_copy(
-        update={"traffic": registry.deployment("tiny-llama-chat").traffic.model_copy(update={"strategy": strategy})})
+@pytest.mark.parametrize("name", ["tiny-llama-chat", "tiny-llama-trtllm"])  # vLLM and TensorRT-LLM
+def test_every_rendered_object_validates(registry, profile, strategy, name):
+    deployment = registry.deployment(name).model_copy(
+        update={"traffic": registry.deployment(name).traffic.model_copy(update={"strategy": strategy})})
     objects = render_all(deployment, registry.gpu_profile(profile), stable=STABLE, canary=CANARY, canary_percent=10,
                          rollout_run="manual__1")
     kinds = sorted(o["kind"] for o in objects)
@@ -187,10 +188,12 @@ def test_the_hpa_scales_on_the_configured_per_pod_metric(registry, metric, targe
     validate(hpa)
 
 
-def test_the_default_hpa_scales_on_the_vllm_queue(registry):
+def test_the_default_hpa_scales_on_the_servers_queue(registry):
+    queue = {"vllm": "vllm_num_requests_waiting", "tensorrt-llm": "trtllm_num_requests_waiting"}
     for deployment in registry.deployments.values():
         assert deployment.autoscaling.metric == "queue"
-        assert render_hpa(deployment)["spec"]["metrics"][0]["pods"]["metric"]["name"] == "vllm_num_requests_waiting"
+        assert render_hpa(deployment)["spec"]["metrics"][0]["pods"]["metric"]["name"] == \
+            queue[deployment.serving_runtime]
 
 
 @pytest.mark.parametrize(("metric", "target"), [("kv-cache", 80), ("gpu-utilization", 800)])

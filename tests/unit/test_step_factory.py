@@ -152,3 +152,21 @@ def test_in_process_tasks_fail_at_once_on_permanent_errors_only():
         raise HubUnavailableError("mirror down; fix: rerun")
     with pytest.raises(OSError), permanent_errors_fail_at_once():  # not ours: retried
         raise OSError("disk")
+
+
+def test_refresh_gpu_steps_get_spare_tries_and_reattach_on_restart():
+    """A spot reclaim costs a try: quantize and validate get GPU_STEP_RETRIES (a permanent error still fails at
+    once), and a restarted worker re-attaches to the running pod instead of starting it again."""
+    from airflow.sdk import DAG
+
+    from llmops_airflow.refresh_tasks import GPU_STEP_RETRIES, item_chain
+
+    with DAG("model_refresh_check", schedule=None) as dag:
+        item_chain(download=["--model", "m"], quantize=["--item", "{}"], validate=["--item", "{}"],
+                   publish=["--item", "{}"], hf_token=None, quantize_image="w:1", validate_image="v:1",
+                   node_selector={}, gpu_resources={}, download_pod={}, gpu_pod={}, runtime="kubernetes")
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert GPU_STEP_RETRIES > 2
+    assert tasks["quantize"].retries == tasks["validate"].retries == GPU_STEP_RETRIES
+    assert tasks["download"].retries < GPU_STEP_RETRIES
+    assert all(t.reattach_on_restart for t in tasks.values())

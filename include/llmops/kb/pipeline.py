@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from llmops.hashing import sha256_stream
 from llmops.kb.chunking import chunk_lines
 from llmops.kb.embedders import Embedder
 from llmops.kb.errors import (
@@ -30,8 +31,8 @@ from llmops.kb.errors import (
     SourceNotFoundError,
     Stopped,
 )
-from llmops.kb.hashing import chunk_key, content_hash, text_hash
 from llmops.kb.index import TEXT_MAX_BYTES, DocRecord, KbIndex
+from llmops.kb.keys import chunk_key, text_hash
 from llmops.kb.loaders import load_lines
 from llmops.kb.progress import Progress, duration
 from llmops.kb.sources import SourceDocument, open_source
@@ -231,7 +232,7 @@ def _list_and_hash(kb, summary: RunSummary, progress: Progress) -> dict[str, tup
     for doc in docs:
         try:
             with doc.open() as stream:
-                hashed[doc.doc_id] = (doc, content_hash(stream))
+                hashed[doc.doc_id] = (doc, sha256_stream(stream)[0])
         except OSError as exc:
             summary.failed.append({"doc": doc.doc_id, "error": f"cannot be read ({exc.strerror or exc}); "
                                    "fix: check that the file exists and is readable"})

@@ -33,14 +33,26 @@ class RolloutInProgressError(PreflightError):
     """Another rollout of the same deployment holds the lock."""
 
 
-def check_compatibility(artefact: ArtefactFacts, deployment: Deployment, profile: GpuProfile) -> list[Problem]:
+_RECIPE_HINT = {"vllm": "an llmcompressor-* or optimum-* target", "tensorrt-llm": "a modelopt-* target"}
+
+
+def check_compatibility(artefact: ArtefactFacts, deployment: Deployment, profile: GpuProfile,
+                        known_profiles: dict[str, GpuProfile] | None = None) -> list[Problem]:
+    """Can `deployment` on `profile` serve the artefact? Serving runtime, the GPU it was built for (format's
+    compute capability, GPU family), tensor parallelism, GPU memory. `known_profiles` (the registry's) gives
+    the compute capability of the profiles the manifest says it was built for."""
     problems = []
     if artefact.serving_runtime and artefact.serving_runtime != deployment.serving_runtime:
+        wanted = deployment.serving_runtime
         problems.append(Problem(
             "serving runtime",
-            f"{artefact.uri} is built for {artefact.serving_runtime!r} but deployment {deployment.name!r} "
-            f"serves with {deployment.serving_runtime!r}",
-            f"pick the version built for {deployment.serving_runtime} (a {deployment.serving_runtime} recipe target)"))
+            f"{artefact.uri} is a {artefact.serving_runtime} artefact ({artefact.recipe or 'unknown recipe'}) but "
+            f"deployment {deployment.name!r} serves with {wanted}",
+            f"roll out a version built for {wanted} ({_RECIPE_HINT.get(wanted, 'a ' + wanted + ' recipe')} of "
+            f"model {deployment.model} in models.yaml; version=latest picks the newest {wanted} build), or "
+            f"roll out to a deployment with serving_runtime: {artefact.serving_runtime}"))
+    if artefact.min_compute_capability <= profile.compute_capability:  # else the problem below says it all
+        problems += check_gpu_family(artefact, profile, known_profiles or {})
     if artefact.min_compute_capability > profile.compute_capability:
         problems.append(Problem(
             "compute capability",
@@ -69,6 +81,40 @@ def check_compatibility(artefact: ArtefactFacts, deployment: Deployment, profile
             f"{memory_gib:g} GiB a replica gets on profile {profile.name!r}",
             "use a smaller quantization (e.g. W4A16), a larger tensor_parallel_size or a larger GPU profile"))
     return problems
+
+
+def check_gpu_family(artefact: ArtefactFacts, profile: GpuProfile,
+                     known_profiles: dict[str, GpuProfile]) -> list[Problem]:
+    """The version was built and validated for GPU profiles (recorded in its manifest); a profile of another
+    GPU family (another compute capability, i.e. architecture) never ran it, whatever its format allows.
+    A profile of the same family passes (e.g. a10-shared for a version built for a10). Versions whose
+    manifest records no profiles, or only profiles the registry no longer has, are judged by the format's
+    minimum compute capability alone."""
+    if not artefact.built_for or profile.name in artefact.built_for:
+        return []
+    families = {known_profiles[name].compute_capability for name in artefact.built_for if name in known_profiles}
+    if not families or profile.compute_capability in families:
+        return []
+    shown = ", ".join(f"{name} ({known_profiles[name].compute_capability:g})" for name in artefact.built_for
+                      if name in known_profiles)
+    return [Problem(
+        "GPU family",
+        f"{artefact.uri} was built and validated for GPU profiles {shown}, not for the compute capability "
+        f"{profile.compute_capability:g} of profile {profile.name!r} ({profile.gpu})",
+        f"add {profile.name} to the gpu_profiles of model {artefact.model or '?'}'s {artefact.recipe or ''} target "
+        f"in models.yaml and rerun model_refresh (it builds and validates a version for it), or move the "
+        f"deployment to one of those profiles")]
+
+
+def check_backend_runtime(deployment: Deployment, backend_runtime: str) -> list[Problem]:
+    """The local runtime serves with vLLM processes only: TensorRT-LLM has no CPU build."""
+    if backend_runtime == "local" and deployment.serving_runtime != "vllm":
+        return [Problem(
+            "serving runtime",
+            f"deployment {deployment.name!r} serves with {deployment.serving_runtime}, which the local runtime "
+            "cannot run (it starts vLLM processes; TensorRT-LLM needs an NVIDIA GPU and has no CPU build)",
+            "run model_rollout with LLMOPS_RUNTIME=kubernetes against a cluster with the deployment's GPU profile")]
+    return []
 
 
 def check_not_in_progress(deployment: str, lock_holder: str | None, this_run: str) -> list[Problem]:

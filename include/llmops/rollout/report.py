@@ -142,8 +142,9 @@ def _blocks(report: RolloutReport) -> list[tuple]:
                            [[repr(g.prompt), "yes" if g.passed else "no", repr(g.output)[:80], g.reason]
                             for g in step.golden]))
         if step.metrics:
-            blocks += [("para", "vLLM server-side metrics during the window (histogram quantiles only where the "
-                                "buckets resolve them; the verdict uses the client-side probes):"),
+            blocks += [("para", "Server-side metrics during the window (histogram quantiles only where the buckets "
+                                "resolve them; 'missing': quantities this server does not export; the verdict "
+                                "uses the client-side probes, so none of these passes or fails a canary):"),
                        ("code", json.dumps(step.metrics, indent=1, sort_keys=True, default=str))]
     if report.timeline:
         blocks += [("heading", "Timeline"),

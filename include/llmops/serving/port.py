@@ -45,6 +45,8 @@ class ArtefactFacts:
     max_model_len: int | None
     weights_bytes: int
     recipe: str = ""
+    built_for: tuple[str, ...] = ()
+    """GPU profiles model_refresh built (and validated) the version for, as its manifest records them."""
 
     @classmethod
     def from_manifest(cls, manifest: Any, uri: str, model: str = "") -> ArtefactFacts:
@@ -74,6 +76,7 @@ class ArtefactFacts:
             max_model_len=field("max_model_len", default=None),
             weights_bytes=weights,
             recipe=str(field("recipe", default="")),
+            built_for=tuple(str(p) for p in field("gpu_profiles", default=()) or ()),
         )
 
 
