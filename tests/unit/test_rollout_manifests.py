@@ -296,7 +296,9 @@ def test_a_deployment_opting_into_spot_needs_a_profile_with_a_spot_pool(tmp_path
     config = tmp_path / "config"
     shutil.copytree(Path(__file__).resolve().parents[2] / "include" / "config", config)
     text = (config / "deployments.yaml").read_text()
-    (config / "deployments.yaml").write_text(text.replace("gpu_profile: a10\n", "gpu_profile: a10-shared\n    spot: true\n"))
+    assert "\n    spot: false\n" in text
+    (config / "deployments.yaml").write_text(text.replace("gpu_profile: a10\n", "gpu_profile: a10-shared\n")
+                                             .replace("\n    spot: false\n", "\n    spot: true\n"))
     with pytest.raises(ConfigError, match=r"deployments\[tiny-llama-chat\]\.spot.*a10-shared has no spot pool"):
         load_registry(config)
 
