@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmops.config.recipes import RECIPES
 from llmops.errors import shorten
-from llmops.quantize.recipes import RECIPES
 from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE, get_settings
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names and Milvus aliases
