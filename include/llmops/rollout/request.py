@@ -36,7 +36,8 @@ class RolloutRequest(BaseModel):
     min_golden_pass_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     analysis_window_s: int | None = Field(default=None, ge=5, le=86400)
     canary_extra_args: list[str] | None = Field(
-        default=None, description="extra vLLM arguments for the canary only (after the deployment's extra_args)")
+        default=None, description="extra server arguments (vLLM or trtllm-serve flags) for the canary only (after the "
+                     "deployment's extra_args)")
     dry_run: bool = False
 
     @field_validator("steps")
