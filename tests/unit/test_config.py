@@ -68,6 +68,8 @@ def test_fp8_recipe_on_a10_is_refused(config_dir):
          "knowledge_bases[product-docs].chunking", "lower overlap"),
         ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0].update(name="Product Docs"),
          "knowledge_bases[Product Docs].name", "lowercase"),
+        ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0]["embedder"].update(quantize="int8"),
+         "knowledge_bases[product-docs].embedder", "set backend: onnx"),
     ],
 )
 def test_broken_file_names_file_key_and_fix(config_dir, file, change, key, words):

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmops.config.recipes import RECIPES
 from llmops.errors import shorten
-from llmops.quantize.recipes import RECIPES
 from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE, get_settings
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names and Milvus aliases
@@ -288,7 +288,7 @@ class Autoscaling(Strict):
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 # trtllm-serve reads LLM API options from one YAML file; a second one in extra_args would replace ours.
-_TRTLLM_CONFIG_FLAGS = ("--config", "--extra_llm_api_options")
+TRTLLM_CONFIG_FLAGS = ("--config", "--extra_llm_api_options")
 
 
 class Deployment(Strict):
@@ -352,7 +352,7 @@ class Deployment(Strict):
             if "vllm" in image_name:
                 raise ValueError(f"image {shorten(self.image)} is a vLLM image but serving_runtime is tensorrt-llm; "
                                  "fix: remove image (it defaults to LLMOPS_TRTLLM_IMAGE) or name a TensorRT-LLM image")
-            flags = [a for a in self.extra_args if a.split("=", 1)[0] in _TRTLLM_CONFIG_FLAGS]
+            flags = [a for a in self.extra_args if a.split("=", 1)[0] in TRTLLM_CONFIG_FLAGS]
             if flags:
                 raise ValueError(f"extra_args {shorten(flags)} would replace the LLM API options file the rollout "
                                  "writes (Prometheus metrics); fix: move those options into llm_api_options")
@@ -419,12 +419,32 @@ class Embedder(Strict):
     batch_size: int = Field(default=64, ge=1, le=4096)
     dimension: int | None = Field(
         default=None, ge=1, description="expected vector dimension; a model that returns another fails the run")
+    backend: Literal["torch", "onnx"] = Field(
+        default="torch", description="kind sentence-transformers: run the model on torch (default) or on ONNX "
+                                     "Runtime, exported once from the local model and cached under $LLMOPS_HOME")
+    quantize: Literal["int8"] | None = Field(
+        default=None, description="backend onnx: int8 dynamic quantization of the exported model (faster on CPU)")
 
     @model_validator(mode="after")
     def _endpoint_for_openai(self) -> Embedder:
         if self.kind == "openai" and not self.endpoint:
             raise ValueError("kind 'openai' needs an endpoint; fix: set endpoint to the server's /v1 base URL")
+        if self.kind == "openai" and self.backend != "torch":
+            raise ValueError("backend applies to kind 'sentence-transformers' only (an endpoint runs its own model); "
+                             "fix: remove backend")
+        if self.quantize and self.backend != "onnx":
+            raise ValueError("quantize: int8 needs backend: onnx; fix: set backend: onnx or remove quantize")
         return self
+
+    def identity(self) -> dict:
+        """What the vectors depend on (part of the collection fingerprint: a change forces a full rebuild).
+
+        The default torch backend adds nothing, so collections built before backends existed stay current.
+        """
+        identity = {"kind": self.kind, "model": self.model}
+        if self.backend != "torch":
+            identity["backend"] = self.backend + (f"-{self.quantize}" if self.quantize else "")
+        return identity
 
 
 class MilvusTarget(Strict):
