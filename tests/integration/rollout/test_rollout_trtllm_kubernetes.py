@@ -1,5 +1,6 @@
 """A TensorRT-LLM rollout through the driver's Kubernetes backend against kmock over real HTTP (KubernetesHook
-and the official client), up to the point where a pod would need a GPU.
+and the official client), in-process and once through `airflow dags test model_rollout` (the path users run),
+up to the point where a pod would need a GPU.
 
 No GPU here, so no trtllm-serve runs: the emulator has no controllers and no kubelet, and the test plays
 neither. The rollout therefore stops where a cluster would schedule the canary pod on an L20 node: the
