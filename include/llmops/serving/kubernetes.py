@@ -258,11 +258,16 @@ class KubernetesBackend:
         if d.traffic.strategy == "gateway-httproute":
             self.client.apply(m.render_httproute(d, canary_percent))
             return
-        # replica ratio behind the one Service: resize both tracks (the canary first, so capacity never dips)
-        total = self._stable_replicas() + d.rollout.canary_replicas
+        # replica ratio behind the one Service: resize both tracks (the canary first, so capacity never dips).
+        # The total is what both tracks hold now, so it stays the same from step to step (a stable track at 0
+        # counts as 0; a missing one, on a first rollout, as the deployment's size).
+        current = {track: self._get("Deployment", track) for track in m.TRACKS}
+        default = {"stable": d.replicas, "canary": d.rollout.canary_replicas}
+        total = sum(int(obj["spec"].get("replicas") or 0) if obj is not None else default[track]
+                    for track, obj in current.items())
         stable_n, canary_n = m.replica_split(total, canary_percent)
         for track, n in (("canary", canary_n), ("stable", max(stable_n, 0))):
-            if self._get("Deployment", track) is not None:
+            if current[track] is not None:
                 self.client.apply({"apiVersion": "apps/v1", "kind": "Deployment",
                                    "metadata": {"name": m.object_name(d, track), "namespace": d.namespace},
                                    "spec": {"replicas": n}})

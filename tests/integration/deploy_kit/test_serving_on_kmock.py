@@ -91,9 +91,13 @@ def test_a_canary_freezes_the_stable_hpa_and_a_roll_back_thaws_it(hook, registry
     hpa = _hpa(hook, d)
     assert _frozen(hpa)
     assert hook.get("PodDisruptionBudget", m.object_name(d, "stable"), d.namespace) is not None
+    total = d.replicas + d.rollout.canary_replicas
     for percent in d.rollout.steps:
         backend.set_weights(percent)
         stable = hook.get("Deployment", m.object_name(d, "stable"), d.namespace)["spec"]["replicas"]
+        if strategy == "replica-ratio":  # the tracks share a constant total between them
+            canary = hook.get("Deployment", m.object_name(d, "canary"), d.namespace)["spec"]["replicas"]
+            assert (stable, canary) == m.replica_split(total, percent), percent
         hpa = _hpa(hook, d)
         # the controller's min/max clamp would not move the stable track either (0: the HPA stands aside)
         assert stable == 0 or hpa["spec"]["minReplicas"] <= stable <= hpa["spec"]["maxReplicas"], (percent, stable)
