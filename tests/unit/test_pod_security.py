@@ -20,6 +20,7 @@ from kubernetes.client import ApiClient
 
 from llmops.config import load_registry
 from llmops.serving.manifests import ANNOTATION_POD_SECURITY, VersionRef, render_all
+from support.ack import KUBERNETES_VERSION
 from support.pod_security import pod_of, violations
 
 STABLE = VersionRef("oss://b/models/tiny-llama/aaa/vllm-llmcompressor-w8a8/manifest.json", "tiny-llama", 1, 512)
@@ -63,10 +64,10 @@ def _step_pods(monkeypatch) -> dict[str, list[dict]]:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     from llmops.kb.runs import job_arguments
-    from llmops.refresh import expand_targets
+    from llmops.refresh.plan import expand_targets
     from llmops.settings import PROJECT_ROOT, get_settings
     from llmops_airflow.kb import job_kwargs
-    from llmops_airflow.refresh import item_chain, item_entry
+    from llmops_airflow.refresh_tasks import item_chain, item_entry
 
     monkeypatch.setenv("LLMOPS_RUNTIME", "kubernetes")
     get_settings.cache_clear()
@@ -130,7 +131,7 @@ def test_every_step_pod_passes_restricted(step_pods):
                          "model_refresh.publish", "kb_reindex.reindex", "kb_reindex__product-docs.reindex"}
     for name, specs in pods.items():
         for pod in specs:
-            kubernetes_validate.validate(pod, "1.33", strict=True)
+            kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
             names = [c["name"] for c in pod["spec"]["containers"]]
             assert "airflow-xcom-sidecar" in names, "the xcom sidecar is part of the checked pod"
             assert violations(pod) == [], name

@@ -9,7 +9,6 @@ from pathlib import Path
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from llmops.config import load_registry
@@ -26,9 +25,9 @@ from llmops.serving.manifests import (
     replica_split,
     step_placement,
 )
+from support.ack import KUBERNETES_VERSION
 
-K8S_VERSION = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "ack" / "values.yaml").read_text())[
-    "kubernetes_version"]
+K8S_VERSION = KUBERNETES_VERSION
 # kubernetes-validate bundles only built-in kinds. For the two CRDs we check the fields the Gateway API
 # (v1.2 HTTPRoute) and Prometheus Operator (ServiceMonitor) CRDs declare required, plus weight ranges.
 CRD_SCHEMAS = {
@@ -100,7 +99,7 @@ def test_pods_fetch_and_verify_then_serve_with_a_generating_readiness_probe(regi
     deployment, profile = registry.deployment("tiny-llama-chat"), registry.gpu_profile("a10")
     stable, canary = render_all(deployment, profile, stable=STABLE, canary=CANARY, canary_percent=10)[:2]
     pod = canary["spec"]["template"]["spec"]
-    assert "llmops.serving.fetch" in pod["initContainers"][0]["command"]
+    assert "llmops.jobs.fetch" in pod["initContainers"][0]["command"]
     assert CANARY.manifest_uri in pod["initContainers"][0]["command"]
     probe = " ".join(pod["containers"][0]["readinessProbe"]["exec"]["command"])
     assert "/v1/completions" in probe and "max_tokens" in probe

@@ -358,3 +358,37 @@ def test_the_stand_in_refuses_what_trtllm_serve_refuses(trtllm_api):
     assert response.status_code == 400
     with httpx.Client() as client:
         assert timed_stream(client, url, "tiny-llama", "One, two, three,", 4, 10).ok
+
+
+def test_canary_extra_args_cannot_replace_trtllm_serves_options_file(registry):
+    from llmops.errors import ConfigError
+    from llmops.rollout.request import RolloutRequest, resolve_request
+
+    request = RolloutRequest(deployment="tiny-llama-trtllm", canary_extra_args=["--config", "x.yaml"])
+    with pytest.raises(ConfigError, match="(?s)canary_extra_args.*fix: set the options in the deployment's "
+                                          "llm_api_options"):
+        resolve_request(request, registry)
+    ok = RolloutRequest(deployment="tiny-llama-trtllm", canary_extra_args=["--max_batch_size", "64"])
+    assert resolve_request(ok, registry).request.canary_extra_args == ["--max_batch_size", "64"]
+    # a vLLM deployment has no such file: the same flag is vLLM's own business
+    vllm = RolloutRequest(deployment="tiny-llama-chat", canary_extra_args=["--config", "x.yaml"])
+    assert resolve_request(vllm, registry).deployment.serving_runtime == "vllm"
+
+
+def test_sls_collects_the_logs_of_every_serving_container(registry):
+    """The kit's AliyunLogConfig for serving pods selects containers by name: trtllm-serve's logs go to SLS too."""
+    import re
+
+    from llmops.settings import PROJECT_ROOT
+
+    template = (PROJECT_ROOT / "deploy" / "ack" / "templates" / "50-logs.yaml").read_text()
+    selector = re.search(r'K8sContainerRegex: "([^"]+)"', template).group(1).replace("$$", "$")
+    names = set()
+    for deployment in registry.deployments.values():
+        for obj in render_all(deployment, registry.gpu_profile(deployment.gpu_profile), stable=None,
+                              canary=VersionRef(TRT_URI, "tiny-llama", 1, 512), canary_percent=10):
+            if obj["kind"] == "Deployment":
+                spec = obj["spec"]["template"]["spec"]
+                names |= {c["name"] for c in spec["initContainers"] + spec["containers"]}
+    assert names == {"fetch-model", "vllm", "trtllm-serve"}
+    assert [n for n in sorted(names) if not re.fullmatch(selector, n)] == []

@@ -1,5 +1,6 @@
 """A TensorRT-LLM rollout through the driver's Kubernetes backend against kmock over real HTTP (KubernetesHook
-and the official client), up to the point where a pod would need a GPU.
+and the official client), in-process and once through `airflow dags test model_rollout` (the path users run),
+up to the point where a pod would need a GPU.
 
 No GPU here, so no trtllm-serve runs: the emulator has no controllers and no kubelet, and the test plays
 neither. The rollout therefore stops where a cluster would schedule the canary pod on an L20 node: the
@@ -219,13 +220,13 @@ def test_the_model_rollout_dag_rolls_a_trtllm_canary_back_when_it_never_gets_rea
 def test_the_local_runtime_refuses_a_trtllm_deployment_before_starting_anything(registry, store, tmp_path):
     """The local runtime's backend (vLLM processes) as the operator builds it: pre-flight names the runtime to
     use instead, takes no lock and starts no process."""
-    from llmops.serving.local import LocalBackend, LocalRuntime
+    from llmops.serving.local import LocalRuntime
 
     store, uris = store
     deployment = registry.deployment("tiny-llama-trtllm")
-    runtime = LocalRuntime(tmp_path / "home", deployment.name, deployment.model, serving_python="/nonexistent")
-    backend = LocalBackend(runtime, model_cache=tmp_path / "home" / "models")
+    backend = LocalRuntime(tmp_path / "home", deployment.name, deployment.model, serving_python="/nonexistent",
+                           model_cache=tmp_path / "home" / "models")
     with pytest.raises(PreflightError, match="(?s)local runtime cannot run.*fix: run model_rollout with "
                                              "LLMOPS_RUNTIME=kubernetes"):
         driver.preflight(context(backend, registry, store, uris["trt_fp8"], tmp_path, deployment=deployment.name))
-    assert backend.lock_holder() is None and runtime.load().canary is None
+    assert backend.lock_holder() is None and backend.load().canary is None
