@@ -63,9 +63,9 @@ def _step_pods(monkeypatch) -> dict[str, list[dict]]:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     from llmops.kb.runs import job_arguments
-    from llmops.refresh import expand_targets
+    from llmops.refresh.plan import expand_targets
     from llmops.settings import PROJECT_ROOT, get_settings
-    from llmops_airflow.refresh import item_chain, item_entry
+    from llmops_airflow.refresh_tasks import item_chain, item_entry
 
     monkeypatch.setenv("LLMOPS_RUNTIME", "kubernetes")
     get_settings.cache_clear()

@@ -1,4 +1,4 @@
-"""How a planned work item becomes its own chain of heavy steps (plugins/llmops_airflow/refresh.py): the entry of
+"""How a planned work item becomes its own chain of heavy steps (plugins/llmops_airflow/refresh_tasks.py): the entry of
 the item's mapped task group, and on runtime kubernetes the pods its steps become for the GPU profile the
 item was planned for, with the image each step needs and the token of the model's own Connection."""
 
@@ -14,9 +14,9 @@ from kubernetes.client import ApiClient
 
 from llmops.config import load_registry
 from llmops.config.schema import ModelSpec
-from llmops.refresh import WorkItem, expand_targets
+from llmops.refresh.plan import WorkItem, expand_targets
 from llmops.settings import get_settings
-from llmops_airflow.refresh import ITEM_FIELDS, item_chain, item_entry
+from llmops_airflow.refresh_tasks import ITEM_FIELDS, item_chain, item_entry
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 RUN = ["--dag-id", "model_refresh", "--run-id", "r", "--task-id", "item.publish"]

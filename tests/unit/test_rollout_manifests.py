@@ -100,7 +100,7 @@ def test_pods_fetch_and_verify_then_serve_with_a_generating_readiness_probe(regi
     deployment, profile = registry.deployment("tiny-llama-chat"), registry.gpu_profile("a10")
     stable, canary = render_all(deployment, profile, stable=STABLE, canary=CANARY, canary_percent=10)[:2]
     pod = canary["spec"]["template"]["spec"]
-    assert "llmops.serving.fetch" in pod["initContainers"][0]["command"]
+    assert "llmops.jobs.fetch" in pod["initContainers"][0]["command"]
     assert CANARY.manifest_uri in pod["initContainers"][0]["command"]
     probe = " ".join(pod["containers"][0]["readinessProbe"]["exec"]["command"])
     assert "/v1/completions" in probe and "max_tokens" in probe

@@ -4,7 +4,9 @@ No test here (or anywhere in the suite) runs trtllm-serve: it needs an NVIDIA GP
 CPU build, and these machines have no GPU. What is checked is what the rollout decides and renders: the
 container's command line against TensorRT-LLM's documented flags, probes on its health endpoint, Prometheus
 scraping of /prometheus/metrics, pre-flight refusals of a runtime or GPU mismatch, and the mapping of
-trtllm-serve's Prometheus names (a sample exposition in the format TensorRT-LLM's MetricsCollector writes).
+trtllm-serve's Prometheus names (a sample exposition in the format TensorRT-LLM's MetricsCollector writes),
+and one analysis window's requests against a stand-in for trtllm-serve's HTTP contract (its CompletionRequest
+fields, which it enforces, its /metrics and /prometheus/metrics): the only mock here, where nothing real can run.
 tests/integration/rollout/test_rollout_trtllm_kubernetes.py applies the objects to the Kubernetes emulator.
 """
 
@@ -241,3 +243,152 @@ def test_each_runtime_is_scraped_and_queried_by_its_own_names():
     assert "vllm:" in promql_window_queries("d", "stable", 60)["waiting"]
     with pytest.raises(ValueError, match="fix: use one of vllm, tensorrt-llm"):
         metrics_path("triton")
+
+
+# --- the canary's requests against trtllm-serve's request contract ----------------------------------
+
+# The fields of trtllm-serve's CompletionRequest (tensorrt_llm/serve/openai_protocol.py). Its pydantic model
+# forbids extra fields, so a vLLM-only parameter in a probe would turn every canary request into an HTTP 400.
+TRTLLM_COMPLETION_FIELDS = {
+    "model", "prompt", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n",
+    "presence_penalty", "seed", "stop", "stream", "stream_options", "suffix", "temperature", "top_p", "user",
+    "lora_request", "prompt_ignore_length", "use_beam_search", "top_k", "top_p_min", "min_p",
+    "repetition_penalty", "length_penalty", "early_stopping", "stop_token_ids", "include_stop_str_in_output",
+    "ignore_eos", "min_tokens", "skip_special_tokens", "spaces_between_special_tokens", "truncate_prompt_tokens",
+    "return_context_logits", "detokenize", "thinking_token_budget", "add_special_tokens", "response_format",
+    "disaggregated_params", "priority", "conversation_params",
+}
+
+
+@pytest.fixture
+def trtllm_api():
+    """A stand-in for trtllm-serve's HTTP contract (trtllm-serve itself needs a GPU): /v1/completions refuses
+    fields its CompletionRequest does not declare, as trtllm-serve does, and answers every prompt with the
+    golden continuations (plain or as server-sent events); /metrics is JSON iteration statistics and
+    /prometheus/metrics the Prometheus text. Records every request body."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies: list[dict] = []
+    answers = {"One, two, three,": " four, five", "Kubernetes schedules": " pods on nodes",
+               "The capital of France is": " Paris"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if self.path == "/prometheus/metrics":
+                self._send(200, TRTLLM_EXPOSITION.format(n=len(bodies), fast=0, total=0.1 * len(bodies)).encode(),
+                           "text/plain; version=0.0.4")
+            elif self.path == "/metrics":
+                self._send(200, b'[{"iter": 1, "numActiveRequests": 0}]', "application/json")
+            else:
+                self._send(404, b"{}", "application/json")
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            bodies.append(body)
+            extra = sorted(set(body) - TRTLLM_COMPLETION_FIELDS)
+            if self.path != "/v1/completions" or extra:
+                self._send(400, json.dumps({"error": f"extra fields not permitted: {extra}"}).encode(),
+                           "application/json")
+                return
+            text = answers.get(body["prompt"], " ok")
+            if body.get("stream"):
+                events = [json.dumps({"choices": [{"index": 0, "text": piece}]}) for piece in text.split(" ")[1:]]
+                payload = "".join(f"data: {e}\n\n" for e in events) + "data: [DONE]\n\n"
+                self._send(200, payload.encode(), "text/event-stream")
+            else:
+                self._send(200, json.dumps({"choices": [{"index": 0, "text": text}]}).encode(), "application/json")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_canary_analysis_speaks_trtllm_serves_api(registry, trtllm_api):
+    """Readiness, golden prompts, the streamed load and the metrics scrape of one analysis window, as the driver
+    runs them for the TensorRT-LLM deployment: every request is one trtllm-serve accepts."""
+    import asyncio
+
+    from llmops.canary.analysis import analyse
+    from llmops.canary.probes import generation_ok, generation_ok_async
+
+    url, bodies = trtllm_api
+    deployment = registry.deployment("tiny-llama-trtllm")
+    assert generation_ok(url, deployment.model) == (True, "generated")
+    assert asyncio.run(generation_ok_async(url, deployment.model)) == (True, "generated")
+    observed = analyse(canary_url=url, stable_url=None, model=deployment.model,
+                       golden_prompts=deployment.rollout.golden_prompts, window_s=1, requests=4, concurrency=2,
+                       max_tokens=4, pause_s=0, min_rounds=1, metrics_path=metrics_path(deployment.serving_runtime))
+    assert [g.passed for g in observed.golden] == [True, True, True], observed.golden
+    assert observed.canary_rounds and all(r.errors == 0 for r in observed.canary_rounds)
+    assert any(b.get("stream") and b.get("ignore_eos") for b in bodies)  # the load's streamed requests
+    assert all(set(b) <= TRTLLM_COMPLETION_FIELDS for b in bodies)
+    canary_metrics = observed.metrics["canary"]
+    assert canary_metrics["available"] and canary_metrics["metric_names"]["requests"] == "trtllm_request_success"
+    assert canary_metrics["requests"] > 0
+    # the vLLM path on trtllm-serve is its JSON iteration statistics: never read as Prometheus text
+    from llmops.canary.metrics import scrape
+    assert scrape(url, path="/metrics") is None
+
+
+def test_the_stand_in_refuses_what_trtllm_serve_refuses(trtllm_api):
+    """The contract check above can fail: a vLLM-only field (vLLM's `min_p` is shared; `guided_json` is not)
+    is an HTTP 400, which the probes count as an error."""
+    import httpx
+
+    from llmops.canary.probes import timed_stream
+
+    url, _ = trtllm_api
+    response = httpx.post(f"{url}/v1/completions", json={"model": "tiny-llama", "prompt": "x", "guided_json": {}})
+    assert response.status_code == 400
+    with httpx.Client() as client:
+        assert timed_stream(client, url, "tiny-llama", "One, two, three,", 4, 10).ok
+
+
+def test_canary_extra_args_cannot_replace_trtllm_serves_options_file(registry):
+    from llmops.errors import ConfigError
+    from llmops.rollout.request import RolloutRequest, resolve_request
+
+    request = RolloutRequest(deployment="tiny-llama-trtllm", canary_extra_args=["--config", "x.yaml"])
+    with pytest.raises(ConfigError, match="(?s)canary_extra_args.*fix: set the options in the deployment's "
+                                          "llm_api_options"):
+        resolve_request(request, registry)
+    ok = RolloutRequest(deployment="tiny-llama-trtllm", canary_extra_args=["--max_batch_size", "64"])
+    assert resolve_request(ok, registry).request.canary_extra_args == ["--max_batch_size", "64"]
+    # a vLLM deployment has no such file: the same flag is vLLM's own business
+    vllm = RolloutRequest(deployment="tiny-llama-chat", canary_extra_args=["--config", "x.yaml"])
+    assert resolve_request(vllm, registry).deployment.serving_runtime == "vllm"
+
+
+def test_sls_collects_the_logs_of_every_serving_container(registry):
+    """The kit's AliyunLogConfig for serving pods selects containers by name: trtllm-serve's logs go to SLS too."""
+    import re
+
+    from llmops.settings import PROJECT_ROOT
+
+    template = (PROJECT_ROOT / "deploy" / "ack" / "templates" / "50-logs.yaml").read_text()
+    selector = re.search(r'K8sContainerRegex: "([^"]+)"', template).group(1).replace("$$", "$")
+    names = set()
+    for deployment in registry.deployments.values():
+        for obj in render_all(deployment, registry.gpu_profile(deployment.gpu_profile), stable=None,
+                              canary=VersionRef(TRT_URI, "tiny-llama", 1, 512), canary_percent=10):
+            if obj["kind"] == "Deployment":
+                spec = obj["spec"]["template"]["spec"]
+                names |= {c["name"] for c in spec["initContainers"] + spec["containers"]}
+    assert names == {"fetch-model", "vllm", "trtllm-serve"}
+    assert [n for n in sorted(names) if not re.fullmatch(selector, n)] == []

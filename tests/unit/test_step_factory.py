@@ -159,7 +159,7 @@ def test_refresh_gpu_steps_get_spare_tries_and_reattach_on_restart():
     once), and a restarted worker re-attaches to the running pod instead of starting it again."""
     from airflow.sdk import DAG
 
-    from llmops_airflow.refresh import GPU_STEP_RETRIES, item_chain
+    from llmops_airflow.refresh_tasks import GPU_STEP_RETRIES, item_chain
 
     with DAG("model_refresh_check", schedule=None) as dag:
         item_chain(download=["--model", "m"], quantize=["--item", "{}"], validate=["--item", "{}"],

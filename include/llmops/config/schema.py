@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmops.config.recipes import RECIPES
 from llmops.errors import shorten
-from llmops.quantize.recipes import RECIPES
 from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE, get_settings
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names and Milvus aliases
@@ -288,7 +288,7 @@ class Autoscaling(Strict):
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 # trtllm-serve reads LLM API options from one YAML file; a second one in extra_args would replace ours.
-_TRTLLM_CONFIG_FLAGS = ("--config", "--extra_llm_api_options")
+TRTLLM_CONFIG_FLAGS = ("--config", "--extra_llm_api_options")
 
 
 class Deployment(Strict):
@@ -352,7 +352,7 @@ class Deployment(Strict):
             if "vllm" in image_name:
                 raise ValueError(f"image {shorten(self.image)} is a vLLM image but serving_runtime is tensorrt-llm; "
                                  "fix: remove image (it defaults to LLMOPS_TRTLLM_IMAGE) or name a TensorRT-LLM image")
-            flags = [a for a in self.extra_args if a.split("=", 1)[0] in _TRTLLM_CONFIG_FLAGS]
+            flags = [a for a in self.extra_args if a.split("=", 1)[0] in TRTLLM_CONFIG_FLAGS]
             if flags:
                 raise ValueError(f"extra_args {shorten(flags)} would replace the LLM API options file the rollout "
                                  "writes (Prometheus metrics); fix: move those options into llm_api_options")

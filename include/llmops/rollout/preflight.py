@@ -1,16 +1,16 @@
 """Pre-flight checks, run before any object is created. Pure functions over facts gathered by the caller.
 
-Each check returns a list of `Problem`s (empty: fine); `raise_if_problems` turns them into one
+Each check returns a list of `Problem`s (`llmops.serving.port`; empty: fine); `raise_if_problems` turns them into one
 `PreflightError` whose message names the input, the rule and the fix for every problem at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from llmops.config.schema import Deployment, GpuProfile
 from llmops.errors import LlmopsError
+from llmops.serving.port import ArtefactFacts, Problem
 
 # Weights are not all that a replica needs: KV cache, activations and the CUDA context take the rest.
 WEIGHTS_SHARE_OF_GPU_MEMORY = 0.8
@@ -31,74 +31,6 @@ class PreflightError(LlmopsError):
 
 class RolloutInProgressError(PreflightError):
     """Another rollout of the same deployment holds the lock."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    check: str
-    what: str
-    fix: str
-
-
-@dataclass(frozen=True)
-class ArtefactFacts:
-    """What pre-flight needs from a manifest (decoupled from the manifest class's field names)."""
-
-    uri: str
-    model: str
-    serving_runtime: str
-    quantization_format: str
-    min_compute_capability: float
-    tensor_parallel_size: int
-    max_model_len: int | None
-    weights_bytes: int
-    recipe: str = ""
-    built_for: tuple[str, ...] = ()
-    """GPU profiles model_refresh built (and validated) the version for, as its manifest records them."""
-
-    @classmethod
-    def from_manifest(cls, manifest: Any, uri: str, model: str = "") -> ArtefactFacts:
-        def field(*names, default=None):
-            for name in names:
-                value = manifest.get(name) if isinstance(manifest, dict) else getattr(manifest, name, None)
-                if value is not None:
-                    return value
-            return default
-
-        files = field("files", default=[]) or []
-        weights = 0
-        for f in files:
-            path = f.get("path") if isinstance(f, dict) else f.path
-            size = f.get("size") if isinstance(f, dict) else f.size
-            if str(path).endswith((".safetensors", ".bin", ".pt", ".engine")):
-                weights += int(size or 0)
-        source = field("source", default=None)
-        name = model or field("model", "name", default="") or (getattr(source, "repo_id", "") if source else "")
-        return cls(
-            uri=uri,
-            model=str(name),
-            serving_runtime=str(field("serving_runtime", "runtime", default="")),
-            quantization_format=str(field("quantization_format", "quantization", default="none")),
-            min_compute_capability=float(field("min_compute_capability", default=0.0)),
-            tensor_parallel_size=int(field("tensor_parallel_size", default=1)),
-            max_model_len=field("max_model_len", default=None),
-            weights_bytes=weights,
-            recipe=str(field("recipe", default="")),
-            built_for=tuple(str(p) for p in field("gpu_profiles", default=()) or ()),
-        )
-
-
-@dataclass(frozen=True)
-class NodeCapacity:
-    """One schedulable node of the deployment's pool: allocatable and already requested amounts."""
-
-    name: str
-    allocatable: float
-    requested: float
-
-    @property
-    def free(self) -> float:
-        return max(0.0, self.allocatable - self.requested)
 
 
 _RECIPE_HINT = {"vllm": "an llmcompressor-* or optimum-* target", "tensorrt-llm": "a modelopt-* target"}
@@ -183,31 +115,6 @@ def check_backend_runtime(deployment: Deployment, backend_runtime: str) -> list[
             "cannot run (it starts vLLM processes; TensorRT-LLM needs an NVIDIA GPU and has no CPU build)",
             "run model_rollout with LLMOPS_RUNTIME=kubernetes against a cluster with the deployment's GPU profile")]
     return []
-
-
-def replica_request(profile: GpuProfile, artefact: ArtefactFacts | None = None) -> float:
-    """What one replica asks for of `profile.resource_name` (GPUs, or GiB on cGPU)."""
-    if profile.shared:
-        return float(profile.resource_per_replica)
-    tp = artefact.tensor_parallel_size if artefact else 1
-    return float(max(profile.resource_per_replica, tp))
-
-
-def check_capacity(nodes: list[NodeCapacity], *, profile: GpuProfile, per_replica: float,
-                   replicas: int) -> list[Problem]:
-    """Enough free GPU on the pool's nodes for `replicas` canary replicas (each must fit on one node)."""
-    fit = 0
-    for node in nodes:
-        if per_replica > 0:
-            fit += int(node.free // per_replica)
-    if fit >= replicas:
-        return []
-    free = ", ".join(f"{n.name}: {n.free:g}" for n in nodes) or "no matching nodes"
-    return [Problem(
-        "GPU capacity",
-        f"the canary needs {replicas} replica(s) x {per_replica:g} {profile.resource_name} on nodes matching "
-        f"{profile.node_selector}, but only {fit} fit (free per node: {free})",
-        "free GPUs (scale down other workloads), add nodes to the pool, or lower rollout.canary_replicas")]
 
 
 def check_not_in_progress(deployment: str, lock_holder: str | None, this_run: str) -> list[Problem]:

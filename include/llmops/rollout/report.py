@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llmops.canary.stats import median
-from llmops.canary.verdict import ProbeRound, Thresholds, Verdict
+from llmops.canary.verdict import Check, GoldenOutcome, ProbeRound, Thresholds, Verdict
 
 
 @dataclass
@@ -219,8 +219,6 @@ def step_to_dict(step: StepReport) -> dict:
 
 
 def step_from_dict(data: dict) -> StepReport:
-    from llmops.canary.verdict import Check, GoldenOutcome
-
     verdict = Verdict(data["verdict"]["passed"], [Check(**c) for c in data["verdict"]["checks"]],
                       data["verdict"]["summary"], data["verdict"].get("outcome", "passed"))
     def probe_round(r: dict) -> ProbeRound:

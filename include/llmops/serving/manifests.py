@@ -175,7 +175,7 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
                     "initContainers": [{
                         "name": "fetch-model",
                         "image": fetch_image,
-                        "command": ["python", "-m", "llmops.serving.fetch", "--manifest-uri", version.manifest_uri,
+                        "command": ["python", "-m", "llmops.jobs.fetch", "--manifest-uri", version.manifest_uri,
                                     "--dest", model_dir],
                         "env": [{"name": "HOME", "value": HOME_MOUNT}],
                         # store credentials (AWS_* / OSS_*) when the Secret exists, else RRSA

@@ -77,11 +77,11 @@ class ModelRolloutOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
         deployment = resolved.deployment
         if settings.runtime == "local":
-            from llmops.serving.local import LocalBackend, LocalRuntime
+            from llmops.serving.local import LocalRuntime
 
-            runtime = LocalRuntime(settings.home, deployment.name, deployment.model,
-                                   serving_python=settings.serving_python, extra_args=deployment.extra_args)
-            backend = LocalBackend(runtime, model_cache=settings.home / "serving" / "models")
+            backend = LocalRuntime(settings.home, deployment.name, deployment.model,
+                                   serving_python=settings.serving_python, extra_args=deployment.extra_args,
+                                   model_cache=settings.home / "serving" / "models")
         else:
             from llmops.serving.kubernetes import KubernetesBackend
             from llmops_airflow.hooks.vllm_k8s import VllmKubernetesHook

@@ -19,9 +19,9 @@ import pytest
 from rollout.kube_emulator import KubeEmulator
 
 from llmops.config import load_registry
-from llmops.rollout import preflight as pf
 from llmops.serving import manifests as m
 from llmops.serving.kubernetes import KubernetesBackend
+from llmops.serving.port import ArtefactFacts
 from llmops_airflow.hooks.vllm_k8s import VllmKubernetesHook
 
 STABLE = "oss://b/models/tiny-llama/aaa/vllm-llmcompressor-w8a8/manifest.json"
@@ -91,9 +91,13 @@ def test_a_canary_freezes_the_stable_hpa_and_a_roll_back_thaws_it(hook, registry
     hpa = _hpa(hook, d)
     assert _frozen(hpa)
     assert hook.get("PodDisruptionBudget", m.object_name(d, "stable"), d.namespace) is not None
+    total = d.replicas + d.rollout.canary_replicas
     for percent in d.rollout.steps:
         backend.set_weights(percent)
         stable = hook.get("Deployment", m.object_name(d, "stable"), d.namespace)["spec"]["replicas"]
+        if strategy == "replica-ratio":  # the tracks share a constant total between them
+            canary = hook.get("Deployment", m.object_name(d, "canary"), d.namespace)["spec"]["replicas"]
+            assert (stable, canary) == m.replica_split(total, percent), percent
         hpa = _hpa(hook, d)
         # the controller's min/max clamp would not move the stable track either (0: the HPA stands aside)
         assert stable == 0 or hpa["spec"]["minReplicas"] <= stable <= hpa["spec"]["maxReplicas"], (percent, stable)
@@ -132,7 +136,7 @@ def test_spot_nodes_count_for_capacity_only_when_the_deployment_may_run_there(ho
                 "spec": {"nodeName": "on-demand-1",
                          "containers": [{"name": "x", "resources": {"requests": {"nvidia.com/gpu": "1"}}}]},
                 "status": {"phase": "Running"}})
-    facts = pf.ArtefactFacts(uri=CANARY, model="tiny-llama", serving_runtime="vllm", quantization_format="w8a8",
+    facts = ArtefactFacts(uri=CANARY, model="tiny-llama", serving_runtime="vllm", quantization_format="w8a8",
                              min_compute_capability=7.5, tensor_parallel_size=1, max_model_len=512, weights_bytes=1)
     on_demand = registry.deployment("tiny-llama-chat")
     problems = KubernetesBackend(hook, on_demand, profile).capacity_problems(facts)

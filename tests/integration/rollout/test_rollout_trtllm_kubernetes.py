@@ -1,5 +1,6 @@
 """A TensorRT-LLM rollout through the driver's Kubernetes backend against kmock over real HTTP (KubernetesHook
-and the official client), up to the point where a pod would need a GPU.
+and the official client), in-process and once through `airflow dags test model_rollout` (the path users run),
+up to the point where a pod would need a GPU.
 
 No GPU here, so no trtllm-serve runs: the emulator has no controllers and no kubelet, and the test plays
 neither. The rollout therefore stops where a cluster would schedule the canary pod on an L20 node: the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 
 import kubernetes_validate
 import pytest
@@ -27,9 +29,11 @@ from llmops.rollout import driver
 from llmops.rollout.preflight import PreflightError
 from llmops.rollout.request import RolloutRequest, resolve_request
 from llmops.serving.kubernetes import KubernetesBackend
+from llmops.settings import PROJECT_ROOT
 from llmops_airflow.hooks.vllm_k8s import VllmKubernetesHook
 from support.pod_security import violations
 
+from .conftest import dag_env, dags_test
 from .kube_emulator import KubeEmulator
 
 NS = "llmops"
@@ -101,8 +105,9 @@ def backend_for(hook, registry, deployment):
                              pod_url_template=UNREACHABLE, service_url_template=UNREACHABLE)
 
 
-def context(backend, registry, store, uri, tmp_path, run_id="manual__trtllm"):
-    resolved = resolve_request(RolloutRequest(deployment=backend.deployment.name, version=uri), registry)
+def context(backend, registry, store, uri, tmp_path, run_id="manual__trtllm", deployment=None):
+    name = deployment or backend.deployment.name
+    resolved = resolve_request(RolloutRequest(deployment=name, version=uri), registry)
     return driver.RolloutContext(resolved, store, backend, registry, run_id, tmp_path / "report")
 
 
@@ -182,3 +187,46 @@ def test_latest_is_the_newest_build_of_the_deployments_runtime(kube, hook, regis
     with pytest.raises(PreflightError, match="GPU family") as err:
         driver.preflight(context(backend, registry, store, "latest", tmp_path))
     assert uris["trt_awq_hopper"] in str(err.value) and uris["vllm_w8a8"] not in str(err.value)
+
+
+def test_the_model_rollout_dag_rolls_a_trtllm_canary_back_when_it_never_gets_ready(kube, hook, store, tmp_path,
+                                                                                   airflow_db, venvs):
+    """The path users run: `airflow dags test model_rollout` on runtime kubernetes (operator, deferral to the
+    readiness trigger, resume) with the shipped registry, except a 10 s readiness timeout for the TensorRT-LLM
+    deployment. No pod ever gets ready (no GPU), so the run ends rolled back, failed, with nothing left."""
+    store, uris = store
+    config = tmp_path / "config"
+    shutil.copytree(PROJECT_ROOT / "include" / "config", config)
+    deployments = config / "deployments.yaml"
+    text = deployments.read_text()
+    head, trt = text.split("  - name: tiny-llama-trtllm", 1)
+    assert "readiness_timeout_s: 1800" in trt
+    deployments.write_text(head + "  - name: tiny-llama-trtllm" + trt.replace("readiness_timeout_s: 1800",
+                                                                               "readiness_timeout_s: 10"))
+    conn = {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(kube.kubeconfig)}}
+    env = dag_env(tmp_path / "home", tmp_path / "store", venvs, LLMOPS_RUNTIME="kubernetes",
+                  LLMOPS_CONFIG_DIR=str(config), AIRFLOW_CONN_KUBERNETES_DEFAULT=json.dumps(conn),
+                  LLMOPS_KUBE_POD_URL_TEMPLATE=UNREACHABLE, LLMOPS_KUBE_SERVICE_URL_TEMPLATE=UNREACHABLE)
+    rc, log = dags_test(env, {"deployment": "tiny-llama-trtllm", "version": uris["trt_fp8"]}, timeout=600)
+    assert rc != 0, log[-6000:]
+    assert "waiting for the canary track" in log, log[-6000:]  # deferred to the readiness trigger
+    assert "rolled back" in log and "0/1 replicas ready" in log, log[-6000:]
+    created = [w for w in kube.writes() if w.startswith("POST /apis/apps/v1/namespaces/llmops/deployments")]
+    assert created, "the canary Deployment was applied"
+    assert hook.get("Deployment", "tiny-llama-trtllm-canary", NS) is None
+    assert hook.get("ConfigMap", "tiny-llama-trtllm-rollout-lock", NS) is None
+
+
+def test_the_local_runtime_refuses_a_trtllm_deployment_before_starting_anything(registry, store, tmp_path):
+    """The local runtime's backend (vLLM processes) as the operator builds it: pre-flight names the runtime to
+    use instead, takes no lock and starts no process."""
+    from llmops.serving.local import LocalRuntime
+
+    store, uris = store
+    deployment = registry.deployment("tiny-llama-trtllm")
+    backend = LocalRuntime(tmp_path / "home", deployment.name, deployment.model, serving_python="/nonexistent",
+                           model_cache=tmp_path / "home" / "models")
+    with pytest.raises(PreflightError, match="(?s)local runtime cannot run.*fix: run model_rollout with "
+                                             "LLMOPS_RUNTIME=kubernetes"):
+        driver.preflight(context(backend, registry, store, uris["trt_fp8"], tmp_path, deployment=deployment.name))
+    assert backend.lock_holder() is None and backend.load().canary is None
