@@ -20,6 +20,7 @@ from kubernetes.client import ApiClient
 
 from llmops.config import load_registry
 from llmops.serving.manifests import ANNOTATION_POD_SECURITY, VersionRef, render_all
+from support.ack import KUBERNETES_VERSION
 from support.pod_security import pod_of, violations
 
 STABLE = VersionRef("oss://b/models/tiny-llama/aaa/vllm-llmcompressor-w8a8/manifest.json", "tiny-llama", 1, 512)
@@ -127,7 +128,7 @@ def test_every_step_pod_passes_restricted(step_pods):
                          "model_refresh.publish", "kb_reindex.reindex", "kb_reindex__product-docs.reindex"}
     for name, specs in pods.items():
         for pod in specs:
-            kubernetes_validate.validate(pod, "1.33", strict=True)
+            kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
             names = [c["name"] for c in pod["spec"]["containers"]]
             assert "airflow-xcom-sidecar" in names, "the xcom sidecar is part of the checked pod"
             assert violations(pod) == [], name

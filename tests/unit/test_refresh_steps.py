@@ -17,6 +17,7 @@ from llmops.config.schema import ModelSpec
 from llmops.refresh.plan import WorkItem, expand_targets
 from llmops.settings import get_settings
 from llmops_airflow.refresh_tasks import ITEM_FIELDS, item_chain, item_entry
+from support.ack import KUBERNETES_VERSION
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 RUN = ["--dag-id", "model_refresh", "--run-id", "r", "--task-id", "item.publish"]
@@ -78,7 +79,7 @@ def test_on_kubernetes_each_step_becomes_a_valid_pod_gpu_steps_on_the_items_prof
     images = {"download": settings.worker_image, "quantize": settings.worker_image, "publish": settings.worker_image,
               "validate": settings.trtllm_image if recipe == "modelopt-fp8" else settings.serving_image}
     for step, pod in pods.items():
-        kubernetes_validate.validate(pod, "1.33", strict=True)
+        kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
         container = pod["spec"]["containers"][0]
         assert container["command"] == ["python", "-m", f"llmops.jobs.{step}"]
         assert container["image"] == images[step], step

@@ -9,7 +9,6 @@ from pathlib import Path
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from llmops.config import load_registry
@@ -26,9 +25,9 @@ from llmops.serving.manifests import (
     replica_split,
     step_placement,
 )
+from support.ack import KUBERNETES_VERSION
 
-K8S_VERSION = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "ack" / "values.yaml").read_text())[
-    "kubernetes_version"]
+K8S_VERSION = KUBERNETES_VERSION
 # kubernetes-validate bundles only built-in kinds. For the two CRDs we check the fields the Gateway API
 # (v1.2 HTTPRoute) and Prometheus Operator (ServiceMonitor) CRDs declare required, plus weight ranges.
 CRD_SCHEMAS = {

@@ -11,6 +11,7 @@ from kubernetes.client import ApiClient
 from llmops.jobs._cli import clean_line, line_level
 from llmops_airflow.pod import JobPodOperator
 from llmops_airflow.steps import GPU_POOL, POD_STARTUP_TIMEOUT_S, JobFailed, LocalJobOperator, heavy_step
+from support.ack import KUBERNETES_VERSION
 
 
 def test_local_step_runs_in_the_worker_environment_and_returns_its_result():
@@ -48,7 +49,7 @@ def test_kubernetes_step_is_a_valid_gpu_pod(profile, resource, amount):
     assert op.deferrable is True and op.pool == GPU_POOL
     assert op.startup_timeout_seconds == POD_STARTUP_TIMEOUT_S
     pod = _pod(op)
-    kubernetes_validate.validate(pod, "1.33", strict=True)
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
     spec = pod["spec"]
     container = spec["containers"][0]
     assert container["command"] == ["python", "-m", "llmops.jobs.quantize"]
@@ -64,7 +65,7 @@ def test_kubernetes_step_is_a_valid_gpu_pod(profile, resource, amount):
 def test_kubernetes_step_without_gpu_takes_no_gpu_pool():
     op = heavy_step(task_id="download", job="download", runtime="kubernetes")
     pod = _pod(op)
-    kubernetes_validate.validate(pod, "1.33", strict=True)
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
     assert op.pool != GPU_POOL
     assert "nvidia.com/gpu" not in pod["spec"]["containers"][0]["resources"].get("limits", {})
 
@@ -99,7 +100,7 @@ def test_malformed_secret_reference_refused():
 def test_publish_pods_read_the_store_credentials_from_an_optional_secret():
     op = heavy_step(task_id="publish", job="publish", runtime="kubernetes")
     pod = _pod(op)
-    kubernetes_validate.validate(pod, "1.33", strict=True)
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
     assert pod["spec"]["containers"][0]["envFrom"] == [
         {"secretRef": {"name": "llmops-llmops-artefacts", "optional": True}}]
     assert heavy_step(task_id="publish", job="publish", runtime="local").store_access
