@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmops.quantize.recipes import RECIPES
+from llmops.config.recipes import RECIPES
 from llmops.validate.golden import GoldenPrompt, GoldenSet, judge
 
 GOLDEN = GoldenSet([GoldenPrompt("The capital of France is"), GoldenPrompt("One, two, three,"),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmops.config.recipes import RECIPES
 from llmops.errors import InvalidValue, shorten
-from llmops.quantize.recipes import RECIPES
-from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE
+from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE, get_settings
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names and Milvus aliases
 # A Kubernetes resource quantity (CPU "500m", "4"; memory "512Mi", "32Gi").
@@ -33,6 +33,27 @@ class Toleration(Strict):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
 
 
+class Taint(Strict):
+    key: str = Field(pattern=r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+    value: str = Field(default="true", pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+    def toleration(self) -> Toleration:
+        return Toleration(key=self.key, operator="Equal", value=self.value, effect=self.effect)
+
+
+class SpotPool(Strict):
+    """The spot node pool of a GPU profile: its nodes carry `node_label` and `taint`, so only pods that tolerate
+    the taint (work that may be interrupted) land there; everything else stays on the on-demand pool."""
+
+    node_label: dict[str, str] = Field(min_length=1, max_length=1, description="{key: value} every spot node has")
+    taint: Taint
+    refresh_steps: Literal["never", "prefer", "require"] = Field(
+        default="prefer",
+        description="model_refresh's GPU steps (quantize, validate): prefer spot nodes and fall back to on-demand, "
+                    "require spot nodes, or never use them")
+
+
 class GpuProfile(Strict):
     name: str = Field(pattern=NAME_RE)
     gpu: str  # marketing name, e.g. "NVIDIA A10"
@@ -46,6 +67,8 @@ class GpuProfile(Strict):
     )
     node_selector: dict[str, str] = {}
     tolerations: list[Toleration] = []
+    spot: SpotPool | None = Field(
+        default=None, description="a spot node pool of this profile (deploy/ack renders it); none: on-demand only")
 
     @property
     def shared(self) -> bool:
@@ -218,6 +241,56 @@ class ContainerResources(Strict):
         return self
 
 
+class TopologySpread(Strict):
+    max_skew: int = Field(default=1, ge=1, le=100)
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"]
+
+
+class Availability(Strict):
+    """How the stable track survives the loss of a zone or a node. One Deployment spread over zones (not one
+    Deployment per zone): the rollout, the HPA and the PodDisruptionBudget each see one stable track."""
+
+    zone_spread: TopologySpread = Field(
+        default=TopologySpread(when_unsatisfiable="DoNotSchedule"),
+        description="topology.kubernetes.io/zone: by default a replica waits (and the node pool scales out in "
+                    "another zone) rather than stack in one zone")
+    node_spread: TopologySpread = Field(
+        default=TopologySpread(when_unsatisfiable="ScheduleAnyway"),
+        description="kubernetes.io/hostname: by default replicas share an 8-GPU node only when no other fits")
+    max_unavailable: int = Field(
+        default=1, ge=1, le=100,
+        description="PodDisruptionBudget of the stable track: pods a drain or node-pool upgrade may take at once")
+
+
+class Autoscaling(Strict):
+    """The stable track's HPA. `queue`: vLLM's `vllm:num_requests_waiting` per pod (requests waiting for a
+    slot: the signal users feel); `kv-cache`: `vllm:kv_cache_usage_perc` (0..1); `gpu-utilization`: DCGM's
+    `DCGM_FI_DEV_GPU_UTIL` (0..100, busy is not the same as saturated: the documented alternative). All three
+    reach the HPA as Pods metrics through the metrics adapter (deploy/ack/templates/55-metrics-adapter.yaml)."""
+
+    metric: Literal["queue", "kv-cache", "gpu-utilization"] = "queue"
+    target: float | None = Field(
+        default=None, gt=0, le=10000,
+        description="average per pod to hold; default: 5 waiting requests, 0.8 of the KV cache, 80 % GPU")
+    scale_down_stabilization_s: int = Field(
+        default=600, ge=0, le=3600, description="a GPU replica takes minutes to come back: scale down slowly")
+
+    @model_validator(mode="after")
+    def _target_in_range(self) -> Autoscaling:
+        if self.metric == "kv-cache" and self.target is not None and self.target > 1:
+            raise InvalidValue(f"target {self.target} is above 1 for metric kv-cache (a fraction of the KV cache)",
+                             fix="write e.g. 0.8")
+        if self.metric == "gpu-utilization" and self.target is not None and self.target > 100:
+            raise InvalidValue(f"target {self.target} is above 100 for metric gpu-utilization (percent)",
+                             fix="write e.g. 80")
+        return self
+
+
+VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+# trtllm-serve reads LLM API options from one YAML file; a second one in extra_args would replace ours.
+TRTLLM_CONFIG_FLAGS = ("--config", "--extra_llm_api_options")
+
+
 class Deployment(Strict):
     name: str = Field(pattern=NAME_RE)
     model: str = Field(pattern=NAME_RE)
@@ -225,18 +298,41 @@ class Deployment(Strict):
     gpu_profile: str = Field(pattern=NAME_RE)
     replicas: int = Field(default=2, ge=1, le=100)
     max_replicas: int = Field(default=4, ge=1, le=200)
-    image: str = Field(default="vllm/vllm-openai:v0.11.0", pattern=IMAGE_RE, max_length=512)
+    image: str = Field(
+        default=VLLM_IMAGE, pattern=IMAGE_RE, max_length=512,
+        description="the server image; default vLLM's, or for serving_runtime tensorrt-llm LLMOPS_TRTLLM_IMAGE "
+                    "(images/trtllm: the TensorRT-LLM version that validated the checkpoint in model_refresh)")
     port: int = Field(default=8000, ge=1, le=65535)
     service_account: str = Field(default="llmops-serving", pattern=DNS1123_SUBDOMAIN_RE, max_length=253)
     kubernetes_connection_id: str = Field(default="kubernetes_default", pattern=r"^[A-Za-z0-9_.-]{1,250}$")
     traffic: TrafficSpec = TrafficSpec()
     resources: ContainerResources = ContainerResources()
-    extra_args: list[str] = Field(default=[], description="extra vLLM arguments (pods and local processes)")
+    extra_args: list[str] = Field(default=[], description="extra server arguments: vLLM flags (pods and local "
+                                  "processes), or trtllm-serve flags for serving_runtime tensorrt-llm")
     expected_concurrency: int = Field(
         default=8, ge=1, le=1024,
         description="requests one replica serves at once in production; the canary probe reaches at least this")
-    serving_runtime: Literal["vllm"] = "vllm"
+    serving_runtime: Literal["vllm", "tensorrt-llm"] = Field(
+        default="vllm", description="vllm (vllm.entrypoints.openai.api_server) or tensorrt-llm (trtllm-serve, "
+                                    "runtime kubernetes only: TensorRT-LLM has no CPU build)")
+    llm_api_options: dict[str, Any] = Field(
+        default={}, description="tensorrt-llm only: TensorRT-LLM LLM API options (LlmArgs fields, e.g. "
+                                "{kv_cache_config: {free_gpu_memory_fraction: 0.85}}) for the YAML trtllm-serve reads; "
+                                "they override the defaults (Prometheus metrics and iteration stats on)")
+    availability: Availability = Availability()
+    autoscaling: Autoscaling = Autoscaling()
+    spot: bool = Field(
+        default=False, description="vLLM pods may run on the GPU profile's spot pool (preferred, on-demand when "
+                                   "none is free); a reclaimed node takes its replicas: off for serving by default")
     rollout: RolloutSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runtime_image(cls, data: Any) -> Any:
+        # A TensorRT-LLM deployment without an image serves with the image that validated its checkpoints.
+        if isinstance(data, dict) and data.get("serving_runtime") == "tensorrt-llm" and not data.get("image"):
+            data = {**data, "image": get_settings().trtllm_image}
+        return data
 
     @field_validator("extra_args")
     @classmethod
@@ -246,6 +342,28 @@ class Deployment(Strict):
                 raise InvalidValue(f"{shorten(arg)} holds a control character (newline, tab...)",
                                  fix="write each vLLM argument as its own list entry")
         return value
+
+    @model_validator(mode="after")
+    def _runtime_settings(self) -> Deployment:
+        image_name = self.image.split("@")[0]  # the repository path, without tag or digest
+        if ":" in image_name.rsplit("/", 1)[-1]:
+            image_name = image_name.rsplit(":", 1)[0]
+        if self.serving_runtime == "tensorrt-llm":
+            if "vllm" in image_name:
+                raise InvalidValue(f"image {shorten(self.image)} is a vLLM image but serving_runtime is tensorrt-llm",
+                                 fix="remove image (it defaults to LLMOPS_TRTLLM_IMAGE) or name a TensorRT-LLM image")
+            flags = [a for a in self.extra_args if a.split("=", 1)[0] in TRTLLM_CONFIG_FLAGS]
+            if flags:
+                raise InvalidValue(f"extra_args {shorten(flags)} would replace the LLM API options file the rollout "
+                                 "writes (Prometheus metrics)", fix="move those options into llm_api_options")
+        else:
+            if "trtllm" in image_name or "tensorrt" in image_name:
+                raise InvalidValue(f"image {shorten(self.image)} is a TensorRT-LLM image but serving_runtime is "
+                                 f"{self.serving_runtime}", fix="set serving_runtime: tensorrt-llm or use a vLLM image")
+            if self.llm_api_options:
+                raise InvalidValue("llm_api_options apply to serving_runtime tensorrt-llm only", fix="remove them or "
+                                 "set serving_runtime: tensorrt-llm")
+        return self
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> Deployment:
@@ -264,7 +382,11 @@ class KbSource(Strict):
     kind: Literal["local", "s3", "oss"] = "local"
     uri: str = Field(description="a directory (relative to the project root or absolute) or s3://, oss:// prefix")
     include: list[str] = ["**/*.md", "**/*.txt", "**/*.html", "**/*.pdf"]
-    connection_id: str | None = None
+    connection_id: str | None = Field(
+        default="llmops_kb_sources", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        description="Airflow Connection with this s3/oss source's keys (login/password; extra endpoint_url, "
+                    "region_name for s3, endpoint, region for oss), given to the job as AWS_* or OSS_*; "
+                    "null: the SDK's own chain (RRSA, IRSA). Unused by a local source")
     endpoint: str | None = Field(default=None, description="S3/OSS endpoint URL (default: the SDK's own)")
     max_document_mib: float = Field(
         default=50.0, gt=0, le=4096, description="documents larger than this are skipped and reported")
@@ -293,20 +415,43 @@ class Embedder(Strict):
     kind: Literal["sentence-transformers", "openai"] = "sentence-transformers"
     model: str = "all-MiniLM-L6-v2"
     endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL for kind=openai")
-    connection_id: str | None = None
+    connection_id: str | None = Field(
+        default="embeddings_default", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        description="kind openai: Airflow Connection whose password is the endpoint's API key, given to the job "
+                    "as the variable api_key_env names; null: no key. Unused by a local embedder")
     api_key_env: str | None = Field(
-        default="EMBEDDINGS_API_KEY",
-        description="environment variable holding the endpoint's API key (the DAG fills it from Connection "
-                    "embeddings_default); unset or empty: no Authorization header")
+        default="EMBEDDINGS_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="environment variable holding the endpoint's API key (the DAG fills it from the Connection "
+                    "connection_id names); unset or empty: no Authorization header")
     batch_size: int = Field(default=64, ge=1, le=4096)
     dimension: int | None = Field(
         default=None, ge=1, description="expected vector dimension; a model that returns another fails the run")
+    backend: Literal["torch", "onnx"] = Field(
+        default="torch", description="kind sentence-transformers: run the model on torch (default) or on ONNX "
+                                     "Runtime, exported once from the local model and cached under $LLMOPS_HOME")
+    quantize: Literal["int8"] | None = Field(
+        default=None, description="backend onnx: int8 dynamic quantization of the exported model (faster on CPU)")
 
     @model_validator(mode="after")
     def _endpoint_for_openai(self) -> Embedder:
         if self.kind == "openai" and not self.endpoint:
             raise InvalidValue("kind 'openai' needs an endpoint", fix="set endpoint to the server's /v1 base URL")
+        if self.kind == "openai" and self.backend != "torch":
+            raise InvalidValue("backend applies to kind 'sentence-transformers' only (an endpoint runs its own model)",
+                             fix="remove backend")
+        if self.quantize and self.backend != "onnx":
+            raise InvalidValue("quantize: int8 needs backend: onnx", fix="set backend: onnx or remove quantize")
         return self
+
+    def identity(self) -> dict:
+        """What the vectors depend on (part of the collection fingerprint: a change forces a full rebuild).
+
+        The default torch backend adds nothing, so collections built before backends existed stay current.
+        """
+        identity = {"kind": self.kind, "model": self.model}
+        if self.backend != "torch":
+            identity["backend"] = self.backend + (f"-{self.quantize}" if self.quantize else "")
+        return identity
 
 
 class MilvusTarget(Strict):

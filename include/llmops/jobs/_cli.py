@@ -31,6 +31,7 @@ from pathlib import Path
 
 from llmops.errors import LlmopsError, is_permanent, shorten
 from llmops.jobs.errors import JobArgumentError, StorageError
+from llmops.refresh.plan import WorkItem
 from llmops.settings import set_process_defaults
 
 RESULT_PREFIX = "LLMOPS_RESULT "
@@ -183,10 +184,8 @@ def parse_result(stdout: str) -> dict | None:
 # --- bad arguments and bad disks: one line naming the input and the fix -----------------------------------------
 
 
-def parse_item(text: str, argument: str = "--item"):
+def parse_item(text: str, argument: str = "--item") -> WorkItem:
     """The plan task's WorkItem JSON -> WorkItem, or JobArgumentError naming what is wrong with it."""
-    from llmops.refresh import WorkItem
-
     fix = "pass the item exactly as the model_refresh plan task wrote it (re-run the plan task if it was edited)"
     try:
         data = json.loads(text)

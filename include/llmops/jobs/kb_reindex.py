@@ -6,7 +6,8 @@
     python -m llmops.jobs.kb_reindex --kb product-docs --mode search --query "how do I install?"
 
 The last stdout line is `LLMOPS_RESULT {summary}` (embedded, skipped, deleted, repaired, duration...).
-The Milvus token comes from MILVUS_TOKEN (the DAG fills it from Connection milvus_default), never from arguments;
+The Milvus token comes from MILVUS_TOKEN (the DAG fills it from the knowledge base's milvus.connection_id),
+never from arguments;
 the server from --milvus-uri, else the knowledge base's `milvus.uri`, else MILVUS_URI (the `milvus_default`
 Connection's host, filled in by the DAG), else the default Milvus Lite file; a Milvus Lite file is replaced by
 LLMOPS_MILVUS_URI when set (the local runtime's `milvus-lite server`, shared by every process).
@@ -33,7 +34,7 @@ from llmops.kb.errors import KbError, Stopped
 from llmops.kb.progress import Progress
 
 if TYPE_CHECKING:
-    from llmops.kb.store import KbIndex
+    from llmops.kb.index import KbIndex
 
 log = logging.getLogger("llmops.jobs.kb_reindex")
 
@@ -64,7 +65,7 @@ def milvus_uri(kb, override: str | None = None) -> str:
 
 
 def open_index(kb, override_uri: str | None = None) -> KbIndex:
-    from llmops.kb.store import KbIndex, connect
+    from llmops.kb.index import KbIndex, connect
     from llmops.settings import get_settings
 
     settings = get_settings()

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from llmops.errors import LlmopsError
 
-
-@dataclass(frozen=True)
-class Problem:
-    """One pre-flight check that failed: which check, what is wrong, the fix."""
-
-    check: str
-    what: str
-    fix: str
+if TYPE_CHECKING:
+    from llmops.serving.port import Problem
 
 
 class PreflightError(LlmopsError):

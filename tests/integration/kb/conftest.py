@@ -131,7 +131,7 @@ def make_kb(corpus, tmp_path):
 @pytest.fixture
 def open_index():
     """KbIndex over a MilvusClient; closed after the test (a Lite file is held by one process only)."""
-    from llmops.kb.store import KbIndex, connect, disconnect
+    from llmops.kb.index import KbIndex, connect, disconnect
 
     opened = []
 
