@@ -36,8 +36,8 @@ Params: **knowledge_base** (`all`, the default: every one), **mode**, **dry_run*
 the time, write nothing). The task log shows a heartbeat (chunks done/total, rate, ETA). `announce`
 updates the Asset `knowledge_base__<name>` of every knowledge base re-indexed successfully; `report`
 prints embedded / skipped / deleted / repaired / duration per knowledge base and fails the run when
-any knowledge base failed. Credentials, all optional: Connection `milvus_default` (password = Milvus token),
-each S3/OSS source's `source.connection_id` (default `llmops_kb_sources`: keys, endpoint, region) and each
+any knowledge base failed. Credentials, all optional: each knowledge base's `milvus.connection_id` (default
+`milvus_default`: password = Milvus token, host = server), each S3/OSS source's `source.connection_id` (default `llmops_kb_sources`: keys, endpoint, region) and each
 OpenAI-compatible embedder's `embedder.connection_id` (default `embeddings_default`: password = API key).
 """
 
@@ -71,7 +71,7 @@ def build_kb_reindex(dag_id: str, schedule=None, knowledge_base: str | None = No
         reindex = heavy_step_partial(
             task_id="reindex", job="kb_reindex", max_active_tis_per_dag=1,
             map_index_template="{{ task.arguments[1] }}",
-            # Each item carries its knowledge base's own Connections (milvus_default, the source's and the
+            # Each item carries its knowledge base's own Connections (its Milvus', its source's and its
             # remote embedder's connection_id): `select` adds them to its arguments.
         ).expand_kwargs(selected)
 

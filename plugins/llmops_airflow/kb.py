@@ -35,21 +35,20 @@ def load_knowledge_bases() -> dict:
     return {kb.name: kb for kb in registry.knowledge_bases}
 
 
-#: Every knowledge base's job: the Milvus server (for knowledge bases that set no milvus.uri) and its token.
-MILVUS_SECRET_ENV = {"MILVUS_TOKEN": "milvus_default.password", "MILVUS_URI": "milvus_default.host"}
-
-
 def secret_env(kb) -> dict[str, str]:
     """{ENV: "conn_id.field"}: the Connection fields one knowledge base's job gets, and only those.
 
-    Milvus from `milvus_default`; an s3/oss source's keys, endpoint and region from the source's own
+    Milvus' token and server (used when the knowledge base sets no milvus.uri) from `milvus.connection_id`
+    (default milvus_default); an s3/oss source's keys, endpoint and region from the source's own
     `connection_id` (as AWS_* or OSS_*, the SDKs' names); a remote (openai) embedder's API key from the
     embedder's own `connection_id` as the variable its `api_key_env` names. A missing Connection leaves its
     variables unset: the SDK's default chain (RRSA) or no key applies.
     """
     from llmops_airflow.steps import object_store_secret_env
 
-    env = dict(MILVUS_SECRET_ENV)
+    env: dict[str, str] = {}
+    if kb.milvus.connection_id:
+        env.update(MILVUS_TOKEN=f"{kb.milvus.connection_id}.password", MILVUS_URI=f"{kb.milvus.connection_id}.host")
     source = kb.source
     if source.kind != "local" and source.connection_id:
         prefix = "AWS_" if source.kind == "s3" else "OSS_"

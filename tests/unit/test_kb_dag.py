@@ -83,6 +83,9 @@ def test_each_knowledge_base_s_job_gets_its_own_source_and_embedder_connections(
     from llmops_airflow.kb import job_kwargs, secret_env
 
     assert set(secret_env(_kb())) == {"MILVUS_TOKEN", "MILVUS_URI"}
+    assert secret_env(_kb(milvus={"connection_id": "milvus_prod"})) == {
+        "MILVUS_TOKEN": "milvus_prod.password", "MILVUS_URI": "milvus_prod.host"}
+    assert secret_env(_kb(milvus={"connection_id": None})) == {}
     s3 = secret_env(_kb(source={"kind": "s3", "uri": "s3://b/docs", "connection_id": "kb_docs_s3"}))
     assert {k: v for k, v in s3.items() if not k.startswith("MILVUS_")} == {
         "AWS_ACCESS_KEY_ID": "kb_docs_s3.login", "AWS_SECRET_ACCESS_KEY": "kb_docs_s3.password",

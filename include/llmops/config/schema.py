@@ -459,7 +459,10 @@ class MilvusTarget(Strict):
         default="milvus.db",
         description="a Milvus Lite file (relative to $LLMOPS_HOME/milvus) or http(s)://host:port of a server",
     )
-    connection_id: str | None = None
+    connection_id: str | None = Field(
+        default="milvus_default", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        description="Airflow Connection of this knowledge base's Milvus: password = token (as MILVUS_TOKEN), "
+                    "host = server URI used when milvus.uri is not set (as MILVUS_URI); null: none")
     index_type: Literal["FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"] = "AUTOINDEX"
     metric_type: Literal["COSINE", "IP", "L2"] = "COSINE"
     index_params: dict[str, int] = {}
