@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from llmops.errors import InvalidValue
+
 CANDIDATES: dict[str, tuple[str, ...]] = {
     "e2e_latency": ("vllm:e2e_request_latency_seconds", "vllm_e2e_request_latency_seconds",
                     "vllm:request_latency_seconds", "trtllm_e2e_request_latency_seconds"),
@@ -49,10 +51,10 @@ _PROMQL_NAMES = {
 
 
 def metrics_path(runtime: str) -> str:
-    """The HTTP path of `runtime`'s Prometheus exposition; ValueError naming the runtimes for another."""
+    """The HTTP path of `runtime`'s Prometheus exposition; InvalidValue naming the runtimes for another."""
     if runtime not in METRICS_PATHS:
-        raise ValueError(f"serving runtime {runtime!r} has no known metrics endpoint; "
-                         f"fix: use one of {', '.join(METRICS_PATHS)}")
+        raise InvalidValue(f"serving runtime {runtime!r} has no known metrics endpoint",
+                         fix=f"use one of {', '.join(METRICS_PATHS)}")
     return METRICS_PATHS[runtime]
 
 

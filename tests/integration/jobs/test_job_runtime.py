@@ -157,13 +157,11 @@ def test_publish_gets_the_store_credentials_from_the_connection(tmp_path, monkey
 
 
 def test_kb_reindex_reads_an_s3_source_with_the_declared_connection_only(tmp_path, monkeypatch):
-    """The kb_reindex DAG's own step declaration, the real job (dry run: lists the source and plans, embeds
-    nothing) against a SeaweedFS that accepts only its own key: ambient AWS_* variables are not inherited,
-    the `llmops_kb_sources` Connection's keys are."""
-    from airflow.models import DagBag
-
-    reindex = DagBag(dag_folder=str(ROOT / "dags" / "kb_reindex.py")).dags["kb_reindex"].get_task("reindex")
-    secret_env = reindex.partial_kwargs["secret_env"]
+    """The kb_reindex DAG's own step declaration (its select task's per-item secret_env), the real job (dry run:
+    lists the source and plans, embeds nothing) against a SeaweedFS that accepts only its own key: ambient AWS_*
+    variables are not inherited, the `llmops_kb_sources` Connection's keys are."""
+    from llmops.config import load_file
+    from llmops_airflow.kb import job_kwargs
     with seaweed_server(tmp_path / "s3", enforce_credentials=True) as s3:
         make_bucket(s3, "kbdocs")
         sample = ROOT / "include" / "sample_kb" / "product-docs"
@@ -177,6 +175,9 @@ def test_kb_reindex_reads_an_s3_source_with_the_declared_connection_only(tmp_pat
         name = registry["knowledge_bases"][0]["name"]
         arguments = ["--kb", name, "--mode", "incremental", "--dry-run", "--config-dir", str(config),
                      "--milvus-uri", str(tmp_path / "kb.db")]
+        kb = load_file(config / "knowledge_bases.yaml").knowledge_bases[0]
+        secret_env = job_kwargs(kb, arguments, runtime="local")["secret_env"]
+        assert secret_env["AWS_ACCESS_KEY_ID"] == "llmops_kb_sources.login"
         op = heavy_step(task_id="reindex", job="kb_reindex", arguments=arguments, secret_env=secret_env,
                         runtime="local", env_vars={"LLMOPS_HOME": str(tmp_path / "home")})
         # the right keys in the worker's environment do not reach the job
