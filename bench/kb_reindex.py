@@ -11,6 +11,9 @@
    embedder and chunks, Milvus Lite too): the same 1% incremental run (target: ours at least as
    fast) and the same drift (rows deleted from both stores behind the tools' backs, then a rerun:
    target: ours restores every row).
+Hybrid retrieval (BM25 + dense, RRF) vs dense-only: recall@k on the registry's product-docs golden
+   queries (natural language) and on exact-term queries over this corpus (a tenant number that only one
+   document mentions). Target: hybrid finds at least what dense finds on both.
 Timings alternate ours/baseline and keep the best of `--repeat` tries. Ratios are judged on CPU time
 (wall time printed beside): on 2 shared cores, wall time of the same work varied by 50% between tries.
 """
@@ -180,6 +183,64 @@ class LangChainRun:
                                 consistency_level="Strong")[0]["count(*)"])
 
 
+def exact_term_queries(corpus: Path, count: int = 20, seed: int = 11) -> list[tuple[str, str]]:
+    """(query, expected document) for tenant numbers that exactly one document mentions: '<topic> tenant <N>'."""
+    mentions: dict[str, set[str]] = {}
+    for path in sorted(corpus.glob("*.md")):
+        for word in path.read_text().split("tenant ")[1:]:
+            mentions.setdefault(word.split(".")[0].split()[0], set()).add(path.name)
+    unique = sorted((tenant, next(iter(docs))) for tenant, docs in mentions.items() if len(docs) == 1)
+    picked = random.Random(seed).sample(unique, min(count, len(unique)))
+    return [(f"{doc.split('-')[0]} tenant {tenant}", doc) for tenant, doc in picked]
+
+
+def recall_at(index, embedder, golden: list[tuple[str, str]], k: int, hybrid: bool) -> tuple[int, list[str]]:
+    texts = [query for query, _ in golden]
+    rows = index.search(index.alias, embedder.embed(texts), k, ("doc_id",), queries=texts if hybrid else None)
+    misses = [query for (query, expected), hits in zip(golden, rows, strict=True)
+              if expected not in [hit["doc_id"] for hit in hits]]
+    return len(golden) - len(misses), misses
+
+
+def hybrid_vs_dense(work: Path, corpus: Path, embedder) -> dict[str, bool]:
+    """Recall@k of the same knowledge base built dense-only and hybrid (BM25 + dense, RRF), same embedder."""
+    from llmops.config import load_file
+
+    registry = load_file(ROOT / "include" / "config" / "knowledge_bases.yaml")
+    sample = next(kb for kb in registry.knowledge_bases if kb.name == "product-docs")
+    sample = sample.model_copy(update={"source": sample.source.model_copy(
+        update={"uri": str(ROOT / "include" / "sample_kb" / "product-docs")})})
+    synthetic = make_kb(corpus, 64, "bench_docs")
+    suites = [("product-docs golden queries (natural language)", sample,
+               [(q.query, q.expected_document) for q in sample.golden_queries], sample.top_k),
+              (f"exact-term queries over the {len(list(corpus.glob('*.md')))}-document corpus", synthetic,
+               exact_term_queries(corpus), 5)]
+    print("\nhybrid retrieval (BM25 + dense, RRF k=60) vs dense-only: recall@k, same embedder, Milvus Lite")
+    client = connect(str(work / "hybrid.db"), work)
+    passed = True
+    try:
+        for number, (title, base, golden, k) in enumerate(suites):
+            found = {}
+            for mode in ("dense", "hybrid"):
+                kb = base.model_copy(update={"alias": f"bench_{mode}_{number}",
+                                             "retrieval": base.retrieval.model_copy(update={"mode": mode}),
+                                             "golden_queries": [], "retention": 1})
+                index = KbIndex.for_kb(client, kb)
+                reindex(kb, "full", index=index, embedder=embedder, progress_every_s=3600)
+                found[mode] = recall_at(index, embedder, golden, k, hybrid=mode == "hybrid")
+            (dense, dense_misses), (hybrid, hybrid_misses) = found["dense"], found["hybrid"]
+            ok = hybrid >= dense
+            passed &= ok
+            print(f"   {title}: recall@{k}   dense {dense}/{len(golden)}   hybrid {hybrid}/{len(golden)}   "
+                  f"target hybrid >= dense   {'PASS' if ok else 'FAIL'}")
+            for mode, misses in (("dense", dense_misses), ("hybrid", hybrid_misses)):
+                if misses:
+                    print(f"      {mode} missed: {'; '.join(misses[:6])}{' ...' if len(misses) > 6 else ''}")
+    finally:
+        client.close()
+    return {"hybrid_recall": passed}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--documents", type=int, default=200)
@@ -207,7 +268,7 @@ def main() -> int:
         writer_batch = max(args.batch_size * 4, 64)  # what the pipeline hands the embedder per call
 
         client = connect(str(work / "milvus.db"), work)
-        index = KbIndex(client, kb.alias)
+        index = KbIndex.for_kb(client, kb)
         raw_runs, full_runs, full = [], [], None
         for _ in range(args.repeat):  # alternate, so both sides see the same background load
             raw_runs.append(raw_embedding(embedder, texts, writer_batch))
@@ -294,6 +355,7 @@ def main() -> int:
                   f"{'restored them too' if theirs_after == theirs_rows else f'is missing {theirs_rows - theirs_after} rows and does not know it'}")
             results["no_drift"] = no_drift
         client.close()
+        results.update(hybrid_vs_dense(work, corpus, embedder))
         print("\nsummary: " + ", ".join(f"{k}={'PASS' if v else 'FAIL'}" for k, v in results.items()))
         return 0 if all(results.values()) else 1
     finally:

@@ -320,6 +320,38 @@ class MilvusTarget(Strict):
     index_params: dict[str, int] = {}
 
 
+class Retrieval(Strict):
+    """How search ranks chunks: dense vectors only, or dense plus BM25 full text fused by a ranker.
+
+    Hybrid needs a Milvus with BM25 functions (Milvus 2.5+, Milvus Lite 3.x); the `milvus` package's
+    2.3 standalone server has none and is refused when the index is opened, before any model load."""
+
+    mode: Literal["dense", "hybrid"] = Field(
+        default="dense", description="hybrid: also index the text for BM25 and fuse both rankings")
+    ranker: Literal["rrf", "weighted"] = Field(
+        default="rrf", description="rrf: reciprocal rank fusion; weighted: normalised scores, dense_weight apart")
+    rrf_k: int = Field(default=60, ge=1, le=16383, description="ranker rrf: the k of 1 / (k + rank)")
+    dense_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="ranker weighted: the dense score's weight; BM25 gets the rest")
+
+    @model_validator(mode="after")
+    def _options_of_the_chosen_ranker(self) -> Retrieval:
+        # An option that would change nothing is refused when it differs from its default (a default written
+        # out, as model_dump() does, is harmless).
+        changed = {name for name in ("ranker", "rrf_k", "dense_weight")
+                   if getattr(self, name) != type(self).model_fields[name].default}
+        if self.mode == "dense" and changed:
+            raise ValueError(f"mode is 'dense', but {', '.join(sorted(changed))} (options of mode 'hybrid') "
+                             "set; fix: set mode: hybrid, or remove them")
+        if self.ranker == "rrf" and "dense_weight" in changed:
+            raise ValueError("dense_weight applies to ranker 'weighted' only; fix: set ranker: weighted, or use "
+                             "rrf_k with rrf")
+        if self.ranker == "weighted" and "rrf_k" in changed:
+            raise ValueError("rrf_k applies to ranker 'rrf' only; fix: set ranker: rrf, or use dense_weight "
+                             "with weighted")
+        return self
+
+
 class GoldenQuery(Strict):
     query: str = Field(min_length=1)
     expected_document: str
@@ -343,6 +375,7 @@ class KnowledgeBase(Strict):
     chunking: Chunking = Chunking()
     embedder: Embedder = Embedder()
     milvus: MilvusTarget = MilvusTarget()
+    retrieval: Retrieval = Retrieval()
     retention: int = Field(default=2, ge=1, le=20, description="collection versions kept for rollback")
     schedule: str | AssetSchedule | None = Field(
         default="@daily", description="cron, a preset such as @daily, {asset: URI}, or null for manual runs only")

@@ -31,7 +31,7 @@ from llmops.kb.errors import (
     Stopped,
 )
 from llmops.kb.hashing import chunk_key, content_hash, text_hash
-from llmops.kb.index import TEXT_MAX_BYTES, DocRecord, KbIndex
+from llmops.kb.index import BM25_FINGERPRINT, TEXT_MAX_BYTES, DocRecord, KbIndex
 from llmops.kb.loaders import load_lines
 from llmops.kb.progress import Progress, duration
 from llmops.kb.sources import SourceDocument, open_source
@@ -96,10 +96,15 @@ class DocPlan:
 
 
 def config_fingerprint(kb) -> dict:
-    """What the vectors in a collection depend on, besides the documents (dimension is added when built)."""
-    return {"schema": SCHEMA_VERSION, "embedder": {"kind": kb.embedder.kind, "model": kb.embedder.model},
-            "chunking": {"size": kb.chunking.size, "overlap": kb.chunking.overlap,
-                         "markdown_aware": kb.chunking.markdown_aware}}
+    """What the vectors in a collection depend on, besides the documents (dimension is added when built).
+    Hybrid adds the BM25 field: switching to hybrid rebuilds; back to dense keeps the collection (dense search
+    ignores the extra field), so a dense knowledge base's fingerprint is what it was before hybrid existed."""
+    fingerprint = {"schema": SCHEMA_VERSION, "embedder": {"kind": kb.embedder.kind, "model": kb.embedder.model},
+                   "chunking": {"size": kb.chunking.size, "overlap": kb.chunking.overlap,
+                                "markdown_aware": kb.chunking.markdown_aware}}
+    if kb.retrieval.mode == "hybrid":
+        fingerprint["bm25"] = BM25_FINGERPRINT
+    return fingerprint
 
 
 def plan_document(doc_hash: str, record: DocRecord | None) -> DocPlan:
@@ -495,7 +500,7 @@ def _full(kb, index: KbIndex, embedder, hashed, summary: RunSummary, dry_run: bo
         golden = []
         if kb.golden_queries:
             vectors = embedder.embed([q.query for q in kb.golden_queries])
-            golden = [(q.expected_document, v) for q, v in zip(kb.golden_queries, vectors, strict=True)]
+            golden = [(q.expected_document, q.query, v) for q, v in zip(kb.golden_queries, vectors, strict=True)]
         checked = index.validate(collection, writer.written, golden, kb.top_k, kb.min_recall)
         summary.rows, summary.recall = checked["rows"], checked["recall"]
         progress.set_phase(f"moving alias {index.alias} to {collection}")
@@ -516,4 +521,4 @@ def search(kb, index: KbIndex, embedder: Embedder, query: str, limit: int | None
     if live is None:
         raise KbError(f"knowledge base {kb.name}: alias {index.alias} does not exist; fix: run kb_reindex first")
     index.ensure_loaded(live)
-    return index.search(index.alias, embedder.embed([query]), limit or kb.top_k)[0]
+    return index.search(index.alias, embedder.embed([query]), limit or kb.top_k, queries=[query])[0]
