@@ -1,5 +1,8 @@
 """The canary verdict: a pure function of what the probes observed.
 
+(Not the refresh validation's `validate.golden.ValidationVerdict`, which compares a quantized checkpoint's
+token ids with the original model's: this one judges a live canary against a stable deployment.)
+
 Latency on shared CPUs (and on busy GPUs) is noisy: a single probe pair can make an identical canary
 look 10x slower (see ENVIRONMENT.md). The latency check therefore compares *paired rounds* (stable and
 canary probed one after the other, alternating who goes first, never simultaneously) and takes the
@@ -30,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from llmops.canary.stats import mann_whitney_greater, median
+from llmops.golden import GoldenOutcome
 
 CheckStatus = Literal["pass", "fail", "inconclusive", "error", "skipped"]
 Outcome = Literal["passed", "failed", "inconclusive", "error"]
@@ -63,14 +67,6 @@ class ProbeRound:
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 1.0
-
-
-@dataclass(frozen=True)
-class GoldenOutcome:
-    prompt: str
-    passed: bool
-    output: str = ""
-    reason: str = ""
 
 
 @dataclass(frozen=True)

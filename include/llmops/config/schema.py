@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmops.errors import shorten
+from llmops.golden import GoldenPrompt
 from llmops.quantize.recipes import RECIPES
 from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE
 
@@ -78,24 +79,6 @@ class GpuProfile(Strict):
 # --- models.yaml -------------------------------------------------------------------------------
 
 
-class GoldenPrompt(Strict):
-    """A prompt answered greedily; optional expectations on the answer."""
-
-    prompt: str = Field(min_length=1)
-    expect_substring: str | None = None
-    expect_regex: str | None = None
-
-    @field_validator("expect_regex")
-    @classmethod
-    def _regex_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"is not a valid regular expression ({exc}); fix: escape it") from exc
-        return value
-
-
 class ModelTarget(Strict):
     recipe: str
     gpu_profiles: list[str] = Field(min_length=1)
@@ -123,6 +106,15 @@ class ModelValidation(Strict):
         description="share of golden prompts where the quantized model's greedy output matches the original's",
     )
 
+    @field_validator("golden_prompts")
+    @classmethod
+    def _one_length_for_all(cls, value: list[GoldenPrompt]) -> list[GoldenPrompt]:
+        for i, prompt in enumerate(value):
+            if prompt.max_tokens is not None:
+                raise ValueError(f"golden_prompts[{i}] sets max_tokens, which only rollouts use; "
+                                 "fix: remove it and set validation.max_new_tokens (the same for every prompt)")
+        return value
+
 
 class ModelSpec(Strict):
     name: str = Field(pattern=NAME_RE)
@@ -149,20 +141,6 @@ class TrafficSpec(Strict):
     gateway_namespace: str | None = Field(default=None, pattern=DNS1123_LABEL_RE, max_length=63)
     hostname: str | None = Field(default=None, pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
                                  max_length=253)
-
-
-class RolloutGoldenPrompt(GoldenPrompt):
-    """A deterministic check the canary must pass: greedy completion of `prompt`, with an expectation."""
-
-    max_tokens: int = Field(default=8, ge=1, le=512)
-    expect_json_schema: dict | None = Field(default=None, description="the completion must parse as JSON matching it")
-
-    @model_validator(mode="after")
-    def _has_expectation(self) -> RolloutGoldenPrompt:
-        if not (self.expect_substring or self.expect_regex or self.expect_json_schema):
-            raise ValueError("a golden prompt needs an expectation; "
-                             "fix: set expect_substring, expect_regex or expect_json_schema")
-        return self
 
 
 class RolloutThresholds(Strict):
@@ -202,10 +180,20 @@ class RolloutSpec(Strict):
     canary_replicas: int = Field(default=1, ge=1, le=100)
     thresholds: RolloutThresholds = RolloutThresholds()
     probe: RolloutProbe = RolloutProbe()
-    golden_prompts: list[RolloutGoldenPrompt] = Field(
-        min_length=1, description="required: without them the canary's answers are never checked")
+    golden_prompts: list[GoldenPrompt] = Field(
+        min_length=1, description="required, each with an expectation: without them the canary's answers are "
+                                  "never checked")
     prometheus_connection_id: str | None = Field(
         default=None, description="Airflow Connection of a Prometheus server; without it /metrics is scraped")
+
+    @field_validator("golden_prompts")
+    @classmethod
+    def _each_has_an_expectation(cls, value: list[GoldenPrompt]) -> list[GoldenPrompt]:
+        for i, prompt in enumerate(value):
+            if not prompt.has_expectation:  # the canary has no reference answer: an expectation is the check
+                raise ValueError(f"golden_prompts[{i}] ({shorten(prompt.prompt)}) needs an expectation; "
+                                 "fix: set expect_substring, expect_regex or expect_json_schema")
+        return value
 
     @field_validator("steps")
     @classmethod

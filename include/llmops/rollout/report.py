@@ -218,7 +218,8 @@ def step_to_dict(step: StepReport) -> dict:
 
 
 def step_from_dict(data: dict) -> StepReport:
-    from llmops.canary.verdict import Check, GoldenOutcome
+    from llmops.canary.verdict import Check
+    from llmops.golden import GoldenOutcome
 
     verdict = Verdict(data["verdict"]["passed"], [Check(**c) for c in data["verdict"]["checks"]],
                       data["verdict"]["summary"], data["verdict"].get("outcome", "passed"))
