@@ -13,7 +13,7 @@ from airflow.sdk import Param, dag, task
 
 from llmops_airflow.dag_defaults import START_DATE, default_args
 from llmops_airflow.forms import one_or_all
-from llmops_airflow.kb import KNOWLEDGE_BASES, airflow_schedule, knowledge_base_asset, load_knowledge_bases
+from llmops_airflow.kb import KNOWLEDGE_BASES, airflow_schedule, knowledge_base_asset, load_knowledge_bases, mode_param
 from llmops_airflow.steps import heavy_step_partial, object_store_secret_env
 
 DOC = """
@@ -39,9 +39,6 @@ prints embedded / skipped / deleted / repaired / duration per knowledge base and
 any knowledge base failed. Credentials: Connection `milvus_default` (password = Milvus token) and
 `embeddings_default` (password = API key of an OpenAI-compatible embeddings endpoint), both optional.
 """
-
-MODES = ["incremental", "full", "rollback"]
-
 
 def build_kb_reindex(dag_id: str, schedule=None, knowledge_base: str | None = None, params: dict | None = None):
     """One kb_reindex DAG: all knowledge bases chosen by the form, or the one `knowledge_base`."""
@@ -104,8 +101,7 @@ build_kb_reindex(
     params={
         "knowledge_base": one_or_all("knowledge_bases.yaml", "knowledge_bases", title="Knowledge base",
                                      description="one knowledge base from knowledge_bases.yaml, or all"),
-        "mode": Param("incremental", type="string", enum=MODES, title="Mode",
-                      description="incremental upserts, full blue/green rebuild, or rollback of the alias"),
+        "mode": mode_param(),
         "dry_run": Param(False, type="boolean", title="Dry run", description="plan and count, write nothing"),
     },
 )
@@ -114,8 +110,7 @@ for _name, _kb in load_knowledge_bases().items():
     build_kb_reindex(
         f"kb_reindex__{_name}", schedule=airflow_schedule(_kb.schedule), knowledge_base=_name,
         params={
-            "mode": Param("incremental", type="string", enum=MODES, title="Mode",
-                          description="incremental upserts, full blue/green rebuild, or rollback of the alias"),
+            "mode": mode_param(),
             "dry_run": Param(False, type="boolean", title="Dry run", description="plan and count, write nothing"),
         },
     )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmops.errors import shorten
 from llmops.golden import GoldenPrompt
@@ -17,6 +17,26 @@ NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names 
 QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
 # Longest context any served model has today is ~10M tokens; 2**24 leaves room and refuses typos like 10**30.
 MAX_MODEL_LEN = 2**24
+
+
+# --- vocabulary shared by the registry, the trigger form and the rollout planner ---------------------------
+
+#: how a rollout shifts traffic: HTTPRoute weights (ACK Gateway) or the replica ratio behind one Service
+TrafficStrategy = Literal["gateway-httproute", "replica-ratio"]
+TRAFFIC_STRATEGIES: tuple[str, ...] = get_args(TrafficStrategy)
+
+
+def check_steps(value: list[int]) -> list[int]:
+    """The one rule for a rollout's traffic steps (registry, trigger form, plan)."""
+    if not value or any(not 1 <= s <= 100 for s in value) or value != sorted(set(value)) or value[-1] != 100:
+        raise ValueError(f"{shorten(value)} must be strictly increasing percentages between 1 and 100 ending at 100; "
+                         "fix: e.g. [10, 50, 100]")
+    return value
+
+
+#: canary traffic percentages per step; the trigger form's JSON schema is derived from this type
+TrafficSteps = Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1, max_length=10),
+                         AfterValidator(check_steps)]
 
 
 class Strict(BaseModel):
@@ -136,7 +156,7 @@ class ModelSpec(Strict):
 
 
 class TrafficSpec(Strict):
-    strategy: Literal["gateway-httproute", "replica-ratio"] = "gateway-httproute"
+    strategy: TrafficStrategy = "gateway-httproute"
     gateway_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN_RE, max_length=253)
     gateway_namespace: str | None = Field(default=None, pattern=DNS1123_LABEL_RE, max_length=63)
     hostname: str | None = Field(default=None, pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
@@ -174,7 +194,7 @@ class RolloutProbe(Strict):
 class RolloutSpec(Strict):
     """Defaults of a model_rollout run for this deployment; the trigger form may override them."""
 
-    steps: list[int] = Field(default=[10, 50, 100], min_length=1)
+    steps: TrafficSteps = [10, 50, 100]
     analysis_window_s: int = Field(default=300, ge=5, le=86400, description="analysis time per traffic step")
     readiness_timeout_s: int = Field(default=1800, ge=10, le=86400)
     canary_replicas: int = Field(default=1, ge=1, le=100)
@@ -193,14 +213,6 @@ class RolloutSpec(Strict):
             if not prompt.has_expectation:  # the canary has no reference answer: an expectation is the check
                 raise ValueError(f"golden_prompts[{i}] ({shorten(prompt.prompt)}) needs an expectation; "
                                  "fix: set expect_substring, expect_regex or expect_json_schema")
-        return value
-
-    @field_validator("steps")
-    @classmethod
-    def _steps_increase_to_100(cls, value: list[int]) -> list[int]:
-        if any(not 1 <= s <= 100 for s in value) or value != sorted(set(value)) or value[-1] != 100:
-            raise ValueError(f"{shorten(value)} must be strictly increasing percentages between 1 and 100 ending at 100; "
-                             "fix: e.g. [10, 50, 100]")
         return value
 
 

@@ -35,11 +35,11 @@ from llmops.kb.index import TEXT_MAX_BYTES, DocRecord, KbIndex
 from llmops.kb.keys import chunk_key, text_hash
 from llmops.kb.loaders import load_lines
 from llmops.kb.progress import Progress, duration
+from llmops.kb.runs import REINDEX_MODES
 from llmops.kb.sources import SourceDocument, open_source
 
 log = logging.getLogger(__name__)
 
-MODES = ("incremental", "full")
 SCHEMA_VERSION = 2  # row layout; a collection of another layout is rebuilt, not patched
 
 
@@ -339,8 +339,8 @@ def reindex(kb, mode: str, *, index: KbIndex, embedder: Embedder | None, dry_run
     Stopped (SIGTERM, see llmops.jobs.kb_reindex) it logs what was done and drops the unfinished version of a
     full build; whatever a harder kill leaves (an unpublished version) is dropped by the next run of any mode.
     """
-    if mode not in MODES:
-        raise KbError(f"mode {mode!r} is not a re-index mode; fix: use one of {', '.join(MODES)}")
+    if mode not in REINDEX_MODES:
+        raise KbError(f"mode {mode!r} is not a re-index mode; fix: use one of {', '.join(REINDEX_MODES)}")
     if progress is None:
         with Progress(kb.name, progress_every_s) as own:
             return reindex(kb, mode, index=index, embedder=embedder, dry_run=dry_run, progress=own)

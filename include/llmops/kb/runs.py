@@ -1,12 +1,18 @@
-"""Which knowledge bases a kb_reindex DAG run covers, and the report it ends with. Pure functions."""
+"""Which knowledge bases a kb_reindex DAG run covers, in which mode, and the report it ends with. Pure functions."""
 
 from __future__ import annotations
+
+from typing import Literal, get_args
 
 from llmops.errors import ConfigError, shorten
 from llmops.kb.progress import duration
 
-RUN_MODES = ("incremental", "full", "rollback")
-
+#: kb_reindex modes (the DAGs' Params, the job's --mode, the pipeline): `incremental` and `full` re-index,
+#: `rollback` moves the alias back to the previous version
+ReindexMode = Literal["incremental", "full"]
+KbMode = Literal[ReindexMode, "rollback"]
+REINDEX_MODES: tuple[str, ...] = get_args(ReindexMode)
+KB_MODES: tuple[str, ...] = get_args(KbMode)
 
 def job_arguments(knowledge_bases: dict, knowledge_base: str = "", mode: str = "incremental",
                   dry_run: bool = False) -> list[list[str]]:
@@ -15,8 +21,8 @@ def job_arguments(knowledge_bases: dict, knowledge_base: str = "", mode: str = "
     (Schedules are per knowledge base: each has its own DAG `kb_reindex__<name>`; this selection serves
     the manual `kb_reindex` DAG and those.)
     """
-    if mode not in RUN_MODES:
-        raise ConfigError("params.mode", [("", f"{shorten(mode)} is not a mode", f"use one of {', '.join(RUN_MODES)}")])
+    if mode not in KB_MODES:
+        raise ConfigError("params.mode", [("", f"{shorten(mode)} is not a mode", f"use one of {', '.join(KB_MODES)}")])
     if knowledge_base:
         if knowledge_base not in knowledge_bases:
             known = ", ".join(sorted(knowledge_bases)) or "none"
