@@ -34,7 +34,7 @@ from llmops.config import load_registry
 from llmops.demo.rollout import ensure_tiny_model, publish_local_build
 from llmops.rollout import driver
 from llmops.rollout.request import RolloutRequest, resolve_request
-from llmops.serving.local import LocalBackend, LocalRuntime
+from llmops.serving.local import LocalRuntime
 from llmops.settings import get_settings
 
 
@@ -67,19 +67,19 @@ def main() -> int:
         store = open_store((tmp / "store").as_uri())
         stable_uri, candidate_uri = publish_local_build(store, trained, "1" * 40), publish_local_build(store, trained, "2" * 40)
         broken_uri = publish_local_build(store, untrained, "3" * 40)
-        runtime = LocalRuntime(tmp / "home", "tiny-llama-chat", "tiny-llama", serving_python=settings.serving_python)
-        backend = LocalBackend(runtime, model_cache=tmp / "home" / "models")
+        backend = LocalRuntime(tmp / "home", "tiny-llama-chat", "tiny-llama",
+                               serving_python=settings.serving_python, model_cache=tmp / "home" / "models")
         try:
             stable = store.resolve(stable_uri, "tiny-llama")
             backend.verify_artefact(store, stable)
-            runtime.deploy("stable", stable.uri, backend.model_dir(stable))
-            print(f"[bench] stable ready after {runtime.wait_ready('stable', timeout_s=600):.1f} s (not measured)")
+            backend.deploy("stable", stable.uri, backend.model_dir(stable))
+            print(f"[bench] stable ready after {backend.wait_ready('stable', timeout_s=600):.1f} s (not measured)")
             broken, broken_s = rollout(registry, store, backend, broken_uri, "bench-roll-back", steps,
                                        args.window_s * 4, tmp)
             promoted, total = rollout(registry, store, backend, candidate_uri, "bench-promote", steps,
                                       args.window_s, tmp)
         finally:
-            runtime.stop_all()
+            backend.stop_all()
 
     ready = promoted.report.timings.get("canary_ready_s", float("nan"))
     configured = args.window_s * len(steps)

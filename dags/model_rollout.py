@@ -18,20 +18,21 @@ from llmops_airflow.operators.rollout import ModelRolloutOperator
 
 DOC = """
 ### model_rollout
-Roll a published model version out to a vLLM deployment with a canary that judges itself. One task,
+Roll a published model version out to a vLLM or TensorRT-LLM (`trtllm-serve`, runtime kubernetes)
+deployment with a canary that judges itself. One task,
 `rollout`, owns the whole life cycle (as the Kubernetes pod operator owns create -> wait -> collect):
 
 1. **request**: the form's values against `include/config/deployments.yaml` (the deployment fixes the
    model); out-of-range values are refused by the form before anything runs;
 2. **pre-flight**, before any object is created: the manifest exists and its checksums verify; the
-   artefact fits the deployment's GPU profile (serving runtime, compute capability, tensor parallel
-   size vs GPUs per node, GPU memory); free GPU capacity for the canary; no other rollout of this
+   artefact fits the deployment's GPU profile (serving runtime, compute capability, the GPU family it
+   was built for, tensor parallel size vs GPUs per node, GPU memory); free GPU capacity for the canary; no other rollout of this
    deployment in progress (refused, not queued);
 3. **canary**: canary Deployment (pods fetch and verify the version, then serve), Services,
    ServiceMonitor, HTTPRoute at 0 %, stable HPA frozen; then the task defers to a trigger until every
    canary pod answers a real generation (vLLM's /health stays green on a broken GPU);
 4. **analysis**, per traffic step: weights, golden prompts, alternating load on canary and stable at the
-   deployment's expected concurrency (TTFT, end-to-end p50/p95, errors), vLLM /metrics. Decisive
+   deployment's expected concurrency (TTFT, end-to-end p50/p95, errors), the server's Prometheus metrics. Decisive
    evidence (golden prompts failing, errors over the threshold, the canary gone) ends a step at once;
 5. **promote** (stable moves to the new version, canary removed, weights back) or **roll back** (canary
    removed, weights restored, stable untouched); the rollout report (Markdown and HTML) is stored next
@@ -42,7 +43,8 @@ Locally (`LLMOPS_RUNTIME=local`) stable and canary are real vLLM processes on 12
 Empty thresholds / steps / window use the deployment's `rollout:` defaults. **version** `previous` rolls back
 to the version the current stable one replaced (read from the `llmops.io/previous-version` annotation, or
 the local runtime's state), through the same checks and canary steps (use steps `[100]` to go at once);
-the report labels it a manual roll back. **canary_extra_args** tries vLLM flags on the canary only.
+the report labels it a manual roll back. **canary_extra_args** tries server flags (vLLM's, or
+trtllm-serve's) on the canary only.
 """
 
 
@@ -93,8 +95,8 @@ DEPLOYMENTS = _deployment_names()
                                    title="Analysis window (s)",
                                    description="analysis time per traffic step; empty: the deployment's window"),
         "canary_extra_args": Param(None, type=["null", "array"], items={"type": "string"}, maxItems=32,
-                                   title="Canary extra vLLM arguments",
-                                   description="one argument per line, e.g. --max-num-seqs and 64; tried on the "
+                                   title="Canary extra server arguments",
+                                   description="vLLM or trtllm-serve flags, one argument per line, e.g. --max-num-seqs and 64; tried on the "
                                                "canary only, after the deployment's extra_args; in the report"),
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="run pre-flight and print the objects; create nothing"),

@@ -31,7 +31,7 @@ def mode_param():
     """The form's mode drop-down: the modes `llmops.kb.runs` defines, incremental first (the default)."""
     from airflow.sdk import Param
 
-    from llmops.kb.runs import KB_MODES
+    from llmops.kb.plan import KB_MODES
 
     return Param(KB_MODES[0], type="string", enum=list(KB_MODES), title="Mode",
                  description="incremental upserts, full blue/green rebuild, or rollback of the alias")
@@ -47,7 +47,8 @@ def load_knowledge_bases() -> dict:
 
 def select(params: dict | None, fixed_knowledge_base: str | None) -> list[dict]:
     """`expand_kwargs` of the reindex step: one `--kb NAME --mode MODE [--dry-run]` per knowledge base."""
-    from llmops.kb.runs import KB_MODES, job_arguments
+    from llmops.kb.plan import KB_MODES
+    from llmops.kb.runs import job_arguments
     from llmops_airflow.forms import chosen
 
     params = params or {}

@@ -258,14 +258,15 @@ def test_a_spot_pool_for_a_profile_without_spot_is_refused(tmp_path):
 
 
 def test_the_metrics_adapter_gives_every_hpa_metric_its_name(rendered):
-    """Each metric an HPA may ask for (HPA_METRICS) is selected by one adapter rule and renamed to that name,
+    """Each metric an HPA may ask for (HPA_METRICS, and TensorRT-LLM's) is selected by one adapter rule and renamed to that name,
     with the rule's Go-regex rename applied as prometheus-adapter applies it."""
+    from llmops.serving import trtllm
     from llmops.serving.manifests import HPA_METRICS
 
     values = yaml.safe_load((rendered / "55-metrics-adapter-values.yaml").read_text())
     assert values["prometheus"]["url"] == VALUES["metrics"]["prometheus_url"]
     rules = values["prometheus"]["adapter"]["rules"]["custom"]
-    for metric, (hpa_name, series, _) in HPA_METRICS.items():
+    for metric, (hpa_name, series, _) in [*HPA_METRICS.items(), *trtllm.HPA_METRICS.items()]:
         matching = []
         for rule in rules:
             query = rule["seriesQuery"]

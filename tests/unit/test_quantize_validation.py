@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from llmops.config.recipes import RECIPES
 from llmops.golden import GoldenPrompt
-from llmops.quantize.recipes import RECIPES
 from llmops.validate.golden import GoldenSet, judge_agreement
 
 GOLDEN = GoldenSet([GoldenPrompt(prompt="The capital of France is"), GoldenPrompt(prompt="One, two, three,"),

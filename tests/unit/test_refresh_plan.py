@@ -9,26 +9,20 @@ import pytest
 
 from llmops.artefacts.manifest import artefact_prefix
 from llmops.config import load_registry
+from llmops.config.recipes import RECIPES
 from llmops.config.schema import GpuProfile, ModelSpec
 from llmops.errors import ConfigError
-from llmops.quantize.recipes import RECIPES
-from llmops.refresh import (
-    FAILED,
-    ITEM_STEPS,
-    PUBLISHED,
-    SKIPPED,
+from llmops.refresh.plan import (
     VALIDATE_SKIP,
     VALIDATE_TRTLLM,
     VALIDATE_VLLM,
-    ItemOutcome,
     RefreshPlan,
     WorkItem,
     check_handoff,
     expand_targets,
-    item_outcome,
     plan_refresh,
-    render_report,
 )
+from llmops.refresh.report import FAILED, ITEM_STEPS, PUBLISHED, SKIPPED, ItemOutcome, item_outcome, render_report
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 GOLDEN = {"golden_prompts": [{"prompt": "Hello"}]}

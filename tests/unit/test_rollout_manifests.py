@@ -9,7 +9,6 @@ from pathlib import Path
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from llmops.config import load_registry
@@ -26,9 +25,9 @@ from llmops.serving.manifests import (
     replica_split,
     step_placement,
 )
+from support.ack import KUBERNETES_VERSION
 
-K8S_VERSION = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "ack" / "values.yaml").read_text())[
-    "kubernetes_version"]
+K8S_VERSION = KUBERNETES_VERSION
 # kubernetes-validate bundles only built-in kinds. For the two CRDs we check the fields the Gateway API
 # (v1.2 HTTPRoute) and Prometheus Operator (ServiceMonitor) CRDs declare required, plus weight ranges.
 CRD_SCHEMAS = {
@@ -69,9 +68,10 @@ def validate(obj):
 
 @pytest.mark.parametrize("profile", ["a10", "a10-shared", "h20"])
 @pytest.mark.parametrize("strategy", ["gateway-httproute", "replica-ratio"])
-def test_every_rendered_object_validates(registry, profile, strategy):
-    deployment = registry.deployment("tiny-llama-chat").model_copy(
-        update={"traffic": registry.deployment("tiny-llama-chat").traffic.model_copy(update={"strategy": strategy})})
+@pytest.mark.parametrize("name", ["tiny-llama-chat", "tiny-llama-trtllm"])  # vLLM and TensorRT-LLM
+def test_every_rendered_object_validates(registry, profile, strategy, name):
+    deployment = registry.deployment(name).model_copy(
+        update={"traffic": registry.deployment(name).traffic.model_copy(update={"strategy": strategy})})
     objects = render_all(deployment, registry.gpu_profile(profile), stable=STABLE, canary=CANARY, canary_percent=10,
                          rollout_run="manual__1")
     kinds = sorted(o["kind"] for o in objects)
@@ -99,7 +99,7 @@ def test_pods_fetch_and_verify_then_serve_with_a_generating_readiness_probe(regi
     deployment, profile = registry.deployment("tiny-llama-chat"), registry.gpu_profile("a10")
     stable, canary = render_all(deployment, profile, stable=STABLE, canary=CANARY, canary_percent=10)[:2]
     pod = canary["spec"]["template"]["spec"]
-    assert "llmops.serving.fetch" in pod["initContainers"][0]["command"]
+    assert "llmops.jobs.fetch" in pod["initContainers"][0]["command"]
     assert CANARY.manifest_uri in pod["initContainers"][0]["command"]
     probe = " ".join(pod["containers"][0]["readinessProbe"]["exec"]["command"])
     assert "/v1/completions" in probe and "max_tokens" in probe
@@ -187,10 +187,12 @@ def test_the_hpa_scales_on_the_configured_per_pod_metric(registry, metric, targe
     validate(hpa)
 
 
-def test_the_default_hpa_scales_on_the_vllm_queue(registry):
+def test_the_default_hpa_scales_on_the_servers_queue(registry):
+    queue = {"vllm": "vllm_num_requests_waiting", "tensorrt-llm": "trtllm_num_requests_waiting"}
     for deployment in registry.deployments.values():
         assert deployment.autoscaling.metric == "queue"
-        assert render_hpa(deployment)["spec"]["metrics"][0]["pods"]["metric"]["name"] == "vllm_num_requests_waiting"
+        assert render_hpa(deployment)["spec"]["metrics"][0]["pods"]["metric"]["name"] == \
+            queue[deployment.serving_runtime]
 
 
 @pytest.mark.parametrize(("metric", "target"), [("kv-cache", 80), ("gpu-utilization", 800)])
@@ -293,7 +295,9 @@ def test_a_deployment_opting_into_spot_needs_a_profile_with_a_spot_pool(tmp_path
     config = tmp_path / "config"
     shutil.copytree(Path(__file__).resolve().parents[2] / "include" / "config", config)
     text = (config / "deployments.yaml").read_text()
-    (config / "deployments.yaml").write_text(text.replace("gpu_profile: a10\n", "gpu_profile: a10-shared\n    spot: true\n"))
+    assert "\n    spot: false\n" in text
+    (config / "deployments.yaml").write_text(text.replace("gpu_profile: a10\n", "gpu_profile: a10-shared\n")
+                                             .replace("\n    spot: false\n", "\n    spot: true\n"))
     with pytest.raises(ConfigError, match=r"deployments\[tiny-llama-chat\]\.spot.*a10-shared has no spot pool"):
         load_registry(config)
 

@@ -38,7 +38,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
@@ -449,34 +448,3 @@ class ArtefactStore(ABC):
             raise ArtefactError(f"{manifest.uri} is a version of model {manifest.model!r}, not {model!r}; "
                                 "fix: pick an artefact of the model being rolled out")
         return manifest
-
-
-def open_store(uri: str, *, credentials: dict | None = None, **options) -> ArtefactStore:
-    """The store for `uri` (file://, s3://bucket/prefix, oss://bucket/prefix).
-
-    credentials: s3 -> endpoint_url, access_key_id, secret_access_key, session_token, region;
-    oss -> endpoint, access_key_id, access_key_secret, security_token, region. Missing keys fall back to
-    the SDK's default chain (environment, RRSA/IRSA), never to anything in code.
-    options: part_size, threads, multipart_threshold (tuning; defaults suit model checkpoints).
-    """
-    parsed = urlparse(uri)
-    credentials = dict(credentials or {})
-    if parsed.scheme == "file":
-        from llmops.artefacts.local import FileStore
-
-        if parsed.netloc not in ("", "localhost"):
-            raise StoreUriError(f"{uri}: file URIs need an absolute path; fix: write file:///abs/path")
-        return FileStore(Path(parsed.path))
-    if parsed.scheme in ("s3", "oss"):
-        if not parsed.netloc:
-            raise StoreUriError(f"{uri} names no bucket; fix: write {parsed.scheme}://<bucket>/<prefix>")
-        root = parsed.path.strip("/")
-        if parsed.scheme == "s3":
-            from llmops.artefacts.s3 import S3Store
-
-            return S3Store(parsed.netloc, root, credentials, **options)
-        from llmops.artefacts.oss import OssStore
-
-        return OssStore(parsed.netloc, root, credentials, **options)
-    raise StoreUriError(f"{uri!r} has no supported scheme; fix: use file:///path, s3://bucket/prefix or "
-                        "oss://bucket/prefix (LLMOPS_STORE_URI)")

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from llmops.config.recipes import RECIPES
 from llmops.config.schema import (
     Deployment,
     DeploymentsFile,
@@ -21,7 +22,6 @@ from llmops.config.schema import (
     ModelSpec,
 )
 from llmops.errors import ECHO_LIMIT, ConfigError, shorten
-from llmops.quantize.recipes import RECIPES
 from llmops.settings import get_settings
 
 REGISTRY_FILES: dict[str, type[BaseModel]] = {

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmops.config.recipes import RECIPES
 from llmops.errors import shorten
 from llmops.golden import GoldenPrompt
-from llmops.quantize.recipes import RECIPES
-from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE
+from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE, get_settings
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names and Milvus aliases
 # A Kubernetes resource quantity (CPU "500m", "4"; memory "512Mi", "32Gi").
@@ -286,6 +286,11 @@ class Autoscaling(Strict):
         return self
 
 
+VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+# trtllm-serve reads LLM API options from one YAML file; a second one in extra_args would replace ours.
+TRTLLM_CONFIG_FLAGS = ("--config", "--extra_llm_api_options")
+
+
 class Deployment(Strict):
     name: str = Field(pattern=NAME_RE)
     model: str = Field(pattern=NAME_RE)
@@ -293,23 +298,41 @@ class Deployment(Strict):
     gpu_profile: str = Field(pattern=NAME_RE)
     replicas: int = Field(default=2, ge=1, le=100)
     max_replicas: int = Field(default=4, ge=1, le=200)
-    image: str = Field(default="vllm/vllm-openai:v0.11.0", pattern=IMAGE_RE, max_length=512)
+    image: str = Field(
+        default=VLLM_IMAGE, pattern=IMAGE_RE, max_length=512,
+        description="the server image; default vLLM's, or for serving_runtime tensorrt-llm LLMOPS_TRTLLM_IMAGE "
+                    "(images/trtllm: the TensorRT-LLM version that validated the checkpoint in model_refresh)")
     port: int = Field(default=8000, ge=1, le=65535)
     service_account: str = Field(default="llmops-serving", pattern=DNS1123_SUBDOMAIN_RE, max_length=253)
     kubernetes_connection_id: str = Field(default="kubernetes_default", pattern=r"^[A-Za-z0-9_.-]{1,250}$")
     traffic: TrafficSpec = TrafficSpec()
     resources: ContainerResources = ContainerResources()
-    extra_args: list[str] = Field(default=[], description="extra vLLM arguments (pods and local processes)")
+    extra_args: list[str] = Field(default=[], description="extra server arguments: vLLM flags (pods and local "
+                                  "processes), or trtllm-serve flags for serving_runtime tensorrt-llm")
     expected_concurrency: int = Field(
         default=8, ge=1, le=1024,
         description="requests one replica serves at once in production; the canary probe reaches at least this")
-    serving_runtime: Literal["vllm"] = "vllm"
+    serving_runtime: Literal["vllm", "tensorrt-llm"] = Field(
+        default="vllm", description="vllm (vllm.entrypoints.openai.api_server) or tensorrt-llm (trtllm-serve, "
+                                    "runtime kubernetes only: TensorRT-LLM has no CPU build)")
+    llm_api_options: dict[str, Any] = Field(
+        default={}, description="tensorrt-llm only: TensorRT-LLM LLM API options (LlmArgs fields, e.g. "
+                                "{kv_cache_config: {free_gpu_memory_fraction: 0.85}}) for the YAML trtllm-serve reads; "
+                                "they override the defaults (Prometheus metrics and iteration stats on)")
     availability: Availability = Availability()
     autoscaling: Autoscaling = Autoscaling()
     spot: bool = Field(
         default=False, description="vLLM pods may run on the GPU profile's spot pool (preferred, on-demand when "
                                    "none is free); a reclaimed node takes its replicas: off for serving by default")
     rollout: RolloutSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runtime_image(cls, data: Any) -> Any:
+        # A TensorRT-LLM deployment without an image serves with the image that validated its checkpoints.
+        if isinstance(data, dict) and data.get("serving_runtime") == "tensorrt-llm" and not data.get("image"):
+            data = {**data, "image": get_settings().trtllm_image}
+        return data
 
     @field_validator("extra_args")
     @classmethod
@@ -319,6 +342,28 @@ class Deployment(Strict):
                 raise ValueError(f"{shorten(arg)} holds a control character (newline, tab...); "
                                  "fix: write each vLLM argument as its own list entry")
         return value
+
+    @model_validator(mode="after")
+    def _runtime_settings(self) -> Deployment:
+        image_name = self.image.split("@")[0]  # the repository path, without tag or digest
+        if ":" in image_name.rsplit("/", 1)[-1]:
+            image_name = image_name.rsplit(":", 1)[0]
+        if self.serving_runtime == "tensorrt-llm":
+            if "vllm" in image_name:
+                raise ValueError(f"image {shorten(self.image)} is a vLLM image but serving_runtime is tensorrt-llm; "
+                                 "fix: remove image (it defaults to LLMOPS_TRTLLM_IMAGE) or name a TensorRT-LLM image")
+            flags = [a for a in self.extra_args if a.split("=", 1)[0] in TRTLLM_CONFIG_FLAGS]
+            if flags:
+                raise ValueError(f"extra_args {shorten(flags)} would replace the LLM API options file the rollout "
+                                 "writes (Prometheus metrics); fix: move those options into llm_api_options")
+        else:
+            if "trtllm" in image_name or "tensorrt" in image_name:
+                raise ValueError(f"image {shorten(self.image)} is a TensorRT-LLM image but serving_runtime is "
+                                 f"{self.serving_runtime}; fix: set serving_runtime: tensorrt-llm or use a vLLM image")
+            if self.llm_api_options:
+                raise ValueError("llm_api_options apply to serving_runtime tensorrt-llm only; fix: remove them or "
+                                 "set serving_runtime: tensorrt-llm")
+        return self
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> Deployment:
@@ -374,12 +419,32 @@ class Embedder(Strict):
     batch_size: int = Field(default=64, ge=1, le=4096)
     dimension: int | None = Field(
         default=None, ge=1, description="expected vector dimension; a model that returns another fails the run")
+    backend: Literal["torch", "onnx"] = Field(
+        default="torch", description="kind sentence-transformers: run the model on torch (default) or on ONNX "
+                                     "Runtime, exported once from the local model and cached under $LLMOPS_HOME")
+    quantize: Literal["int8"] | None = Field(
+        default=None, description="backend onnx: int8 dynamic quantization of the exported model (faster on CPU)")
 
     @model_validator(mode="after")
     def _endpoint_for_openai(self) -> Embedder:
         if self.kind == "openai" and not self.endpoint:
             raise ValueError("kind 'openai' needs an endpoint; fix: set endpoint to the server's /v1 base URL")
+        if self.kind == "openai" and self.backend != "torch":
+            raise ValueError("backend applies to kind 'sentence-transformers' only (an endpoint runs its own model); "
+                             "fix: remove backend")
+        if self.quantize and self.backend != "onnx":
+            raise ValueError("quantize: int8 needs backend: onnx; fix: set backend: onnx or remove quantize")
         return self
+
+    def identity(self) -> dict:
+        """What the vectors depend on (part of the collection fingerprint: a change forces a full rebuild).
+
+        The default torch backend adds nothing, so collections built before backends existed stay current.
+        """
+        identity = {"kind": self.kind, "model": self.model}
+        if self.backend != "torch":
+            identity["backend"] = self.backend + (f"-{self.quantize}" if self.quantize else "")
+        return identity
 
 
 class MilvusTarget(Strict):

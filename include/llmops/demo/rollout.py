@@ -21,6 +21,7 @@ from pathlib import Path
 
 from llmops.artefacts import ArtefactNotFoundError, Manifest, open_store
 from llmops.hashing import git_blob_sha1
+from llmops.serving.local import LocalRuntime
 from llmops.settings import PROJECT_ROOT, get_settings
 
 MODEL = "tiny-llama"
@@ -68,8 +69,6 @@ def versions() -> dict:
 
 
 def stop() -> None:
-    from llmops.serving.local import LocalRuntime
-
     settings = get_settings()
     LocalRuntime(settings.home, DEPLOYMENT, MODEL, serving_python=settings.serving_python).stop_all()
 

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 from llmops.errors import ConfigError, LlmopsError
 from llmops.jobs._cli import emit_result, fail_known, setup_logging
 from llmops.kb.errors import KbError, Stopped
+from llmops.kb.plan import KB_MODES
 from llmops.kb.progress import Progress
-from llmops.kb.runs import KB_MODES
 
 if TYPE_CHECKING:
     from llmops.kb.index import KbIndex

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from llmops.errors import LlmopsError
 from llmops.jobs._cli import emit_result, fail_known, parse_item, setup_logging
-from llmops.refresh import VALIDATE_SKIP, VALIDATE_TRTLLM, VALIDATE_VLLM, WorkItem
+from llmops.refresh.plan import VALIDATE_SKIP, VALIDATE_TRTLLM, VALIDATE_VLLM, WorkItem
 
 log = logging.getLogger("llmops.jobs.validate")
 
@@ -36,7 +36,7 @@ def _write(item: WorkItem, record: dict) -> None:
 
 def validate(item: WorkItem) -> dict:
     from llmops.quantize.build import load_metadata, tool_versions
-    from llmops.quantize.errors import ValidationFailed
+    from llmops.validate.errors import ValidationFailed
     from llmops.validate.golden import GoldenSet, expectation_problems, judge_agreement
 
     if item.validation == VALIDATE_SKIP:

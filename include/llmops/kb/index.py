@@ -18,19 +18,18 @@ import logging
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from llmops.kb.errors import IndexValidationError, KbError, MilvusLiteBusyError, RollbackError
+from llmops.kb.plan import TEXT_MAX_BYTES, DocRecord, StoredChunk
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_PROPERTY = "llmops.kb.fingerprint"
 STRONG = "Strong"
-TEXT_MAX_BYTES = 65535
 _SCAN_FIELDS = ["pk", "doc_id", "doc_hash", "chunk_index", "n_chunks", "chunk_hash"]
 
 
@@ -118,13 +117,6 @@ def token_from_env(connection_id: str | None) -> str | None:
             if password:
                 return f"{login}:{password}" if login else password
     return os.environ.get("MILVUS_TOKEN") or None
-
-
-@dataclass
-class DocRecord:
-    """What the store holds for one document: chunk_index -> (primary key, doc_hash, n_chunks, chunk_hash)."""
-
-    rows: dict[int, tuple[str, str, int, str]] = field(default_factory=dict)
 
 
 class KbIndex:
@@ -275,8 +267,8 @@ class KbIndex:
             while batch := iterator.next():
                 for row in batch:
                     record = records.setdefault(row["doc_id"], DocRecord())
-                    record.rows[int(row["chunk_index"])] = (row["pk"], row["doc_hash"], int(row["n_chunks"]),
-                                                            row["chunk_hash"])
+                    record.rows[int(row["chunk_index"])] = StoredChunk(row["pk"], row["doc_hash"],
+                                                                       int(row["n_chunks"]), row["chunk_hash"])
         finally:
             iterator.close()
         return records

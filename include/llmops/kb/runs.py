@@ -1,18 +1,11 @@
-"""Which knowledge bases a kb_reindex DAG run covers, in which mode, and the report it ends with. Pure functions."""
+"""Which knowledge bases a kb_reindex DAG run covers, and the report it ends with. Pure functions."""
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 from llmops.errors import ConfigError, shorten
+from llmops.kb.plan import KB_MODES
 from llmops.kb.progress import duration
 
-#: kb_reindex modes (the DAGs' Params, the job's --mode, the pipeline): `incremental` and `full` re-index,
-#: `rollback` moves the alias back to the previous version
-ReindexMode = Literal["incremental", "full"]
-KbMode = Literal[ReindexMode, "rollback"]
-REINDEX_MODES: tuple[str, ...] = get_args(ReindexMode)
-KB_MODES: tuple[str, ...] = get_args(KbMode)
 
 def job_arguments(knowledge_bases: dict, knowledge_base: str = "", mode: str = "incremental",
                   dry_run: bool = False) -> list[list[str]]:

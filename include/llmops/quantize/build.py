@@ -18,9 +18,9 @@ import shutil
 import time
 from pathlib import Path
 
+from llmops.config.recipes import RECIPES, Recipe
 from llmops.hardware import cuda_available
 from llmops.quantize.errors import QuantizeError, RecipeUnavailable
-from llmops.quantize.recipes import RECIPES, Recipe
 from llmops.validate.golden import GoldenSet
 from llmops.validate.reference import eos_token_ids, greedy_generations
 

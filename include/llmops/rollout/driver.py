@@ -27,9 +27,9 @@ from typing import Any
 
 from llmops.artefacts import ArtefactError, Manifest
 from llmops.canary.analysis import analyse
+from llmops.canary.metrics import metrics_path
 from llmops.canary.verdict import decisive_failure, judge
 from llmops.rollout import preflight as pf
-from llmops.rollout.backend import Readiness, RolloutBackend, WaitTarget
 from llmops.rollout.plan import (
     Action,
     Observation,
@@ -48,6 +48,8 @@ from llmops.rollout.report import (
     step_to_dict,
 )
 from llmops.rollout.request import ResolvedRollout
+from llmops.serving import manifests as m
+from llmops.serving.port import ArtefactFacts, Problem, Readiness, RolloutBackend, WaitTarget
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = {"roll_back": 3, "promote": 2}  # then the driver raises: a person has to look
@@ -79,7 +81,7 @@ class RolloutContext:
 @dataclass
 class PreflightResult:
     manifest: Manifest
-    facts: pf.ArtefactFacts
+    facts: ArtefactFacts
     stable_version: str | None
     previous_version: str | None
     checks: list[str] = field(default_factory=list)
@@ -152,7 +154,7 @@ def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
     if version == "previous":  # manual roll back: the version the stable one replaced, as recorded on it
         version = previous
         if not version:
-            raise pf.PreflightError(subject, [pf.Problem(
+            raise pf.PreflightError(subject, [Problem(
                 "previous version", f"{deployment.name} records no previous version",
                 "trigger with an explicit manifest URI instead of 'previous'")])
     try:
@@ -160,12 +162,14 @@ def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
                                      runtime=deployment.serving_runtime if version == "latest" else None)
     except ArtefactError as exc:
         text = str(exc)
-        raise pf.PreflightError(subject, [pf.Problem("artefact", text.split("; fix: ")[0],
+        raise pf.PreflightError(subject, [Problem("artefact", text.split("; fix: ")[0],
                                                      text.split("; fix: ")[-1])]) from None
     ctx._manifests[manifest.uri or version] = manifest
-    facts = pf.ArtefactFacts.from_manifest(manifest, manifest.uri or version, manifest.model)
+    facts = ArtefactFacts.from_manifest(manifest, manifest.uri or version, manifest.model)
     problems = pf.check_not_in_progress(deployment.name, backend.lock_holder(), ctx.run_id)
-    problems += pf.check_compatibility(facts, deployment, ctx.registry.gpu_profile(deployment.gpu_profile))
+    problems += pf.check_backend_runtime(deployment, backend.runtime)
+    problems += pf.check_compatibility(facts, deployment, ctx.registry.gpu_profile(deployment.gpu_profile),
+                                       getattr(ctx.registry, "gpu_profiles", None))
     verification = None
     if not problems:  # downloading / capacity queries only for an artefact that could run at all
         verification = backend.verify_artefact(ctx.store, manifest)
@@ -182,8 +186,6 @@ def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
 
 def objects_at_first_step(ctx: RolloutContext, pre: PreflightResult, *, fetch_image: str) -> list[dict]:
     """What a dry run would apply on Kubernetes at the first traffic step."""
-    from llmops.serving import manifests as m
-
     d = ctx.deployment
     canary = m.VersionRef(pre.manifest.uri, d.model, pre.manifest.tensor_parallel_size, pre.manifest.max_model_len)
     stable = m.VersionRef(pre.stable_version, d.model) if pre.stable_version else None
@@ -344,7 +346,8 @@ def analyse_step(ctx: RolloutContext, canary_percent: int) -> StepReport:
                        requests=spec.probe.requests_per_round, concurrency=ctx.resolved.probe_concurrency,
                        max_tokens=spec.probe.max_tokens, pause_s=spec.probe.pause_s,
                        min_rounds=spec.probe.min_rounds, timeout_s=spec.probe.timeout_s,
-                       max_consecutive_errors=spec.probe.max_consecutive_errors, stop_reason=stop_reason)
+                       max_consecutive_errors=spec.probe.max_consecutive_errors,
+                       metrics_path=metrics_path(ctx.deployment.serving_runtime), stop_reason=stop_reason)
     gone = ctx.backend.canary_gone()
     if gone:  # a crash is named as such, not left to show as an error count
         observed = replace(observed, canary_gone=gone)

@@ -8,7 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llmops.canary.verdict import Thresholds
 from llmops.config.loader import Registry
-from llmops.config.schema import NAME_RE, Deployment, RolloutThresholds, TrafficSteps, TrafficStrategy
+from llmops.config.schema import (
+    NAME_RE,
+    TRTLLM_CONFIG_FLAGS,
+    Deployment,
+    RolloutThresholds,
+    TrafficSteps,
+    TrafficStrategy,
+)
 from llmops.errors import ConfigError, shorten
 
 _FORM_FIX = "see the trigger form's description"
@@ -35,7 +42,8 @@ class RolloutRequest(BaseModel):
         default=None, description="only the thresholds given override the deployment's (model_fields_set)")
     analysis_window_s: int | None = Field(default=None, ge=5, le=86400)
     canary_extra_args: list[str] | None = Field(
-        default=None, description="extra vLLM arguments for the canary only (after the deployment's extra_args)")
+        default=None, description="extra server arguments (vLLM or trtllm-serve flags) for the canary only (after the "
+                     "deployment's extra_args)")
     dry_run: bool = False
 
     @field_validator("canary_extra_args")
@@ -86,6 +94,12 @@ def resolve_request(request: RolloutRequest, registry: Registry) -> ResolvedRoll
         raise ConfigError("model_rollout params", [(
             "model", f"deployment {deployment.name!r} serves model {deployment.model!r}, not {shorten(request.model)}",
             f"set model to {deployment.model!r} or pick a deployment of {request.model!r}")])
+    config_flags = [a for a in request.canary_extra_args or [] if a.split("=", 1)[0] in TRTLLM_CONFIG_FLAGS]
+    if deployment.serving_runtime == "tensorrt-llm" and config_flags:
+        raise ConfigError("model_rollout params", [(
+            "canary_extra_args", f"{shorten(config_flags)} would replace the LLM API options file of "
+            f"{deployment.name}'s trtllm-serve (its Prometheus metrics)",
+            "set the options in the deployment's llm_api_options in deployments.yaml")])
     if request.traffic_strategy != "deployment-default":
         deployment = deployment.model_copy(update={
             "traffic": deployment.traffic.model_copy(update={"strategy": request.traffic_strategy})})

@@ -1,5 +1,8 @@
 """Render the Kubernetes objects of a vLLM deployment with a stable and a canary track. Pure dicts.
 
+A deployment with `serving_runtime: tensorrt-llm` gets the same objects and the same pod around a
+`trtllm-serve` container instead of vLLM's (serving/trtllm.py: its flags, health and metrics endpoints).
+
 Objects for deployment NAME:
     Deployment   NAME-stable, NAME-canary   pods fetch the version (init container: download from OSS and
                                             verify sha256 against the manifest), then run vLLM; the
@@ -38,7 +41,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llmops.artefacts.credentials import KUBERNETES_SECRET
+from llmops.canary.metrics import metrics_path
 from llmops.config.schema import Deployment, GpuProfile
+from llmops.serving import trtllm
 
 Track = Literal["stable", "canary"]
 TRACKS: tuple[Track, ...] = ("stable", "canary")
@@ -119,12 +124,9 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
     per_replica = profile.resource_per_replica if profile.shared else max(profile.resource_per_replica,
                                                                           version.tensor_parallel_size)
     gpu = {profile.resource_name: str(per_replica)}
-    model_dir = f"{MODEL_MOUNT}/{deployment.model}/{version.version_id}"
-    args = ["--model", model_dir, "--served-model-name", deployment.model, "--host", "0.0.0.0",
-            "--port", str(deployment.port), "--tensor-parallel-size", str(version.tensor_parallel_size)]
-    if version.max_model_len:
-        args += ["--max-model-len", str(version.max_model_len)]
-    args += list(deployment.extra_args)
+    trtllm_runtime = deployment.serving_runtime == trtllm.RUNTIME
+    model_dir = (trtllm.model_dir(deployment, version.version_id, MODEL_MOUNT) if trtllm_runtime
+                 else f"{MODEL_MOUNT}/{deployment.model}/{version.version_id}")
     annotations = {ANNOTATION_VERSION: version.manifest_uri}
     if previous_version:
         annotations[ANNOTATION_PREVIOUS_VERSION] = previous_version
@@ -136,7 +138,16 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
               else {"name": "models", "emptyDir": {}})
     pod_labels = labels(deployment, track, version)
     res = deployment.resources
-    probe_cmd = _READY_PROBE.format(port=deployment.port, model=deployment.model)
+    resources = {"requests": {"cpu": res.cpu, "memory": res.memory, **gpu},
+                 "limits": {"cpu": res.cpu_limit, "memory": res.memory_limit, **gpu}}
+    mounts = [{"name": "models", "mountPath": MODEL_MOUNT}, {"name": "home", "mountPath": HOME_MOUNT},
+              {"name": "shm", "mountPath": "/dev/shm"}]
+    if trtllm_runtime:
+        server = trtllm.container(deployment, model_path=model_dir, tensor_parallel_size=version.tensor_parallel_size,
+                                  max_model_len=version.max_model_len, home=HOME_MOUNT, resources=resources,
+                                  security_context=restricted_container_security_context(), volume_mounts=mounts)
+    else:
+        server = _vllm_container(deployment, version, model_dir, resources, mounts)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -151,6 +162,7 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
                              "annotations": {ANNOTATION_VERSION: version.manifest_uri,
                                              "prometheus.io/scrape": "true",
                                              "prometheus.io/port": str(deployment.port),
+                                             "prometheus.io/path": metrics_path(deployment.serving_runtime),
                                              ANNOTATION_POD_SECURITY: "restricted",
                                              ANNOTATION_POD_SECURITY_EXCEPTIONS: "none"}},
                 "spec": {
@@ -163,7 +175,7 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
                     "initContainers": [{
                         "name": "fetch-model",
                         "image": fetch_image,
-                        "command": ["python", "-m", "llmops.serving.fetch", "--manifest-uri", version.manifest_uri,
+                        "command": ["python", "-m", "llmops.jobs.fetch", "--manifest-uri", version.manifest_uri,
                                     "--dest", model_dir],
                         "env": [{"name": "HOME", "value": HOME_MOUNT}],
                         # store credentials (AWS_* / OSS_*) when the Secret exists, else RRSA
@@ -173,31 +185,39 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
                         "resources": copy.deepcopy(FETCH_RESOURCES),
                         "securityContext": restricted_container_security_context(),
                     }],
-                    "containers": [{
-                        "name": "vllm",
-                        "image": deployment.image,
-                        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
-                        "args": args,
-                        "env": [{"name": "HOME", "value": HOME_MOUNT}],
-                        "ports": [{"name": "http", "containerPort": deployment.port}],
-                        "resources": {"requests": {"cpu": res.cpu, "memory": res.memory, **gpu},
-                                      "limits": {"cpu": res.cpu_limit, "memory": res.memory_limit, **gpu}},
-                        "securityContext": restricted_container_security_context(),
-                        "volumeMounts": [{"name": "models", "mountPath": MODEL_MOUNT},
-                                         {"name": "home", "mountPath": HOME_MOUNT},
-                                         {"name": "shm", "mountPath": "/dev/shm"}],
-                        "startupProbe": {"httpGet": {"path": "/health", "port": deployment.port},
-                                         "periodSeconds": 10, "failureThreshold": 180},
-                        "readinessProbe": {"exec": {"command": ["python3", "-c", probe_cmd]},
-                                           "periodSeconds": 30, "timeoutSeconds": 25, "failureThreshold": 2},
-                        "livenessProbe": {"httpGet": {"path": "/health", "port": deployment.port},
-                                          "periodSeconds": 20, "failureThreshold": 6},
-                    }],
+                    "containers": [server],
                     "volumes": [volume, {"name": "home", "emptyDir": {"sizeLimit": "10Gi"}},
                                 {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}],
                 },
             },
         },
+    }
+
+
+def _vllm_container(deployment: Deployment, version: VersionRef, model_dir: str, resources: dict[str, Any],
+                    mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    args = ["--model", model_dir, "--served-model-name", deployment.model, "--host", "0.0.0.0",
+            "--port", str(deployment.port), "--tensor-parallel-size", str(version.tensor_parallel_size)]
+    if version.max_model_len:
+        args += ["--max-model-len", str(version.max_model_len)]
+    args += list(deployment.extra_args)
+    probe_cmd = _READY_PROBE.format(port=deployment.port, model=deployment.model)
+    return {
+        "name": "vllm",
+        "image": deployment.image,
+        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        "args": args,
+        "env": [{"name": "HOME", "value": HOME_MOUNT}],
+        "ports": [{"name": "http", "containerPort": deployment.port}],
+        "resources": resources,
+        "securityContext": restricted_container_security_context(),
+        "volumeMounts": mounts,
+        "startupProbe": {"httpGet": {"path": "/health", "port": deployment.port},
+                         "periodSeconds": 10, "failureThreshold": 180},
+        "readinessProbe": {"exec": {"command": ["python3", "-c", probe_cmd]},
+                           "periodSeconds": 30, "timeoutSeconds": 25, "failureThreshold": 2},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": deployment.port},
+                          "periodSeconds": 20, "failureThreshold": 6},
     }
 
 
@@ -229,6 +249,11 @@ def _quantity(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
 
 
+def hpa_metrics(runtime: str) -> dict[str, tuple[str, str, float]]:
+    """The HPA's metric per `autoscaling.metric` for a serving runtime: TensorRT-LLM's are trtllm_* names."""
+    return trtllm.HPA_METRICS if runtime == trtllm.RUNTIME else HPA_METRICS
+
+
 def render_hpa(deployment: Deployment, *, frozen_at: int | None = None) -> dict[str, Any]:
     """HPA of the stable track, on `deployment.autoscaling`'s per-pod metric.
 
@@ -240,7 +265,7 @@ def render_hpa(deployment: Deployment, *, frozen_at: int | None = None) -> dict[
     aside by itself). Frozen and thawed render the same keys, so a merge patch lifts the freeze completely.
     """
     scaling = deployment.autoscaling
-    metric, _, default_target = HPA_METRICS[scaling.metric]
+    metric, _, default_target = hpa_metrics(deployment.serving_runtime)[scaling.metric]
     frozen = frozen_at is not None
     select = "Disabled" if frozen else "Max"
     return {
@@ -339,7 +364,7 @@ def render_service_monitor(deployment: Deployment) -> dict[str, Any]:
                      "labels": labels(deployment)},
         "spec": {
             "selector": {"matchLabels": {LABEL_NAME: deployment.name, LABEL_MANAGED_BY: "llmops"}},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+            "endpoints": [{"port": "http", "path": metrics_path(deployment.serving_runtime), "interval": "15s"}],
         },
     }
 

@@ -14,7 +14,7 @@ from refresh_helpers import SHA, run_job
 
 from llmops.config import load_registry
 from llmops.config.schema import ModelSpec
-from llmops.refresh import expand_targets
+from llmops.refresh.plan import expand_targets
 from llmops.validate.golden import GoldenSet, judge_agreement
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]

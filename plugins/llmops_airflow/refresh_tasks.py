@@ -16,7 +16,8 @@ from typing import Any
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException
 
-from llmops.refresh import FAILED, ITEM_STEPS, VALIDATE_TRTLLM, ItemOutcome, WorkItem, item_outcome, render_report
+from llmops.refresh.plan import VALIDATE_TRTLLM, WorkItem
+from llmops.refresh.report import FAILED, ITEM_STEPS, ItemOutcome, item_outcome, render_report
 from llmops.settings import get_settings
 
 #: One event per published artefact version; `extra` carries the manifest URI and lineage.
@@ -176,7 +177,7 @@ def plan_run(models: list[str], resolved: list[dict], *, recipes: list[str] | No
     Runs when some models failed to resolve (they are listed as `unresolved`; the others go ahead).
     """
     from llmops.config import load_registry
-    from llmops.refresh import check_handoff, expand_targets, plan_refresh
+    from llmops.refresh.plan import check_handoff, expand_targets, plan_refresh
     from llmops_airflow.hooks.artefacts import ArtefactStoreHook
 
     settings = get_settings()
@@ -216,7 +217,7 @@ def refresh_report(ti, dag_run) -> str:
     Reads only what exists: the plan (absent when planning failed), the states of each item's steps, the
     first error line of a failed step and the manifest of a published one.
     """
-    from llmops.refresh import SKIPPED
+    from llmops.refresh.report import SKIPPED
 
     planned = ti.xcom_pull(task_ids="plan") if _state(ti, dag_run, "plan") == "success" else None
     if not planned:
