@@ -293,14 +293,25 @@ def kubernetes_secret_name(ref: str) -> str:
     return "llmops-" + _split_secret_ref(ref)[0].replace("_", "-")
 
 
+def pod_secret_env(secret_env: dict[str, str]) -> list[dict]:
+    """secret_env ({ENV: "conn_id.field"}) as a pod container's `env`: each from the optional Kubernetes Secret
+    named after the Connection (JSON, for a pod template an item carries through XCom)."""
+    return [{"name": env_name, "valueFrom": {"secretKeyRef": {
+        "name": kubernetes_secret_name(ref), "key": _split_secret_ref(ref)[1], "optional": True}}}
+        for env_name, ref in secret_env.items()]
+
+
 #: The Kubernetes Secret whose keys (AWS_ACCESS_KEY_ID, ... or OSS_*) become a store-touching pod's env.
 ARTEFACTS_SECRET = KUBERNETES_SECRET
 
 
 def _local_kwargs(job: str, environment: str, env_vars: dict[str, str] | None,
                   secret_env: dict[str, str] | None, store_access: bool = False) -> dict[str, Any]:
-    return {"job": job, "environment": environment, "env_vars": env_vars or {}, "secret_env": secret_env or {},
-            "store_access": store_access}
+    kwargs: dict[str, Any] = {"job": job, "environment": environment, "env_vars": env_vars or {},
+                              "store_access": store_access}
+    if secret_env is not None:  # else a mapped step's items may each carry their own
+        kwargs["secret_env"] = secret_env
+    return kwargs
 
 
 def heavy_step(*, task_id: str, job: str, arguments: list[Any] | None = None, environment: str = "worker",

@@ -66,6 +66,7 @@ def _step_pods(monkeypatch) -> dict[str, list[dict]]:
     from llmops.kb.runs import job_arguments
     from llmops.refresh.plan import expand_targets
     from llmops.settings import PROJECT_ROOT, get_settings
+    from llmops_airflow.kb import job_kwargs
     from llmops_airflow.refresh_tasks import item_chain, item_entry
 
     monkeypatch.setenv("LLMOPS_RUNTIME", "kubernetes")
@@ -77,7 +78,9 @@ def _step_pods(monkeypatch) -> dict[str, list[dict]]:
         plan = expand_targets(list(registry.models.values()), {m: "a" * 40 for m in registry.models},
                               registry.gpu_profiles, runtime="kubernetes", work_root="/models/work")
         assert plan.items
-        expansions = {"reindex": [{"arguments": args} for args in job_arguments(registry.knowledge_bases)]}
+        kbs = registry.knowledge_bases
+        expansions = {"reindex": [job_kwargs(kbs[args[1]], args, runtime="kubernetes")
+                                  for args in job_arguments(kbs)]}
         pods: dict[str, list[dict]] = {}
         # model_refresh: each item's steps as its mapped group renders them (the group maps over the plan's XCom,
         # so here a group over the literal entries of every planned item)
@@ -132,6 +135,10 @@ def test_every_step_pod_passes_restricted(step_pods):
             names = [c["name"] for c in pod["spec"]["containers"]]
             assert "airflow-xcom-sidecar" in names, "the xcom sidecar is part of the checked pod"
             assert violations(pod) == [], name
+    for pod in pods["kb_reindex.reindex"]:  # each knowledge base's Connections, from their Secrets (pod template)
+        (base,) = [c for c in pod["spec"]["containers"] if c["name"] == "base"]
+        assert {"name": "MILVUS_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": "llmops-milvus-default", "key": "password", "optional": True}}} in base["env"]
 
 
 def test_refresh_gpu_steps_prefer_the_spot_pool_and_resume_from_the_model_cache(registry, step_pods):

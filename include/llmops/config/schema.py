@@ -382,7 +382,11 @@ class KbSource(Strict):
     kind: Literal["local", "s3", "oss"] = "local"
     uri: str = Field(description="a directory (relative to the project root or absolute) or s3://, oss:// prefix")
     include: list[str] = ["**/*.md", "**/*.txt", "**/*.html", "**/*.pdf"]
-    connection_id: str | None = None
+    connection_id: str | None = Field(
+        default="llmops_kb_sources", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        description="Airflow Connection with this s3/oss source's keys (login/password; extra endpoint_url, "
+                    "region_name for s3, endpoint, region for oss), given to the job as AWS_* or OSS_*; "
+                    "null: the SDK's own chain (RRSA, IRSA). Unused by a local source")
     endpoint: str | None = Field(default=None, description="S3/OSS endpoint URL (default: the SDK's own)")
     max_document_mib: float = Field(
         default=50.0, gt=0, le=4096, description="documents larger than this are skipped and reported")
@@ -411,11 +415,14 @@ class Embedder(Strict):
     kind: Literal["sentence-transformers", "openai"] = "sentence-transformers"
     model: str = "all-MiniLM-L6-v2"
     endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL for kind=openai")
-    connection_id: str | None = None
+    connection_id: str | None = Field(
+        default="embeddings_default", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        description="kind openai: Airflow Connection whose password is the endpoint's API key, given to the job "
+                    "as the variable api_key_env names; null: no key. Unused by a local embedder")
     api_key_env: str | None = Field(
-        default="EMBEDDINGS_API_KEY",
-        description="environment variable holding the endpoint's API key (the DAG fills it from Connection "
-                    "embeddings_default); unset or empty: no Authorization header")
+        default="EMBEDDINGS_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="environment variable holding the endpoint's API key (the DAG fills it from the Connection "
+                    "connection_id names); unset or empty: no Authorization header")
     batch_size: int = Field(default=64, ge=1, le=4096)
     dimension: int | None = Field(
         default=None, ge=1, description="expected vector dimension; a model that returns another fails the run")
@@ -452,7 +459,10 @@ class MilvusTarget(Strict):
         default="milvus.db",
         description="a Milvus Lite file (relative to $LLMOPS_HOME/milvus) or http(s)://host:port of a server",
     )
-    connection_id: str | None = None
+    connection_id: str | None = Field(
+        default="milvus_default", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        description="Airflow Connection of this knowledge base's Milvus: password = token (as MILVUS_TOKEN), "
+                    "host = server URI used when milvus.uri is not set (as MILVUS_URI); null: none")
     index_type: Literal["FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"] = "AUTOINDEX"
     metric_type: Literal["COSINE", "IP", "L2"] = "COSINE"
     index_params: dict[str, int] = {}
