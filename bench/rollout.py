@@ -29,20 +29,13 @@ import time
 from pathlib import Path
 
 from _common import ROOT  # noqa: F401 - puts include/ on sys.path
-from llmops.artefacts import Manifest, open_store
+from llmops.artefacts import open_store
 from llmops.config import load_registry
+from llmops.demo.rollout import ensure_tiny_model, publish_local_build
 from llmops.rollout import driver
-from llmops.rollout.demo import build_tiny_model
 from llmops.rollout.request import RolloutRequest, resolve_request
-from llmops.serving.local import LocalBackend, LocalRuntime
+from llmops.serving.local import LocalRuntime
 from llmops.settings import get_settings
-
-
-def publish(store, model_dir: Path, sha: str) -> str:
-    manifest = Manifest.for_directory(model_dir, model="tiny-llama", source_repo="local/make_tiny_model",
-                                      source_sha=sha, recipe="unquantized", serving_runtime="vllm",
-                                      quantization_format="none", min_compute_capability=0.0, max_model_len=512)
-    return store.publish(model_dir, manifest.prefix, manifest)
 
 
 def rollout(registry, store, backend, uri: str, run_id: str, steps: list[int], window_s: int, tmp: Path):
@@ -64,29 +57,29 @@ def main() -> int:
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     settings = get_settings()
-    trained = build_tiny_model(settings.home / "demo" / "rollout" / "tiny-llama")
-    untrained = build_tiny_model(settings.home / "demo" / "rollout" / "tiny-llama-untrained",
-                                 "--seed", "1", "--train-steps", "0")
+    trained = ensure_tiny_model(settings.home / "demo" / "rollout" / "tiny-llama")
+    untrained = ensure_tiny_model(settings.home / "demo" / "rollout" / "tiny-llama-untrained",
+                                  "--seed", "1", "--train-steps", "0")
     registry = load_registry()
 
     with tempfile.TemporaryDirectory(prefix="llmops-bench-rollout-") as tmp:
         tmp = Path(tmp)
         store = open_store((tmp / "store").as_uri())
-        stable_uri, candidate_uri = publish(store, trained, "1" * 40), publish(store, trained, "2" * 40)
-        broken_uri = publish(store, untrained, "3" * 40)
-        runtime = LocalRuntime(tmp / "home", "tiny-llama-chat", "tiny-llama", serving_python=settings.serving_python)
-        backend = LocalBackend(runtime, model_cache=tmp / "home" / "models")
+        stable_uri, candidate_uri = publish_local_build(store, trained, "1" * 40), publish_local_build(store, trained, "2" * 40)
+        broken_uri = publish_local_build(store, untrained, "3" * 40)
+        backend = LocalRuntime(tmp / "home", "tiny-llama-chat", "tiny-llama",
+                               serving_python=settings.serving_python, model_cache=tmp / "home" / "models")
         try:
             stable = store.resolve(stable_uri, "tiny-llama")
             backend.verify_artefact(store, stable)
-            runtime.deploy("stable", stable.uri, backend.model_dir(stable))
-            print(f"[bench] stable ready after {runtime.wait_ready('stable', timeout_s=600):.1f} s (not measured)")
+            backend.deploy("stable", stable.uri, backend.model_dir(stable))
+            print(f"[bench] stable ready after {backend.wait_ready('stable', timeout_s=600):.1f} s (not measured)")
             broken, broken_s = rollout(registry, store, backend, broken_uri, "bench-roll-back", steps,
                                        args.window_s * 4, tmp)
             promoted, total = rollout(registry, store, backend, candidate_uri, "bench-promote", steps,
                                       args.window_s, tmp)
         finally:
-            runtime.stop_all()
+            backend.stop_all()
 
     ready = promoted.report.timings.get("canary_ready_s", float("nan"))
     configured = args.window_s * len(steps)

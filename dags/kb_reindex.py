@@ -13,8 +13,8 @@ from airflow.sdk import Param, dag, task
 
 from llmops_airflow.dag_defaults import START_DATE, default_args
 from llmops_airflow.forms import one_or_all
-from llmops_airflow.kb import KNOWLEDGE_BASES, airflow_schedule, knowledge_base_asset, load_knowledge_bases
-from llmops_airflow.steps import heavy_step_partial, object_store_secret_env
+from llmops_airflow.kb import KNOWLEDGE_BASES, airflow_schedule, knowledge_base_asset, load_knowledge_bases, mode_param
+from llmops_airflow.steps import heavy_step_partial
 
 DOC = """
 ### kb_reindex
@@ -36,12 +36,10 @@ Params: **knowledge_base** (`all`, the default: every one), **mode**, **dry_run*
 the time, write nothing). The task log shows a heartbeat (chunks done/total, rate, ETA). `announce`
 updates the Asset `knowledge_base__<name>` of every knowledge base re-indexed successfully; `report`
 prints embedded / skipped / deleted / repaired / duration per knowledge base and fails the run when
-any knowledge base failed. Credentials: Connection `milvus_default` (password = Milvus token) and
-`embeddings_default` (password = API key of an OpenAI-compatible embeddings endpoint), both optional.
+any knowledge base failed. Credentials, all optional: each knowledge base's `milvus.connection_id` (default
+`milvus_default`: password = Milvus token, host = server), each S3/OSS source's `source.connection_id` (default `llmops_kb_sources`: keys, endpoint, region) and each
+OpenAI-compatible embedder's `embedder.connection_id` (default `embeddings_default`: password = API key).
 """
-
-MODES = ["incremental", "full", "rollback"]
-
 
 def build_kb_reindex(dag_id: str, schedule=None, knowledge_base: str | None = None, params: dict | None = None):
     """One kb_reindex DAG: all knowledge bases chosen by the form, or the one `knowledge_base`."""
@@ -70,11 +68,8 @@ def build_kb_reindex(dag_id: str, schedule=None, knowledge_base: str | None = No
         reindex = heavy_step_partial(
             task_id="reindex", job="kb_reindex", max_active_tis_per_dag=1,
             map_index_template="{{ task.arguments[1] }}",
-            # MILVUS_URI (the Connection's host) is used by knowledge bases that set no milvus.uri themselves;
-            # S3/OSS sources read their keys from the optional Connection llmops_kb_sources (else RRSA).
-            secret_env={"MILVUS_TOKEN": "milvus_default.password", "MILVUS_URI": "milvus_default.host",
-                        "EMBEDDINGS_API_KEY": "embeddings_default.password",
-                        **object_store_secret_env("llmops_kb_sources")},
+            # Each item carries its knowledge base's own Connections (its Milvus', its source's and its
+            # remote embedder's connection_id): `select` adds them to its arguments.
         ).expand_kwargs(selected)
 
         # The DAG of one knowledge base updates its Asset when its re-index succeeded; the manual DAG
@@ -104,8 +99,7 @@ build_kb_reindex(
     params={
         "knowledge_base": one_or_all("knowledge_bases.yaml", "knowledge_bases", title="Knowledge base",
                                      description="one knowledge base from knowledge_bases.yaml, or all"),
-        "mode": Param("incremental", type="string", enum=MODES, title="Mode",
-                      description="incremental upserts, full blue/green rebuild, or rollback of the alias"),
+        "mode": mode_param(),
         "dry_run": Param(False, type="boolean", title="Dry run", description="plan and count, write nothing"),
     },
 )
@@ -114,8 +108,7 @@ for _name, _kb in load_knowledge_bases().items():
     build_kb_reindex(
         f"kb_reindex__{_name}", schedule=airflow_schedule(_kb.schedule), knowledge_base=_name,
         params={
-            "mode": Param("incremental", type="string", enum=MODES, title="Mode",
-                          description="incremental upserts, full blue/green rebuild, or rollback of the alias"),
+            "mode": mode_param(),
             "dry_run": Param(False, type="boolean", title="Dry run", description="plan and count, write nothing"),
         },
     )

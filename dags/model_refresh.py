@@ -1,17 +1,17 @@
 """model_refresh: resolve -> plan -> download -> quantize -> validate -> publish -> Asset event.
 
 Wiring only: the planning is `llmops.refresh`, the heavy steps are `llmops.jobs.*` (subprocesses on the
-local runtime, GPU pods on Kubernetes), the per-item step arguments come from `llmops_airflow.refresh`.
+local runtime, GPU pods on Kubernetes), the per-item step arguments come from `llmops_airflow.refresh_tasks`.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task, task_group
 
-from llmops.quantize.recipes import RECIPES
+from llmops.config.recipes import RECIPES
 from llmops_airflow.dag_defaults import START_DATE, default_args
 from llmops_airflow.forms import chosen, one_or_all
-from llmops_airflow.refresh import ITEM_GROUP, MODEL_ARTEFACTS, item_chain
+from llmops_airflow.refresh_tasks import ITEM_GROUP, MODEL_ARTEFACTS, item_chain
 
 DOC = """
 ### model_refresh
@@ -72,14 +72,14 @@ def model_refresh():
 
     @task(map_index_template="{{ task.op_kwargs['model'] }}")
     def resolve(model: str, ti=None) -> dict:
-        from llmops_airflow.refresh import resolve_model
+        from llmops_airflow.refresh_tasks import resolve_model
 
         return resolve_model(model, ti)
 
     @task(trigger_rule="all_done")  # models that resolved go ahead when others did not
     def plan(models: list[str], resolved: list[dict], params=None, dag_run=None) -> dict:
         from llmops_airflow.failures import permanent_errors_fail_at_once
-        from llmops_airflow.refresh import plan_run
+        from llmops_airflow.refresh_tasks import plan_run
 
         with permanent_errors_fail_at_once():
             # a slice reads the models that resolved in one call (iterating would probe one past the end)
@@ -106,7 +106,7 @@ def model_refresh():
 
     @task(trigger_rule="all_done")  # always runs; fails the run (no retry) when any item failed
     def report(ti=None, dag_run=None) -> str:
-        from llmops_airflow.refresh import refresh_report
+        from llmops_airflow.refresh_tasks import refresh_report
 
         return refresh_report(ti, dag_run)
 

@@ -11,25 +11,28 @@ from pathlib import Path
 
 from airflow.sdk import Param, dag
 
+from llmops.config.schema import TRAFFIC_STRATEGIES, RolloutThresholds, TrafficSteps
 from llmops_airflow.dag_defaults import START_DATE, default_args
+from llmops_airflow.forms import optional_typed
 from llmops_airflow.operators.rollout import ModelRolloutOperator
 
 DOC = """
 ### model_rollout
-Roll a published model version out to a vLLM deployment with a canary that judges itself. One task,
+Roll a published model version out to a vLLM or TensorRT-LLM (`trtllm-serve`, runtime kubernetes)
+deployment with a canary that judges itself. One task,
 `rollout`, owns the whole life cycle (as the Kubernetes pod operator owns create -> wait -> collect):
 
 1. **request**: the form's values against `include/config/deployments.yaml` (the deployment fixes the
    model); out-of-range values are refused by the form before anything runs;
 2. **pre-flight**, before any object is created: the manifest exists and its checksums verify; the
-   artefact fits the deployment's GPU profile (serving runtime, compute capability, tensor parallel
-   size vs GPUs per node, GPU memory); free GPU capacity for the canary; no other rollout of this
+   artefact fits the deployment's GPU profile (serving runtime, compute capability, the GPU family it
+   was built for, tensor parallel size vs GPUs per node, GPU memory); free GPU capacity for the canary; no other rollout of this
    deployment in progress (refused, not queued);
 3. **canary**: canary Deployment (pods fetch and verify the version, then serve), Services,
    ServiceMonitor, HTTPRoute at 0 %, stable HPA frozen; then the task defers to a trigger until every
    canary pod answers a real generation (vLLM's /health stays green on a broken GPU);
 4. **analysis**, per traffic step: weights, golden prompts, alternating load on canary and stable at the
-   deployment's expected concurrency (TTFT, end-to-end p50/p95, errors), vLLM /metrics. Decisive
+   deployment's expected concurrency (TTFT, end-to-end p50/p95, errors), the server's Prometheus metrics. Decisive
    evidence (golden prompts failing, errors over the threshold, the canary gone) ends a step at once;
 5. **promote** (stable moves to the new version, canary removed, weights back) or **roll back** (canary
    removed, weights restored, stable untouched); the rollout report (Markdown and HTML) is stored next
@@ -40,7 +43,8 @@ Locally (`LLMOPS_RUNTIME=local`) stable and canary are real vLLM processes on 12
 Empty thresholds / steps / window use the deployment's `rollout:` defaults. **version** `previous` rolls back
 to the version the current stable one replaced (read from the `llmops.io/previous-version` annotation, or
 the local runtime's state), through the same checks and canary steps (use steps `[100]` to go at once);
-the report labels it a manual roll back. **canary_extra_args** tries vLLM flags on the canary only.
+the report labels it a manual roll back. **canary_extra_args** tries server flags (vLLM's, or
+trtllm-serve's) on the canary only.
 """
 
 
@@ -78,28 +82,21 @@ DEPLOYMENTS = _deployment_names()
                          description="a manifest URI (file://, s3://, oss://), 'latest', or 'previous' to roll "
                                      "back to the version the stable one replaced (recorded on the deployment)"),
         "traffic_strategy": Param("deployment-default", type="string",
-                                  enum=["deployment-default", "gateway-httproute", "replica-ratio"],
+                                  enum=["deployment-default", *TRAFFIC_STRATEGIES],
                                   title="Traffic strategy",
                                   description="HTTPRoute weights (ACK Gateway) or replica ratio behind one Service"),
-        "steps": Param([10, 50, 100], type=["null", "array"], minItems=1, maxItems=10,
-                       items={"type": "integer", "minimum": 1, "maximum": 100},
-                       title="Traffic steps (canary %)",
-                       description="strictly increasing, ending at 100; empty: the deployment's steps"),
-        "thresholds": Param(
-            {"max_p95_latency_ratio": 1.5, "max_error_rate": 0.01, "min_golden_pass_rate": 1.0},
-            type=["null", "object"], title="Analysis thresholds",
-            properties={"max_p95_latency_ratio": {"type": ["null", "number"], "minimum": 1.0, "maximum": 10.0},
-                        "max_error_rate": {"type": ["null", "number"], "minimum": 0.0, "maximum": 1.0},
-                        "min_golden_pass_rate": {"type": ["null", "number"], "minimum": 0.0, "maximum": 1.0}},
-            additionalProperties=False,
+        "steps": optional_typed(TrafficSteps, [10, 50, 100], title="Traffic steps (canary %)",
+                                description="strictly increasing, ending at 100; empty: the deployment's steps"),
+        "thresholds": optional_typed(
+            RolloutThresholds, RolloutThresholds().model_dump(), title="Analysis thresholds",
             description="canary/stable median p95 latency ratio, canary error rate, golden-prompt pass rate; "
                         "empty: the deployment's thresholds"),
         "analysis_window_s": Param(300, type=["null", "integer"], minimum=5, maximum=86400,
                                    title="Analysis window (s)",
                                    description="analysis time per traffic step; empty: the deployment's window"),
         "canary_extra_args": Param(None, type=["null", "array"], items={"type": "string"}, maxItems=32,
-                                   title="Canary extra vLLM arguments",
-                                   description="one argument per line, e.g. --max-num-seqs and 64; tried on the "
+                                   title="Canary extra server arguments",
+                                   description="vLLM or trtllm-serve flags, one argument per line, e.g. --max-num-seqs and 64; tried on the "
                                                "canary only, after the deployment's extra_args; in the report"),
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="run pre-flight and print the objects; create nothing"),

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from support.olah import olah_server, publish_repo, repo_path
 
-from llmops.artefacts.store import open_store
+from llmops.artefacts import open_store
 from llmops.settings import get_settings
 
 demo, model_dir = Path(sys.argv[1]), Path(sys.argv[2])

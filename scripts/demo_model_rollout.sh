@@ -16,13 +16,13 @@ mkdir -p "$AIRFLOW_HOME"
 log="$LLMOPS_HOME/demo/rollout"
 window="${LLMOPS_DEMO_WINDOW_S:-20}"
 
-cleanup() { [[ "${LLMOPS_DEMO_KEEP_SERVING:-0}" == 1 ]] || python -m llmops.rollout.demo stop; }
+cleanup() { [[ "${LLMOPS_DEMO_KEEP_SERVING:-0}" == 1 ]] || python -m llmops.demo.rollout stop; }
 trap cleanup EXIT
-python -m llmops.rollout.demo stop  # a clean slate: no leftovers of an earlier demo
+python -m llmops.demo.rollout stop  # a clean slate: no leftovers of an earlier demo
 rm -rf "$LLMOPS_HOME/reports/rollouts/tiny-llama-chat"
 airflow db migrate >"$log/db-migrate.log" 2>&1 || { tail -n 20 "$log/db-migrate.log"; exit 1; }
 
-versions="$(python -m llmops.rollout.demo versions)"
+versions="$(python -m llmops.demo.rollout versions)"
 baseline="$(python -c 'import json,sys; print(json.loads(sys.argv[1])["baseline"] or "")' "$versions")"
 candidate="$(python -c 'import json,sys; print(json.loads(sys.argv[1])["candidate"])' "$versions")"
 echo "[rollout demo] candidate: $candidate"
@@ -39,12 +39,12 @@ run() {  # run NAME VERSION STEPS WINDOW
 
 if [[ -n "$baseline" ]]; then
   run initial "$baseline" "[100]" 10
-  head -n 1 "$(python -m llmops.rollout.demo report)" | grep -q PROMOTED \
+  head -n 1 "$(python -m llmops.demo.rollout report)" | grep -q PROMOTED \
     || { echo "[rollout demo] the baseline did not deploy"; tail -n 40 "$log/initial.log"; exit 1; }
 fi
 run canary "$candidate" "[50, 100]" "$window"
 
-report="$(python -m llmops.rollout.demo report)"
+report="$(python -m llmops.demo.rollout report)"
 echo
 awk '/^vLLM \/metrics/ {exit} {print}' "$report"  # the summary, checks, numbers and golden outputs
 verdict="$(head -n 1 "$report" | sed -E 's/.*\*\*(.*)\*\*.*/\1/')"

@@ -6,6 +6,7 @@ source "$(dirname "$0")/env.sh"
 cd "$root"
 export AIRFLOW_HOME="$LLMOPS_HOME/test/airflow"
 "$LLMOPS_HOME/venvs/airflow/bin/ruff" check .
+"$LLMOPS_HOME/venvs/airflow/bin/lint-imports" --no-cache  # the import contracts in pyproject.toml, as make lint
 # Most tests run in the Airflow environment, driving torch and vLLM steps as subprocesses the way the
 # local runtime does. tests/integration/kb embeds in-process, so it runs in the worker environment.
 "$LLMOPS_HOME/venvs/airflow/bin/python" -m pytest "$@"

@@ -5,7 +5,7 @@
 Every template in deploy/ack/templates/ gets ${dotted.keys} of the values file (`$$` is a literal `$`);
 a key the values file lacks stops the render naming the template and the key. The node pools
 (out/60-node-pools.tf, Terraform for the alicloud provider) are written from the GPU profiles, so the
-labels and taints the pools carry are the ones the pipelines' pods select and tolerate.
+labels and taints the pools carry (spot pools' too) are the ones the pipelines' pods select and tolerate.
 Needs only Python 3 and PyYAML.
 """
 
@@ -63,8 +63,39 @@ def _hcl(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _pool_block(values: dict, resource: str, name: str, instance_type: str, sizes: dict, labels: dict,
+                taints: list[dict], extra: list[str]) -> str:
+    lines = [f'resource "alicloud_cs_kubernetes_node_pool" "{resource}" {{',
+             f"  cluster_id     = {_hcl(values['cluster_id'])}",
+             f"  node_pool_name = {_hcl(name)}",
+             "  vswitch_ids    = [" + ", ".join(_hcl(v) for v in values["vswitch_ids"]) + "]",
+             f"  instance_types = [{_hcl(instance_type)}]",
+             "  system_disk_category = \"cloud_essd\"",
+             "  system_disk_size     = 200",
+             *extra,
+             "  scaling_config {",
+             f"    min_size = {int(sizes['min_size'])}",
+             f"    max_size = {int(sizes['max_size'])}",
+             "  }"]
+    for key, value in labels.items():
+        lines += ["  labels {", f"    key   = {_hcl(key)}", f"    value = {_hcl(str(value))}", "  }"]
+    for taint in taints:
+        lines += ["  taints {", f"    key    = {_hcl(taint['key'])}",
+                  f"    value  = {_hcl(str(taint.get('value', 'present')))}",
+                  f"    effect = {_hcl(taint.get('effect', 'NoSchedule'))}", "  }"]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# A spot pool: pay-as-you-go spot instances at the market price (never above the on-demand price), and a
+# replacement started when ECS announces a reclaim (about 5 minutes ahead) instead of after it.
+SPOT_LINES = ['  instance_charge_type = "PostPaid"', '  spot_strategy        = "SpotAsPriceGo"',
+              "  spot_instance_remedy = true"]
+
+
 def node_pools_tf(values: dict, profiles: list[dict], profiles_path: Path) -> str:
-    """One alicloud_cs_kubernetes_node_pool per GPU profile that values.yaml gives an instance type."""
+    """One alicloud_cs_kubernetes_node_pool per GPU profile that values.yaml gives an instance type, and a spot
+    pool next to it where the profile has `spot` and values.yaml gives the pool a `spot` size."""
     pools = values.get("node_pools") or {}
     known = {p["name"] for p in profiles}
     unknown = sorted(set(pools) - known)
@@ -75,7 +106,8 @@ def node_pools_tf(values: dict, profiles: list[dict], profiles_path: Path) -> st
               "# GPU node pools (alicloud provider). ACK installs the NVIDIA driver and device plugin on GPU\n"
               "# instance types and labels nodes aliyun.accelerator/nvidia_name; pools labelled\n"
               "# ack.node.gpu.schedule=cgpu also need ACK's GPU sharing component (ack-ai-installer) for\n"
-              "# aliyun.com/gpu-mem.\n"]
+              "# aliyun.com/gpu-mem. A *_spot pool runs spot instances: its label and taint (gpu_profiles.yaml\n"
+              "# `spot`) keep everything off it but model_refresh's GPU steps and deployments with `spot: true`.\n"]
     for profile in profiles:
         pool = pools.get(profile["name"])
         if pool is None:
@@ -91,25 +123,25 @@ def node_pools_tf(values: dict, profiles: list[dict], profiles_path: Path) -> st
         resource = f"gpu_{profile['name'].replace('-', '_')}"
         labels = {k: v for k, v in (profile.get("node_selector") or {}).items() if k not in ACK_SET_LABELS}
         labels["llmops.io/gpu-profile"] = profile["name"]
-        lines = [f'resource "alicloud_cs_kubernetes_node_pool" "{resource}" {{',
-                 f"  cluster_id     = {_hcl(values['cluster_id'])}",
-                 f"  node_pool_name = {_hcl('llmops-' + profile['name'])}",
-                 "  vswitch_ids    = [" + ", ".join(_hcl(v) for v in values["vswitch_ids"]) + "]",
-                 f"  instance_types = [{_hcl(instance_type)}]",
-                 "  system_disk_category = \"cloud_essd\"",
-                 "  system_disk_size     = 200",
-                 "  scaling_config {",
-                 f"    min_size = {int(pool['min_size'])}",
-                 f"    max_size = {int(pool['max_size'])}",
-                 "  }"]
-        for key, value in labels.items():
-            lines += ["  labels {", f"    key   = {_hcl(key)}", f"    value = {_hcl(str(value))}", "  }"]
-        for toleration in profile.get("tolerations") or []:
-            lines += ["  taints {", f"    key    = {_hcl(toleration['key'])}",
-                      f"    value  = {_hcl(str(toleration.get('value', 'present')))}",
-                      f"    effect = {_hcl(toleration.get('effect', 'NoSchedule'))}", "  }"]
-        lines.append("}")
-        blocks.append("\n".join(lines) + "\n")
+        taints = profile.get("tolerations") or []
+        blocks.append(_pool_block(values, resource, f"llmops-{profile['name']}", instance_type, pool, labels,
+                                  taints, []))
+        spot, spot_sizes = profile.get("spot"), pool.get("spot")
+        if spot_sizes is not None and spot is None:
+            raise KitError("deploy/ack/values.yaml", f"node_pools.{profile['name']}.spot is set but GPU profile "
+                           f"{profile['name']!r} in {profiles_path} has no `spot`",
+                           "add `spot` to the profile (label, taint) or remove node_pools."
+                           f"{profile['name']}.spot")
+        if spot is None:
+            continue
+        if spot_sizes is None:
+            print(f"render: GPU profile {profile['name']!r} has `spot` but no spot pool (values.yaml "
+                  f"node_pools.{profile['name']}.spot): its refresh steps run on on-demand nodes (`prefer`) or "
+                  "wait (`require`)", file=sys.stderr)
+            continue
+        blocks.append(_pool_block(values, f"{resource}_spot", f"llmops-{profile['name']}-spot", instance_type,
+                                  spot_sizes, {**labels, **spot["node_label"]}, [*taints, spot["taint"]],
+                                  SPOT_LINES))
     return "\n".join(blocks)
 
 

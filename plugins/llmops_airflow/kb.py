@@ -27,6 +27,16 @@ def airflow_schedule(schedule: Any) -> Any:
     return Asset(uri=schedule.asset)
 
 
+def mode_param():
+    """The form's mode drop-down: the modes `llmops.kb.runs` defines, incremental first (the default)."""
+    from airflow.sdk import Param
+
+    from llmops.kb.plan import KB_MODES
+
+    return Param(KB_MODES[0], type="string", enum=list(KB_MODES), title="Mode",
+                 description="incremental upserts, full blue/green rebuild, or rollback of the alias")
+
+
 def load_knowledge_bases() -> dict:
     from llmops.config import load_file
     from llmops.settings import get_settings
@@ -35,16 +45,56 @@ def load_knowledge_bases() -> dict:
     return {kb.name: kb for kb in registry.knowledge_bases}
 
 
+def secret_env(kb) -> dict[str, str]:
+    """{ENV: "conn_id.field"}: the Connection fields one knowledge base's job gets, and only those.
+
+    Milvus' token and server (used when the knowledge base sets no milvus.uri) from `milvus.connection_id`
+    (default milvus_default); an s3/oss source's keys, endpoint and region from the source's own
+    `connection_id` (as AWS_* or OSS_*, the SDKs' names); a remote (openai) embedder's API key from the
+    embedder's own `connection_id` as the variable its `api_key_env` names. A missing Connection leaves its
+    variables unset: the SDK's default chain (RRSA) or no key applies.
+    """
+    from llmops_airflow.steps import object_store_secret_env
+
+    env: dict[str, str] = {}
+    if kb.milvus.connection_id:
+        env.update(MILVUS_TOKEN=f"{kb.milvus.connection_id}.password", MILVUS_URI=f"{kb.milvus.connection_id}.host")
+    source = kb.source
+    if source.kind != "local" and source.connection_id:
+        prefix = "AWS_" if source.kind == "s3" else "OSS_"
+        env.update({name: ref for name, ref in object_store_secret_env(source.connection_id).items()
+                    if name.startswith(prefix)})
+    embedder = kb.embedder
+    if embedder.kind == "openai" and embedder.connection_id and embedder.api_key_env:
+        env[embedder.api_key_env] = f"{embedder.connection_id}.password"
+    return env
+
+
+def job_kwargs(kb, arguments: list[str], runtime: str | None = None) -> dict:
+    """One `expand_kwargs` entry of the reindex step: the job's arguments and the knowledge base's secrets
+    (locally as the step's `secret_env`; in pods as env from the Connections' Kubernetes Secrets)."""
+    from llmops.settings import get_settings
+    from llmops_airflow.steps import pod_secret_env
+
+    if (runtime or get_settings().runtime) != "kubernetes":
+        return {"arguments": arguments, "secret_env": secret_env(kb)}
+    return {"arguments": arguments,
+            "pod_template_dict": {"spec": {"containers": [{"name": "base", "env": pod_secret_env(secret_env(kb))}]}}}
+
+
 def select(params: dict | None, fixed_knowledge_base: str | None) -> list[dict]:
-    """`expand_kwargs` of the reindex step: one `--kb NAME --mode MODE [--dry-run]` per knowledge base."""
+    """`expand_kwargs` of the reindex step: one `--kb NAME --mode MODE [--dry-run]` per knowledge base, each
+    with its own Connections."""
+    from llmops.kb.plan import KB_MODES
     from llmops.kb.runs import job_arguments
     from llmops_airflow.forms import chosen
 
     params = params or {}
-    runs = job_arguments(load_knowledge_bases(), fixed_knowledge_base or chosen(params.get("knowledge_base")) or "",
-                         params.get("mode") or "incremental", bool(params.get("dry_run")))
+    knowledge_bases = load_knowledge_bases()
+    runs = job_arguments(knowledge_bases, fixed_knowledge_base or chosen(params.get("knowledge_base")) or "",
+                         params.get("mode") or KB_MODES[0], bool(params.get("dry_run")))
     print("re-indexing " + ", ".join(args[1] for args in runs))
-    return [{"arguments": args} for args in runs]
+    return [job_kwargs(knowledge_bases[args[1]], args) for args in runs]
 
 
 def announce(selected: list[dict], results: Any, outlet_events, run_id: str, knowledge_base: str | None) -> list[str]:

@@ -4,7 +4,10 @@ A job exits with `EXIT_PERMANENT` for an error no retry can fix (bad input, poli
 mismatch...) and writes the error to /dev/termination-log. The provider turns every failed pod into
 an `AirflowException`, which Airflow retries; here a pod whose base container terminated with
 `EXIT_PERMANENT` fails the task at once (`AirflowFailException`) with the termination message.
-Both the synchronous path and the deferrable re-entry end in `cleanup`, so one override covers both.
+A pod the cluster took away (a spot reclaim, a node drain or shutdown: the pod's `DisruptionTarget`
+condition or an eviction reason) is transient whatever its exit status: the task is retried, and the next
+try resumes from the model cache volume. Both the synchronous path and the deferrable re-entry end in
+`cleanup`, so one override covers both.
 Imported only on runtime `kubernetes` (the provider costs seconds to import).
 """
 
@@ -25,6 +28,27 @@ def base_container_exit_code(pod, container_name: str) -> int | None:
     return terminated.exit_code if terminated is not None else None
 
 
+#: Pod status reasons of a pod the node took away (kubelet eviction, graceful node shutdown, node lost).
+DISRUPTION_REASONS = frozenset({"Evicted", "Terminated", "NodeShutdown", "NodeLost", "Shutdown"})
+
+
+def disruption(pod) -> str | None:
+    """Why the cluster took the pod away (spot reclaim, drain, node shutdown), or None when it did not."""
+    status = pod.status if pod is not None else None
+    if status is None:
+        return None
+    for condition in status.conditions or []:
+        if condition.type == "DisruptionTarget" and condition.status == "True":
+            return f"{condition.reason}: {condition.message or 'no message'}"
+    if status.reason in DISRUPTION_REASONS:
+        return f"{status.reason}: {status.message or 'no message'}"
+    return None
+
+
+class PodDisrupted(AirflowException):
+    """The step's pod was evicted or its node went away: transient, retried."""
+
+
 class JobPodOperator(RestrictedPodOperator):
     operator_extra_links = STEP_LINKS
 
@@ -34,6 +58,12 @@ class JobPodOperator(RestrictedPodOperator):
         except AirflowException as exc:
             if isinstance(exc, AirflowFailException):
                 raise
+            why = disruption(remote_pod)
+            if why is not None:
+                raise PodDisrupted(
+                    f"pod {getattr(getattr(pod, 'metadata', None), 'name', '?')} was taken away by the cluster "
+                    f"({why}): a spot reclaim, drain or node shutdown; retried, the next try resumes from the "
+                    "model cache") from None
             if base_container_exit_code(remote_pod, self.base_container_name) == EXIT_PERMANENT:
                 message = get_container_termination_message(remote_pod, self.base_container_name) or str(exc)
                 raise AirflowFailException(

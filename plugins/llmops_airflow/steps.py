@@ -193,9 +193,13 @@ def first_error_line(errors, tail) -> str:
     return re.sub(r"^[\w.]+: ", "", lines[0]) if lines else "the job printed nothing"
 
 
-def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
+def pod_settings(profile: GpuProfile | None, *, interruptible: bool = False) -> dict[str, Any]:
     """KubernetesPodOperator arguments for a GPU profile: resources, node selector, tolerations, pool, and the
     Pod Security Standards "restricted" settings (the same ones the vLLM pods get, see llmops.serving.manifests).
+
+    `interruptible` (model_refresh's GPU steps): the pod may go to the profile's spot pool
+    (`llmops.serving.manifests.step_placement`: the spot taint's toleration and a node affinity), since a
+    reclaimed pod is retried (JobPodOperator) and the retry resumes from the model cache.
 
     Step pods run as uid 10001, drop every capability, forbid privilege escalation, use the RuntimeDefault
     seccomp profile, set CPU and memory requests and limits on every container (the xcom sidecar too) and
@@ -204,7 +208,11 @@ def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
     """
     from kubernetes.client import models as k8s
 
-    from llmops.serving.manifests import restricted_container_security_context, restricted_pod_security_context
+    from llmops.serving.manifests import (
+        restricted_container_security_context,
+        restricted_pod_security_context,
+        step_placement,
+    )
 
     settings = get_settings()
     if settings.model_cache_pvc:
@@ -224,13 +232,16 @@ def pod_settings(profile: GpuProfile | None) -> dict[str, Any]:
     }
     if profile is not None:
         gpu = {profile.resource_name: str(profile.resource_per_replica)}
+        placement = step_placement(profile, interruptible=interruptible)
         result.update(
             container_resources=k8s.V1ResourceRequirements(
                 requests={"cpu": "4", "memory": "32Gi", **gpu}, limits={"cpu": "8", "memory": "64Gi", **gpu}),
-            node_selector=dict(profile.node_selector),
-            tolerations=[k8s.V1Toleration(**t.model_dump(exclude_none=True)) for t in profile.tolerations],
+            node_selector=placement["nodeSelector"],
+            tolerations=[k8s.V1Toleration(**t) for t in placement["tolerations"]],
             pool=GPU_POOL,
         )
+        if "affinity" in placement:
+            result["affinity"] = placement["affinity"]  # the operator converts the dict itself
     return result
 
 
@@ -282,14 +293,25 @@ def kubernetes_secret_name(ref: str) -> str:
     return "llmops-" + _split_secret_ref(ref)[0].replace("_", "-")
 
 
+def pod_secret_env(secret_env: dict[str, str]) -> list[dict]:
+    """secret_env ({ENV: "conn_id.field"}) as a pod container's `env`: each from the optional Kubernetes Secret
+    named after the Connection (JSON, for a pod template an item carries through XCom)."""
+    return [{"name": env_name, "valueFrom": {"secretKeyRef": {
+        "name": kubernetes_secret_name(ref), "key": _split_secret_ref(ref)[1], "optional": True}}}
+        for env_name, ref in secret_env.items()]
+
+
 #: The Kubernetes Secret whose keys (AWS_ACCESS_KEY_ID, ... or OSS_*) become a store-touching pod's env.
 ARTEFACTS_SECRET = KUBERNETES_SECRET
 
 
 def _local_kwargs(job: str, environment: str, env_vars: dict[str, str] | None,
                   secret_env: dict[str, str] | None, store_access: bool = False) -> dict[str, Any]:
-    return {"job": job, "environment": environment, "env_vars": env_vars or {}, "secret_env": secret_env or {},
-            "store_access": store_access}
+    kwargs: dict[str, Any] = {"job": job, "environment": environment, "env_vars": env_vars or {},
+                              "store_access": store_access}
+    if secret_env is not None:  # else a mapped step's items may each carry their own
+        kwargs["secret_env"] = secret_env
+    return kwargs
 
 
 def heavy_step(*, task_id: str, job: str, arguments: list[Any] | None = None, environment: str = "worker",

@@ -30,7 +30,7 @@ def test_kb_reindex_runs_to_success_and_fills_the_served_milvus(airflow_stack, r
 
 
 def test_model_refresh_builds_and_publishes_the_demo_model(airflow_stack, rest_runs):
-    from llmops.artefacts.store import open_store
+    from llmops.artefacts import open_store
 
     run_id, state = finished(airflow_stack, rest_runs, "refresh")
     assert state == "success", airflow_stack.run_summary("model_refresh", run_id)
@@ -40,7 +40,7 @@ def test_model_refresh_builds_and_publishes_the_demo_model(airflow_stack, rest_r
 
 
 def test_a_refresh_of_a_repo_missing_on_the_hub_ends_failed(airflow_stack, rest_runs, missing_model):
-    from llmops.artefacts.store import open_store
+    from llmops.artefacts import open_store
 
     run_id, state = finished(airflow_stack, rest_runs, "missing_model")
     assert state == "failed", airflow_stack.run_summary("model_refresh", run_id)

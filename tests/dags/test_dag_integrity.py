@@ -102,7 +102,7 @@ def test_one_or_all_fields_are_drop_downs_of_the_registry(dagbag, dag_id, name, 
 
 
 def test_recipes_is_a_multi_select_of_the_catalogue(dagbag):
-    from llmops.quantize.recipes import RECIPES
+    from llmops.config.recipes import RECIPES
 
     schema = dagbag.dags["model_refresh"].params.get_param("recipes").schema
     assert schema["examples"] == sorted(RECIPES) == schema["items"]["enum"]

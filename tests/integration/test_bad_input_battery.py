@@ -247,7 +247,7 @@ def test_a_malformed_item_is_one_line(unchanged, module, item, names):
 
 
 def test_a_bad_manifest_uri_fails_the_init_container_in_one_line(unchanged, tmp_path):
-    result = job("llmops.serving.fetch", "--manifest-uri", "models/../../etc/passwd", "--dest", str(tmp_path / "d"))
+    result = job("llmops.jobs.fetch", "--manifest-uri", "models/../../etc/passwd", "--dest", str(tmp_path / "d"))
     assert_one_clear_line(result, "manifest URI")
     assert not (tmp_path / "d").exists()
 
@@ -255,7 +255,7 @@ def test_a_bad_manifest_uri_fails_the_init_container_in_one_line(unchanged, tmp_
 @pytest.fixture
 def checkpoint_item(tmp_path):
     """A planned work item whose checkpoint passed validation (2 MiB of weights): ready to publish."""
-    from llmops.refresh import expand_targets
+    from llmops.refresh.plan import expand_targets
 
     registry = load_registry()
     plan = expand_targets(list(registry.models.values()), {m: "c" * 40 for m in registry.models},

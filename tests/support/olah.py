@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from llmops.hashing import sha256_file
 from support._proc import STANDINS_BIN, free_port, http_ok, stop, wait_until
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".gguf", ".onnx", ".h5", ".msgpack")
@@ -37,15 +38,6 @@ def _git(repo: Path, *args: str) -> str:
     env = {**os.environ, **_GIT_ENV}
     done = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env)
     return done.stdout.strip()
-
-
-def _sha256_file(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def lfs_pointer(oid: str, size: int) -> str:
@@ -100,7 +92,7 @@ def publish_repo(
         size = content.stat().st_size if isinstance(content, Path) else len(content)
         if name.endswith(LFS_SUFFIXES) or size > lfs_threshold:
             if isinstance(content, Path):
-                oid, size = _sha256_file(content)
+                oid, size = sha256_file(content)
             else:
                 oid = hashlib.sha256(content).hexdigest()
             obj = repo / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4] / oid

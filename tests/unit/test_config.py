@@ -68,6 +68,8 @@ def test_fp8_recipe_on_a10_is_refused(config_dir):
          "knowledge_bases[product-docs].chunking", "lower overlap"),
         ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0].update(name="Product Docs"),
          "knowledge_bases[Product Docs].name", "lowercase"),
+        ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0]["embedder"].update(quantize="int8"),
+         "knowledge_bases[product-docs].embedder", "set backend: onnx"),
     ],
 )
 def test_broken_file_names_file_key_and_fix(config_dir, file, change, key, words):
@@ -92,7 +94,7 @@ def test_duplicate_names_refused(config_dir):
 
 
 def test_unknown_lookup_lists_known_names():
-    with pytest.raises(ConfigError, match=r"no deployment named 'nope' \(known: tiny-llama-chat\)"):
+    with pytest.raises(ConfigError, match=r"no deployment named 'nope' \(known: tiny-llama-chat, tiny-llama-trtllm\)"):
         load_registry(SHIPPED).deployment("nope")
 
 

@@ -42,9 +42,8 @@ def test_the_dags_declare_the_connection_fields_their_jobs_read():
     from airflow.models import DagBag
 
     bag = DagBag(dag_folder=str(ROOT / "dags"))
-    reindex = bag.dags["kb_reindex"].get_task("reindex").partial_kwargs["secret_env"]
-    assert reindex["MILVUS_URI"] == "milvus_default.host" and reindex["MILVUS_TOKEN"] == "milvus_default.password"
-    assert reindex["AWS_SECRET_ACCESS_KEY"] == reindex["OSS_ACCESS_KEY_SECRET"] == "llmops_kb_sources.password"
+    # each knowledge base's job reads its own Connections (`select` maps them per item, see test_kb_dag)
+    assert "secret_env" not in bag.dags["kb_reindex"].get_task("reindex").partial_kwargs
     refresh = bag.dags["model_refresh"]
     # each item's download reads the token of its model's own Connection (the group's mapped `hf_token`,
     # "<hf_connection_id>.password", see test_refresh_steps)

@@ -4,11 +4,14 @@ Native objects validate with kubernetes-validate against the Kubernetes version 
 ACK runs); custom resources (Milvus, AliyunLogConfig) against the minimal schemas bundled in
 tests/unit/data/crds/ (their headers say what they were derived from and what they miss). RBAC is checked
 against what the pipelines really create: the kinds rollout renders, plus job pods and the rollout lock.
+Spot node pools carry the label and taint the pods select and tolerate; the metrics adapter's rules give the
+HPA the metric names the rendered HPAs ask for. Files named *-values.yaml are Helm values, not objects.
 That the kit applies to a Kubernetes API is tested against kmock in tests/integration/deploy_kit/.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +29,7 @@ CUSTOM = {("milvus.io/v1beta1", "Milvus"), ("log.alibabacloud.com/v1alpha1", "Al
 # API group and resource of each kind the pipelines create (plural names as RBAC writes them).
 RESOURCES = {"Deployment": ("apps", "deployments"), "Service": ("", "services"), "ConfigMap": ("", "configmaps"),
              "Pod": ("", "pods"), "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
+             "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
              "HTTPRoute": ("gateway.networking.k8s.io", "httproutes"),
              "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors")}
 
@@ -40,7 +44,7 @@ def rendered(tmp_path_factory) -> Path:
 def manifests(out: Path) -> list[dict]:
     docs = []
     for path in sorted(out.glob("*.yaml")):
-        if path.name != "30-airflow-values.yaml":
+        if not path.name.endswith("-values.yaml"):  # Helm values, not objects
             docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
     return docs
 
@@ -176,20 +180,106 @@ def test_airflow_values_use_kubernetes_executor_and_secrets_only(rendered):
     assert job["spec"]["template"]["spec"]["containers"][0]["args"][:4] == ["airflow", "pools", "set", "gpu"]
 
 
+def _pool_blocks(tf: str) -> dict[str, str]:
+    return {b.split('"')[0]: b for b in tf.split('resource "alicloud_cs_kubernetes_node_pool" "gpu_')[1:]}
+
+
+def _taints(block: str) -> list[dict]:
+    return [dict(zip(("key", "value", "effect"), t, strict=True)) for t in re.findall(
+        r'taints \{\n    key    = "([^"]+)"\n    value  = "([^"]*)"\n    effect = "([^"]+)"', block)]
+
+
+def _labels(block: str) -> dict[str, str]:
+    return dict(re.findall(r'labels \{\n    key   = "([^"]+)"\n    value = "([^"]*)"', block))
+
+
+def _tolerated(taint: dict, tolerations: list[dict]) -> bool:
+    return any(t["key"] == taint["key"] and t.get("effect") in (None, taint["effect"])
+               and (t.get("operator") == "Exists" or t.get("value") == taint["value"]) for t in tolerations)
+
+
 def test_node_pools_carry_what_the_gpu_profiles_select_and_tolerate(rendered):
     profiles = yaml.safe_load((ROOT / "include" / "config" / "gpu_profiles.yaml").read_text())["gpu_profiles"]
     tf = (rendered / "60-node-pools.tf").read_text()
-    blocks = {b.split('"')[0]: b for b in tf.split('resource "alicloud_cs_kubernetes_node_pool" "gpu_')[1:]}
-    assert set(blocks) == {p["name"].replace("-", "_") for p in profiles if p["name"] in VALUES["node_pools"]}
+    blocks = _pool_blocks(tf)
+    pools = VALUES["node_pools"]
+    spot_pools = {p["name"] for p in profiles if p.get("spot") and pools.get(p["name"], {}).get("spot")}
+    assert spot_pools, "the example values give some profiles a spot pool"
+    assert set(blocks) == ({p["name"].replace("-", "_") for p in profiles if p["name"] in pools}
+                           | {f"{p.replace('-', '_')}_spot" for p in spot_pools})
     for profile in profiles:
         block = blocks[profile["name"].replace("-", "_")]
-        instance = VALUES["node_pools"][profile["name"]]["instance_type"]
+        instance = pools[profile["name"]]["instance_type"]
         assert f'instance_types = ["{instance}"]' in block
         for key, value in profile["node_selector"].items():
             if key != "aliyun.accelerator/nvidia_name":  # ACK labels GPU nodes with it itself
                 assert f'key   = "{key}"\n    value = "{value}"' in block, (profile["name"], key)
         for toleration in profile["tolerations"]:
             assert f'key    = "{toleration["key"]}"' in block and f'effect = "{toleration["effect"]}"' in block
+        assert "spot_strategy" not in block
+
+
+def test_spot_pools_take_only_the_pods_that_opt_in(rendered):
+    """The pools' taints and labels against the placement the project renders for its pods."""
+    from llmops.config import load_registry
+    from llmops.serving.manifests import gpu_placement, step_placement
+
+    registry = load_registry(ROOT / "include" / "config")
+    blocks = _pool_blocks((rendered / "60-node-pools.tf").read_text())
+    checked = 0
+    for name, profile in registry.gpu_profiles.items():
+        if f"{name.replace('-', '_')}_spot" not in blocks:
+            continue
+        checked += 1
+        spot, on_demand = blocks[f"{name.replace('-', '_')}_spot"], blocks[name.replace("-", "_")]
+        assert 'spot_strategy        = "SpotAsPriceGo"' in spot and "spot_instance_remedy = true" in spot
+        assert _labels(spot) == {**_labels(on_demand), **profile.spot.node_label}
+        refresh = step_placement(profile, interruptible=True)
+        serving = gpu_placement(profile, spot="never")
+        # model_refresh's GPU steps may go to both pools and prefer the spot one
+        assert all(_tolerated(t, refresh["tolerations"]) for t in _taints(spot) + _taints(on_demand))
+        (term,) = refresh["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        (expression,) = term["preference"]["matchExpressions"]
+        assert _labels(spot)[expression["key"]] in expression["values"]
+        assert expression["key"] not in _labels(on_demand)
+        # serving (no opt-in) fits the on-demand pool only
+        assert all(_tolerated(t, serving["tolerations"]) for t in _taints(on_demand))
+        assert not all(_tolerated(t, serving["tolerations"]) for t in _taints(spot))
+    assert checked
+
+
+def test_a_spot_pool_for_a_profile_without_spot_is_refused(tmp_path):
+    values = yaml.safe_load((KIT / "values.yaml").read_text())
+    values["node_pools"]["a10-shared"]["spot"] = {"min_size": 0, "max_size": 1}
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    result = subprocess.run([sys.executable, str(KIT / "render.py"), "--values", str(tmp_path / "values.yaml"),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode != 0 and "node_pools.a10-shared.spot" in result.stderr and "fix:" in result.stderr
+
+
+def test_the_metrics_adapter_gives_every_hpa_metric_its_name(rendered):
+    """Each metric an HPA may ask for (HPA_METRICS, and TensorRT-LLM's) is selected by one adapter rule and renamed to that name,
+    with the rule's Go-regex rename applied as prometheus-adapter applies it."""
+    from llmops.serving import trtllm
+    from llmops.serving.manifests import HPA_METRICS
+
+    values = yaml.safe_load((rendered / "55-metrics-adapter-values.yaml").read_text())
+    assert values["prometheus"]["url"] == VALUES["metrics"]["prometheus_url"]
+    rules = values["prometheus"]["adapter"]["rules"]["custom"]
+    for metric, (hpa_name, series, _) in [*HPA_METRICS.items(), *trtllm.HPA_METRICS.items()]:
+        matching = []
+        for rule in rules:
+            query = rule["seriesQuery"]
+            names = re.search(r'__name__=~"([^"]+)"', query)
+            selects = re.fullmatch(names.group(1), series) if names else query.split("{")[0] == series
+            if selects:
+                renamed = re.sub(rule["name"]["matches"], re.sub(r"\$\{?(\d+)\}?", r"\\g<\1>", rule["name"]["as"]),
+                                 series)
+                matching.append(renamed)
+                overrides = rule["resources"]["overrides"]
+                assert {o["resource"] for o in overrides.values()} == {"namespace", "pod"}, metric
+                assert "<<.GroupBy>>" in rule["metricsQuery"]
+        assert matching == [hpa_name], (metric, matching)
 
 
 def test_an_instance_type_of_the_wrong_family_is_refused(tmp_path):

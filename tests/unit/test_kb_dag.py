@@ -59,11 +59,59 @@ def test_params_offer_the_modes_and_a_dry_run(dag):
 
 def test_select_turns_params_into_job_arguments(bag):
     select = bag.dags["kb_reindex"].get_task("select")
+    milvus = {"MILVUS_TOKEN": "milvus_default.password", "MILVUS_URI": "milvus_default.host"}
     result = select.python_callable(params={"knowledge_base": "product-docs", "mode": "full", "dry_run": True})
-    assert result == [{"arguments": ["--kb", "product-docs", "--mode", "full", "--dry-run"]}]
+    assert result == [{"arguments": ["--kb", "product-docs", "--mode", "full", "--dry-run"], "secret_env": milvus}]
     own = bag.dags["kb_reindex__product-docs"].get_task("select")
     assert own.python_callable(params={"mode": "incremental"}) == [
-        {"arguments": ["--kb", "product-docs", "--mode", "incremental"]}]
+        {"arguments": ["--kb", "product-docs", "--mode", "incremental"], "secret_env": milvus}]
+
+
+def _kb(**changes):
+    from llmops.config import load_file
+
+    base = load_file(ROOT / "include" / "config" / "knowledge_bases.yaml").knowledge_bases[0]
+    data = base.model_dump()
+    for key, value in changes.items():
+        data[key].update(value)
+    return type(base).model_validate(data)
+
+
+def test_each_knowledge_base_s_job_gets_its_own_source_and_embedder_connections():
+    """The source's and the remote embedder's `connection_id` become that job's declared secrets, and only
+    the ones its source kind and embedder read (a local source and a local embedder read none)."""
+    from llmops_airflow.kb import job_kwargs, secret_env
+
+    assert set(secret_env(_kb())) == {"MILVUS_TOKEN", "MILVUS_URI"}
+    assert secret_env(_kb(milvus={"connection_id": "milvus_prod"})) == {
+        "MILVUS_TOKEN": "milvus_prod.password", "MILVUS_URI": "milvus_prod.host"}
+    assert secret_env(_kb(milvus={"connection_id": None})) == {}
+    s3 = secret_env(_kb(source={"kind": "s3", "uri": "s3://b/docs", "connection_id": "kb_docs_s3"}))
+    assert {k: v for k, v in s3.items() if not k.startswith("MILVUS_")} == {
+        "AWS_ACCESS_KEY_ID": "kb_docs_s3.login", "AWS_SECRET_ACCESS_KEY": "kb_docs_s3.password",
+        "AWS_ENDPOINT_URL": "kb_docs_s3.extra.endpoint_url", "AWS_DEFAULT_REGION": "kb_docs_s3.extra.region_name"}
+    oss = secret_env(_kb(source={"kind": "oss", "uri": "oss://b/docs"}))  # the default Connection
+    assert oss["OSS_ACCESS_KEY_SECRET"] == "llmops_kb_sources.password" and not any(k.startswith("AWS_") for k in oss)
+    assert not any(k.startswith(("AWS_", "OSS_")) for k in secret_env(
+        _kb(source={"kind": "s3", "uri": "s3://b/docs", "connection_id": None})))  # null: the SDK's chain (RRSA)
+    remote = _kb(embedder={"kind": "openai", "endpoint": "http://e/v1", "connection_id": "team_embeddings",
+                           "api_key_env": "TEAM_EMBEDDINGS_KEY"})
+    assert secret_env(remote)["TEAM_EMBEDDINGS_KEY"] == "team_embeddings.password"
+    assert secret_env(_kb(embedder={"kind": "openai", "endpoint": "http://e/v1"}))["EMBEDDINGS_API_KEY"] == \
+        "embeddings_default.password"
+    pod = job_kwargs(remote, ["--kb", "product-docs"], runtime="kubernetes")["pod_template_dict"]
+    (container,) = pod["spec"]["containers"]
+    assert container["name"] == "base" and {"name": "TEAM_EMBEDDINGS_KEY", "valueFrom": {"secretKeyRef": {
+        "name": "llmops-team-embeddings", "key": "password", "optional": True}}} in container["env"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"source": {"connection_id": "not a conn id"}}, "String should match pattern"),
+    ({"embedder": {"api_key_env": "lower-case"}}, "String should match pattern"),
+])
+def test_bad_connection_fields_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        _kb(**change)
 
 
 def test_each_knowledge_base_gets_a_dag_on_its_own_schedule(tmp_path):

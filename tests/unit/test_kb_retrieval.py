@@ -12,8 +12,8 @@ import yaml
 
 from llmops.config import load_registry
 from llmops.errors import ConfigError
-from llmops.kb.index import BM25_FIELD, bm25_supported
-from llmops.kb.pipeline import config_fingerprint
+from llmops.kb.index import bm25_supported
+from llmops.kb.plan import BM25_FIELD, config_fingerprint
 
 SHIPPED = Path(__file__).resolve().parents[2] / "include" / "config"
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from llmops.serving.local import TAG_VARIABLE, process_alive, stop_process, tagged_processes
+from llmops.serving.processes import TAG_VARIABLE, process_alive, stop_process, tagged_processes
 
 # The child gets an environment without the tag: vLLM renames its processes (setproctitle), which overwrites
 # /proc/<pid>/environ, so only the inherited working directory still marks the EngineCore as the server's.

@@ -20,6 +20,7 @@ from kubernetes.client import ApiClient
 
 from llmops.config import load_registry
 from llmops.serving.manifests import ANNOTATION_POD_SECURITY, VersionRef, render_all
+from support.ack import KUBERNETES_VERSION
 from support.pod_security import pod_of, violations
 
 STABLE = VersionRef("oss://b/models/tiny-llama/aaa/vllm-llmcompressor-w8a8/manifest.json", "tiny-llama", 1, 512)
@@ -48,7 +49,7 @@ def test_every_serving_object_passes_restricted(registry):
     pods = [o for o in objects if pod_of(o)]
     assert len(pods) == 2 * 2 * len(registry.gpu_profiles) * len(registry.deployments)
     assert {o["kind"] for o in objects} - {"Deployment"} == {"Service", "HorizontalPodAutoscaler", "ServiceMonitor",
-                                                             "HTTPRoute"}  # no other kind carries a pod
+                                                             "HTTPRoute", "PodDisruptionBudget"}  # no pod in them
     problems = [p for o in objects for p in violations(o)]
     assert problems == []
     for obj in pods:
@@ -63,9 +64,10 @@ def _step_pods(monkeypatch) -> dict[str, list[dict]]:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     from llmops.kb.runs import job_arguments
-    from llmops.refresh import expand_targets
+    from llmops.refresh.plan import expand_targets
     from llmops.settings import PROJECT_ROOT, get_settings
-    from llmops_airflow.refresh import item_chain, item_entry
+    from llmops_airflow.kb import job_kwargs
+    from llmops_airflow.refresh_tasks import item_chain, item_entry
 
     monkeypatch.setenv("LLMOPS_RUNTIME", "kubernetes")
     get_settings.cache_clear()
@@ -76,7 +78,9 @@ def _step_pods(monkeypatch) -> dict[str, list[dict]]:
         plan = expand_targets(list(registry.models.values()), {m: "a" * 40 for m in registry.models},
                               registry.gpu_profiles, runtime="kubernetes", work_root="/models/work")
         assert plan.items
-        expansions = {"reindex": [{"arguments": args} for args in job_arguments(registry.knowledge_bases)]}
+        kbs = registry.knowledge_bases
+        expansions = {"reindex": [job_kwargs(kbs[args[1]], args, runtime="kubernetes")
+                                  for args in job_arguments(kbs)]}
         pods: dict[str, list[dict]] = {}
         # model_refresh: each item's steps as its mapped group renders them (the group maps over the plan's XCom,
         # so here a group over the literal entries of every planned item)
@@ -114,16 +118,57 @@ def _step_pods(monkeypatch) -> dict[str, list[dict]]:
         get_settings.cache_clear()
 
 
-def test_every_step_pod_passes_restricted(monkeypatch):
-    pods = _step_pods(monkeypatch)
+@pytest.fixture(scope="module")
+def step_pods() -> dict[str, list[dict]]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("LLMOPS_MODEL_CACHE_PVC", "llmops-model-cache")
+        return _step_pods(monkeypatch)
+
+
+def test_every_step_pod_passes_restricted(step_pods):
+    pods = step_pods
     assert set(pods) == {"model_refresh.download", "model_refresh.quantize", "model_refresh.validate",
                          "model_refresh.publish", "kb_reindex.reindex", "kb_reindex__product-docs.reindex"}
     for name, specs in pods.items():
         for pod in specs:
-            kubernetes_validate.validate(pod, "1.33", strict=True)
+            kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
             names = [c["name"] for c in pod["spec"]["containers"]]
             assert "airflow-xcom-sidecar" in names, "the xcom sidecar is part of the checked pod"
             assert violations(pod) == [], name
+    for pod in pods["kb_reindex.reindex"]:  # each knowledge base's Connections, from their Secrets (pod template)
+        (base,) = [c for c in pod["spec"]["containers"] if c["name"] == "base"]
+        assert {"name": "MILVUS_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": "llmops-milvus-default", "key": "password", "optional": True}}} in base["env"]
+
+
+def test_refresh_gpu_steps_prefer_the_spot_pool_and_resume_from_the_model_cache(registry, step_pods):
+    """Quantize and validate pods (as the DAG builds them) tolerate their profile's spot taint and prefer its
+    spot nodes; download and publish stay off spot nodes. Every step mounts the model cache claim, where a retried
+    step finds the download and a finished checkpoint again."""
+    by_selector = {tuple(sorted(p.node_selector.items())): p for p in registry.gpu_profiles.values()}
+    spot_taints = {p.spot.taint.key for p in registry.gpu_profiles.values() if p.spot}
+    seen_spot = 0
+    for step in ("quantize", "validate", "download", "publish"):
+        for pod in step_pods[f"model_refresh.{step}"]:
+            spec = pod["spec"]
+            claims = [v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v]
+            assert claims == ["llmops-model-cache"], step
+            tolerated = {t["key"] for t in spec.get("tolerations") or []}
+            if step in ("download", "publish"):
+                assert not tolerated & spot_taints and not spec.get("affinity"), step
+                continue
+            profile = by_selector[tuple(sorted(spec["nodeSelector"].items()))]
+            preferred = (spec.get("affinity") or {}).get("nodeAffinity", {}).get(
+                "preferredDuringSchedulingIgnoredDuringExecution", [])
+            if profile.spot is None:
+                assert not tolerated & spot_taints and not preferred, (step, profile.name)
+                continue
+            seen_spot += 1
+            assert profile.spot.taint.key in tolerated, (step, profile.name)
+            ((key, value),) = profile.spot.node_label.items()
+            assert preferred[0]["preference"]["matchExpressions"] == [{"key": key, "operator": "In",
+                                                                       "values": [value]}]
+    assert seen_spot, "the registry's example profiles put some refresh GPU steps on spot pools"
 
 
 # --- the checker can fail ------------------------------------------------------------------------------------

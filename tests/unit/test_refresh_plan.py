@@ -9,26 +9,20 @@ import pytest
 
 from llmops.artefacts.manifest import artefact_prefix
 from llmops.config import load_registry
+from llmops.config.recipes import RECIPES
 from llmops.config.schema import GpuProfile, ModelSpec
 from llmops.errors import ConfigError
-from llmops.quantize.recipes import RECIPES
-from llmops.refresh import (
-    FAILED,
-    ITEM_STEPS,
-    PUBLISHED,
-    SKIPPED,
+from llmops.refresh.plan import (
     VALIDATE_SKIP,
     VALIDATE_TRTLLM,
     VALIDATE_VLLM,
-    ItemOutcome,
     RefreshPlan,
     WorkItem,
     check_handoff,
     expand_targets,
-    item_outcome,
     plan_refresh,
-    render_report,
 )
+from llmops.refresh.report import FAILED, ITEM_STEPS, PUBLISHED, SKIPPED, ItemOutcome, item_outcome, render_report
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 GOLDEN = {"golden_prompts": [{"prompt": "Hello"}]}
@@ -157,7 +151,7 @@ def test_items_carry_the_golden_set_and_survive_the_trip_through_a_command_line(
     spec = model(recipes=["llmcompressor-w8a8"], profiles=["a10"], max_model_len=1024, validation={
         "golden_prompts": [{"prompt": "2+2=", "expect_substring": "4"}], "max_new_tokens": 4, "min_agreement": 0.75})
     (item,) = expand([spec]).items
-    assert item.golden == {"prompts": [{"prompt": "2+2=", "expect_substring": "4", "expect_regex": None}],
+    assert item.golden == {"prompts": [{"prompt": "2+2=", "expect_substring": "4"}],
                            "max_new_tokens": 4, "min_agreement": 0.75}
     assert WorkItem.from_json(item.to_json()) == item
     assert json.loads(item.to_json())["max_model_len"] == 1024

@@ -1,4 +1,4 @@
-"""How a planned work item becomes its own chain of heavy steps (plugins/llmops_airflow/refresh.py): the entry of
+"""How a planned work item becomes its own chain of heavy steps (plugins/llmops_airflow/refresh_tasks.py): the entry of
 the item's mapped task group, and on runtime kubernetes the pods its steps become for the GPU profile the
 item was planned for, with the image each step needs and the token of the model's own Connection."""
 
@@ -14,9 +14,10 @@ from kubernetes.client import ApiClient
 
 from llmops.config import load_registry
 from llmops.config.schema import ModelSpec
-from llmops.refresh import WorkItem, expand_targets
+from llmops.refresh.plan import WorkItem, expand_targets
 from llmops.settings import get_settings
-from llmops_airflow.refresh import ITEM_FIELDS, item_chain, item_entry
+from llmops_airflow.refresh_tasks import ITEM_FIELDS, item_chain, item_entry
+from support.ack import KUBERNETES_VERSION
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 RUN = ["--dag-id", "model_refresh", "--run-id", "r", "--task-id", "item.publish"]
@@ -78,7 +79,7 @@ def test_on_kubernetes_each_step_becomes_a_valid_pod_gpu_steps_on_the_items_prof
     images = {"download": settings.worker_image, "quantize": settings.worker_image, "publish": settings.worker_image,
               "validate": settings.trtllm_image if recipe == "modelopt-fp8" else settings.serving_image}
     for step, pod in pods.items():
-        kubernetes_validate.validate(pod, "1.33", strict=True)
+        kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
         container = pod["spec"]["containers"][0]
         assert container["command"] == ["python", "-m", f"llmops.jobs.{step}"]
         assert container["image"] == images[step], step

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from llmops.artefacts import Manifest, open_store
+from llmops.artefacts import Manifest, open_store, split_manifest_uri
 from llmops.errors import LlmopsError
-from llmops.serving.fetch import main, split_manifest_uri
+from llmops.jobs.fetch import main
 
 
 def test_split_manifest_uri():

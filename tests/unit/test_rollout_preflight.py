@@ -7,17 +7,15 @@ import pytest
 from llmops.config import load_registry
 from llmops.rollout.preflight import (
     GIB,
-    ArtefactFacts,
-    NodeCapacity,
     PreflightError,
     RolloutInProgressError,
-    check_capacity,
     check_checksums,
     check_compatibility,
     check_not_in_progress,
     raise_if_problems,
-    replica_request,
 )
+from llmops.serving.capacity import NodeCapacity, check_capacity, replica_request
+from llmops.serving.port import ArtefactFacts
 
 
 @pytest.fixture(scope="module")

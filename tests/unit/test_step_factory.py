@@ -11,6 +11,7 @@ from kubernetes.client import ApiClient
 from llmops.jobs._cli import clean_line, line_level
 from llmops_airflow.pod import JobPodOperator
 from llmops_airflow.steps import GPU_POOL, POD_STARTUP_TIMEOUT_S, JobFailed, LocalJobOperator, heavy_step
+from support.ack import KUBERNETES_VERSION
 
 
 def test_local_step_runs_in_the_worker_environment_and_returns_its_result():
@@ -48,7 +49,7 @@ def test_kubernetes_step_is_a_valid_gpu_pod(profile, resource, amount):
     assert op.deferrable is True and op.pool == GPU_POOL
     assert op.startup_timeout_seconds == POD_STARTUP_TIMEOUT_S
     pod = _pod(op)
-    kubernetes_validate.validate(pod, "1.33", strict=True)
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
     spec = pod["spec"]
     container = spec["containers"][0]
     assert container["command"] == ["python", "-m", "llmops.jobs.quantize"]
@@ -64,7 +65,7 @@ def test_kubernetes_step_is_a_valid_gpu_pod(profile, resource, amount):
 def test_kubernetes_step_without_gpu_takes_no_gpu_pool():
     op = heavy_step(task_id="download", job="download", runtime="kubernetes")
     pod = _pod(op)
-    kubernetes_validate.validate(pod, "1.33", strict=True)
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
     assert op.pool != GPU_POOL
     assert "nvidia.com/gpu" not in pod["spec"]["containers"][0]["resources"].get("limits", {})
 
@@ -99,7 +100,7 @@ def test_malformed_secret_reference_refused():
 def test_publish_pods_read_the_store_credentials_from_an_optional_secret():
     op = heavy_step(task_id="publish", job="publish", runtime="kubernetes")
     pod = _pod(op)
-    kubernetes_validate.validate(pod, "1.33", strict=True)
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
     assert pod["spec"]["containers"][0]["envFrom"] == [
         {"secretRef": {"name": "llmops-llmops-artefacts", "optional": True}}]
     assert heavy_step(task_id="publish", job="publish", runtime="local").store_access
@@ -152,3 +153,21 @@ def test_in_process_tasks_fail_at_once_on_permanent_errors_only():
         raise HubUnavailableError("mirror down; fix: rerun")
     with pytest.raises(OSError), permanent_errors_fail_at_once():  # not ours: retried
         raise OSError("disk")
+
+
+def test_refresh_gpu_steps_get_spare_tries_and_reattach_on_restart():
+    """A spot reclaim costs a try: quantize and validate get GPU_STEP_RETRIES (a permanent error still fails at
+    once), and a restarted worker re-attaches to the running pod instead of starting it again."""
+    from airflow.sdk import DAG
+
+    from llmops_airflow.refresh_tasks import GPU_STEP_RETRIES, item_chain
+
+    with DAG("model_refresh_check", schedule=None) as dag:
+        item_chain(download=["--model", "m"], quantize=["--item", "{}"], validate=["--item", "{}"],
+                   publish=["--item", "{}"], hf_token=None, quantize_image="w:1", validate_image="v:1",
+                   node_selector={}, gpu_resources={}, download_pod={}, gpu_pod={}, runtime="kubernetes")
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert GPU_STEP_RETRIES > 2
+    assert tasks["quantize"].retries == tasks["validate"].retries == GPU_STEP_RETRIES
+    assert tasks["download"].retries < GPU_STEP_RETRIES
+    assert all(t.reattach_on_restart for t in tasks.values())

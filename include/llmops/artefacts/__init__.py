@@ -15,7 +15,8 @@ from llmops.artefacts.errors import (
     StoreUriError,
 )
 from llmops.artefacts.manifest import MANIFEST_NAME, BuiltBy, FileEntry, Manifest, artefact_prefix
-from llmops.artefacts.store import ArtefactStore, TransferStats, open_store
+from llmops.artefacts.store import ArtefactStore, TransferStats
+from llmops.artefacts.uri import open_store, split_manifest_uri
 
 __all__ = [
     "MANIFEST_NAME",
@@ -31,4 +32,5 @@ __all__ = [
     "TransferStats",
     "artefact_prefix",
     "open_store",
+    "split_manifest_uri",
 ]

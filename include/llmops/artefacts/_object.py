@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmops.artefacts.errors import ArtefactIntegrityError
-from llmops.artefacts.store import ArtefactStore, Progress, StoredObject
+from llmops.artefacts.store import ArtefactStore, ProgressCallback, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class ObjectStore(ArtefactStore):
         raise NotImplementedError
 
     def _upload_file(self, key: str, path: Path, size: int, sha256: str,
-                     progress: Progress | None) -> tuple[bool, dict[str, str]]:
+                     progress: ProgressCallback | None) -> tuple[bool, dict[str, str]]:
         full_key = self._key(key)
         remote = self._head(full_key)
         if remote is not None and self._holds(remote, path, size, sha256):
@@ -214,7 +214,7 @@ class ObjectStore(ArtefactStore):
         return self._object_matches(remote, local) and remote.checksums == local.checksums
 
     def _multipart(self, full_key: str, key: str, path: Path, size: int, metadata: dict[str, str],
-                   progress: Progress | None) -> list[PartDone]:
+                   progress: ProgressCallback | None) -> list[PartDone]:
         part_size = self.part_size_for(size)
         plan = [(number, offset, min(part_size, size - offset))
                 for number, offset in enumerate(range(0, size, part_size), 1)]

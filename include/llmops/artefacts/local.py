@@ -9,7 +9,6 @@ keeps is the file's sha256, re-hashed by `verify_stored`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -18,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from llmops.artefacts.errors import ArtefactIntegrityError
-from llmops.artefacts.hashing import CHUNK, sha256_file
 from llmops.artefacts.manifest import check_relative_path
-from llmops.artefacts.store import ArtefactStore, Progress, StoredObject
+from llmops.artefacts.store import ArtefactStore, ProgressCallback, StoredObject
+from llmops.hashing import CHUNK, RunningSha256, sha256_file
 
 
 class FileStore(ArtefactStore):
@@ -34,7 +33,7 @@ class FileStore(ArtefactStore):
         return self.root / check_relative_path(key, "store key")
 
     def _upload_file(self, key: str, path: Path, size: int, sha256: str,
-                     progress: Progress | None) -> tuple[bool, dict[str, str]]:
+                     progress: ProgressCallback | None) -> tuple[bool, dict[str, str]]:
         target = self._path(key)
         if target.is_file() and target.stat().st_size == size and sha256_file(target)[0] == sha256:
             self.stats.add(bytes_skipped=size)
@@ -42,21 +41,20 @@ class FileStore(ArtefactStore):
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".tmp-{target.name}.{uuid.uuid4().hex[:12]}")
         try:
-            digest, done = hashlib.sha256(), 0
+            copied = RunningSha256()
             with open(path, "rb") as source, open(partial, "xb") as sink:
                 while chunk := source.read(CHUNK):
                     sink.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
+                    copied.update(chunk)
                     if progress:
-                        progress(key, done, size)
+                        progress(key, copied.size, size)
                 sink.flush()
                 os.fsync(sink.fileno())
-            if done != size or digest.hexdigest() != sha256:
+            if copied.size != size or copied.hexdigest() != sha256:
                 raise ArtefactIntegrityError(
-                    f"{path}: copied {done} bytes with sha256 {digest.hexdigest()}, the manifest records {size} "
-                    f"bytes with sha256 {sha256}: the file changed after the manifest was built; fix: rebuild the "
-                    "manifest", path=key, expected=sha256, actual=digest.hexdigest())
+                    f"{path}: copied {copied.size} bytes with sha256 {copied.hexdigest()}, the manifest records "
+                    f"{size} bytes with sha256 {sha256}: the file changed after the manifest was built; fix: rebuild "
+                    "the manifest", path=key, expected=sha256, actual=copied.hexdigest())
             try:
                 os.link(partial, target)
             except FileExistsError:  # a twin linked the same key first: keep its copy if it holds these bytes

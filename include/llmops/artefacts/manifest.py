@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llmops.artefacts.hashing import sha256_file
+from llmops.hashing import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")

@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from llmops.artefacts._object import ObjectStore, PartDone, RemoteObject
+from llmops.artefacts.clients import check_credentials, oss_bucket
 from llmops.artefacts.errors import ArtefactIntegrityError, StoreUriError
-
-_KEYS = {"endpoint", "access_key_id", "access_key_secret", "security_token", "region", "connect_timeout"}
 
 
 class OssStore(ObjectStore):
@@ -28,9 +27,7 @@ class OssStore(ObjectStore):
     def __init__(self, bucket: str, root: str, credentials: dict, **options):
         super().__init__(f"oss://{bucket}" + (f"/{root}" if root else ""), root, **options)
         self.bucket_name = bucket
-        unknown = set(credentials) - _KEYS
-        if unknown:
-            raise StoreUriError(f"oss credentials have unknown keys {sorted(unknown)}; fix: use {sorted(_KEYS)}")
+        check_credentials("oss", credentials)
         if not credentials.get("endpoint"):
             raise StoreUriError(f"oss://{bucket} needs an endpoint; fix: set credentials['endpoint'] (e.g. "
                                 "https://oss-cn-hangzhou-internal.aliyuncs.com) in the Connection's extra")
@@ -40,21 +37,7 @@ class OssStore(ObjectStore):
     @property
     def bucket(self):
         if self._bucket is None:
-            import oss2
-
-            creds = self._credentials
-            if creds.get("access_key_id"):
-                if creds.get("security_token"):
-                    auth = oss2.StsAuth(creds["access_key_id"], creds["access_key_secret"], creds["security_token"])
-                else:
-                    auth = oss2.Auth(creds["access_key_id"], creds["access_key_secret"])
-            else:  # RRSA / environment: OSS_ACCESS_KEY_ID, OSS_ACCESS_KEY_SECRET, OSS_SESSION_TOKEN
-                from oss2.credentials import EnvironmentVariableCredentialsProvider
-
-                auth = oss2.ProviderAuth(EnvironmentVariableCredentialsProvider())
-            session = oss2.Session(pool_size=max(10, self.threads * 2))
-            self._bucket = oss2.Bucket(auth, creds["endpoint"], self.bucket_name, enable_crc=True, session=session,
-                                       connect_timeout=creds.get("connect_timeout", 60))
+            self._bucket = oss_bucket(self.bucket_name, self._credentials, pool_size=max(10, self.threads * 2))
         return self._bucket
 
     @staticmethod

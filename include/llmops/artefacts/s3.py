@@ -14,7 +14,8 @@ import zlib
 from collections.abc import Iterator
 
 from llmops.artefacts._object import ObjectStore, PartDone, RemoteObject
-from llmops.artefacts.errors import ArtefactError, ArtefactIntegrityError, StoreUriError
+from llmops.artefacts.clients import check_credentials, s3_client
+from llmops.artefacts.errors import ArtefactError, ArtefactIntegrityError
 
 
 class S3Store(ObjectStore):
@@ -23,32 +24,14 @@ class S3Store(ObjectStore):
     def __init__(self, bucket: str, root: str, credentials: dict, **options):
         super().__init__(f"s3://{bucket}" + (f"/{root}" if root else ""), root, **options)
         self.bucket = bucket
+        check_credentials("s3", credentials)
         self._credentials = credentials
         self._client = None
 
     @property
     def client(self):
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            creds = self._credentials
-            unknown = set(creds) - {"endpoint_url", "access_key_id", "secret_access_key", "session_token", "region",
-                                    "addressing_style"}
-            if unknown:
-                raise StoreUriError(f"s3 credentials have unknown keys {sorted(unknown)}; fix: use endpoint_url, "
-                                    "access_key_id, secret_access_key, session_token, region, addressing_style")
-            style = creds.get("addressing_style") or ("path" if creds.get("endpoint_url") else "auto")
-            self._client = boto3.session.Session().client(
-                "s3",
-                endpoint_url=creds.get("endpoint_url"),
-                aws_access_key_id=creds.get("access_key_id"),
-                aws_secret_access_key=creds.get("secret_access_key"),
-                aws_session_token=creds.get("session_token"),
-                region_name=creds.get("region") or "us-east-1",
-                config=Config(s3={"addressing_style": style}, max_pool_connections=max(10, self.threads * 2),
-                              retries={"mode": "standard", "max_attempts": 5}),
-            )
+            self._client = s3_client(self._credentials, pool_size=max(10, self.threads * 2))
         return self._client
 
     @staticmethod

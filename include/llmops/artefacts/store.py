@@ -28,7 +28,6 @@ The rules every backend keeps (tests/integration/artefacts runs one contract sui
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
@@ -50,13 +48,13 @@ from llmops.artefacts.errors import (
     ImmutableArtefactError,
     StoreUriError,
 )
-from llmops.artefacts.hashing import sha256_file
 from llmops.artefacts.manifest import MANIFEST_NAME, FileEntry, Manifest, check_relative_path, stored_key
+from llmops.hashing import RunningSha256, sha256_file
 
 log = logging.getLogger(__name__)
 
 #: progress(path, bytes_done_of_this_file, file_size), called after each part or whole file
-Progress = Callable[[str, int, int], None]
+ProgressCallback = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -85,7 +83,7 @@ class TransferStats:
 class _ProgressLog:
     """Logs each file's upload every 10% (long uploads show progress), then calls the caller's callback."""
 
-    def __init__(self, callback: Progress | None):
+    def __init__(self, callback: ProgressCallback | None):
         self.callback = callback
         self.logged: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -161,7 +159,7 @@ class ArtefactStore(ABC):
 
     @abstractmethod
     def _upload_file(self, key: str, path: Path, size: int, sha256: str,
-                     progress: Progress | None) -> tuple[bool, dict[str, str]]:
+                     progress: ProgressCallback | None) -> tuple[bool, dict[str, str]]:
         """Upload and verify one file; skip it when the server already holds it verified. Returns (sent, the
         checksums the server must now report for it, computed from the local bytes)."""
 
@@ -195,7 +193,8 @@ class ArtefactStore(ABC):
     def uri_for(self, prefix: str, name: str = MANIFEST_NAME) -> str:
         return f"{self.root_uri}/{prefix.strip('/')}/{name}"
 
-    def publish(self, local_dir: Path, prefix: str, manifest: Manifest, *, progress: Progress | None = None) -> str:
+    def publish(self, local_dir: Path, prefix: str, manifest: Manifest, *,
+                progress: ProgressCallback | None = None) -> str:
         """Upload `local_dir` under `prefix`, verify, then create manifest.json if absent; return the manifest URI.
 
         Safe against a twin publishing the same version at the same moment: see the module docstring."""
@@ -383,14 +382,12 @@ class ArtefactStore(ABC):
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.incomplete")
-            digest, size = hashlib.sha256(), 0
+            received = RunningSha256()
             try:
                 with open(partial, "xb") as handle:
                     for chunk in self._iter_chunks(f"{prefix}/{entry.key}"):
                         handle.write(chunk)
-                        if verify:
-                            digest.update(chunk)
-                        size += len(chunk)
+                        received.update(chunk)
             except ArtefactIntegrityError as exc:  # the transport's own check (OSS CRC64) failed
                 partial.unlink(missing_ok=True)
                 raise ArtefactIntegrityError(f"{exc}; the stored copy of {entry.path} is damaged", path=entry.path,
@@ -398,8 +395,9 @@ class ArtefactStore(ABC):
             except BaseException:
                 partial.unlink(missing_ok=True)
                 raise
+            size = received.size
             self.stats.add(bytes_downloaded=size)
-            actual = digest.hexdigest() if verify else entry.sha256
+            actual = received.hexdigest() if verify else entry.sha256
             if size != entry.size or actual != entry.sha256:
                 partial.unlink(missing_ok=True)
                 raise ArtefactIntegrityError(
@@ -450,34 +448,3 @@ class ArtefactStore(ABC):
             raise ArtefactError(f"{manifest.uri} is a version of model {manifest.model!r}, not {model!r}; "
                                 "fix: pick an artefact of the model being rolled out")
         return manifest
-
-
-def open_store(uri: str, *, credentials: dict | None = None, **options) -> ArtefactStore:
-    """The store for `uri` (file://, s3://bucket/prefix, oss://bucket/prefix).
-
-    credentials: s3 -> endpoint_url, access_key_id, secret_access_key, session_token, region;
-    oss -> endpoint, access_key_id, access_key_secret, security_token, region. Missing keys fall back to
-    the SDK's default chain (environment, RRSA/IRSA), never to anything in code.
-    options: part_size, threads, multipart_threshold (tuning; defaults suit model checkpoints).
-    """
-    parsed = urlparse(uri)
-    credentials = dict(credentials or {})
-    if parsed.scheme == "file":
-        from llmops.artefacts.local import FileStore
-
-        if parsed.netloc not in ("", "localhost"):
-            raise StoreUriError(f"{uri}: file URIs need an absolute path; fix: write file:///abs/path")
-        return FileStore(Path(parsed.path))
-    if parsed.scheme in ("s3", "oss"):
-        if not parsed.netloc:
-            raise StoreUriError(f"{uri} names no bucket; fix: write {parsed.scheme}://<bucket>/<prefix>")
-        root = parsed.path.strip("/")
-        if parsed.scheme == "s3":
-            from llmops.artefacts.s3 import S3Store
-
-            return S3Store(parsed.netloc, root, credentials, **options)
-        from llmops.artefacts.oss import OssStore
-
-        return OssStore(parsed.netloc, root, credentials, **options)
-    raise StoreUriError(f"{uri!r} has no supported scheme; fix: use file:///path, s3://bucket/prefix or "
-                        "oss://bucket/prefix (LLMOPS_STORE_URI)")

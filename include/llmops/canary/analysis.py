@@ -22,17 +22,19 @@ log = logging.getLogger(__name__)
 def analyse(*, canary_url: str, stable_url: str | None, model: str, golden_prompts: Sequence, window_s: float,
             requests: int = 16, concurrency: int = 8, max_tokens: int = 16, pause_s: float = 0.5,
             min_rounds: int = 3, timeout_s: float = 30.0, max_consecutive_errors: int = 4,
+            metrics_path: str = "/metrics",
             stop_reason: Callable[[Observations], str | None] | None = None) -> Observations:
-    """Observe the canary (and stable) for `window_s` seconds; the golden prompts count into the window."""
+    """Observe the canary (and stable) for `window_s` seconds; the golden prompts count into the window.
+    `metrics_path`: where the serving runtime exposes Prometheus text (metrics.METRICS_PATHS)."""
     started = time.monotonic()
-    before = {"canary": metrics.scrape(canary_url), "stable": metrics.scrape(stable_url) if stable_url else None}
+    before = _scrape(canary_url, stable_url, metrics_path)
     golden = run_golden(canary_url, model, golden_prompts, timeout_s=timeout_s)
     log.info("golden prompts on the canary: %d/%d passed", sum(g.passed for g in golden), len(golden))
     observed = Observations(golden, has_stable=stable_url is not None)
     reason = stop_reason(observed) if stop_reason else None
     if reason:
         log.warning("analysis stopped before the load rounds: %s", reason)
-        return _finish(observed, reason, canary_url, stable_url, before)
+        return _finish(observed, reason, canary_url, stable_url, before, metrics_path)
     probe = AlternatingProbe(stable_url, canary_url, model, requests=requests, concurrency=concurrency,
                              max_tokens=max_tokens, pause_s=pause_s, min_rounds=min_rounds, timeout_s=timeout_s,
                              max_consecutive_errors=max_consecutive_errors)
@@ -51,12 +53,17 @@ def analyse(*, canary_url: str, stable_url: str | None, model: str, golden_promp
                             error_limit_reached=error_limit, has_stable=stable_url is not None)
     if state["reason"]:
         log.warning("analysis stopped early: %s", state["reason"])
-    return _finish(observed, state["reason"] or "", canary_url, stable_url, before)
+    return _finish(observed, state["reason"] or "", canary_url, stable_url, before, metrics_path)
+
+
+def _scrape(canary_url: str, stable_url: str | None, path: str) -> dict:
+    return {"canary": metrics.scrape(canary_url, path=path),
+            "stable": metrics.scrape(stable_url, path=path) if stable_url else None}
 
 
 def _finish(observed: Observations, reason: str, canary_url: str, stable_url: str | None,
-            before: dict) -> Observations:
-    after = {"canary": metrics.scrape(canary_url), "stable": metrics.scrape(stable_url) if stable_url else None}
+            before: dict, metrics_path: str) -> Observations:
+    after = _scrape(canary_url, stable_url, metrics_path)
     server_side = {track: metrics.window_summary(before[track], after[track])
                    for track in ("canary", "stable") if track == "canary" or stable_url}
     return replace(observed, metrics=server_side, stopped_early=reason)

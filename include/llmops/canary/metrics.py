@@ -1,8 +1,19 @@
-"""vLLM Prometheus metrics: scrape /metrics (or PromQL), parse with prometheus_client, tolerate renames.
+"""Serving runtimes' Prometheus metrics: scrape (or PromQL), parse with prometheus_client, tolerate renames.
 
 vLLM renamed metrics across versions (e.g. `vllm:time_per_output_token_seconds` became
 `vllm:inter_token_latency_seconds`; some exporters rewrite `:` to `_`). Each quantity is looked up by
 a list of candidate names, the first present wins, and the name actually used is recorded.
+
+TensorRT-LLM's `trtllm-serve` answers `/metrics` with JSON iteration statistics (drained on read), not
+Prometheus text; its Prometheus exposition is `/prometheus/metrics`, mounted only when the LLM API option
+`return_perf_metrics` is on (the rollout's pods turn it on, see serving/trtllm.py). Its names carry the
+`trtllm_` prefix: request latency, time to first token and finished requests since 1.1; the queue and
+running-request gauges and token counters only in later releases and only with `enable_iter_perf_stats`.
+A quantity the server does not export is listed under `missing` in the window summary and the report.
+
+None of these server-side numbers decides the verdict (canary/verdict.py judges what the probes measured
+against the OpenAI-compatible API, the same for both runtimes), so an unavailable metric can neither
+pass nor fail a canary: the report says it was not available.
 """
 
 from __future__ import annotations
@@ -15,14 +26,34 @@ from prometheus_client.parser import text_string_to_metric_families
 
 CANDIDATES: dict[str, tuple[str, ...]] = {
     "e2e_latency": ("vllm:e2e_request_latency_seconds", "vllm_e2e_request_latency_seconds",
-                    "vllm:request_latency_seconds"),
-    "ttft": ("vllm:time_to_first_token_seconds", "vllm_time_to_first_token_seconds"),
+                    "vllm:request_latency_seconds", "trtllm_e2e_request_latency_seconds"),
+    "ttft": ("vllm:time_to_first_token_seconds", "vllm_time_to_first_token_seconds",
+             "trtllm_time_to_first_token_seconds"),
     "requests": ("vllm:request_success", "vllm_request_success", "vllm:request_success_total",
-                 "vllm:num_requests_finished"),
-    "waiting": ("vllm:num_requests_waiting", "vllm_num_requests_waiting"),
-    "running": ("vllm:num_requests_running", "vllm_num_requests_running"),
-    "generation_tokens": ("vllm:generation_tokens", "vllm_generation_tokens", "vllm:generation_tokens_total"),
+                 "vllm:num_requests_finished", "trtllm_request_success_total"),
+    "waiting": ("vllm:num_requests_waiting", "vllm_num_requests_waiting", "trtllm_num_requests_waiting"),
+    "running": ("vllm:num_requests_running", "vllm_num_requests_running", "trtllm_num_requests_running"),
+    "generation_tokens": ("vllm:generation_tokens", "vllm_generation_tokens", "vllm:generation_tokens_total",
+                          "trtllm_generation_tokens_total"),
 }
+
+#: Where each serving runtime exposes Prometheus text (trtllm-serve's /metrics is JSON iteration stats).
+METRICS_PATHS = {"vllm": "/metrics", "tensorrt-llm": "/prometheus/metrics"}
+#: PromQL names per runtime: the metric prefix and the finished-requests counter.
+_PROMQL_NAMES = {
+    "vllm": {"e2e": "vllm:e2e_request_latency_seconds", "ttft": "vllm:time_to_first_token_seconds",
+             "success": "vllm:request_success_total", "waiting": "vllm:num_requests_waiting"},
+    "tensorrt-llm": {"e2e": "trtllm_e2e_request_latency_seconds", "ttft": "trtllm_time_to_first_token_seconds",
+                     "success": "trtllm_request_success_total", "waiting": "trtllm_num_requests_waiting"},
+}
+
+
+def metrics_path(runtime: str) -> str:
+    """The HTTP path of `runtime`'s Prometheus exposition; ValueError naming the runtimes for another."""
+    if runtime not in METRICS_PATHS:
+        raise ValueError(f"serving runtime {runtime!r} has no known metrics endpoint; "
+                         f"fix: use one of {', '.join(METRICS_PATHS)}")
+    return METRICS_PATHS[runtime]
 
 
 @dataclass
@@ -134,10 +165,11 @@ def parse(text: str) -> Snapshot:
     return snap
 
 
-def scrape(base_url: str, *, timeout_s: float = 10.0) -> Snapshot | None:
-    """GET /metrics; None when the server has no metrics endpoint (not an error for the verdict)."""
+def scrape(base_url: str, *, path: str = "/metrics", timeout_s: float = 10.0) -> Snapshot | None:
+    """GET `path` (the runtime's Prometheus text, see METRICS_PATHS); None when the server has no metrics
+    endpoint there (not an error for the verdict)."""
     try:
-        response = httpx.get(f"{base_url.rstrip('/')}/metrics", timeout=timeout_s)
+        response = httpx.get(f"{base_url.rstrip('/')}{path}", timeout=timeout_s)
         response.raise_for_status()
         return parse(response.text)
     except (httpx.HTTPError, ValueError):
@@ -148,7 +180,8 @@ def window_summary(before: Snapshot | None, after: Snapshot | None) -> dict:
     """What happened on the server between two scrapes: request count, latency quantiles, queue."""
     if after is None:
         return {"available": False}
-    out: dict = {"available": True, "metric_names": dict(after.names)}
+    out: dict = {"available": True, "metric_names": dict(after.names),
+                 "missing": sorted(set(CANDIDATES) - set(after.names))}
     for quantity in ("e2e_latency", "ttft"):
         if quantity in after.histograms:
             delta = after.histograms[quantity].minus(before.histograms.get(quantity) if before else None)
@@ -177,13 +210,15 @@ def promql_instant(base_url: str, query: str, *, timeout_s: float = 10.0, header
     return None if math.isnan(value) else value
 
 
-def promql_window_queries(deployment: str, track: str, window_s: int) -> dict[str, str]:
+def promql_window_queries(deployment: str, track: str, window_s: int, runtime: str = "vllm") -> dict[str, str]:
     """PromQL for the same quantities when a Prometheus connection is configured (ServiceMonitor labels)."""
+    metrics_path(runtime)  # refuses an unknown runtime
+    names = _PROMQL_NAMES[runtime]
     sel = f'service="{deployment}-{track}"'
     w = f"{int(window_s)}s"
     return {
-        "e2e_latency_p95_s": f"histogram_quantile(0.95, sum by (le) (rate(vllm:e2e_request_latency_seconds_bucket{{{sel}}}[{w}])))",
-        "ttft_p95_s": f"histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{{{sel}}}[{w}])))",
-        "requests": f"sum(increase(vllm:request_success_total{{{sel}}}[{w}]))",
-        "waiting": f"max(vllm:num_requests_waiting{{{sel}}})",
+        "e2e_latency_p95_s": f"histogram_quantile(0.95, sum by (le) (rate({names['e2e']}_bucket{{{sel}}}[{w}])))",
+        "ttft_p95_s": f"histogram_quantile(0.95, sum by (le) (rate({names['ttft']}_bucket{{{sel}}}[{w}])))",
+        "requests": f"sum(increase({names['success']}{{{sel}}}[{w}]))",
+        "waiting": f"max({names['waiting']}{{{sel}}})",
     }

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from llmops.config.recipes import RECIPES
 from llmops.config.schema import (
     Deployment,
     DeploymentsFile,
@@ -21,7 +22,6 @@ from llmops.config.schema import (
     ModelSpec,
 )
 from llmops.errors import ECHO_LIMIT, ConfigError, shorten
-from llmops.quantize.recipes import RECIPES
 from llmops.settings import get_settings
 
 REGISTRY_FILES: dict[str, type[BaseModel]] = {
@@ -215,6 +215,12 @@ def check_registry(config_dir: Path | None = None, only: list[str] | None = None
                 f"deployments[{deployment.name}].gpu_profile",
                 f"GPU profile {shorten(deployment.gpu_profile)} is not in gpu_profiles.yaml",
                 f"use one of {', '.join(sorted(profiles))}"))
+        profile = profiles.get(deployment.gpu_profile)
+        if deployment.spot and profile is not None and profile.spot is None:
+            problems["deployments.yaml"].append((
+                f"deployments[{deployment.name}].spot",
+                f"spot is true but GPU profile {deployment.gpu_profile} has no spot pool",
+                f"add `spot` to {deployment.gpu_profile} in gpu_profiles.yaml or set spot: false"))
 
     errors = [ConfigError(str(config_dir / name), found) for name, found in problems.items()
               if found and (not only or name in only)]

@@ -3,19 +3,40 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmops.config.recipes import RECIPES
 from llmops.errors import shorten
-from llmops.quantize.recipes import RECIPES
-from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE
+from llmops.golden import GoldenPrompt
+from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE, get_settings
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names and Milvus aliases
 # A Kubernetes resource quantity (CPU "500m", "4"; memory "512Mi", "32Gi").
 QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
 # Longest context any served model has today is ~10M tokens; 2**24 leaves room and refuses typos like 10**30.
 MAX_MODEL_LEN = 2**24
+
+
+# --- vocabulary shared by the registry, the trigger form and the rollout planner ---------------------------
+
+#: how a rollout shifts traffic: HTTPRoute weights (ACK Gateway) or the replica ratio behind one Service
+TrafficStrategy = Literal["gateway-httproute", "replica-ratio"]
+TRAFFIC_STRATEGIES: tuple[str, ...] = get_args(TrafficStrategy)
+
+
+def check_steps(value: list[int]) -> list[int]:
+    """The one rule for a rollout's traffic steps (registry, trigger form, plan)."""
+    if not value or any(not 1 <= s <= 100 for s in value) or value != sorted(set(value)) or value[-1] != 100:
+        raise ValueError(f"{shorten(value)} must be strictly increasing percentages between 1 and 100 ending at 100; "
+                         "fix: e.g. [10, 50, 100]")
+    return value
+
+
+#: canary traffic percentages per step; the trigger form's JSON schema is derived from this type
+TrafficSteps = Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1, max_length=10),
+                         AfterValidator(check_steps)]
 
 
 class Strict(BaseModel):
@@ -33,6 +54,27 @@ class Toleration(Strict):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
 
 
+class Taint(Strict):
+    key: str = Field(pattern=r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+    value: str = Field(default="true", pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+    def toleration(self) -> Toleration:
+        return Toleration(key=self.key, operator="Equal", value=self.value, effect=self.effect)
+
+
+class SpotPool(Strict):
+    """The spot node pool of a GPU profile: its nodes carry `node_label` and `taint`, so only pods that tolerate
+    the taint (work that may be interrupted) land there; everything else stays on the on-demand pool."""
+
+    node_label: dict[str, str] = Field(min_length=1, max_length=1, description="{key: value} every spot node has")
+    taint: Taint
+    refresh_steps: Literal["never", "prefer", "require"] = Field(
+        default="prefer",
+        description="model_refresh's GPU steps (quantize, validate): prefer spot nodes and fall back to on-demand, "
+                    "require spot nodes, or never use them")
+
+
 class GpuProfile(Strict):
     name: str = Field(pattern=NAME_RE)
     gpu: str  # marketing name, e.g. "NVIDIA A10"
@@ -46,6 +88,8 @@ class GpuProfile(Strict):
     )
     node_selector: dict[str, str] = {}
     tolerations: list[Toleration] = []
+    spot: SpotPool | None = Field(
+        default=None, description="a spot node pool of this profile (deploy/ack renders it); none: on-demand only")
 
     @property
     def shared(self) -> bool:
@@ -53,24 +97,6 @@ class GpuProfile(Strict):
 
 
 # --- models.yaml -------------------------------------------------------------------------------
-
-
-class GoldenPrompt(Strict):
-    """A prompt answered greedily; optional expectations on the answer."""
-
-    prompt: str = Field(min_length=1)
-    expect_substring: str | None = None
-    expect_regex: str | None = None
-
-    @field_validator("expect_regex")
-    @classmethod
-    def _regex_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"is not a valid regular expression ({exc}); fix: escape it") from exc
-        return value
 
 
 class ModelTarget(Strict):
@@ -100,6 +126,15 @@ class ModelValidation(Strict):
         description="share of golden prompts where the quantized model's greedy output matches the original's",
     )
 
+    @field_validator("golden_prompts")
+    @classmethod
+    def _one_length_for_all(cls, value: list[GoldenPrompt]) -> list[GoldenPrompt]:
+        for i, prompt in enumerate(value):
+            if prompt.max_tokens is not None:
+                raise ValueError(f"golden_prompts[{i}] sets max_tokens, which only rollouts use; "
+                                 "fix: remove it and set validation.max_new_tokens (the same for every prompt)")
+        return value
+
 
 class ModelSpec(Strict):
     name: str = Field(pattern=NAME_RE)
@@ -121,25 +156,11 @@ class ModelSpec(Strict):
 
 
 class TrafficSpec(Strict):
-    strategy: Literal["gateway-httproute", "replica-ratio"] = "gateway-httproute"
+    strategy: TrafficStrategy = "gateway-httproute"
     gateway_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN_RE, max_length=253)
     gateway_namespace: str | None = Field(default=None, pattern=DNS1123_LABEL_RE, max_length=63)
     hostname: str | None = Field(default=None, pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
                                  max_length=253)
-
-
-class RolloutGoldenPrompt(GoldenPrompt):
-    """A deterministic check the canary must pass: greedy completion of `prompt`, with an expectation."""
-
-    max_tokens: int = Field(default=8, ge=1, le=512)
-    expect_json_schema: dict | None = Field(default=None, description="the completion must parse as JSON matching it")
-
-    @model_validator(mode="after")
-    def _has_expectation(self) -> RolloutGoldenPrompt:
-        if not (self.expect_substring or self.expect_regex or self.expect_json_schema):
-            raise ValueError("a golden prompt needs an expectation; "
-                             "fix: set expect_substring, expect_regex or expect_json_schema")
-        return self
 
 
 class RolloutThresholds(Strict):
@@ -173,23 +194,25 @@ class RolloutProbe(Strict):
 class RolloutSpec(Strict):
     """Defaults of a model_rollout run for this deployment; the trigger form may override them."""
 
-    steps: list[int] = Field(default=[10, 50, 100], min_length=1)
+    steps: TrafficSteps = [10, 50, 100]
     analysis_window_s: int = Field(default=300, ge=5, le=86400, description="analysis time per traffic step")
     readiness_timeout_s: int = Field(default=1800, ge=10, le=86400)
     canary_replicas: int = Field(default=1, ge=1, le=100)
     thresholds: RolloutThresholds = RolloutThresholds()
     probe: RolloutProbe = RolloutProbe()
-    golden_prompts: list[RolloutGoldenPrompt] = Field(
-        min_length=1, description="required: without them the canary's answers are never checked")
+    golden_prompts: list[GoldenPrompt] = Field(
+        min_length=1, description="required, each with an expectation: without them the canary's answers are "
+                                  "never checked")
     prometheus_connection_id: str | None = Field(
         default=None, description="Airflow Connection of a Prometheus server; without it /metrics is scraped")
 
-    @field_validator("steps")
+    @field_validator("golden_prompts")
     @classmethod
-    def _steps_increase_to_100(cls, value: list[int]) -> list[int]:
-        if any(not 1 <= s <= 100 for s in value) or value != sorted(set(value)) or value[-1] != 100:
-            raise ValueError(f"{shorten(value)} must be strictly increasing percentages between 1 and 100 ending at 100; "
-                             "fix: e.g. [10, 50, 100]")
+    def _each_has_an_expectation(cls, value: list[GoldenPrompt]) -> list[GoldenPrompt]:
+        for i, prompt in enumerate(value):
+            if not prompt.has_expectation:  # the canary has no reference answer: an expectation is the check
+                raise ValueError(f"golden_prompts[{i}] ({shorten(prompt.prompt)}) needs an expectation; "
+                                 "fix: set expect_substring, expect_regex or expect_json_schema")
         return value
 
 
@@ -218,6 +241,56 @@ class ContainerResources(Strict):
         return self
 
 
+class TopologySpread(Strict):
+    max_skew: int = Field(default=1, ge=1, le=100)
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"]
+
+
+class Availability(Strict):
+    """How the stable track survives the loss of a zone or a node. One Deployment spread over zones (not one
+    Deployment per zone): the rollout, the HPA and the PodDisruptionBudget each see one stable track."""
+
+    zone_spread: TopologySpread = Field(
+        default=TopologySpread(when_unsatisfiable="DoNotSchedule"),
+        description="topology.kubernetes.io/zone: by default a replica waits (and the node pool scales out in "
+                    "another zone) rather than stack in one zone")
+    node_spread: TopologySpread = Field(
+        default=TopologySpread(when_unsatisfiable="ScheduleAnyway"),
+        description="kubernetes.io/hostname: by default replicas share an 8-GPU node only when no other fits")
+    max_unavailable: int = Field(
+        default=1, ge=1, le=100,
+        description="PodDisruptionBudget of the stable track: pods a drain or node-pool upgrade may take at once")
+
+
+class Autoscaling(Strict):
+    """The stable track's HPA. `queue`: vLLM's `vllm:num_requests_waiting` per pod (requests waiting for a
+    slot: the signal users feel); `kv-cache`: `vllm:kv_cache_usage_perc` (0..1); `gpu-utilization`: DCGM's
+    `DCGM_FI_DEV_GPU_UTIL` (0..100, busy is not the same as saturated: the documented alternative). All three
+    reach the HPA as Pods metrics through the metrics adapter (deploy/ack/templates/55-metrics-adapter.yaml)."""
+
+    metric: Literal["queue", "kv-cache", "gpu-utilization"] = "queue"
+    target: float | None = Field(
+        default=None, gt=0, le=10000,
+        description="average per pod to hold; default: 5 waiting requests, 0.8 of the KV cache, 80 % GPU")
+    scale_down_stabilization_s: int = Field(
+        default=600, ge=0, le=3600, description="a GPU replica takes minutes to come back: scale down slowly")
+
+    @model_validator(mode="after")
+    def _target_in_range(self) -> Autoscaling:
+        if self.metric == "kv-cache" and self.target is not None and self.target > 1:
+            raise ValueError(f"target {self.target} is above 1 for metric kv-cache (a fraction of the KV cache); "
+                             "fix: write e.g. 0.8")
+        if self.metric == "gpu-utilization" and self.target is not None and self.target > 100:
+            raise ValueError(f"target {self.target} is above 100 for metric gpu-utilization (percent); "
+                             "fix: write e.g. 80")
+        return self
+
+
+VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+# trtllm-serve reads LLM API options from one YAML file; a second one in extra_args would replace ours.
+TRTLLM_CONFIG_FLAGS = ("--config", "--extra_llm_api_options")
+
+
 class Deployment(Strict):
     name: str = Field(pattern=NAME_RE)
     model: str = Field(pattern=NAME_RE)
@@ -225,18 +298,41 @@ class Deployment(Strict):
     gpu_profile: str = Field(pattern=NAME_RE)
     replicas: int = Field(default=2, ge=1, le=100)
     max_replicas: int = Field(default=4, ge=1, le=200)
-    image: str = Field(default="vllm/vllm-openai:v0.11.0", pattern=IMAGE_RE, max_length=512)
+    image: str = Field(
+        default=VLLM_IMAGE, pattern=IMAGE_RE, max_length=512,
+        description="the server image; default vLLM's, or for serving_runtime tensorrt-llm LLMOPS_TRTLLM_IMAGE "
+                    "(images/trtllm: the TensorRT-LLM version that validated the checkpoint in model_refresh)")
     port: int = Field(default=8000, ge=1, le=65535)
     service_account: str = Field(default="llmops-serving", pattern=DNS1123_SUBDOMAIN_RE, max_length=253)
     kubernetes_connection_id: str = Field(default="kubernetes_default", pattern=r"^[A-Za-z0-9_.-]{1,250}$")
     traffic: TrafficSpec = TrafficSpec()
     resources: ContainerResources = ContainerResources()
-    extra_args: list[str] = Field(default=[], description="extra vLLM arguments (pods and local processes)")
+    extra_args: list[str] = Field(default=[], description="extra server arguments: vLLM flags (pods and local "
+                                  "processes), or trtllm-serve flags for serving_runtime tensorrt-llm")
     expected_concurrency: int = Field(
         default=8, ge=1, le=1024,
         description="requests one replica serves at once in production; the canary probe reaches at least this")
-    serving_runtime: Literal["vllm"] = "vllm"
+    serving_runtime: Literal["vllm", "tensorrt-llm"] = Field(
+        default="vllm", description="vllm (vllm.entrypoints.openai.api_server) or tensorrt-llm (trtllm-serve, "
+                                    "runtime kubernetes only: TensorRT-LLM has no CPU build)")
+    llm_api_options: dict[str, Any] = Field(
+        default={}, description="tensorrt-llm only: TensorRT-LLM LLM API options (LlmArgs fields, e.g. "
+                                "{kv_cache_config: {free_gpu_memory_fraction: 0.85}}) for the YAML trtllm-serve reads; "
+                                "they override the defaults (Prometheus metrics and iteration stats on)")
+    availability: Availability = Availability()
+    autoscaling: Autoscaling = Autoscaling()
+    spot: bool = Field(
+        default=False, description="vLLM pods may run on the GPU profile's spot pool (preferred, on-demand when "
+                                   "none is free); a reclaimed node takes its replicas: off for serving by default")
     rollout: RolloutSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runtime_image(cls, data: Any) -> Any:
+        # A TensorRT-LLM deployment without an image serves with the image that validated its checkpoints.
+        if isinstance(data, dict) and data.get("serving_runtime") == "tensorrt-llm" and not data.get("image"):
+            data = {**data, "image": get_settings().trtllm_image}
+        return data
 
     @field_validator("extra_args")
     @classmethod
@@ -246,6 +342,28 @@ class Deployment(Strict):
                 raise ValueError(f"{shorten(arg)} holds a control character (newline, tab...); "
                                  "fix: write each vLLM argument as its own list entry")
         return value
+
+    @model_validator(mode="after")
+    def _runtime_settings(self) -> Deployment:
+        image_name = self.image.split("@")[0]  # the repository path, without tag or digest
+        if ":" in image_name.rsplit("/", 1)[-1]:
+            image_name = image_name.rsplit(":", 1)[0]
+        if self.serving_runtime == "tensorrt-llm":
+            if "vllm" in image_name:
+                raise ValueError(f"image {shorten(self.image)} is a vLLM image but serving_runtime is tensorrt-llm; "
+                                 "fix: remove image (it defaults to LLMOPS_TRTLLM_IMAGE) or name a TensorRT-LLM image")
+            flags = [a for a in self.extra_args if a.split("=", 1)[0] in TRTLLM_CONFIG_FLAGS]
+            if flags:
+                raise ValueError(f"extra_args {shorten(flags)} would replace the LLM API options file the rollout "
+                                 "writes (Prometheus metrics); fix: move those options into llm_api_options")
+        else:
+            if "trtllm" in image_name or "tensorrt" in image_name:
+                raise ValueError(f"image {shorten(self.image)} is a TensorRT-LLM image but serving_runtime is "
+                                 f"{self.serving_runtime}; fix: set serving_runtime: tensorrt-llm or use a vLLM image")
+            if self.llm_api_options:
+                raise ValueError("llm_api_options apply to serving_runtime tensorrt-llm only; fix: remove them or "
+                                 "set serving_runtime: tensorrt-llm")
+        return self
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> Deployment:
@@ -264,7 +382,11 @@ class KbSource(Strict):
     kind: Literal["local", "s3", "oss"] = "local"
     uri: str = Field(description="a directory (relative to the project root or absolute) or s3://, oss:// prefix")
     include: list[str] = ["**/*.md", "**/*.txt", "**/*.html", "**/*.pdf"]
-    connection_id: str | None = None
+    connection_id: str | None = Field(
+        default="llmops_kb_sources", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        description="Airflow Connection with this s3/oss source's keys (login/password; extra endpoint_url, "
+                    "region_name for s3, endpoint, region for oss), given to the job as AWS_* or OSS_*; "
+                    "null: the SDK's own chain (RRSA, IRSA). Unused by a local source")
     endpoint: str | None = Field(default=None, description="S3/OSS endpoint URL (default: the SDK's own)")
     max_document_mib: float = Field(
         default=50.0, gt=0, le=4096, description="documents larger than this are skipped and reported")
@@ -293,20 +415,43 @@ class Embedder(Strict):
     kind: Literal["sentence-transformers", "openai"] = "sentence-transformers"
     model: str = "all-MiniLM-L6-v2"
     endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL for kind=openai")
-    connection_id: str | None = None
+    connection_id: str | None = Field(
+        default="embeddings_default", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        description="kind openai: Airflow Connection whose password is the endpoint's API key, given to the job "
+                    "as the variable api_key_env names; null: no key. Unused by a local embedder")
     api_key_env: str | None = Field(
-        default="EMBEDDINGS_API_KEY",
-        description="environment variable holding the endpoint's API key (the DAG fills it from Connection "
-                    "embeddings_default); unset or empty: no Authorization header")
+        default="EMBEDDINGS_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="environment variable holding the endpoint's API key (the DAG fills it from the Connection "
+                    "connection_id names); unset or empty: no Authorization header")
     batch_size: int = Field(default=64, ge=1, le=4096)
     dimension: int | None = Field(
         default=None, ge=1, description="expected vector dimension; a model that returns another fails the run")
+    backend: Literal["torch", "onnx"] = Field(
+        default="torch", description="kind sentence-transformers: run the model on torch (default) or on ONNX "
+                                     "Runtime, exported once from the local model and cached under $LLMOPS_HOME")
+    quantize: Literal["int8"] | None = Field(
+        default=None, description="backend onnx: int8 dynamic quantization of the exported model (faster on CPU)")
 
     @model_validator(mode="after")
     def _endpoint_for_openai(self) -> Embedder:
         if self.kind == "openai" and not self.endpoint:
             raise ValueError("kind 'openai' needs an endpoint; fix: set endpoint to the server's /v1 base URL")
+        if self.kind == "openai" and self.backend != "torch":
+            raise ValueError("backend applies to kind 'sentence-transformers' only (an endpoint runs its own model); "
+                             "fix: remove backend")
+        if self.quantize and self.backend != "onnx":
+            raise ValueError("quantize: int8 needs backend: onnx; fix: set backend: onnx or remove quantize")
         return self
+
+    def identity(self) -> dict:
+        """What the vectors depend on (part of the collection fingerprint: a change forces a full rebuild).
+
+        The default torch backend adds nothing, so collections built before backends existed stay current.
+        """
+        identity = {"kind": self.kind, "model": self.model}
+        if self.backend != "torch":
+            identity["backend"] = self.backend + (f"-{self.quantize}" if self.quantize else "")
+        return identity
 
 
 class MilvusTarget(Strict):
@@ -314,7 +459,10 @@ class MilvusTarget(Strict):
         default="milvus.db",
         description="a Milvus Lite file (relative to $LLMOPS_HOME/milvus) or http(s)://host:port of a server",
     )
-    connection_id: str | None = None
+    connection_id: str | None = Field(
+        default="milvus_default", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        description="Airflow Connection of this knowledge base's Milvus: password = token (as MILVUS_TOKEN), "
+                    "host = server URI used when milvus.uri is not set (as MILVUS_URI); null: none")
     index_type: Literal["FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"] = "AUTOINDEX"
     metric_type: Literal["COSINE", "IP", "L2"] = "COSINE"
     index_params: dict[str, int] = {}

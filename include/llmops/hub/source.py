@@ -19,9 +19,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from llmops.artefacts.hashing import git_blob_sha1, sha256_file
 from llmops.artefacts.manifest import SHA_RE
 from llmops.config.schema import ModelSpec
+from llmops.hashing import git_blob_sha1, sha256_file
 from llmops.hub.errors import (
     ChecksumMismatchError,
     HubError,

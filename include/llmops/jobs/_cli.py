@@ -31,6 +31,7 @@ import typing
 from pathlib import Path
 
 from llmops.errors import LlmopsError, is_permanent, shorten
+from llmops.refresh.plan import WorkItem
 
 RESULT_PREFIX = "LLMOPS_RESULT "
 # KubernetesPodOperator's xcom sidecar reads this file when do_xcom_push=True.
@@ -195,10 +196,8 @@ class StorageError(LlmopsError):
     """A disk or store is full or not writable (permanent: a retry minutes later meets the same disk)."""
 
 
-def parse_item(text: str, argument: str = "--item"):
+def parse_item(text: str, argument: str = "--item") -> WorkItem:
     """The plan task's WorkItem JSON -> WorkItem, or JobArgumentError naming what is wrong with it."""
-    from llmops.refresh import WorkItem
-
     fix = "pass the item exactly as the model_refresh plan task wrote it (re-run the plan task if it was edited)"
     try:
         data = json.loads(text)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llmops.errors import LlmopsError
 from llmops.jobs._cli import emit_result, fail, fail_known, parse_item, setup_logging
-from llmops.refresh import WorkItem
+from llmops.refresh.plan import WorkItem
 
 log = logging.getLogger("llmops.jobs.publish")
 
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store-uri", default=None, help="default: LLMOPS_STORE_URI / settings")
     args = parser.parse_args(argv)
     setup_logging()
+    from llmops.artefacts import open_store
     from llmops.artefacts.credentials import access_error, credentials_from_env
-    from llmops.artefacts.store import open_store
     from llmops.settings import get_settings
 
     store_uri = args.store_uri or get_settings().store_uri

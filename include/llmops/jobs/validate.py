@@ -18,7 +18,7 @@ from pathlib import Path
 
 from llmops.errors import LlmopsError
 from llmops.jobs._cli import emit_result, fail_known, parse_item, setup_logging
-from llmops.refresh import VALIDATE_SKIP, VALIDATE_TRTLLM, VALIDATE_VLLM, WorkItem
+from llmops.refresh.plan import VALIDATE_SKIP, VALIDATE_TRTLLM, VALIDATE_VLLM, WorkItem
 
 log = logging.getLogger("llmops.jobs.validate")
 
@@ -36,8 +36,8 @@ def _write(item: WorkItem, record: dict) -> None:
 
 def validate(item: WorkItem) -> dict:
     from llmops.quantize.build import load_metadata, tool_versions
-    from llmops.quantize.errors import ValidationFailed
-    from llmops.validate.golden import GoldenSet, expectation_problems, judge
+    from llmops.validate.errors import ValidationFailed
+    from llmops.validate.golden import GoldenSet, expectation_problems, judge_agreement
 
     if item.validation == VALIDATE_SKIP:
         log.warning("validation of %s skipped: %s", item.prefix, item.validation_skip_reason)
@@ -83,7 +83,8 @@ def validate(item: WorkItem) -> dict:
         runtime_version = tool_versions("tensorrt_llm")
     else:
         raise ValueError(f"item.validation={item.validation!r}; fix: re-plan (expected vllm, tensorrt-llm or skip)")
-    verdict = judge(golden, reference["generations"], quantized, eos_token_ids=reference.get("eos_token_ids", ()))
+    verdict = judge_agreement(golden, reference["generations"], quantized,
+                              eos_token_ids=reference.get("eos_token_ids", ()))
     log.info("validation of %s\n%s", item.prefix, verdict.summary())
     record = {"status": "passed" if verdict.passed else "failed", "runtime": item.runtime,
               "runtime_versions": runtime_version, "seconds": round(time.monotonic() - started, 1),

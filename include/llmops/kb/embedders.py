@@ -1,7 +1,11 @@
 """Embedders: an OpenAI-compatible /v1/embeddings endpoint (vLLM, TEI, OpenAI) or local sentence-transformers.
 
-Every embedder has a `fingerprint` (kind, model, dimension). The fingerprint is stored with the
-collection; a different kind or model forces a full rebuild instead of mixing vectors of two models.
+Every embedder has a `fingerprint` (kind, model, backend when not torch, dimension). The fingerprint is
+stored with the collection; a different kind, model or backend forces a full rebuild instead of mixing
+vectors of two models.
+
+The local embedder runs on torch by default, or on ONNX Runtime (`backend="onnx"`, optionally
+`quantize="int8"`): faster on CPU, exported once from the local model (llmops.kb.onnx_backend).
 
 sentence-transformers (and so torch) is imported only when a local embedder is built: the Airflow
 environment can import this module.
@@ -33,8 +37,6 @@ class Embedder(Protocol):
     def embed(self, texts: list[str]) -> list[list[float]]: ...
 
 
-def fingerprint(embedder: Embedder) -> dict:
-    return {"kind": embedder.kind, "model": embedder.model, "dimension": embedder.dimension}
 
 
 def _resolve_local_model(model: str) -> str:
@@ -52,19 +54,37 @@ def _resolve_local_model(model: str) -> str:
 
 
 class SentenceTransformerEmbedder:
+    """A local sentence-transformers model on torch, or with its transformer on ONNX Runtime.
+
+    `backend="onnx"` exports the model once into `cache_dir` (default `$LLMOPS_HOME/cache/embedders`) and
+    reuses that export afterwards; `quantize="int8"` quantizes the export (dynamic, per channel).
+    """
+
     kind = "sentence-transformers"
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", batch_size: int = 64, device: str = "cpu",
-                 normalize: bool = True, truncate_dim: int | None = None):
+                 normalize: bool = True, truncate_dim: int | None = None, backend: str = "torch",
+                 quantize: str | None = None, cache_dir: Path | None = None):
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise EmbedderError("kind 'sentence-transformers' needs torch and sentence-transformers; "
                                 "fix: run the job in the worker environment") from None
+        if backend not in ("torch", "onnx") or (quantize and (backend != "onnx" or quantize != "int8")):
+            raise EmbedderError(f"embedder backend {backend!r} with quantize {quantize!r} is not supported; "
+                                "fix: use backend torch (no quantize) or onnx (quantize int8 or none)")
+        if backend == "onnx":
+            from llmops.kb.onnx_backend import require_onnx_runtime
+
+            require_onnx_runtime()  # before the model load: a missing package fails in a second, not after it
         self.model = model
         self.batch_size = batch_size
         self.normalize = normalize
         path = _resolve_local_model(model)
+        if backend == "onnx" and not Path(path).is_dir():
+            raise EmbedderError(f"embedder backend 'onnx' exports from local files, but model {model!r} is not a "
+                                "local directory or the packaged all-MiniLM-L6-v2; fix: download the model into a "
+                                "directory and name that directory as embedder.model, or use backend torch")
         try:
             self._model = SentenceTransformer(path, device=device, truncate_dim=truncate_dim)
         except OSError as exc:
@@ -73,6 +93,19 @@ class SentenceTransformerEmbedder:
         get_dim = getattr(self._model, "get_embedding_dimension", None) or \
             self._model.get_sentence_embedding_dimension
         self.dimension = int(get_dim())
+        self.backend, self.quantize = backend, quantize
+        if backend == "onnx":
+            self._to_onnx(Path(path), quantize, cache_dir)
+
+    def _to_onnx(self, model_dir: Path, quantize: str | None, cache_dir: Path | None) -> None:
+        from llmops.kb import onnx_backend
+
+        if cache_dir is None:
+            from llmops.settings import get_settings
+
+            cache_dir = get_settings().home / "cache" / "embedders"
+        exported = onnx_backend.cached_export(self._model, self.model, model_dir, quantize, cache_dir)
+        onnx_backend.attach(self._model, exported)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
@@ -163,16 +196,22 @@ class CountingEmbedder:
         self.calls = self.texts = 0
 
 
-def build_embedder(spec) -> Embedder:
-    """Build the embedder named by an `Embedder` registry entry and check its dimension if one is declared."""
+def build_embedder(spec, cache_dir: Path | None = None) -> Embedder:
+    """Build the embedder named by an `Embedder` registry entry and check its dimension if one is declared.
+
+    `cache_dir` holds exported ONNX models (default `$LLMOPS_HOME/cache/embedders`).
+    """
     if spec.kind == "openai":
         api_key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
         embedder: Embedder = OpenAIEmbedder(spec.endpoint, spec.model, batch_size=spec.batch_size, api_key=api_key)
     else:
-        embedder = SentenceTransformerEmbedder(spec.model, batch_size=spec.batch_size)
+        embedder = SentenceTransformerEmbedder(spec.model, batch_size=spec.batch_size, backend=spec.backend,
+                                               quantize=spec.quantize, cache_dir=cache_dir)
     if spec.dimension is not None and embedder.dimension != spec.dimension:
         raise DimensionMismatchError(
             f"embedder {spec.kind}:{spec.model} produces {embedder.dimension}-d vectors but knowledge_bases.yaml "
             f"declares dimension {spec.dimension}; fix: correct embedder.dimension or the model")
-    log.info("embedder %s:%s ready (dimension %d)", embedder.kind, embedder.model, embedder.dimension)
+    log.info("embedder %s:%s ready (dimension %d%s)", embedder.kind, embedder.model, embedder.dimension,
+             "" if spec.kind == "openai" or spec.backend == "torch"
+             else f", backend {spec.backend}{' ' + spec.quantize if spec.quantize else ''}")
     return embedder

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +37,7 @@ from llmops.kb.errors import (
     MilvusLiteBusyError,
     RollbackError,
 )
+from llmops.kb.plan import BM25_FIELD, TEXT_ANALYZER, TEXT_MAX_BYTES, DocRecord, StoredChunk
 
 if TYPE_CHECKING:
     from llmops.config.schema import Retrieval
@@ -46,12 +46,7 @@ log = logging.getLogger(__name__)
 
 FINGERPRINT_PROPERTY = "llmops.kb.fingerprint"
 STRONG = "Strong"
-TEXT_MAX_BYTES = 65535
 _SCAN_FIELDS = ["pk", "doc_id", "doc_hash", "chunk_index", "n_chunks", "chunk_hash"]
-BM25_FIELD = "text_bm25"  # sparse vector that Milvus' BM25 function fills from `text`
-# Milvus' standard tokenizer with lowercasing (Milvus Lite 3.2 offers the standard and jieba tokenizers only).
-TEXT_ANALYZER = {"type": "standard"}
-BM25_FINGERPRINT = {"field": BM25_FIELD, "analyzer": TEXT_ANALYZER}  # what the rows' sparse vectors depend on
 BM25_SINCE = (2, 5)  # the first Milvus (and Milvus Lite) release with BM25 functions
 MAX_CANDIDATES = 16384  # Milvus' largest limit per search request
 
@@ -149,13 +144,6 @@ def token_from_env(connection_id: str | None) -> str | None:
             if password:
                 return f"{login}:{password}" if login else password
     return os.environ.get("MILVUS_TOKEN") or None
-
-
-@dataclass
-class DocRecord:
-    """What the store holds for one document: chunk_index -> (primary key, doc_hash, n_chunks, chunk_hash)."""
-
-    rows: dict[int, tuple[str, str, int, str]] = field(default_factory=dict)
 
 
 class KbIndex:
@@ -340,8 +328,8 @@ class KbIndex:
             while batch := iterator.next():
                 for row in batch:
                     record = records.setdefault(row["doc_id"], DocRecord())
-                    record.rows[int(row["chunk_index"])] = (row["pk"], row["doc_hash"], int(row["n_chunks"]),
-                                                            row["chunk_hash"])
+                    record.rows[int(row["chunk_index"])] = StoredChunk(row["pk"], row["doc_hash"],
+                                                                       int(row["n_chunks"]), row["chunk_hash"])
         finally:
             iterator.close()
         return records

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
+from llmops.artefacts.clients import ENDPOINT_KEY, oss_bucket, s3_client
+from llmops.artefacts.credentials import credentials_from_env
 from llmops.kb.errors import SourceNotFoundError
 from llmops.settings import PROJECT_ROOT
 
@@ -126,15 +128,13 @@ def _split_bucket(uri: str, scheme: str) -> tuple[str, str]:
 
 
 class S3Source:
-    """An S3 (or S3-compatible) prefix through boto3. Credentials come from the environment/IRSA/RRSA."""
+    """An S3 (or S3-compatible) prefix, reached like the artefact store (`llmops.artefacts.clients`)."""
 
-    def __init__(self, uri: str, include: list[str], endpoint: str | None = None, client=None):
-        import boto3
-
+    def __init__(self, uri: str, include: list[str], credentials: Mapping[str, str]):
         self.uri = uri
         self.bucket, self.prefix = _split_bucket(uri, "s3")
         self.include = include
-        self.client = client or boto3.client("s3", endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL"))
+        self.client = s3_client(credentials)
 
     def describe(self) -> str:
         return self.uri
@@ -160,23 +160,17 @@ class S3Source:
 
 
 class OssSource:
-    """An Alibaba Cloud OSS prefix through oss2 (credentials from OSS_ACCESS_KEY_ID/SECRET or RRSA)."""
+    """An Alibaba Cloud OSS prefix, reached like the artefact store (`llmops.artefacts.clients`)."""
 
-    def __init__(self, uri: str, include: list[str], endpoint: str | None = None, bucket=None):
-        import oss2
-
+    def __init__(self, uri: str, include: list[str], credentials: Mapping[str, str]):
         self.uri = uri
         bucket_name, self.prefix = _split_bucket(uri, "oss")
         self.include = include
-        if bucket is None:
-            endpoint = endpoint or os.environ.get("OSS_ENDPOINT")
-            if not endpoint:
-                raise SourceNotFoundError(
-                    f"knowledge base source {uri} needs an OSS endpoint; "
-                    "fix: set source.endpoint in knowledge_bases.yaml or OSS_ENDPOINT in the environment")
-            auth = oss2.ProviderAuthV4(oss2.credentials.EnvironmentVariableCredentialsProvider())
-            bucket = oss2.Bucket(auth, endpoint, bucket_name, region=os.environ.get("OSS_REGION"))
-        self.bucket = bucket
+        if not credentials.get("endpoint"):
+            raise SourceNotFoundError(
+                f"knowledge base source {uri} needs an OSS endpoint; "
+                "fix: set source.endpoint in knowledge_bases.yaml or OSS_ENDPOINT in the environment")
+        self.bucket = oss_bucket(bucket_name, credentials)
 
     def describe(self) -> str:
         return self.uri
@@ -197,10 +191,16 @@ class OssSource:
                 "fix: upload the documents or correct source.uri / source.include in knowledge_bases.yaml")
 
 
-def open_source(source) -> LocalSource | S3Source | OssSource:
-    """Build the source named by a `KbSource` registry entry."""
+def open_source(source, environ: Mapping[str, str] | None = None) -> LocalSource | S3Source | OssSource:
+    """Build the source named by a `KbSource` registry entry.
+
+    Bucket credentials follow the artefact store's rule: the SDKs' own environment variables (the names in
+    `llmops.artefacts.credentials.ENV_NAMES`), else RRSA / IRSA; `source.endpoint` overrides the endpoint."""
     if source.kind == "local":
         return LocalSource(source.uri, list(source.include))
+    credentials = credentials_from_env(source.uri, environ)
+    if source.endpoint:
+        credentials[ENDPOINT_KEY[source.kind]] = source.endpoint
     if source.kind == "s3":
-        return S3Source(source.uri, list(source.include), endpoint=source.endpoint)
-    return OssSource(source.uri, list(source.include), endpoint=source.endpoint)
+        return S3Source(source.uri, list(source.include), credentials)
+    return OssSource(source.uri, list(source.include), credentials)

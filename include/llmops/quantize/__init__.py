@@ -1,1 +1,1 @@
-"""Quantization recipes: what each produces, which GPUs can run it, and how it runs."""
+"""Quantization: run one recipe of the catalogue (`llmops.config.recipes`) on a downloaded checkpoint."""

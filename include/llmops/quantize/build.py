@@ -18,8 +18,9 @@ import shutil
 import time
 from pathlib import Path
 
+from llmops.config.recipes import RECIPES, Recipe
+from llmops.hardware import cuda_available
 from llmops.quantize.errors import QuantizeError, RecipeUnavailable
-from llmops.quantize.recipes import RECIPES, Recipe
 from llmops.validate.golden import GoldenSet
 from llmops.validate.reference import eos_token_ids, greedy_generations
 
@@ -38,19 +39,10 @@ def tool_versions(*packages: str) -> dict[str, str]:
     return versions
 
 
-def gpu_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
 def _load(source: Path, *, trust_remote_code: bool):
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device_map = "auto" if torch.cuda.is_available() else None
+    device_map = "auto" if cuda_available() else None
     model = AutoModelForCausalLM.from_pretrained(
         source, dtype="auto", device_map=device_map, trust_remote_code=trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -125,10 +117,10 @@ def check_runnable(recipe: Recipe) -> None:
         import importlib.util
 
         missing = [name for name in ("gptqmodel",) if importlib.util.find_spec(name) is None]
-        if missing or not gpu_available():
+        if missing or not cuda_available():
             raise RecipeUnavailable(
                 f"recipe {recipe.name}: optimum's GPTQ needs a CUDA GPU and the gptqmodel package "
-                f"(GPU here: {gpu_available()}, missing: {', '.join(missing) or 'nothing'}); "
+                f"(GPU here: {cuda_available()}, missing: {', '.join(missing) or 'nothing'}); "
                 "fix: run model_refresh on runtime kubernetes (the worker image has both), "
                 "or use llmcompressor-w4a16 for an int4 vLLM checkpoint that builds on CPU")
 

@@ -1,4 +1,4 @@
-"""Errors of the quantize and validate steps; each message names the input, the rule and the fix."""
+"""Errors of the quantize step; each message names the input, the rule and the fix."""
 
 from __future__ import annotations
 
@@ -11,7 +11,3 @@ class QuantizeError(LlmopsError):
 
 class RecipeUnavailable(QuantizeError):
     """The recipe cannot run here (no GPU, missing tool); nothing was written."""
-
-
-class ValidationFailed(LlmopsError):
-    """A quantized checkpoint loaded but its answers disagree with the original model too often."""

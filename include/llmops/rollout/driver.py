@@ -9,7 +9,7 @@
         result = drive(ctx, result.progress, event)
     result.report, result.locations             # Finished: stored Markdown + HTML report
 
-The driver carries the plan's `PlanState` forward in `Progress` (JSON-able, so it travels through a
+The driver carries the plan's `PlanState` forward in `RolloutProgress` (JSON-able, so it travels through a
 trigger and back): nothing is replayed. It returns only where something must be waited for (the
 canary ready, the stable track ready on the new version); everything else (traffic steps, analysis,
 promote, roll back) runs here. The Airflow operator, the tests (through `airflow dags test`), the demo
@@ -27,9 +27,9 @@ from typing import Any
 
 from llmops.artefacts import ArtefactError, Manifest
 from llmops.canary.analysis import analyse
+from llmops.canary.metrics import metrics_path
 from llmops.canary.verdict import decisive_failure, judge
 from llmops.rollout import preflight as pf
-from llmops.rollout.backend import Readiness, RolloutBackend, WaitTarget
 from llmops.rollout.plan import (
     Action,
     Observation,
@@ -48,6 +48,8 @@ from llmops.rollout.report import (
     step_to_dict,
 )
 from llmops.rollout.request import ResolvedRollout
+from llmops.serving import manifests as m
+from llmops.serving.port import ArtefactFacts, Problem, Readiness, RolloutBackend, WaitTarget
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = {"roll_back": 3, "promote": 2}  # then the driver raises: a person has to look
@@ -79,7 +81,7 @@ class RolloutContext:
 @dataclass
 class PreflightResult:
     manifest: Manifest
-    facts: pf.ArtefactFacts
+    facts: ArtefactFacts
     stable_version: str | None
     previous_version: str | None
     checks: list[str] = field(default_factory=list)
@@ -90,7 +92,7 @@ class PreflightResult:
 
 
 @dataclass
-class Progress:
+class RolloutProgress:
     """The rollout's persisted state: the plan, its next action, and what was measured so far."""
 
     manifest_uri: str
@@ -116,7 +118,7 @@ class Progress:
                 "attempts": dict(self.attempts), "wait_deadline": self.wait_deadline}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Progress:
+    def from_dict(cls, data: dict) -> RolloutProgress:
         return cls(manifest_uri=data["manifest_uri"], stable_version=data["stable_version"],
                    plan=state_from_dict(data["plan"]), action=Action(**data["action"]),
                    started_at=data["started_at"], manual_roll_back=data.get("manual_roll_back", False),
@@ -132,7 +134,7 @@ class Waiting:
 
     target: WaitTarget
     timeout_s: float
-    progress: Progress
+    progress: RolloutProgress
 
 
 @dataclass
@@ -152,7 +154,7 @@ def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
     if version == "previous":  # manual roll back: the version the stable one replaced, as recorded on it
         version = previous
         if not version:
-            raise pf.PreflightError(subject, [pf.Problem(
+            raise pf.PreflightError(subject, [Problem(
                 "previous version", f"{deployment.name} records no previous version",
                 "trigger with an explicit manifest URI instead of 'previous'")])
     try:
@@ -160,12 +162,14 @@ def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
                                      runtime=deployment.serving_runtime if version == "latest" else None)
     except ArtefactError as exc:
         text = str(exc)
-        raise pf.PreflightError(subject, [pf.Problem("artefact", text.split("; fix: ")[0],
+        raise pf.PreflightError(subject, [Problem("artefact", text.split("; fix: ")[0],
                                                      text.split("; fix: ")[-1])]) from None
     ctx._manifests[manifest.uri or version] = manifest
-    facts = pf.ArtefactFacts.from_manifest(manifest, manifest.uri or version, manifest.model)
+    facts = ArtefactFacts.from_manifest(manifest, manifest.uri or version, manifest.model)
     problems = pf.check_not_in_progress(deployment.name, backend.lock_holder(), ctx.run_id)
-    problems += pf.check_compatibility(facts, deployment, ctx.registry.gpu_profile(deployment.gpu_profile))
+    problems += pf.check_backend_runtime(deployment, backend.runtime)
+    problems += pf.check_compatibility(facts, deployment, ctx.registry.gpu_profile(deployment.gpu_profile),
+                                       getattr(ctx.registry, "gpu_profiles", None))
     verification = None
     if not problems:  # downloading / capacity queries only for an artefact that could run at all
         verification = backend.verify_artefact(ctx.store, manifest)
@@ -182,8 +186,6 @@ def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
 
 def objects_at_first_step(ctx: RolloutContext, pre: PreflightResult, *, fetch_image: str) -> list[dict]:
     """What a dry run would apply on Kubernetes at the first traffic step."""
-    from llmops.serving import manifests as m
-
     d = ctx.deployment
     canary = m.VersionRef(pre.manifest.uri, d.model, pre.manifest.tensor_parallel_size, pre.manifest.max_model_len)
     stable = m.VersionRef(pre.stable_version, d.model) if pre.stable_version else None
@@ -193,12 +195,12 @@ def objects_at_first_step(ctx: RolloutContext, pre: PreflightResult, *, fetch_im
 
 # --- the loop --------------------------------------------------------------------------------------
 
-def begin(ctx: RolloutContext, pre: PreflightResult) -> Progress:
+def begin(ctx: RolloutContext, pre: PreflightResult) -> RolloutProgress:
     """The plan's initial state for a rollout that passed pre-flight."""
     now = time.time()
     state, action = start(ctx.resolved.steps, has_stable=pre.stable_version is not None, at=now)
     manual = ctx.resolved.request.version == "previous"
-    return Progress(pre.manifest.uri or "", pre.stable_version, state, action, now, manual_roll_back=manual,
+    return RolloutProgress(pre.manifest.uri or "", pre.stable_version, state, action, now, manual_roll_back=manual,
                     canary_extra_args=list(ctx.resolved.request.canary_extra_args or []))
 
 
@@ -210,7 +212,7 @@ def finish_unchanged(ctx: RolloutContext, pre: PreflightResult) -> Finished:
     return Finished(report, store_report(report, store=ctx.store, manifest=pre.manifest, local_dir=ctx.report_dir))
 
 
-def drive(ctx: RolloutContext, progress: Progress, event: dict | None = None) -> Waiting | Finished:
+def drive(ctx: RolloutContext, progress: RolloutProgress, event: dict | None = None) -> Waiting | Finished:
     """Perform the plan's actions until the rollout must wait (`Waiting`) or ended (`Finished`).
 
     `event` is the readiness event that ended the last wait: `{"status": "ready"|"not_ready", "detail",
@@ -281,11 +283,11 @@ def drive(ctx: RolloutContext, progress: Progress, event: dict | None = None) ->
     return Finished(report, store_report(report, store=ctx.store, manifest=manifest, local_dir=ctx.report_dir))
 
 
-def _count(progress: Progress, kind: str) -> None:
+def _count(progress: RolloutProgress, kind: str) -> None:
     progress.attempts[kind] = progress.attempts.get(kind, 0) + 1
 
 
-def _extra_args_note(progress: Progress) -> str:
+def _extra_args_note(progress: RolloutProgress) -> str:
     return f"canary extra args {progress.canary_extra_args}" if progress.canary_extra_args else ""
 
 
@@ -293,7 +295,7 @@ def _readiness(event: dict) -> Readiness:
     return Readiness(event.get("status") == "ready", str(event.get("detail", "")))
 
 
-def _wait(ctx: RolloutContext, progress: Progress, state: PlanState, action: Action,
+def _wait(ctx: RolloutContext, progress: RolloutProgress, state: PlanState, action: Action,
           target: WaitTarget) -> Waiting:
     progress.plan, progress.action = state, action
     if progress.wait_deadline is None:
@@ -318,7 +320,7 @@ def wait_blocking(backend: RolloutBackend, waiting: Waiting, *, poll_s: float = 
             "ready_s": round(time.monotonic() - started, 1)}
 
 
-def run_blocking(ctx: RolloutContext, progress: Progress, *, poll_s: float = 2.0) -> Finished:
+def run_blocking(ctx: RolloutContext, progress: RolloutProgress, *, poll_s: float = 2.0) -> Finished:
     """`drive` to the end in this process (the benchmark); the DAG defers instead of blocking."""
     result = drive(ctx, progress)
     while isinstance(result, Waiting):
@@ -332,7 +334,7 @@ def analyse_step(ctx: RolloutContext, canary_percent: int) -> StepReport:
     """One traffic step's analysis window: golden prompts, alternating load, /metrics; stops early on
     decisive evidence (golden prompts failing, errors over the threshold, the canary gone)."""
     spec = ctx.deployment.rollout
-    thresholds = ctx.resolved.verdict_thresholds()
+    thresholds = ctx.resolved.thresholds
     stable_url, canary_url = ctx.backend.endpoints()
     started = time.time()
 
@@ -344,7 +346,8 @@ def analyse_step(ctx: RolloutContext, canary_percent: int) -> StepReport:
                        requests=spec.probe.requests_per_round, concurrency=ctx.resolved.probe_concurrency,
                        max_tokens=spec.probe.max_tokens, pause_s=spec.probe.pause_s,
                        min_rounds=spec.probe.min_rounds, timeout_s=spec.probe.timeout_s,
-                       max_consecutive_errors=spec.probe.max_consecutive_errors, stop_reason=stop_reason)
+                       max_consecutive_errors=spec.probe.max_consecutive_errors,
+                       metrics_path=metrics_path(ctx.deployment.serving_runtime), stop_reason=stop_reason)
     gone = ctx.backend.canary_gone()
     if gone:  # a crash is named as such, not left to show as an error count
         observed = replace(observed, canary_gone=gone)
@@ -359,9 +362,9 @@ def analyse_step(ctx: RolloutContext, canary_percent: int) -> StepReport:
 # --- report ----------------------------------------------------------------------------------------
 
 def _report(ctx: RolloutContext, canary_uri: str, stable_uri: str | None, outcome: str, reason: str,
-            progress: Progress | None = None) -> RolloutReport:
+            progress: RolloutProgress | None = None) -> RolloutReport:
     report = RolloutReport(ctx.deployment.name, ctx.deployment.model, ctx.backend.runtime, ctx.run_id, canary_uri,
-                           stable_uri, outcome, reason, ctx.resolved.verdict_thresholds())
+                           stable_uri, outcome, reason, ctx.resolved.thresholds)
     if progress is not None:
         report.steps = list(progress.steps)
         report.timeline = [(e.at, e.phase, e.event, e.detail) for e in progress.plan.timeline]

@@ -1,16 +1,16 @@
 """Pre-flight checks, run before any object is created. Pure functions over facts gathered by the caller.
 
-Each check returns a list of `Problem`s (empty: fine); `raise_if_problems` turns them into one
+Each check returns a list of `Problem`s (`llmops.serving.port`; empty: fine); `raise_if_problems` turns them into one
 `PreflightError` whose message names the input, the rule and the fix for every problem at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from llmops.config.schema import Deployment, GpuProfile
 from llmops.errors import LlmopsError
+from llmops.serving.port import ArtefactFacts, Problem
 
 # Weights are not all that a replica needs: KV cache, activations and the CUDA context take the rest.
 WEIGHTS_SHARE_OF_GPU_MEMORY = 0.8
@@ -33,79 +33,26 @@ class RolloutInProgressError(PreflightError):
     """Another rollout of the same deployment holds the lock."""
 
 
-@dataclass(frozen=True)
-class Problem:
-    check: str
-    what: str
-    fix: str
+_RECIPE_HINT = {"vllm": "an llmcompressor-* or optimum-* target", "tensorrt-llm": "a modelopt-* target"}
 
 
-@dataclass(frozen=True)
-class ArtefactFacts:
-    """What pre-flight needs from a manifest (decoupled from the manifest class's field names)."""
-
-    uri: str
-    model: str
-    serving_runtime: str
-    quantization_format: str
-    min_compute_capability: float
-    tensor_parallel_size: int
-    max_model_len: int | None
-    weights_bytes: int
-    recipe: str = ""
-
-    @classmethod
-    def from_manifest(cls, manifest: Any, uri: str, model: str = "") -> ArtefactFacts:
-        def field(*names, default=None):
-            for name in names:
-                value = manifest.get(name) if isinstance(manifest, dict) else getattr(manifest, name, None)
-                if value is not None:
-                    return value
-            return default
-
-        files = field("files", default=[]) or []
-        weights = 0
-        for f in files:
-            path = f.get("path") if isinstance(f, dict) else f.path
-            size = f.get("size") if isinstance(f, dict) else f.size
-            if str(path).endswith((".safetensors", ".bin", ".pt", ".engine")):
-                weights += int(size or 0)
-        source = field("source", default=None)
-        name = model or field("model", "name", default="") or (getattr(source, "repo_id", "") if source else "")
-        return cls(
-            uri=uri,
-            model=str(name),
-            serving_runtime=str(field("serving_runtime", "runtime", default="")),
-            quantization_format=str(field("quantization_format", "quantization", default="none")),
-            min_compute_capability=float(field("min_compute_capability", default=0.0)),
-            tensor_parallel_size=int(field("tensor_parallel_size", default=1)),
-            max_model_len=field("max_model_len", default=None),
-            weights_bytes=weights,
-            recipe=str(field("recipe", default="")),
-        )
-
-
-@dataclass(frozen=True)
-class NodeCapacity:
-    """One schedulable node of the deployment's pool: allocatable and already requested amounts."""
-
-    name: str
-    allocatable: float
-    requested: float
-
-    @property
-    def free(self) -> float:
-        return max(0.0, self.allocatable - self.requested)
-
-
-def check_compatibility(artefact: ArtefactFacts, deployment: Deployment, profile: GpuProfile) -> list[Problem]:
+def check_compatibility(artefact: ArtefactFacts, deployment: Deployment, profile: GpuProfile,
+                        known_profiles: dict[str, GpuProfile] | None = None) -> list[Problem]:
+    """Can `deployment` on `profile` serve the artefact? Serving runtime, the GPU it was built for (format's
+    compute capability, GPU family), tensor parallelism, GPU memory. `known_profiles` (the registry's) gives
+    the compute capability of the profiles the manifest says it was built for."""
     problems = []
     if artefact.serving_runtime and artefact.serving_runtime != deployment.serving_runtime:
+        wanted = deployment.serving_runtime
         problems.append(Problem(
             "serving runtime",
-            f"{artefact.uri} is built for {artefact.serving_runtime!r} but deployment {deployment.name!r} "
-            f"serves with {deployment.serving_runtime!r}",
-            f"pick the version built for {deployment.serving_runtime} (a {deployment.serving_runtime} recipe target)"))
+            f"{artefact.uri} is a {artefact.serving_runtime} artefact ({artefact.recipe or 'unknown recipe'}) but "
+            f"deployment {deployment.name!r} serves with {wanted}",
+            f"roll out a version built for {wanted} ({_RECIPE_HINT.get(wanted, 'a ' + wanted + ' recipe')} of "
+            f"model {deployment.model} in models.yaml; version=latest picks the newest {wanted} build), or "
+            f"roll out to a deployment with serving_runtime: {artefact.serving_runtime}"))
+    if artefact.min_compute_capability <= profile.compute_capability:  # else the problem below says it all
+        problems += check_gpu_family(artefact, profile, known_profiles or {})
     if artefact.min_compute_capability > profile.compute_capability:
         problems.append(Problem(
             "compute capability",
@@ -136,29 +83,38 @@ def check_compatibility(artefact: ArtefactFacts, deployment: Deployment, profile
     return problems
 
 
-def replica_request(profile: GpuProfile, artefact: ArtefactFacts | None = None) -> float:
-    """What one replica asks for of `profile.resource_name` (GPUs, or GiB on cGPU)."""
-    if profile.shared:
-        return float(profile.resource_per_replica)
-    tp = artefact.tensor_parallel_size if artefact else 1
-    return float(max(profile.resource_per_replica, tp))
-
-
-def check_capacity(nodes: list[NodeCapacity], *, profile: GpuProfile, per_replica: float,
-                   replicas: int) -> list[Problem]:
-    """Enough free GPU on the pool's nodes for `replicas` canary replicas (each must fit on one node)."""
-    fit = 0
-    for node in nodes:
-        if per_replica > 0:
-            fit += int(node.free // per_replica)
-    if fit >= replicas:
+def check_gpu_family(artefact: ArtefactFacts, profile: GpuProfile,
+                     known_profiles: dict[str, GpuProfile]) -> list[Problem]:
+    """The version was built and validated for GPU profiles (recorded in its manifest); a profile of another
+    GPU family (another compute capability, i.e. architecture) never ran it, whatever its format allows.
+    A profile of the same family passes (e.g. a10-shared for a version built for a10). Versions whose
+    manifest records no profiles, or only profiles the registry no longer has, are judged by the format's
+    minimum compute capability alone."""
+    if not artefact.built_for or profile.name in artefact.built_for:
         return []
-    free = ", ".join(f"{n.name}: {n.free:g}" for n in nodes) or "no matching nodes"
+    families = {known_profiles[name].compute_capability for name in artefact.built_for if name in known_profiles}
+    if not families or profile.compute_capability in families:
+        return []
+    shown = ", ".join(f"{name} ({known_profiles[name].compute_capability:g})" for name in artefact.built_for
+                      if name in known_profiles)
     return [Problem(
-        "GPU capacity",
-        f"the canary needs {replicas} replica(s) x {per_replica:g} {profile.resource_name} on nodes matching "
-        f"{profile.node_selector}, but only {fit} fit (free per node: {free})",
-        "free GPUs (scale down other workloads), add nodes to the pool, or lower rollout.canary_replicas")]
+        "GPU family",
+        f"{artefact.uri} was built and validated for GPU profiles {shown}, not for the compute capability "
+        f"{profile.compute_capability:g} of profile {profile.name!r} ({profile.gpu})",
+        f"add {profile.name} to the gpu_profiles of model {artefact.model or '?'}'s {artefact.recipe or ''} target "
+        f"in models.yaml and rerun model_refresh (it builds and validates a version for it), or move the "
+        f"deployment to one of those profiles")]
+
+
+def check_backend_runtime(deployment: Deployment, backend_runtime: str) -> list[Problem]:
+    """The local runtime serves with vLLM processes only: TensorRT-LLM has no CPU build."""
+    if backend_runtime == "local" and deployment.serving_runtime != "vllm":
+        return [Problem(
+            "serving runtime",
+            f"deployment {deployment.name!r} serves with {deployment.serving_runtime}, which the local runtime "
+            "cannot run (it starts vLLM processes; TensorRT-LLM needs an NVIDIA GPU and has no CPU build)",
+            "run model_rollout with LLMOPS_RUNTIME=kubernetes against a cluster with the deployment's GPU profile")]
+    return []
 
 
 def check_not_in_progress(deployment: str, lock_holder: str | None, this_run: str) -> list[Problem]:

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llmops.canary.stats import median
-from llmops.canary.verdict import ProbeRound, Thresholds, Verdict
+from llmops.canary.verdict import Check, ProbeRound, Thresholds, Verdict
+from llmops.golden import GoldenOutcome
 
 
 @dataclass
@@ -142,8 +143,9 @@ def _blocks(report: RolloutReport) -> list[tuple]:
                            [[repr(g.prompt), "yes" if g.passed else "no", repr(g.output)[:80], g.reason]
                             for g in step.golden]))
         if step.metrics:
-            blocks += [("para", "vLLM server-side metrics during the window (histogram quantiles only where the "
-                                "buckets resolve them; the verdict uses the client-side probes):"),
+            blocks += [("para", "Server-side metrics during the window (histogram quantiles only where the buckets "
+                                "resolve them; 'missing': quantities this server does not export; the verdict "
+                                "uses the client-side probes, so none of these passes or fails a canary):"),
                        ("code", json.dumps(step.metrics, indent=1, sort_keys=True, default=str))]
     if report.timeline:
         blocks += [("heading", "Timeline"),
@@ -218,8 +220,6 @@ def step_to_dict(step: StepReport) -> dict:
 
 
 def step_from_dict(data: dict) -> StepReport:
-    from llmops.canary.verdict import Check, GoldenOutcome
-
     verdict = Verdict(data["verdict"]["passed"], [Check(**c) for c in data["verdict"]["checks"]],
                       data["verdict"]["summary"], data["verdict"].get("outcome", "passed"))
     def probe_round(r: dict) -> ProbeRound:

@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 from llmops.canary.probes import generation_ok
 from llmops.config.schema import Deployment, GpuProfile
-from llmops.rollout import preflight as pf
-from llmops.rollout.backend import Readiness, WaitTarget
 from llmops.serving import manifests as m
+from llmops.serving.capacity import NodeCapacity, check_capacity, replica_request
+from llmops.serving.port import ArtefactFacts, Problem, Readiness, WaitTarget
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,16 @@ def _quantity(value: Any) -> float:
     return float(text)
 
 
-def node_capacity(client: KubeClient, profile: GpuProfile) -> list[pf.NodeCapacity]:
-    """Allocatable minus requested `profile.resource_name` on the nodes matching the profile's selector."""
-    nodes = [n for n in client.list("Node") if _matches(n, profile.node_selector)]
+def _on_spot_pool(node: dict, profile: GpuProfile) -> bool:
+    taints = (node.get("spec") or {}).get("taints") or []
+    return profile.spot is not None and any(t.get("key") == profile.spot.taint.key for t in taints)
+
+
+def node_capacity(client: KubeClient, profile: GpuProfile, *, spot: bool = False) -> list[NodeCapacity]:
+    """Allocatable minus requested `profile.resource_name` on the nodes matching the profile's selector; the
+    profile's spot nodes count only for a deployment that may run there (`spot`: their taint keeps others off)."""
+    nodes = [n for n in client.list("Node") if _matches(n, profile.node_selector)
+             and (spot or not _on_spot_pool(n, profile))]
     pods = client.list("Pod")
     out = []
     for node in nodes:
@@ -67,7 +74,7 @@ def node_capacity(client: KubeClient, profile: GpuProfile) -> list[pf.NodeCapaci
                 requests = (container.get("resources") or {}).get("requests") or {}
                 limits = (container.get("resources") or {}).get("limits") or {}
                 requested += _quantity(requests.get(profile.resource_name, limits.get(profile.resource_name)))
-        out.append(pf.NodeCapacity(name, allocatable, requested))
+        out.append(NodeCapacity(name, allocatable, requested))
     return out
 
 
@@ -120,7 +127,7 @@ def pod_url(identifiers: dict, pod: dict) -> str:
 
 
 class KubernetesBackend:
-    """`llmops.rollout.backend.RolloutBackend` on a cluster. Waiting is not done here: `wait_target` names
+    """`llmops.serving.port.RolloutBackend` on a cluster. Waiting is not done here: `wait_target` names
     what to wait for, and `check_ready` (the trigger's check too) looks once."""
 
     runtime = "kubernetes"
@@ -197,10 +204,11 @@ class KubernetesBackend:
         later downloads and verifies every sha256 before vLLM starts."""
         return store.verify_stored(manifest)
 
-    def capacity_problems(self, facts: pf.ArtefactFacts) -> list[pf.Problem]:
-        per_replica = pf.replica_request(self.profile, facts)
-        return pf.check_capacity(node_capacity(self.client, self.profile), profile=self.profile,
-                                 per_replica=per_replica, replicas=self.deployment.rollout.canary_replicas)
+    def capacity_problems(self, facts: ArtefactFacts) -> list[Problem]:
+        per_replica = replica_request(self.profile, facts)
+        return check_capacity(node_capacity(self.client, self.profile, spot=self.deployment.spot),
+                              profile=self.profile,
+                              per_replica=per_replica, replicas=self.deployment.rollout.canary_replicas)
 
     # --- actions -------------------------------------------------------------------------------
     def _stable_ref(self) -> m.VersionRef | None:
@@ -223,8 +231,9 @@ class KubernetesBackend:
         for track in (None, "stable", "canary"):
             self.client.apply(m.render_service(d, track))
         self.client.apply(m.render_service_monitor(d))
-        if stable is not None:  # freeze the stable HPA at its current size for the experiment
-            self.client.apply(m.render_hpa(d, frozen_replicas=self._stable_replicas()))
+        self.client.apply(m.render_pdb(d))
+        if stable is not None:  # freeze the stable HPA for the experiment (m.render_hpa says how)
+            self.client.apply(m.render_hpa(d, frozen_at=self._stable_replicas()))
         if d.traffic.strategy == "gateway-httproute":
             self.client.apply(m.render_httproute(d, 0))
         self._canary = canary
@@ -249,11 +258,16 @@ class KubernetesBackend:
         if d.traffic.strategy == "gateway-httproute":
             self.client.apply(m.render_httproute(d, canary_percent))
             return
-        # replica ratio behind the one Service: resize both tracks (the canary first, so capacity never dips)
-        total = self._stable_replicas() + d.rollout.canary_replicas
+        # replica ratio behind the one Service: resize both tracks (the canary first, so capacity never dips).
+        # The total is what both tracks hold now, so it stays the same from step to step (a stable track at 0
+        # counts as 0; a missing one, on a first rollout, as the deployment's size).
+        current = {track: self._get("Deployment", track) for track in m.TRACKS}
+        default = {"stable": d.replicas, "canary": d.rollout.canary_replicas}
+        total = sum(int(obj["spec"].get("replicas") or 0) if obj is not None else default[track]
+                    for track, obj in current.items())
         stable_n, canary_n = m.replica_split(total, canary_percent)
         for track, n in (("canary", canary_n), ("stable", max(stable_n, 0))):
-            if self._get("Deployment", track) is not None:
+            if current[track] is not None:
                 self.client.apply({"apiVersion": "apps/v1", "kind": "Deployment",
                                    "metadata": {"name": m.object_name(d, track), "namespace": d.namespace},
                                    "spec": {"replicas": n}})

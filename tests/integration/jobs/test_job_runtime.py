@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from llmops.config import load_registry
 from llmops.config.schema import ModelSpec
-from llmops.refresh import expand_targets
+from llmops.refresh.plan import expand_targets
 from llmops_airflow.steps import JobFailed, heavy_step
 from support._proc import free_port
 from support.seaweed import make_bucket, seaweed_server

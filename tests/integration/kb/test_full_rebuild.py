@@ -144,3 +144,26 @@ def _write_pdf(path, lines: list[str]) -> None:
     out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode()
     out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     path.write_bytes(out)
+
+
+def test_a_small_knowledge_base_shows_progress_batch_by_batch(make_kb, tmp_path, open_index, minilm):
+    """Fewer chunks than one write (flush) of the writer: the heartbeat's chunk count still moves with every
+    embedder batch instead of jumping from 0/N to N/N at the end."""
+    from llmops.kb.progress import Progress
+
+    lines: list[str] = []
+
+    class Recorded(Progress):  # the real Progress; only remembers the line the heartbeat would log
+        def advance(self, documents: int = 0, chunks: int = 0) -> None:
+            super().advance(documents, chunks)
+            if chunks and self.chunks_total:
+                lines.append(self.line())
+
+    kb = make_kb(embedder={"batch_size": 4})
+    index = open_index(kb, str(tmp_path / "progress.db"))
+    summary = reindex(kb, "full", index=index, embedder=minilm, progress=Recorded(kb.name))
+    total = summary.chunks_to_embed
+    assert 8 < total < 64, total  # one flush of the writer (64 chunks) holds the whole knowledge base
+    done = [int(re.search(r", (\d+)/\d+ chunks", line).group(1)) for line in lines]
+    assert done == [*range(4, total, 4), total], lines
+    assert f", 4/{total} chunks" in lines[0] and "chunks/s" in lines[0] and "ETA" in lines[0]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from refresh_helpers import plan_items, run_job
 
-from llmops.refresh import WorkItem
+from llmops.refresh.plan import WorkItem
 
 
 def _venv_python(venvs: Path, name: str) -> Path:

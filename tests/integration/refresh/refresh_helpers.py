@@ -9,7 +9,7 @@ from pathlib import Path
 from llmops.config import load_registry
 from llmops.config.schema import ModelSpec
 from llmops.jobs._cli import parse_result
-from llmops.refresh import WorkItem, expand_targets
+from llmops.refresh.plan import WorkItem, expand_targets
 
 ROOT = Path(__file__).resolve().parents[3]
 SHA = "feedfacefeedfacefeedfacefeedfacefeedface"

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from refresh_helpers import ROOT
 
-from llmops.artefacts.store import open_store
+from llmops.artefacts import open_store
 from support.olah import olah_server, publish_repo
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # two DAG runs, one vLLM start, on a shared machine

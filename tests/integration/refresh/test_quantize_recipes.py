@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from refresh_helpers import plan_items, run_job
 
-from llmops.artefacts.store import open_store
+from llmops.artefacts import open_store
 
 
 def safetensors_dtypes(path: Path) -> dict[str, str]:

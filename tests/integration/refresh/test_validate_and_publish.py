@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from refresh_helpers import run_job
 
-from llmops.artefacts.store import open_store
+from llmops.artefacts import open_store
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 
 from llmops.artefacts import Manifest, open_store
 from llmops.config import load_registry
-from llmops.serving.local import LocalBackend, LocalRuntime, LocalRuntimeError
+from llmops.serving.local import LocalRuntime, LocalRuntimeError
 from llmops.settings import PROJECT_ROOT, get_settings
 
 SHAS = {"stable": "a" * 40, "healthy": "b" * 40, "garbage": "c" * 40}
@@ -82,25 +82,25 @@ def local_backend(rollout_tmp, rollout_store):
     """A local runtime whose stable track serves the `stable` version (started once, stopped at the end)."""
     store, uris = rollout_store
     home = rollout_tmp / "home"
-    runtime = LocalRuntime(home, "tiny-llama-chat", "tiny-llama", serving_python=get_settings().serving_python)
-    backend = LocalBackend(runtime, model_cache=home / "models")
+    backend = LocalRuntime(home, "tiny-llama-chat", "tiny-llama", serving_python=get_settings().serving_python,
+                           model_cache=home / "models")
     stable = store.resolve(uris["stable"], "tiny-llama")
     assert backend.verify_artefact(store, stable) == []
     try:
         for attempt in (1, 2):
-            runtime.deploy("stable", stable.uri, backend.model_dir(stable))
+            backend.deploy("stable", stable.uri, backend.model_dir(stable))
             try:
-                runtime.wait_ready("stable", timeout_s=900)  # ~40 s alone; minutes with 8 suites on 2 cores
+                backend.wait_ready("stable", timeout_s=900)  # ~40 s alone; minutes with 8 suites on 2 cores
                 break
             except LocalRuntimeError as exc:
                 # Seen on the shared dev machine: the server SIGKILLed seconds after start with an empty log,
                 # i.e. from outside (another suite's cleanup signalling a reused PID). Start it once more.
                 if attempt == 2:
-                    log_tail = Path(runtime.load().stable.log_path).read_text(errors="replace")[-3000:]
+                    log_tail = Path(backend.load().stable.log_path).read_text(errors="replace")[-3000:]
                     raise LocalRuntimeError(f"{exc}\n{log_tail}") from None
         yield backend
     finally:
-        runtime.stop_all()
+        backend.stop_all()
 
 
 # --- `airflow dags test model_rollout`: the path users run ------------------------------------------

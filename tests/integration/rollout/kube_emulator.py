@@ -13,7 +13,8 @@ import threading
 import kmock
 
 RESOURCES = ["v1/pods", "v1/nodes", "v1/services", "v1/configmaps", "v1/namespaces", "apps/v1/deployments",
-             "autoscaling/v2/horizontalpodautoscalers", "gateway.networking.k8s.io/v1/httproutes",
+             "autoscaling/v2/horizontalpodautoscalers",
+             "policy/v1/poddisruptionbudgets", "gateway.networking.k8s.io/v1/httproutes",
              "monitoring.coreos.com/v1/servicemonitors"]
 
 

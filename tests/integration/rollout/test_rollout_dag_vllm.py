@@ -17,7 +17,7 @@ import time
 import pytest
 
 from llmops.canary.probes import complete, generation_ok
-from llmops.serving.local import process_alive, tagged_processes
+from llmops.serving.processes import process_alive, tagged_processes
 
 from .conftest import dag_env, dags_test, dags_test_command, descendants, newest_report
 
@@ -32,13 +32,13 @@ def env(rollout_tmp, rollout_store, local_backend, airflow_db, venvs):
 
 
 def stable_snapshot(backend):
-    stable = backend.local.load().stable
+    stable = backend.load().stable
     ok, _ = generation_ok(stable.url, "tiny-llama")
     return stable.pid, stable.version, ok, complete(stable.url, "tiny-llama", "One, two, three,")
 
 
 def assert_clean(backend):
-    state = backend.local.load()
+    state = backend.load()
     assert state.canary is None and backend.lock_holder() is None
 
 
@@ -69,7 +69,7 @@ def test_canary_killed_mid_analysis_is_rolled_back_and_leaves_no_process(env, ro
             assert run.poll() is None, log_path.read_text()[-4000:]
             assert time.monotonic() < deadline, "the analysis never started"
             time.sleep(0.5)
-        canary = local_backend.local.load().canary
+        canary = local_backend.load().canary
         engine = descendants(canary.pid)
         assert engine, "vLLM's engine runs in child processes"
         os.kill(canary.pid, signal.SIGKILL)  # the main process only, as an OOM kill would
@@ -109,19 +109,19 @@ def test_canary_that_queues_requests_is_rolled_back_by_default_settings(env, rol
 
 def test_healthy_canary_is_promoted_then_a_rerun_changes_nothing(env, rollout_store, local_backend):
     _, uris = rollout_store
-    old = local_backend.local.load().stable
+    old = local_backend.load().stable
     rc, log = dags_test(env, {"version": uris["healthy"], "steps": [50, 100], "analysis_window_s": 10})
     assert rc == 0, log[-6000:]
     report = newest_report(env_home(env))
     assert "PROMOTED" in report and "Step: 50 %" in report and "Step: 100 %" in report
-    state = local_backend.local.load()
+    state = local_backend.load()
     assert state.stable.version == uris["healthy"] and state.previous_version == uris["stable"]
     assert state.canary is None and state.stable.pid != old.pid
     assert tagged_processes(old.tag, old.workdir) == []  # the old stable stopped, children included
     assert "four" in complete(state.stable.url, "tiny-llama", "One, two, three,")
     rc, log = dags_test(env, {"version": uris["healthy"]})
     assert rc == 0 and "already serves this version" in log, log[-4000:]
-    assert local_backend.local.load().stable.pid == state.stable.pid
+    assert local_backend.load().stable.pid == state.stable.pid
     assert_clean(local_backend)
 
 

@@ -166,7 +166,7 @@ def test_fp8_on_a10_and_full_cluster_are_refused_with_nothing_created(kube, hook
 
 @pytest.fixture
 def kube_env(kube, hook, rollout_tmp, rollout_store, local_backend, airflow_db, venvs):
-    url = local_backend.local.load().stable.url
+    url = local_backend.load().stable.url
     conn = {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(kube.kubeconfig)}}
     env = dag_env(rollout_tmp / "kube-home", rollout_tmp / "store", venvs, LLMOPS_RUNTIME="kubernetes",
                   AIRFLOW_CONN_KUBERNETES_DEFAULT=json.dumps(conn), LLMOPS_KUBE_POD_URL_TEMPLATE=url,
@@ -230,7 +230,7 @@ def test_canary_pods_lost_mid_analysis_roll_back_on_kubernetes_through_the_dag(k
 @pytest.mark.timeout(2400)
 def test_readiness_needs_a_real_generation(kube, hook, registry, rollout_store, local_backend):
     _, uris = rollout_store
-    stable_url = local_backend.local.load().stable.url
+    stable_url = local_backend.load().stable.url
     backend = make_backend(hook, registry, stable_url)
     seed_stable(backend, uris["stable"])
     target = backend.wait_target("stable", type("M", (), {"uri": uris["stable"], "tensor_parallel_size": 1,

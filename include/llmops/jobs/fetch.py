@@ -1,4 +1,4 @@
-"""python -m llmops.serving.fetch --manifest-uri URI --dest DIR: the init container of vLLM pods.
+"""python -m llmops.jobs.fetch --manifest-uri URI --dest DIR: the init container of vLLM pods.
 
 Downloads one published version and verifies every file's size and sha256 against its manifest
 before vLLM starts (a damaged or partial copy fails the pod, never serves). Re-running with the
@@ -15,25 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-from llmops.artefacts import MANIFEST_NAME, open_store
+from llmops.artefacts import open_store, split_manifest_uri
 from llmops.artefacts.credentials import credentials_from_env
 from llmops.errors import LlmopsError
+from llmops.jobs._cli import emit_result, fail_known, setup_logging
 
 log = logging.getLogger(__name__)
 
 
-def split_manifest_uri(uri: str) -> tuple[str, str]:
-    """`<store root>/models/<model>/<sha>/<runtime>-<recipe>/manifest.json` -> (store root, prefix)."""
-    head, sep, tail = uri.partition("/models/")
-    if not sep or not tail.rstrip("/").endswith(MANIFEST_NAME) or "://" not in head:
-        raise LlmopsError(f"{uri!r} is not a manifest URI; fix: pass <store>/models/<model>/<sha>/"
-                          f"<runtime>-<recipe>/{MANIFEST_NAME}")
-    return head, "models/" + tail.rstrip("/").removesuffix(MANIFEST_NAME).strip("/")
-
-
 def main(argv: list[str] | None = None) -> int:
-    from llmops.jobs._cli import emit_result, fail_known, setup_logging
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest-uri", required=True)
     parser.add_argument("--dest", type=Path, required=True)

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from llmops.artefacts.manifest import artefact_prefix
+from llmops.config.recipes import RECIPES
 from llmops.errors import ConfigError
-from llmops.quantize.recipes import RECIPES
 
 VALIDATE_VLLM = "vllm"
 VALIDATE_TRTLLM = "tensorrt-llm"
@@ -151,7 +151,7 @@ def expand_targets(models: list, shas: dict[str, str], profiles: dict, *, runtim
         if spec.name not in shas:
             raise ValueError(f"model {spec.name!r} has no resolved sha; fix: resolve its revision before planning")
         sha = shas[spec.name]
-        golden = {"prompts": [p.model_dump() for p in spec.validation.golden_prompts],
+        golden = {"prompts": [p.model_dump(exclude_none=True) for p in spec.validation.golden_prompts],
                   "max_new_tokens": spec.validation.max_new_tokens,
                   "min_agreement": spec.validation.min_agreement}
         for target in spec.targets:
@@ -204,52 +204,3 @@ def plan_refresh(candidates: RefreshPlan, published: dict[str, str | None], *, f
         else:
             plan.items.append(item)
     return plan
-
-
-# --- the run's report -----------------------------------------------------------------------------
-
-#: The steps of one item's chain, in order (each a task of the item's mapped task group).
-ITEM_STEPS = ("download", "quantize", "validate", "publish")
-
-PUBLISHED, SKIPPED, FAILED = "published", "skipped", "failed"
-
-
-@dataclass(frozen=True)
-class ItemOutcome:
-    """What became of one (model, recipe) item, or of a model that never got items (failed to resolve)."""
-
-    key: str  # model/recipe, or the model alone
-    status: str  # published | skipped | failed
-    detail: str  # the manifest URI, why it was skipped, or "<step>: <first error line>"
-
-
-def item_outcome(key: str, states: dict[str, str | None], *, error: str | None = None,
-                 manifest_uri: str | None = None) -> ItemOutcome:
-    """The outcome of one item from its steps' task states (step -> state) once the run is done.
-
-    The failed step is the first of the chain that failed (later ones are upstream_failed); a chain that
-    never finished (the run was stopped) is reported as such rather than as a success.
-    """
-    if states.get("publish") == "success":
-        return ItemOutcome(key, PUBLISHED, manifest_uri or "published")
-    for step in ITEM_STEPS:
-        state = states.get(step)
-        if state == "failed":
-            return ItemOutcome(key, FAILED, f"{step}: {error or 'see the task log'}")
-        if state == "skipped":
-            return ItemOutcome(key, SKIPPED, f"{step} was skipped")
-        if state != "success":
-            return ItemOutcome(key, FAILED, f"{step}: did not run to the end (state {state or 'none'})")
-    return ItemOutcome(key, FAILED, "publish: no outcome recorded")
-
-
-def render_report(summary: str, outcomes: list[ItemOutcome]) -> str:
-    """The report a person reads at the end of a run: every item, one line each, failures first."""
-    order = {FAILED: 0, PUBLISHED: 1, SKIPPED: 2}
-    counts = {status: sum(o.status == status for o in outcomes) for status in order}
-    lines = [f"model_refresh: {counts[PUBLISHED]} published, {counts[SKIPPED]} skipped, {counts[FAILED]} failed"]
-    width = max((len(o.key) for o in outcomes), default=0)
-    for outcome in sorted(outcomes, key=lambda o: (order.get(o.status, 3), o.key)):
-        lines.append(f"  {outcome.status:<9} {outcome.key:<{width}}  {outcome.detail}")
-    lines.extend(["plan:", *("  " + line for line in summary.splitlines())])
-    return "\n".join(lines)

@@ -1,20 +1,9 @@
-"""Content hashes and deterministic primary keys."""
+"""Deterministic primary keys and digests of what is embedded (documents are hashed by llmops.hashing)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import IO
-
-_BLOCK = 1024 * 1024
-
-
-def content_hash(stream: IO[bytes]) -> str:
-    """sha256 of a stream, read in 1 MiB blocks (memory stays flat in file size)."""
-    digest = hashlib.sha256()
-    while block := stream.read(_BLOCK):
-        digest.update(block)
-    return digest.hexdigest()
 
 
 def chunk_key(doc_id: str, chunk_index: int) -> str:

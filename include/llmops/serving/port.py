@@ -1,7 +1,9 @@
 """The port the rollout driver acts through. Serving backends (`llmops.serving.local`, `.kubernetes`) implement it.
 
-It lives in its own small module so that `serving` imports only this (never the driver): the driver
-depends on the port, the backends implement it (import-linter checks the direction, see pyproject.toml).
+It lives below the driver, in `serving`, so that the dependency runs one way: the driver (`llmops.rollout`)
+depends on this port, the backends beside it implement it, and nothing in `serving` imports `rollout`
+(the `layers` contract in pyproject.toml checks it). `Problem` and `ArtefactFacts` are the pre-flight
+vocabulary a backend answers `capacity_problems` in; the pure checks themselves are `llmops.rollout.preflight`.
 
 Waiting is not part of the port. Where the driver must wait (canary ready, stable ready on the new
 version) a backend names *what* to wait for as a `WaitTarget`: JSON-able identifiers (a URL and a PID
@@ -17,9 +19,65 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from llmops.artefacts import ArtefactIntegrityError, ArtefactNotFoundError
 from llmops.errors import LlmopsError
 
 Track = Literal["stable", "canary"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    check: str
+    what: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class ArtefactFacts:
+    """What pre-flight needs from a manifest (decoupled from the manifest class's field names)."""
+
+    uri: str
+    model: str
+    serving_runtime: str
+    quantization_format: str
+    min_compute_capability: float
+    tensor_parallel_size: int
+    max_model_len: int | None
+    weights_bytes: int
+    recipe: str = ""
+    built_for: tuple[str, ...] = ()
+    """GPU profiles model_refresh built (and validated) the version for, as its manifest records them."""
+
+    @classmethod
+    def from_manifest(cls, manifest: Any, uri: str, model: str = "") -> ArtefactFacts:
+        def field(*names, default=None):
+            for name in names:
+                value = manifest.get(name) if isinstance(manifest, dict) else getattr(manifest, name, None)
+                if value is not None:
+                    return value
+            return default
+
+        files = field("files", default=[]) or []
+        weights = 0
+        for f in files:
+            path = f.get("path") if isinstance(f, dict) else f.path
+            size = f.get("size") if isinstance(f, dict) else f.size
+            if str(path).endswith((".safetensors", ".bin", ".pt", ".engine")):
+                weights += int(size or 0)
+        source = field("source", default=None)
+        name = model or field("model", "name", default="") or (getattr(source, "repo_id", "") if source else "")
+        return cls(
+            uri=uri,
+            model=str(name),
+            serving_runtime=str(field("serving_runtime", "runtime", default="")),
+            quantization_format=str(field("quantization_format", "quantization", default="none")),
+            min_compute_capability=float(field("min_compute_capability", default=0.0)),
+            tensor_parallel_size=int(field("tensor_parallel_size", default=1)),
+            max_model_len=field("max_model_len", default=None),
+            weights_bytes=weights,
+            recipe=str(field("recipe", default="")),
+            built_for=tuple(str(p) for p in field("gpu_profiles", default=()) or ()),
+        )
 
 
 class BackendError(LlmopsError):
@@ -61,7 +119,7 @@ class RolloutBackend(Protocol):
     def release(self, run_id: str) -> None: ...
     def verify_artefact(self, store: Any, manifest: Any) -> Any:
         """The store's StoredCheck, or the paths that failed a verifying download (see preflight.check_checksums)."""
-    def capacity_problems(self, facts: Any) -> list[Any]: ...
+    def capacity_problems(self, facts: ArtefactFacts) -> list[Problem]: ...
     def deploy_canary(self, manifest: Any, run_id: str, extra_args: list[str] | None = None) -> None: ...
     def wait_target(self, track: Track, manifest: Any) -> WaitTarget: ...
     def check_ready(self, target: WaitTarget) -> Readiness: ...
@@ -75,8 +133,6 @@ class RolloutBackend(Protocol):
 
 def verify_by_download(store: Any, manifest: Any, dest: Path | None = None) -> list[str]:
     """Fetch with verification (into `dest`, or a temporary directory); the paths that did not match."""
-    from llmops.artefacts import ArtefactIntegrityError, ArtefactNotFoundError
-
     try:
         if dest is not None:
             store.fetch(manifest.prefix, dest, verify=True)

