@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmops.config.recipes import RECIPES
 from llmops.errors import shorten
+from llmops.golden import GoldenPrompt
 from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE, get_settings
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names and Milvus aliases
@@ -16,6 +17,26 @@ NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names 
 QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
 # Longest context any served model has today is ~10M tokens; 2**24 leaves room and refuses typos like 10**30.
 MAX_MODEL_LEN = 2**24
+
+
+# --- vocabulary shared by the registry, the trigger form and the rollout planner ---------------------------
+
+#: how a rollout shifts traffic: HTTPRoute weights (ACK Gateway) or the replica ratio behind one Service
+TrafficStrategy = Literal["gateway-httproute", "replica-ratio"]
+TRAFFIC_STRATEGIES: tuple[str, ...] = get_args(TrafficStrategy)
+
+
+def check_steps(value: list[int]) -> list[int]:
+    """The one rule for a rollout's traffic steps (registry, trigger form, plan)."""
+    if not value or any(not 1 <= s <= 100 for s in value) or value != sorted(set(value)) or value[-1] != 100:
+        raise ValueError(f"{shorten(value)} must be strictly increasing percentages between 1 and 100 ending at 100; "
+                         "fix: e.g. [10, 50, 100]")
+    return value
+
+
+#: canary traffic percentages per step; the trigger form's JSON schema is derived from this type
+TrafficSteps = Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1, max_length=10),
+                         AfterValidator(check_steps)]
 
 
 class Strict(BaseModel):
@@ -78,24 +99,6 @@ class GpuProfile(Strict):
 # --- models.yaml -------------------------------------------------------------------------------
 
 
-class GoldenPrompt(Strict):
-    """A prompt answered greedily; optional expectations on the answer."""
-
-    prompt: str = Field(min_length=1)
-    expect_substring: str | None = None
-    expect_regex: str | None = None
-
-    @field_validator("expect_regex")
-    @classmethod
-    def _regex_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"is not a valid regular expression ({exc}); fix: escape it") from exc
-        return value
-
-
 class ModelTarget(Strict):
     recipe: str
     gpu_profiles: list[str] = Field(min_length=1)
@@ -123,6 +126,15 @@ class ModelValidation(Strict):
         description="share of golden prompts where the quantized model's greedy output matches the original's",
     )
 
+    @field_validator("golden_prompts")
+    @classmethod
+    def _one_length_for_all(cls, value: list[GoldenPrompt]) -> list[GoldenPrompt]:
+        for i, prompt in enumerate(value):
+            if prompt.max_tokens is not None:
+                raise ValueError(f"golden_prompts[{i}] sets max_tokens, which only rollouts use; "
+                                 "fix: remove it and set validation.max_new_tokens (the same for every prompt)")
+        return value
+
 
 class ModelSpec(Strict):
     name: str = Field(pattern=NAME_RE)
@@ -144,25 +156,11 @@ class ModelSpec(Strict):
 
 
 class TrafficSpec(Strict):
-    strategy: Literal["gateway-httproute", "replica-ratio"] = "gateway-httproute"
+    strategy: TrafficStrategy = "gateway-httproute"
     gateway_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN_RE, max_length=253)
     gateway_namespace: str | None = Field(default=None, pattern=DNS1123_LABEL_RE, max_length=63)
     hostname: str | None = Field(default=None, pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
                                  max_length=253)
-
-
-class RolloutGoldenPrompt(GoldenPrompt):
-    """A deterministic check the canary must pass: greedy completion of `prompt`, with an expectation."""
-
-    max_tokens: int = Field(default=8, ge=1, le=512)
-    expect_json_schema: dict | None = Field(default=None, description="the completion must parse as JSON matching it")
-
-    @model_validator(mode="after")
-    def _has_expectation(self) -> RolloutGoldenPrompt:
-        if not (self.expect_substring or self.expect_regex or self.expect_json_schema):
-            raise ValueError("a golden prompt needs an expectation; "
-                             "fix: set expect_substring, expect_regex or expect_json_schema")
-        return self
 
 
 class RolloutThresholds(Strict):
@@ -196,23 +194,25 @@ class RolloutProbe(Strict):
 class RolloutSpec(Strict):
     """Defaults of a model_rollout run for this deployment; the trigger form may override them."""
 
-    steps: list[int] = Field(default=[10, 50, 100], min_length=1)
+    steps: TrafficSteps = [10, 50, 100]
     analysis_window_s: int = Field(default=300, ge=5, le=86400, description="analysis time per traffic step")
     readiness_timeout_s: int = Field(default=1800, ge=10, le=86400)
     canary_replicas: int = Field(default=1, ge=1, le=100)
     thresholds: RolloutThresholds = RolloutThresholds()
     probe: RolloutProbe = RolloutProbe()
-    golden_prompts: list[RolloutGoldenPrompt] = Field(
-        min_length=1, description="required: without them the canary's answers are never checked")
+    golden_prompts: list[GoldenPrompt] = Field(
+        min_length=1, description="required, each with an expectation: without them the canary's answers are "
+                                  "never checked")
     prometheus_connection_id: str | None = Field(
         default=None, description="Airflow Connection of a Prometheus server; without it /metrics is scraped")
 
-    @field_validator("steps")
+    @field_validator("golden_prompts")
     @classmethod
-    def _steps_increase_to_100(cls, value: list[int]) -> list[int]:
-        if any(not 1 <= s <= 100 for s in value) or value != sorted(set(value)) or value[-1] != 100:
-            raise ValueError(f"{shorten(value)} must be strictly increasing percentages between 1 and 100 ending at 100; "
-                             "fix: e.g. [10, 50, 100]")
+    def _each_has_an_expectation(cls, value: list[GoldenPrompt]) -> list[GoldenPrompt]:
+        for i, prompt in enumerate(value):
+            if not prompt.has_expectation:  # the canary has no reference answer: an expectation is the check
+                raise ValueError(f"golden_prompts[{i}] ({shorten(prompt.prompt)}) needs an expectation; "
+                                 "fix: set expect_substring, expect_regex or expect_json_schema")
         return value
 
 

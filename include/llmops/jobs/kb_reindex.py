@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from llmops.errors import ConfigError, LlmopsError
 from llmops.jobs._cli import emit_result, fail_known, setup_logging
 from llmops.kb.errors import KbError, Stopped
+from llmops.kb.plan import KB_MODES
 from llmops.kb.progress import Progress
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def open_index(kb, override_uri: str | None = None) -> KbIndex:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m llmops.jobs.kb_reindex", description=__doc__.split("\n")[0])
     parser.add_argument("--kb", required=True, help="knowledge base name in knowledge_bases.yaml")
-    parser.add_argument("--mode", default="incremental", choices=["incremental", "full", "rollback", "search"])
+    parser.add_argument("--mode", default="incremental", choices=[*KB_MODES, "search"])
     parser.add_argument("--dry-run", action="store_true",
                         help="count documents and chunks to embed and estimate the time; write nothing")
     parser.add_argument("--no-estimate", dest="estimate", action="store_false",

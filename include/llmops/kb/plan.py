@@ -10,13 +10,18 @@ tests/unit/test_kb_plan.py.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 from llmops.kb.errors import DimensionMismatchError, KbError
 from llmops.kb.keys import chunk_key, text_hash
 from llmops.kb.progress import duration
 
-MODES = ("incremental", "full")
+#: kb_reindex modes (the DAGs' Params, the job's --mode, the DAG-run selection, this planner): `incremental` and
+#: `full` re-index, `rollback` moves the alias back to the previous version
+ReindexMode = Literal["incremental", "full"]
+KbMode = Literal[ReindexMode, "rollback"]
+REINDEX_MODES: tuple[str, ...] = get_args(ReindexMode)
+KB_MODES: tuple[str, ...] = get_args(KbMode)
 SCHEMA_VERSION = 2  # row layout; a collection of another layout is rebuilt, not patched
 TEXT_MAX_BYTES = 65535  # the text field's max_length in the collection schema
 
@@ -84,8 +89,8 @@ def config_fingerprint(kb) -> dict:
 
 
 def check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise KbError(f"mode {mode!r} is not a re-index mode; fix: use one of {', '.join(MODES)}")
+    if mode not in REINDEX_MODES:
+        raise KbError(f"mode {mode!r} is not a re-index mode; fix: use one of {', '.join(REINDEX_MODES)}")
 
 
 def choose_mode(kb, requested: str, live: str | None, stored: dict | None, dimension: int | None) -> tuple[str, str]:
