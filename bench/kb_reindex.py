@@ -14,6 +14,9 @@
    embedder and chunks, Milvus Lite too): the same 1% incremental run (target: ours at least as
    fast) and the same drift (rows deleted from both stores behind the tools' backs, then a rerun:
    target: ours restores every row).
+Hybrid retrieval (BM25 + dense, RRF) vs dense-only, each built fresh with the same embedder: recall@k on the
+   registry's product-docs golden queries and on this bench's golden queries (reworded first sentences that
+   name a tenant number). Target: hybrid finds at least what dense finds on both.
 Timings alternate ours/baseline and keep the best of `--repeat` tries. Ratios are judged on CPU time
 (wall time printed beside): on 2 shared cores, wall time of the same work varied by 50% between tries.
 """
@@ -194,8 +197,11 @@ def golden_queries(root: Path, every: int = 10) -> list[tuple[str, str]]:
     return queries
 
 
-def recall_hits(embedder, index: KbIndex, golden: list[tuple[str, str]], k: int) -> int:
-    rows = index.search(index.live_collection(), embedder.embed([q for q, _ in golden]), k, ("doc_id",))
+def recall_hits(embedder, index: KbIndex, golden: list[tuple[str, str]], k: int, hybrid: bool = False) -> int:
+    """How many golden queries find their document in the top k (hybrid: with the query texts for BM25 too)."""
+    texts = [q for q, _ in golden]
+    rows = index.search(index.live_collection(), embedder.embed(texts), k, ("doc_id",),
+                        queries=texts if hybrid else None)
     return sum(any(hit["doc_id"] == doc for hit in row) for (_, doc), row in zip(golden, rows, strict=True))
 
 
@@ -241,6 +247,41 @@ def fast_backend_comparison(args, work: Path, corpus: Path, texts: list[str], to
     return {"fast_backend": ratio_cpu >= 1.5, "fast_recall": close}
 
 
+def hybrid_vs_dense(work: Path, corpus: Path, embedder) -> dict[str, bool]:
+    """Recall@k of the same knowledge base built dense-only and hybrid (BM25 + dense, RRF), same embedder."""
+    from llmops.config import load_file
+
+    registry = load_file(ROOT / "include" / "config" / "knowledge_bases.yaml")
+    sample = next(kb for kb in registry.knowledge_bases if kb.name == "product-docs")
+    sample = sample.model_copy(update={"source": sample.source.model_copy(
+        update={"uri": str(ROOT / "include" / "sample_kb" / "product-docs")})})
+    synthetic = make_kb(corpus, 64, "bench_docs")
+    suites = [("the registry's product-docs golden queries", sample,
+               [(q.query, q.expected_document) for q in sample.golden_queries], sample.top_k),
+              (f"the bench's golden queries ({len(list(corpus.glob('*.md')))}-document corpus)", synthetic,
+               golden_queries(corpus), 5)]
+    print("\nhybrid retrieval (BM25 + dense, RRF k=60) vs dense-only: recall@k, same embedder, Milvus Lite")
+    client = connect(str(work / "hybrid.db"), work)
+    passed = True
+    try:
+        for number, (title, base, golden, k) in enumerate(suites):
+            found: dict[str, int] = {}
+            for mode in ("dense", "hybrid"):
+                kb = base.model_copy(update={"alias": f"bench_{mode}_{number}",
+                                             "retrieval": base.retrieval.model_copy(update={"mode": mode}),
+                                             "golden_queries": [], "retention": 1})
+                index = KbIndex.for_kb(client, kb)
+                reindex(kb, "full", index=index, embedder=embedder, progress_every_s=3600)
+                found[mode] = recall_hits(embedder, index, golden, k, hybrid=mode == "hybrid")
+            ok = found["hybrid"] >= found["dense"]
+            passed &= ok
+            print(f"   {title}: recall@{k}   dense {found['dense']}/{len(golden)}   hybrid {found['hybrid']}/"
+                  f"{len(golden)}   target hybrid >= dense   {'PASS' if ok else 'FAIL'}")
+    finally:
+        client.close()
+    return {"hybrid_recall": passed}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--documents", type=int, default=200)
@@ -268,7 +309,7 @@ def main() -> int:
         writer_batch = max(args.batch_size * 4, 64)  # what the pipeline hands the embedder per call
 
         client = connect(str(work / "milvus.db"), work)
-        index = KbIndex(client, kb.alias)
+        index = KbIndex.for_kb(client, kb)
         raw_runs, full_runs, full = [], [], None
         for _ in range(args.repeat):  # alternate, so both sides see the same background load
             raw_runs.append(raw_embedding(embedder, texts, writer_batch))
@@ -357,6 +398,7 @@ def main() -> int:
                   f"{'restored them too' if theirs_after == theirs_rows else f'is missing {theirs_rows - theirs_after} rows and does not know it'}")
             results["no_drift"] = no_drift
         client.close()
+        results.update(hybrid_vs_dense(work, corpus, embedder))
         print("\nsummary: " + ", ".join(f"{k}={'PASS' if v else 'FAIL'}" for k, v in results.items()))
         return 0 if all(results.values()) else 1
     finally:

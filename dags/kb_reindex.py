@@ -13,7 +13,7 @@ from airflow.sdk import Param, dag, task
 
 from llmops_airflow.dag_defaults import START_DATE, default_args
 from llmops_airflow.forms import one_or_all
-from llmops_airflow.kb import KNOWLEDGE_BASES, airflow_schedule, knowledge_base_asset, load_knowledge_bases
+from llmops_airflow.kb import KNOWLEDGE_BASES, airflow_schedule, knowledge_base_asset, load_knowledge_bases, mode_param
 from llmops_airflow.steps import heavy_step_partial
 
 DOC = """
@@ -40,9 +40,6 @@ any knowledge base failed. Credentials, all optional: each knowledge base's `mil
 `milvus_default`: password = Milvus token, host = server), each S3/OSS source's `source.connection_id` (default `llmops_kb_sources`: keys, endpoint, region) and each
 OpenAI-compatible embedder's `embedder.connection_id` (default `embeddings_default`: password = API key).
 """
-
-MODES = ["incremental", "full", "rollback"]
-
 
 def build_kb_reindex(dag_id: str, schedule=None, knowledge_base: str | None = None, params: dict | None = None):
     """One kb_reindex DAG: all knowledge bases chosen by the form, or the one `knowledge_base`."""
@@ -102,8 +99,7 @@ build_kb_reindex(
     params={
         "knowledge_base": one_or_all("knowledge_bases.yaml", "knowledge_bases", title="Knowledge base",
                                      description="one knowledge base from knowledge_bases.yaml, or all"),
-        "mode": Param("incremental", type="string", enum=MODES, title="Mode",
-                      description="incremental upserts, full blue/green rebuild, or rollback of the alias"),
+        "mode": mode_param(),
         "dry_run": Param(False, type="boolean", title="Dry run", description="plan and count, write nothing"),
     },
 )
@@ -112,8 +108,7 @@ for _name, _kb in load_knowledge_bases().items():
     build_kb_reindex(
         f"kb_reindex__{_name}", schedule=airflow_schedule(_kb.schedule), knowledge_base=_name,
         params={
-            "mode": Param("incremental", type="string", enum=MODES, title="Mode",
-                          description="incremental upserts, full blue/green rebuild, or rollback of the alias"),
+            "mode": mode_param(),
             "dry_run": Param(False, type="boolean", title="Dry run", description="plan and count, write nothing"),
         },
     )

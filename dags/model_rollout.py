@@ -11,7 +11,9 @@ from pathlib import Path
 
 from airflow.sdk import Param, dag
 
+from llmops.config.schema import TRAFFIC_STRATEGIES, RolloutThresholds, TrafficSteps
 from llmops_airflow.dag_defaults import START_DATE, default_args
+from llmops_airflow.forms import optional_typed
 from llmops_airflow.operators.rollout import ModelRolloutOperator
 
 DOC = """
@@ -80,20 +82,13 @@ DEPLOYMENTS = _deployment_names()
                          description="a manifest URI (file://, s3://, oss://), 'latest', or 'previous' to roll "
                                      "back to the version the stable one replaced (recorded on the deployment)"),
         "traffic_strategy": Param("deployment-default", type="string",
-                                  enum=["deployment-default", "gateway-httproute", "replica-ratio"],
+                                  enum=["deployment-default", *TRAFFIC_STRATEGIES],
                                   title="Traffic strategy",
                                   description="HTTPRoute weights (ACK Gateway) or replica ratio behind one Service"),
-        "steps": Param([10, 50, 100], type=["null", "array"], minItems=1, maxItems=10,
-                       items={"type": "integer", "minimum": 1, "maximum": 100},
-                       title="Traffic steps (canary %)",
-                       description="strictly increasing, ending at 100; empty: the deployment's steps"),
-        "thresholds": Param(
-            {"max_p95_latency_ratio": 1.5, "max_error_rate": 0.01, "min_golden_pass_rate": 1.0},
-            type=["null", "object"], title="Analysis thresholds",
-            properties={"max_p95_latency_ratio": {"type": ["null", "number"], "minimum": 1.0, "maximum": 10.0},
-                        "max_error_rate": {"type": ["null", "number"], "minimum": 0.0, "maximum": 1.0},
-                        "min_golden_pass_rate": {"type": ["null", "number"], "minimum": 0.0, "maximum": 1.0}},
-            additionalProperties=False,
+        "steps": optional_typed(TrafficSteps, [10, 50, 100], title="Traffic steps (canary %)",
+                                description="strictly increasing, ending at 100; empty: the deployment's steps"),
+        "thresholds": optional_typed(
+            RolloutThresholds, RolloutThresholds().model_dump(), title="Analysis thresholds",
             description="canary/stable median p95 latency ratio, canary error rate, golden-prompt pass rate; "
                         "empty: the deployment's thresholds"),
         "analysis_window_s": Param(300, type=["null", "integer"], minimum=5, maximum=86400,

@@ -8,6 +8,7 @@ is spelled `all` in a drop-down. `chosen()` is the one place that reads such a v
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 ALL = "all"
 
@@ -41,3 +42,22 @@ def chosen(value: str | None) -> str | None:
     if value is None or str(value).strip() in ("", ALL):
         return None
     return str(value)
+
+
+def _nullable(schema: dict) -> dict:
+    """`schema` with null allowed at the top and in each property (an empty form field means "the default")."""
+    schema = {k: v for k, v in schema.items() if k not in ("title", "default")}
+    if "type" in schema:
+        schema["type"] = ["null", schema["type"]]
+    if "properties" in schema:
+        schema["properties"] = {name: _nullable(prop) for name, prop in schema["properties"].items()}
+    return schema
+
+
+def optional_typed(type_: Any, default: Any, *, title: str, description: str):
+    """An optional Param whose JSON schema is the pydantic type's own, so the form refuses what the task
+    would refuse with one definition of the bounds (e.g. `TrafficSteps`, `RolloutThresholds`)."""
+    from airflow.sdk import Param
+    from pydantic import TypeAdapter
+
+    return Param(default, title=title, description=description, **_nullable(TypeAdapter(type_).json_schema()))

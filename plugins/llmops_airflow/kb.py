@@ -27,6 +27,16 @@ def airflow_schedule(schedule: Any) -> Any:
     return Asset(uri=schedule.asset)
 
 
+def mode_param():
+    """The form's mode drop-down: the modes `llmops.kb.runs` defines, incremental first (the default)."""
+    from airflow.sdk import Param
+
+    from llmops.kb.plan import KB_MODES
+
+    return Param(KB_MODES[0], type="string", enum=list(KB_MODES), title="Mode",
+                 description="incremental upserts, full blue/green rebuild, or rollback of the alias")
+
+
 def load_knowledge_bases() -> dict:
     from llmops.config import load_file
     from llmops.settings import get_settings
@@ -75,13 +85,14 @@ def job_kwargs(kb, arguments: list[str], runtime: str | None = None) -> dict:
 def select(params: dict | None, fixed_knowledge_base: str | None) -> list[dict]:
     """`expand_kwargs` of the reindex step: one `--kb NAME --mode MODE [--dry-run]` per knowledge base, each
     with its own Connections."""
+    from llmops.kb.plan import KB_MODES
     from llmops.kb.runs import job_arguments
     from llmops_airflow.forms import chosen
 
     params = params or {}
     knowledge_bases = load_knowledge_bases()
     runs = job_arguments(knowledge_bases, fixed_knowledge_base or chosen(params.get("knowledge_base")) or "",
-                         params.get("mode") or "incremental", bool(params.get("dry_run")))
+                         params.get("mode") or KB_MODES[0], bool(params.get("dry_run")))
     print("re-indexing " + ", ".join(args[1] for args in runs))
     return [job_kwargs(knowledge_bases[args[1]], args) for args in runs]
 

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from llmops.canary.golden import evaluate_golden
-from llmops.canary.verdict import GoldenOutcome, Observations, ProbeRound, Thresholds, judge, paired_ratios
+from llmops.canary.verdict import Observations, ProbeRound, Thresholds, judge, paired_ratios
+from llmops.golden import GoldenOutcome
 
 T = Thresholds(max_p95_latency_ratio=1.5, max_error_rate=0.05, min_golden_pass_rate=1.0, min_rounds=3)
 
@@ -118,22 +118,6 @@ def test_a_significant_rank_test_outvoted_by_the_ratio_is_mentioned():
     stable = [samples_round("stable", 0.05) for _ in range(3)]
     check = {c.name: c for c in judge(Observations(GOLDEN["all_pass"], canary, stable), T).checks}["p95_latency_ratio"]
     assert check.status == "pass" and "outvoted" in check.detail and "threshold 1.5" in check.detail
-
-
-@pytest.mark.parametrize(("output", "kwargs", "passed"), [
-    (" four, five.", {"expect_substring": "four"}, True),
-    (" 4 5", {"expect_substring": "four"}, False),
-    (" pods on nodes.", {"expect_regex": r"pods? on nodes"}, True),
-    ("nodes", {"expect_regex": r"^pods"}, False),
-    ('{"answer": 4}', {"expect_json_schema": {"type": "object", "required": ["answer"]}}, True),
-    ('{"other": 4}', {"expect_json_schema": {"type": "object", "required": ["answer"]}}, False),
-    ("not json", {"expect_json_schema": {"type": "object"}}, False),
-    (None, {"expect_substring": "x"}, False),
-])
-def test_golden_expectations(output, kwargs, passed):
-    outcome = evaluate_golden("p", output, **kwargs)
-    assert outcome.passed is passed
-    assert bool(outcome.reason) is not passed
 
 
 def samples_round(target, base, n=20, outliers=0, shift=0.0):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from llmops.canary.verdict import GoldenOutcome, Observations, ProbeRound, Thresholds, judge
+from llmops.canary.verdict import Observations, ProbeRound, Thresholds, judge
+from llmops.golden import GoldenOutcome
 from llmops.rollout.driver import RolloutProgress
 from llmops.rollout.plan import Observation, advance, start
 from llmops.rollout.report import StepReport

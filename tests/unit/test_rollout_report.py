@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from llmops.canary.verdict import GoldenOutcome, Observations, ProbeRound, Thresholds, judge
+from llmops.canary.verdict import Observations, ProbeRound, Thresholds, judge
+from llmops.golden import GoldenOutcome
 from llmops.rollout.report import RolloutReport, StepReport, render_html, render_markdown
 
 

@@ -40,7 +40,7 @@ def test_the_form_refuses_out_of_range_values(rollout_dag, key, value):
 def test_the_defaults_validate(rollout_dag):
     values = rollout_dag.params.validate()
     request = RolloutRequest.from_params(values)
-    assert request.steps == [10, 50, 100] and request.max_p95_latency_ratio == 1.5
+    assert request.steps == [10, 50, 100] and request.thresholds.max_p95_latency_ratio == 1.5
 
 
 @pytest.mark.parametrize(("params", "match"), [
@@ -68,8 +68,8 @@ def test_empty_values_fall_back_to_the_deployment_defaults():
                                                            "thresholds": {"max_error_rate": 0.2}}), registry)
     spec = registry.deployment("tiny-llama-chat").rollout
     assert resolved.steps == spec.steps and resolved.window_s == spec.analysis_window_s
-    assert resolved.thresholds["max_error_rate"] == 0.2
-    assert resolved.thresholds["max_p95_latency_ratio"] == spec.thresholds.max_p95_latency_ratio
+    assert resolved.thresholds.max_error_rate == 0.2
+    assert resolved.thresholds.max_p95_latency_ratio == spec.thresholds.max_p95_latency_ratio
 
 
 def test_the_deployment_fixes_the_model_and_optional_fields_may_be_empty(rollout_dag):

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from llmops.canary.golden import evaluate_golden
 from llmops.canary.stats import percentile
-from llmops.canary.verdict import GoldenOutcome, ProbeRound
+from llmops.canary.verdict import ProbeRound
+from llmops.golden import ROLLOUT_MAX_TOKENS, GoldenOutcome, GoldenPrompt, check_answer
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +80,18 @@ def generation_ok(base_url: str, model: str, *, timeout_s: float = 30.0) -> tupl
         return False, f"{type(exc).__name__}: {exc}"
 
 
-def run_golden(base_url: str, model: str, prompts: Sequence, *, timeout_s: float = 30.0) -> list[GoldenOutcome]:
-    """Each golden prompt once, greedy. `prompts` are RolloutGoldenPrompt-like objects."""
+def run_golden(base_url: str, model: str, prompts: Sequence[GoldenPrompt], *,
+               timeout_s: float = 30.0) -> list[GoldenOutcome]:
+    """Each golden prompt once, greedy, checked against its expectations."""
     outcomes = []
     with httpx.Client(timeout=timeout_s) as client:
         for p in prompts:
             try:
-                text, error = complete(base_url, model, p.prompt, max_tokens=p.max_tokens, timeout_s=timeout_s,
-                                       client=client), None
+                text, error = complete(base_url, model, p.prompt, max_tokens=p.max_tokens or ROLLOUT_MAX_TOKENS,
+                                       timeout_s=timeout_s, client=client), None
             except (httpx.HTTPError, ValueError) as exc:
                 text, error = None, f"{type(exc).__name__}: {exc}"
-            outcomes.append(evaluate_golden(p.prompt, text, expect_substring=p.expect_substring,
-                                            expect_regex=p.expect_regex, expect_json_schema=p.expect_json_schema,
-                                            error=error))
+            outcomes.append(check_answer(p, text, error=error))
     return outcomes
 
 

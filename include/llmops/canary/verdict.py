@@ -1,5 +1,8 @@
 """The canary verdict: a pure function of what the probes observed.
 
+(Not the refresh validation's `validate.golden.ValidationVerdict`, which compares a quantized checkpoint's
+token ids with the original model's: this one judges a live canary against a stable deployment.)
+
 Latency on shared CPUs (and on busy GPUs) is noisy: a single probe pair can make an identical canary
 look 10x slower (see ENVIRONMENT.md). The latency check therefore compares *paired rounds* (stable and
 canary probed one after the other, alternating who goes first, never simultaneously) and takes the
@@ -30,19 +33,31 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from llmops.canary.stats import mann_whitney_greater, median
+from llmops.config.schema import RolloutProbe, RolloutThresholds
+from llmops.golden import GoldenOutcome
 
 CheckStatus = Literal["pass", "fail", "inconclusive", "error", "skipped"]
 Outcome = Literal["passed", "failed", "inconclusive", "error"]
 
 
+_LIMITS, _PROBE = RolloutThresholds(), RolloutProbe()
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    max_p95_latency_ratio: float = 1.5
-    max_error_rate: float = 0.01
-    min_golden_pass_rate: float = 1.0
-    min_rounds: int = 3
+    """What the verdict needs: a deployment's `RolloutThresholds` (the registry's, as the trigger form may
+    override them) plus the probe's round counts; its defaults are the registry's."""
+
+    max_p95_latency_ratio: float = _LIMITS.max_p95_latency_ratio
+    max_error_rate: float = _LIMITS.max_error_rate
+    min_golden_pass_rate: float = _LIMITS.min_golden_pass_rate
+    min_rounds: int = _PROBE.min_rounds
     latency_alpha: float = 0.05
-    min_errors_to_stop: int = 5
+    min_errors_to_stop: int = _PROBE.min_errors_to_stop
+
+    @classmethod
+    def of(cls, limits: RolloutThresholds, probe: RolloutProbe) -> Thresholds:
+        return cls(**limits.model_dump(), min_rounds=probe.min_rounds, min_errors_to_stop=probe.min_errors_to_stop)
 
 
 @dataclass(frozen=True)
@@ -63,14 +78,6 @@ class ProbeRound:
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 1.0
-
-
-@dataclass(frozen=True)
-class GoldenOutcome:
-    prompt: str
-    passed: bool
-    output: str = ""
-    reason: str = ""
 
 
 @dataclass(frozen=True)

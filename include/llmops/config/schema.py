@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmops.config.recipes import RECIPES
 from llmops.errors import InvalidValue, shorten
+from llmops.golden import GoldenPrompt
 from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE, get_settings
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names and Milvus aliases
@@ -16,6 +17,26 @@ NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names 
 QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
 # Longest context any served model has today is ~10M tokens; 2**24 leaves room and refuses typos like 10**30.
 MAX_MODEL_LEN = 2**24
+
+
+# --- vocabulary shared by the registry, the trigger form and the rollout planner ---------------------------
+
+#: how a rollout shifts traffic: HTTPRoute weights (ACK Gateway) or the replica ratio behind one Service
+TrafficStrategy = Literal["gateway-httproute", "replica-ratio"]
+TRAFFIC_STRATEGIES: tuple[str, ...] = get_args(TrafficStrategy)
+
+
+def check_steps(value: list[int]) -> list[int]:
+    """The one rule for a rollout's traffic steps (registry, trigger form, plan)."""
+    if not value or any(not 1 <= s <= 100 for s in value) or value != sorted(set(value)) or value[-1] != 100:
+        raise InvalidValue(f"{shorten(value)} must be strictly increasing percentages between 1 and 100 ending at 100",
+                         fix="e.g. [10, 50, 100]")
+    return value
+
+
+#: canary traffic percentages per step; the trigger form's JSON schema is derived from this type
+TrafficSteps = Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1, max_length=10),
+                         AfterValidator(check_steps)]
 
 
 class Strict(BaseModel):
@@ -78,24 +99,6 @@ class GpuProfile(Strict):
 # --- models.yaml -------------------------------------------------------------------------------
 
 
-class GoldenPrompt(Strict):
-    """A prompt answered greedily; optional expectations on the answer."""
-
-    prompt: str = Field(min_length=1)
-    expect_substring: str | None = None
-    expect_regex: str | None = None
-
-    @field_validator("expect_regex")
-    @classmethod
-    def _regex_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise InvalidValue(f"is not a valid regular expression ({exc})", fix="escape it") from exc
-        return value
-
-
 class ModelTarget(Strict):
     recipe: str
     gpu_profiles: list[str] = Field(min_length=1)
@@ -123,6 +126,15 @@ class ModelValidation(Strict):
         description="share of golden prompts where the quantized model's greedy output matches the original's",
     )
 
+    @field_validator("golden_prompts")
+    @classmethod
+    def _one_length_for_all(cls, value: list[GoldenPrompt]) -> list[GoldenPrompt]:
+        for i, prompt in enumerate(value):
+            if prompt.max_tokens is not None:
+                raise InvalidValue(f"golden_prompts[{i}] sets max_tokens, which only rollouts use",
+                                 fix="remove it and set validation.max_new_tokens (the same for every prompt)")
+        return value
+
 
 class ModelSpec(Strict):
     name: str = Field(pattern=NAME_RE)
@@ -144,25 +156,11 @@ class ModelSpec(Strict):
 
 
 class TrafficSpec(Strict):
-    strategy: Literal["gateway-httproute", "replica-ratio"] = "gateway-httproute"
+    strategy: TrafficStrategy = "gateway-httproute"
     gateway_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN_RE, max_length=253)
     gateway_namespace: str | None = Field(default=None, pattern=DNS1123_LABEL_RE, max_length=63)
     hostname: str | None = Field(default=None, pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
                                  max_length=253)
-
-
-class RolloutGoldenPrompt(GoldenPrompt):
-    """A deterministic check the canary must pass: greedy completion of `prompt`, with an expectation."""
-
-    max_tokens: int = Field(default=8, ge=1, le=512)
-    expect_json_schema: dict | None = Field(default=None, description="the completion must parse as JSON matching it")
-
-    @model_validator(mode="after")
-    def _has_expectation(self) -> RolloutGoldenPrompt:
-        if not (self.expect_substring or self.expect_regex or self.expect_json_schema):
-            raise InvalidValue("a golden prompt needs an expectation",
-                             fix="set expect_substring, expect_regex or expect_json_schema")
-        return self
 
 
 class RolloutThresholds(Strict):
@@ -196,23 +194,25 @@ class RolloutProbe(Strict):
 class RolloutSpec(Strict):
     """Defaults of a model_rollout run for this deployment; the trigger form may override them."""
 
-    steps: list[int] = Field(default=[10, 50, 100], min_length=1)
+    steps: TrafficSteps = [10, 50, 100]
     analysis_window_s: int = Field(default=300, ge=5, le=86400, description="analysis time per traffic step")
     readiness_timeout_s: int = Field(default=1800, ge=10, le=86400)
     canary_replicas: int = Field(default=1, ge=1, le=100)
     thresholds: RolloutThresholds = RolloutThresholds()
     probe: RolloutProbe = RolloutProbe()
-    golden_prompts: list[RolloutGoldenPrompt] = Field(
-        min_length=1, description="required: without them the canary's answers are never checked")
+    golden_prompts: list[GoldenPrompt] = Field(
+        min_length=1, description="required, each with an expectation: without them the canary's answers are "
+                                  "never checked")
     prometheus_connection_id: str | None = Field(
         default=None, description="Airflow Connection of a Prometheus server; without it /metrics is scraped")
 
-    @field_validator("steps")
+    @field_validator("golden_prompts")
     @classmethod
-    def _steps_increase_to_100(cls, value: list[int]) -> list[int]:
-        if any(not 1 <= s <= 100 for s in value) or value != sorted(set(value)) or value[-1] != 100:
-            raise InvalidValue(f"{shorten(value)} must be strictly increasing percentages between 1 and 100 ending at 100",
-                             fix="e.g. [10, 50, 100]")
+    def _each_has_an_expectation(cls, value: list[GoldenPrompt]) -> list[GoldenPrompt]:
+        for i, prompt in enumerate(value):
+            if not prompt.has_expectation:  # the canary has no reference answer: an expectation is the check
+                raise InvalidValue(f"golden_prompts[{i}] ({shorten(prompt.prompt)}) needs an expectation",
+                                 fix="set expect_substring, expect_regex or expect_json_schema")
         return value
 
 
@@ -468,6 +468,38 @@ class MilvusTarget(Strict):
     index_params: dict[str, int] = {}
 
 
+class Retrieval(Strict):
+    """How search ranks chunks: dense vectors only, or dense plus BM25 full text fused by a ranker.
+
+    Hybrid needs a Milvus with BM25 functions (Milvus 2.5+, Milvus Lite 3.x); the `milvus` package's
+    2.3 standalone server has none and is refused when the index is opened, before any model load."""
+
+    mode: Literal["dense", "hybrid"] = Field(
+        default="dense", description="hybrid: also index the text for BM25 and fuse both rankings")
+    ranker: Literal["rrf", "weighted"] = Field(
+        default="rrf", description="rrf: reciprocal rank fusion; weighted: normalised scores, dense_weight apart")
+    rrf_k: int = Field(default=60, ge=1, le=16383, description="ranker rrf: the k of 1 / (k + rank)")
+    dense_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="ranker weighted: the dense score's weight; BM25 gets the rest")
+
+    @model_validator(mode="after")
+    def _options_of_the_chosen_ranker(self) -> Retrieval:
+        # An option that would change nothing is refused when it differs from its default (a default written
+        # out, as model_dump() does, is harmless).
+        changed = {name for name in ("ranker", "rrf_k", "dense_weight")
+                   if getattr(self, name) != type(self).model_fields[name].default}
+        if self.mode == "dense" and changed:
+            raise InvalidValue(f"mode is 'dense', but {', '.join(sorted(changed))} (options of mode 'hybrid') "
+                             "set", fix="set mode: hybrid, or remove them")
+        if self.ranker == "rrf" and "dense_weight" in changed:
+            raise InvalidValue("dense_weight applies to ranker 'weighted' only", fix="set ranker: weighted, or use "
+                             "rrf_k with rrf")
+        if self.ranker == "weighted" and "rrf_k" in changed:
+            raise InvalidValue("rrf_k applies to ranker 'rrf' only", fix="set ranker: rrf, or use dense_weight "
+                             "with weighted")
+        return self
+
+
 class GoldenQuery(Strict):
     query: str = Field(min_length=1)
     expected_document: str
@@ -491,6 +523,7 @@ class KnowledgeBase(Strict):
     chunking: Chunking = Chunking()
     embedder: Embedder = Embedder()
     milvus: MilvusTarget = MilvusTarget()
+    retrieval: Retrieval = Retrieval()
     retention: int = Field(default=2, ge=1, le=20, description="collection versions kept for rollback")
     schedule: str | AssetSchedule | None = Field(
         default="@daily", description="cron, a preset such as @daily, {asset: URI}, or null for manual runs only")

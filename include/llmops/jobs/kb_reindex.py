@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from llmops.errors import ConfigError, LlmopsError
 from llmops.jobs._cli import emit_result, fail_known, setup_logging
 from llmops.kb.errors import KbError, Stopped
+from llmops.kb.plan import KB_MODES
 from llmops.kb.progress import Progress
 
 if TYPE_CHECKING:
@@ -65,19 +66,21 @@ def milvus_uri(kb, override: str | None = None) -> str:
 
 
 def open_index(kb, override_uri: str | None = None) -> KbIndex:
-    from llmops.kb.index import KbIndex, connect
+    from llmops.kb.index import KbIndex, connect, resolve_uri
     from llmops.settings import get_settings
 
     settings = get_settings()
-    client = connect(milvus_uri(kb, override_uri), settings.home, settings.credentials.milvus_token or None,
-                     server=settings.milvus_uri)
-    return KbIndex(client, kb.alias, kb.milvus.index_type, kb.milvus.metric_type, dict(kb.milvus.index_params))
+    uri = milvus_uri(kb, override_uri)
+    client = connect(uri, settings.home, settings.credentials.milvus_token or None, server=settings.milvus_uri)
+    index = KbIndex.for_kb(client, kb)
+    index.check_retrieval(kb.name, resolve_uri(uri, settings.home, settings.milvus_uri))  # before any model load
+    return index
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m llmops.jobs.kb_reindex", description=__doc__.split("\n")[0])
     parser.add_argument("--kb", required=True, help="knowledge base name in knowledge_bases.yaml")
-    parser.add_argument("--mode", default="incremental", choices=["incremental", "full", "rollback", "search"])
+    parser.add_argument("--mode", default="incremental", choices=[*KB_MODES, "search"])
     parser.add_argument("--dry-run", action="store_true",
                         help="count documents and chunks to embed and estimate the time; write nothing")
     parser.add_argument("--no-estimate", dest="estimate", action="store_false",
@@ -133,13 +136,15 @@ def run_search(kb, args: argparse.Namespace) -> dict:
     warm = time.monotonic()
     hits = search(kb, index, embedder, args.query)
     answered = time.monotonic()
+    retrieval = index.retrieval_of(index.alias)
     for rank, hit in enumerate(hits, start=1):
         print(f"{rank}. {hit['doc_id']} (chunk {hit['chunk_index']}, score {hit['score']:.3f})")
         print("   " + hit["text"].replace("\n", " ")[:300])
     timings = {"milvus_s": round(opened - started, 3), "model_s": round(warm - opened, 3),
                "answer_s": round(answered - warm, 3)}
-    log.info("opened Milvus in %.1f s, loaded the model in %.1f s, answered in %.2f s", *timings.values())
-    return {"kb": kb.name, "mode": "search", "query": args.query, **timings,
+    log.info("opened Milvus in %.1f s, loaded the model in %.1f s, answered in %.2f s (%s retrieval)",
+             *timings.values(), retrieval)
+    return {"kb": kb.name, "mode": "search", "query": args.query, "retrieval": retrieval, **timings,
             "hits": [{k: hit[k] for k in ("doc_id", "chunk_index", "score")} for hit in hits]}
 
 

@@ -37,7 +37,7 @@ def _write(item: WorkItem, record: dict) -> None:
 def validate(item: WorkItem) -> dict:
     from llmops.quantize.build import load_metadata, tool_versions
     from llmops.validate.errors import ValidationFailed
-    from llmops.validate.golden import GoldenSet, expectation_problems, judge
+    from llmops.validate.golden import GoldenSet, expectation_problems, judge_agreement
 
     if item.validation == VALIDATE_SKIP:
         log.warning("validation of %s skipped: %s", item.prefix, item.validation_skip_reason)
@@ -83,7 +83,8 @@ def validate(item: WorkItem) -> dict:
         runtime_version = tool_versions("tensorrt_llm")
     else:
         raise InvalidValue(f"item.validation={item.validation!r}", fix="re-plan (expected vllm, tensorrt-llm or skip)")
-    verdict = judge(golden, reference["generations"], quantized, eos_token_ids=reference.get("eos_token_ids", ()))
+    verdict = judge_agreement(golden, reference["generations"], quantized,
+                              eos_token_ids=reference.get("eos_token_ids", ()))
     log.info("validation of %s\n%s", item.prefix, verdict.summary())
     record = {"status": "passed" if verdict.passed else "failed", "runtime": item.runtime,
               "runtime_versions": runtime_version, "seconds": round(time.monotonic() - started, 1),

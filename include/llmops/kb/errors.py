@@ -43,3 +43,7 @@ class MilvusLiteBusyError(KbError, TransientError):
 
 class Stopped(KbError):
     """The run was asked to stop (SIGTERM); what it did is logged and a full build's unfinished version dropped."""
+
+
+class HybridUnsupportedError(KbError):
+    """The knowledge base asks for hybrid (BM25 + dense) retrieval from a Milvus without BM25 functions."""

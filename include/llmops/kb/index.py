@@ -8,6 +8,12 @@ Every row carries `doc_id`, `doc_hash`, `chunk_index` and `n_chunks`, and every 
 the embedder/chunking fingerprint as a property, so the store itself says what it holds: the
 pipeline reconciles against the rows that are really there, not against a sidecar that can drift.
 Works on Milvus Lite (a local file) and on a Milvus server (http(s)://host:port, token optional).
+
+Hybrid retrieval (a knowledge base's `retrieval.mode: hybrid`): the collection also analyses `text` and a
+BM25 function fills a sparse field from it, on every insert and upsert; search then runs a dense and a BM25
+request and fuses them (RRF or weighted). BM25 functions came with Milvus 2.5: Milvus Lite 3.x has them,
+the `milvus` package's 2.3 standalone server does not, and `check_retrieval` refuses it when the index is
+opened, before a model is loaded or a collection created.
 """
 
 from __future__ import annotations
@@ -19,18 +25,39 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pymilvus import DataType, MilvusClient
+from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker, WeightedRanker
 from pymilvus.exceptions import MilvusException
 
-from llmops.kb.errors import IndexValidationError, KbError, MilvusLiteBusyError, RollbackError
-from llmops.kb.plan import TEXT_MAX_BYTES, DocRecord, StoredChunk
+from llmops.kb.errors import (
+    HybridUnsupportedError,
+    IndexValidationError,
+    KbError,
+    MilvusLiteBusyError,
+    RollbackError,
+)
+from llmops.kb.plan import BM25_FIELD, TEXT_ANALYZER, TEXT_MAX_BYTES, DocRecord, StoredChunk
+
+if TYPE_CHECKING:
+    from llmops.config.schema import Retrieval
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_PROPERTY = "llmops.kb.fingerprint"
 STRONG = "Strong"
 _SCAN_FIELDS = ["pk", "doc_id", "doc_hash", "chunk_index", "n_chunks", "chunk_hash"]
+BM25_SINCE = (2, 5)  # the first Milvus (and Milvus Lite) release with BM25 functions
+MAX_CANDIDATES = 16384  # Milvus' largest limit per search request
+
+
+def bm25_supported(server_version: str) -> bool | None:
+    """Whether a Milvus of this version (`get_server_version()`: 'v2.5.4', 'v2.3.5-lite', 'milvus_lite-3.2.2')
+    has BM25 functions; None when the version cannot be read (a managed service: the server decides)."""
+    match = re.match(r"^(?:milvus[_-]lite-|v)?(\d+)\.(\d+)", server_version.strip())
+    if not match:
+        return None
+    return (int(match.group(1)), int(match.group(2))) >= BM25_SINCE
 
 
 def is_server(uri: str) -> bool:
@@ -103,13 +130,37 @@ class KbIndex:
     """Versions and alias of one knowledge base in one Milvus."""
 
     def __init__(self, client: MilvusClient, alias: str, index_type: str = "AUTOINDEX",
-                 metric_type: str = "COSINE", index_params: dict | None = None):
+                 metric_type: str = "COSINE", index_params: dict | None = None, retrieval: Retrieval | None = None):
         self.client = client
         self.alias = alias
         self.index_type = index_type
         self.metric_type = metric_type
         self.index_params = dict(index_params or {})
+        self.retrieval = retrieval
         self._version_re = re.compile(rf"^{re.escape(alias)}_v(\d+)$")
+
+    @classmethod
+    def for_kb(cls, client: MilvusClient, kb) -> KbIndex:
+        """The index of knowledge base `kb` (its alias, Milvus index settings and retrieval mode)."""
+        return cls(client, kb.alias, kb.milvus.index_type, kb.milvus.metric_type, dict(kb.milvus.index_params),
+                   kb.retrieval)
+
+    @property
+    def hybrid(self) -> bool:
+        return self.retrieval is not None and self.retrieval.mode == "hybrid"
+
+    def check_retrieval(self, kb_name: str, where: str) -> None:
+        """Refuse hybrid retrieval on a Milvus without BM25 functions: at once, before a model is loaded or a
+        collection created (an old server would create the collection and then fail on its sparse index)."""
+        if not self.hybrid:
+            return
+        version = self.client.get_server_version()
+        if bm25_supported(version) is False:
+            raise HybridUnsupportedError(
+                f"knowledge base {kb_name}: retrieval.mode 'hybrid' needs BM25 full-text search (Milvus "
+                f"{BM25_SINCE[0]}.{BM25_SINCE[1]} or later), but the Milvus at {where} is {version}; nothing was "
+                "changed", fix="point milvus.uri (or --milvus-uri) at a Milvus 2.5+ server or a Milvus Lite file "
+                "(the local runtime serves it with `milvus-lite server`), or set retrieval.mode: dense")
 
     # --- versions and alias ----------------------------------------------------------------------
 
@@ -154,14 +205,24 @@ class KbIndex:
         schema.add_field("chunk_index", DataType.INT64)
         schema.add_field("n_chunks", DataType.INT64)
         schema.add_field("chunk_hash", DataType.VARCHAR, max_length=64)
-        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES)
+        if self.hybrid:
+            schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES, enable_analyzer=True,
+                             analyzer_params=TEXT_ANALYZER)
+        else:
+            schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
         index = self.client.prepare_index_params()
         index.add_index("vector", index_type=self.index_type, metric_type=self.metric_type,
                         params=self.index_params)
+        if self.hybrid:
+            schema.add_field(BM25_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(Function(name=f"{BM25_FIELD}_fn", function_type=FunctionType.BM25,
+                                         input_field_names=["text"], output_field_names=[BM25_FIELD]))
+            index.add_index(BM25_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         self.client.create_collection(name, schema=schema, index_params=index, consistency_level=STRONG)
         self.client.alter_collection_properties(name, properties={FINGERPRINT_PROPERTY: json.dumps(fingerprint)})
-        log.info("created collection %s (dimension %d, %s/%s)", name, dimension, self.index_type, self.metric_type)
+        log.info("created collection %s (dimension %d, %s/%s%s)", name, dimension, self.index_type, self.metric_type,
+                 ", BM25 on text" if self.hybrid else "")
         return name
 
     def swap_alias(self, collection: str) -> str | None:
@@ -262,15 +323,45 @@ class KbIndex:
         if getattr(state, "name", str(state)) != "Loaded":
             self.client.load_collection(collection)
 
+    def retrieval_of(self, collection: str) -> str:
+        """'hybrid' when the knowledge base asks for it and `collection` (or the alias) holds BM25 vectors, else
+        'dense'. A collection built before the switch to hybrid is searched dense until a full run rebuilds it
+        (the fingerprint forces that); readers are not failed meanwhile."""
+        if not self.hybrid:
+            return "dense"
+        fields = {item["name"] for item in self.client.describe_collection(collection)["fields"]}
+        return "hybrid" if BM25_FIELD in fields else "dense"
+
     def search(self, collection: str, vectors: list[list[float]], limit: int,
-               output_fields: tuple[str, ...] = ("doc_id", "chunk_index", "text")) -> list[list[dict]]:
-        hits = self.client.search(collection, data=vectors, limit=limit, output_fields=list(output_fields),
-                                  search_params={"metric_type": self.metric_type}, consistency_level=STRONG)
+               output_fields: tuple[str, ...] = ("doc_id", "chunk_index", "text"),
+               queries: list[str] | None = None) -> list[list[dict]]:
+        """Top `limit` chunks for each query vector; with the query texts too, hybrid where the knowledge base
+        and the collection have it: a dense and a BM25 request, `limit * 4` (at least 20) candidates each, fused."""
+        hybrid = queries is not None and self.retrieval_of(collection) == "hybrid"
+        if queries is not None and self.hybrid and not hybrid:
+            log.warning("%s has no BM25 field (built before retrieval.mode became hybrid): searching dense only; "
+                        "fix: run --mode full (the next scheduled run rebuilds it)", collection)
+        if hybrid:
+            candidates = min(max(limit * 4, 20), MAX_CANDIDATES)
+            requests = [
+                AnnSearchRequest(data=vectors, anns_field="vector", param={"metric_type": self.metric_type},
+                                 limit=candidates),
+                AnnSearchRequest(data=list(queries), anns_field=BM25_FIELD, param={"metric_type": "BM25"},
+                                 limit=candidates),
+            ]
+            ranker = (RRFRanker(self.retrieval.rrf_k) if self.retrieval.ranker == "rrf"
+                      else WeightedRanker(self.retrieval.dense_weight, 1.0 - self.retrieval.dense_weight))
+            hits = self.client.hybrid_search(collection, requests, ranker=ranker, limit=limit,
+                                             output_fields=list(output_fields), consistency_level=STRONG)
+        else:
+            hits = self.client.search(collection, data=vectors, limit=limit, output_fields=list(output_fields),
+                                      search_params={"metric_type": self.metric_type}, consistency_level=STRONG)
         return [[{"score": hit["distance"], **hit["entity"]} for hit in row] for row in hits]
 
-    def validate(self, collection: str, expected_rows: int, golden: list[tuple[str, list[float]]],
+    def validate(self, collection: str, expected_rows: int, golden: list[tuple[str, str, list[float]]],
                  top_k: int, min_recall: float) -> dict:
-        """Row count (Strong) equals what was written; golden queries find their documents at recall@k."""
+        """Row count (Strong) equals what was written; golden queries (expected document, query, its vector)
+        find their documents at recall@k, searched as readers will search (hybrid where configured)."""
         rows = self.count(collection)
         if rows != expected_rows:
             raise IndexValidationError(
@@ -279,9 +370,10 @@ class KbIndex:
         recall = None
         misses: list[str] = []
         if golden:
-            results = self.search(collection, [vector for _, vector in golden], top_k, ("doc_id",))
+            results = self.search(collection, [vector for _, _, vector in golden], top_k, ("doc_id",),
+                                  queries=[query for _, query, _ in golden])
             found = 0
-            for (expected, _), hits in zip(golden, results, strict=True):
+            for (expected, _, _), hits in zip(golden, results, strict=True):
                 if any(hit["doc_id"] == expected for hit in hits):
                     found += 1
                 else:

@@ -374,7 +374,7 @@ def _full(kb, index: KbIndex, embedder, hashed, summary: RunSummary, dry_run: bo
         golden = []
         if kb.golden_queries:
             vectors = embedder.embed([q.query for q in kb.golden_queries])
-            golden = [(q.expected_document, v) for q, v in zip(kb.golden_queries, vectors, strict=True)]
+            golden = [(q.expected_document, q.query, v) for q, v in zip(kb.golden_queries, vectors, strict=True)]
         checked = index.validate(collection, writer.written, golden, kb.top_k, kb.min_recall)
         summary.rows, summary.recall = checked["rows"], checked["recall"]
         progress.set_phase(f"moving alias {index.alias} to {collection}")
@@ -395,4 +395,4 @@ def search(kb, index: KbIndex, embedder: Embedder, query: str, limit: int | None
     if live is None:
         raise KbError(f"knowledge base {kb.name}: alias {index.alias} does not exist", fix="run kb_reindex first")
     index.ensure_loaded(live)
-    return index.search(index.alias, embedder.embed([query]), limit or kb.top_k)[0]
+    return index.search(index.alias, embedder.embed([query]), limit or kb.top_k, queries=[query])[0]

@@ -10,15 +10,24 @@ tests/unit/test_kb_plan.py.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 from llmops.kb.errors import DimensionMismatchError, KbError
 from llmops.kb.keys import chunk_key, text_hash
 from llmops.kb.progress import duration
 
-MODES = ("incremental", "full")
+#: kb_reindex modes (the DAGs' Params, the job's --mode, the DAG-run selection, this planner): `incremental` and
+#: `full` re-index, `rollback` moves the alias back to the previous version
+ReindexMode = Literal["incremental", "full"]
+KbMode = Literal[ReindexMode, "rollback"]
+REINDEX_MODES: tuple[str, ...] = get_args(ReindexMode)
+KB_MODES: tuple[str, ...] = get_args(KbMode)
 SCHEMA_VERSION = 2  # row layout; a collection of another layout is rebuilt, not patched
 TEXT_MAX_BYTES = 65535  # the text field's max_length in the collection schema
+BM25_FIELD = "text_bm25"  # hybrid retrieval: the sparse vector that Milvus' BM25 function fills from `text`
+# Milvus' standard tokenizer with lowercasing (Milvus Lite 3.2 offers the standard and jieba tokenizers only).
+TEXT_ANALYZER = {"type": "standard"}
+BM25_FINGERPRINT = {"field": BM25_FIELD, "analyzer": TEXT_ANALYZER}  # what the rows' sparse vectors depend on
 
 EMBED, REPAIR, SKIP = "embed", "repair", "skip"
 
@@ -77,15 +86,20 @@ def plan_document(doc_hash: str, record: DocRecord | None) -> DocPlan:
 
 
 def config_fingerprint(kb) -> dict:
-    """What the vectors in a collection depend on, besides the documents (dimension is added when built)."""
-    return {"schema": SCHEMA_VERSION, "embedder": kb.embedder.identity(),
-            "chunking": {"size": kb.chunking.size, "overlap": kb.chunking.overlap,
-                         "markdown_aware": kb.chunking.markdown_aware}}
+    """What the vectors in a collection depend on, besides the documents (dimension is added when built).
+    Hybrid adds the BM25 field: switching to hybrid rebuilds; back to dense keeps the collection (dense search
+    ignores the extra field), so a dense knowledge base's fingerprint is what it was before hybrid existed."""
+    fingerprint = {"schema": SCHEMA_VERSION, "embedder": kb.embedder.identity(),
+                   "chunking": {"size": kb.chunking.size, "overlap": kb.chunking.overlap,
+                                "markdown_aware": kb.chunking.markdown_aware}}
+    if kb.retrieval.mode == "hybrid":
+        fingerprint["bm25"] = BM25_FINGERPRINT
+    return fingerprint
 
 
 def check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise KbError(f"mode {mode!r} is not a re-index mode", fix=f"use one of {', '.join(MODES)}")
+    if mode not in REINDEX_MODES:
+        raise KbError(f"mode {mode!r} is not a re-index mode", fix=f"use one of {', '.join(REINDEX_MODES)}")
 
 
 def choose_mode(kb, requested: str, live: str | None, stored: dict | None, dimension: int | None) -> tuple[str, str]:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from llmops.errors import ConfigError, shorten
+from llmops.kb.plan import KB_MODES
 from llmops.kb.progress import duration
-
-RUN_MODES = ("incremental", "full", "rollback")
 
 
 def job_arguments(knowledge_bases: dict, knowledge_base: str = "", mode: str = "incremental",
@@ -15,8 +14,8 @@ def job_arguments(knowledge_bases: dict, knowledge_base: str = "", mode: str = "
     (Schedules are per knowledge base: each has its own DAG `kb_reindex__<name>`; this selection serves
     the manual `kb_reindex` DAG and those.)
     """
-    if mode not in RUN_MODES:
-        raise ConfigError("params.mode", [("", f"{shorten(mode)} is not a mode", f"use one of {', '.join(RUN_MODES)}")])
+    if mode not in KB_MODES:
+        raise ConfigError("params.mode", [("", f"{shorten(mode)} is not a mode", f"use one of {', '.join(KB_MODES)}")])
     if knowledge_base:
         if knowledge_base not in knowledge_bases:
             known = ", ".join(sorted(knowledge_bases)) or "none"

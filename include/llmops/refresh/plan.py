@@ -151,7 +151,7 @@ def expand_targets(models: list, shas: dict[str, str], profiles: dict, *, runtim
         if spec.name not in shas:
             raise InvalidValue(f"model {spec.name!r} has no resolved sha", fix="resolve its revision before planning")
         sha = shas[spec.name]
-        golden = {"prompts": [p.model_dump() for p in spec.validation.golden_prompts],
+        golden = {"prompts": [p.model_dump(exclude_none=True) for p in spec.validation.golden_prompts],
                   "max_new_tokens": spec.validation.max_new_tokens,
                   "min_agreement": spec.validation.min_agreement}
         for target in spec.targets:

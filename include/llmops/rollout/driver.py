@@ -333,7 +333,7 @@ def analyse_step(ctx: RolloutContext, canary_percent: int) -> StepReport:
     """One traffic step's analysis window: golden prompts, alternating load, /metrics; stops early on
     decisive evidence (golden prompts failing, errors over the threshold, the canary gone)."""
     spec = ctx.deployment.rollout
-    thresholds = ctx.resolved.verdict_thresholds()
+    thresholds = ctx.resolved.thresholds
     stable_url, canary_url = ctx.backend.endpoints()
     started = time.time()
 
@@ -363,7 +363,7 @@ def analyse_step(ctx: RolloutContext, canary_percent: int) -> StepReport:
 def _report(ctx: RolloutContext, canary_uri: str, stable_uri: str | None, outcome: str, reason: str,
             progress: RolloutProgress | None = None) -> RolloutReport:
     report = RolloutReport(ctx.deployment.name, ctx.deployment.model, ctx.backend.runtime, ctx.run_id, canary_uri,
-                           stable_uri, outcome, reason, ctx.resolved.verdict_thresholds())
+                           stable_uri, outcome, reason, ctx.resolved.thresholds)
     if progress is not None:
         report.steps = list(progress.steps)
         report.timeline = [(e.at, e.phase, e.event, e.detail) for e in progress.plan.timeline]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from llmops.config.schema import check_steps
 from llmops.rollout.errors import InvalidTransition
 
 Phase = Literal["deploying", "waiting_ready", "shifting", "analysing", "promoting", "rolling_back",
@@ -76,9 +77,10 @@ class PlanState:
 
 def start(steps: list[int] | tuple[int, ...], *, has_stable: bool, at: float = 0.0) -> tuple[PlanState, Action]:
     """The initial state and its first action. Without a stable version the steps collapse to [100]."""
-    steps = tuple(steps)
-    if not steps or list(steps) != sorted(set(steps)) or steps[-1] != 100 or steps[0] < 1:
-        raise InvalidTransition(f"steps {list(steps)} must increase strictly from 1 to 100", fix="e.g. [10, 50, 100]")
+    try:
+        steps = tuple(check_steps(list(steps)))
+    except ValueError as exc:
+        raise InvalidTransition(f"steps {exc}") from None
     if not has_stable:
         steps = (100,)
     state = PlanState(steps=steps, has_stable=has_stable, phase="deploying",

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llmops.canary.stats import median
-from llmops.canary.verdict import Check, GoldenOutcome, ProbeRound, Thresholds, Verdict
+from llmops.canary.verdict import Check, ProbeRound, Thresholds, Verdict
+from llmops.golden import GoldenOutcome
 
 
 @dataclass

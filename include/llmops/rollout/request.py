@@ -8,7 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llmops.canary.verdict import Thresholds
 from llmops.config.loader import Registry
-from llmops.config.schema import NAME_RE, TRTLLM_CONFIG_FLAGS, Deployment
+from llmops.config.schema import (
+    NAME_RE,
+    TRTLLM_CONFIG_FLAGS,
+    Deployment,
+    RolloutThresholds,
+    TrafficSteps,
+    TrafficStrategy,
+)
 from llmops.errors import ConfigError, InvalidValue, shorten, validation_problem
 
 _FORM_FIX = "see the trigger form's description"
@@ -29,25 +36,15 @@ class RolloutRequest(BaseModel):
     version: str = Field(default="latest", min_length=1, max_length=1024, pattern=r"^\S+$",
                          description="a manifest URI, 'latest', or 'previous' (roll back to the recorded previous version)")
     deployment: str = Field(min_length=1, max_length=52, pattern=NAME_RE)
-    traffic_strategy: Literal["deployment-default", "gateway-httproute", "replica-ratio"] = "deployment-default"
-    steps: list[int] | None = None
-    max_p95_latency_ratio: float | None = Field(default=None, ge=1.0, le=10.0)
-    max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    min_golden_pass_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    traffic_strategy: Literal["deployment-default", TrafficStrategy] = "deployment-default"
+    steps: TrafficSteps | None = None
+    thresholds: RolloutThresholds | None = Field(
+        default=None, description="only the thresholds given override the deployment's (model_fields_set)")
     analysis_window_s: int | None = Field(default=None, ge=5, le=86400)
     canary_extra_args: list[str] | None = Field(
         default=None, description="extra server arguments (vLLM or trtllm-serve flags) for the canary only (after the "
                      "deployment's extra_args)")
     dry_run: bool = False
-
-    @field_validator("steps")
-    @classmethod
-    def _steps(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and (not value or any(not 1 <= s <= 100 for s in value)
-                                  or value != sorted(set(value)) or value[-1] != 100):
-            raise InvalidValue(f"{shorten(value)} must be strictly increasing percentages 1..100 ending at 100",
-                             fix="e.g. [10, 50, 100]")
-        return value
 
     @field_validator("canary_extra_args")
     @classmethod
@@ -62,8 +59,9 @@ class RolloutRequest(BaseModel):
     def from_params(cls, params: dict) -> RolloutRequest:
         """Parse the DAG's Params (None / empty values fall back to the deployment's rollout defaults)."""
         data = {k: v for k, v in params.items() if v not in (None, "", [])}
-        thresholds = data.pop("thresholds", None) or {}
-        data.update({k: v for k, v in thresholds.items() if v is not None})
+        thresholds = {k: v for k, v in (data.pop("thresholds", None) or {}).items() if v is not None}
+        if thresholds:
+            data["thresholds"] = thresholds
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -82,10 +80,7 @@ class ResolvedRollout(BaseModel):
     deployment: Deployment
     steps: list[int]
     window_s: int
-    thresholds: dict
-
-    def verdict_thresholds(self) -> Thresholds:
-        return Thresholds(**self.thresholds)
+    thresholds: Thresholds
 
     @property
     def probe_concurrency(self) -> int:
@@ -109,14 +104,9 @@ def resolve_request(request: RolloutRequest, registry: Registry) -> ResolvedRoll
         deployment = deployment.model_copy(update={
             "traffic": deployment.traffic.model_copy(update={"strategy": request.traffic_strategy})})
     spec = deployment.rollout
-    t = spec.thresholds
-    thresholds = {
-        "max_p95_latency_ratio": request.max_p95_latency_ratio or t.max_p95_latency_ratio,
-        "max_error_rate": t.max_error_rate if request.max_error_rate is None else request.max_error_rate,
-        "min_golden_pass_rate": (t.min_golden_pass_rate if request.min_golden_pass_rate is None
-                                 else request.min_golden_pass_rate),
-        "min_rounds": spec.probe.min_rounds,
-        "min_errors_to_stop": spec.probe.min_errors_to_stop,
-    }
+    given = request.thresholds
+    thresholds = spec.thresholds if given is None else spec.thresholds.model_copy(
+        update={name: getattr(given, name) for name in given.model_fields_set})
     return ResolvedRollout(request=request, deployment=deployment, steps=request.steps or list(spec.steps),
-                           window_s=request.analysis_window_s or spec.analysis_window_s, thresholds=thresholds)
+                           window_s=request.analysis_window_s or spec.analysis_window_s,
+                           thresholds=Thresholds.of(thresholds, spec.probe))

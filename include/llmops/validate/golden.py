@@ -1,18 +1,17 @@
-"""The golden set and the verdict: pure functions, no model, no server."""
+"""Refresh validation's golden set and agreement verdict: pure functions, no model, no server.
+
+The prompts and their expectation check are `llmops.golden`'s, shared with the rollout canary. This
+verdict is a different judgement from the canary's (`canary.verdict`): it compares a quantized checkpoint's
+greedy token ids with the unquantized model's (agreement), where the canary judges a live deployment's
+latency, errors and golden answers against thresholds; hence `ValidationVerdict` and `judge_agreement`.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from llmops.errors import InvalidValue
-
-
-@dataclass(frozen=True)
-class GoldenPrompt:
-    prompt: str
-    expect_substring: str | None = None
-    expect_regex: str | None = None
+from llmops.golden import GoldenPrompt, check_answer
 
 
 @dataclass(frozen=True)
@@ -23,12 +22,13 @@ class GoldenSet:
 
     @classmethod
     def from_dict(cls, data: dict) -> GoldenSet:
-        prompts = [GoldenPrompt(**p) if isinstance(p, dict) else GoldenPrompt(str(p)) for p in data.get("prompts", [])]
+        prompts = [GoldenPrompt.model_validate(p) if isinstance(p, dict) else GoldenPrompt(prompt=str(p))
+                   for p in data.get("prompts", [])]
         return cls(prompts, int(data.get("max_new_tokens", 16)), float(data.get("min_agreement", 0.5)))
 
     def to_dict(self) -> dict:
-        return {"prompts": [p.__dict__ for p in self.prompts], "max_new_tokens": self.max_new_tokens,
-                "min_agreement": self.min_agreement}
+        return {"prompts": [p.model_dump(exclude_none=True) for p in self.prompts],
+                "max_new_tokens": self.max_new_tokens, "min_agreement": self.min_agreement}
 
     @property
     def texts(self) -> list[str]:
@@ -36,7 +36,7 @@ class GoldenSet:
 
 
 @dataclass
-class Verdict:
+class ValidationVerdict:
     passed: bool
     agreement: float
     min_agreement: float
@@ -61,14 +61,9 @@ class Verdict:
 
 
 def expectation_problems(golden: GoldenSet, texts: list[str], whose: str = "quantized") -> list[str]:
-    """The registry expectations (expect_substring / expect_regex) that `texts` (one per prompt) miss."""
-    problems = []
-    for item, text in zip(golden.prompts, texts, strict=True):
-        if item.expect_substring is not None and item.expect_substring not in text:
-            problems.append(f"{item.prompt!r}: {whose} output {text!r} lacks {item.expect_substring!r}")
-        if item.expect_regex is not None and not re.search(item.expect_regex, text):
-            problems.append(f"{item.prompt!r}: {whose} output {text!r} does not match /{item.expect_regex}/")
-    return problems
+    """The golden expectations (`llmops.golden.check_answer`) that `texts` (one per prompt) miss."""
+    outcomes = [check_answer(item, text) for item, text in zip(golden.prompts, texts, strict=True)]
+    return [f"{o.prompt!r}: {whose} output {o.output!r} {o.reason}" for o in outcomes if not o.passed]
 
 
 def _strip_eos(ids: list[int], eos: set[int]) -> list[int]:
@@ -82,13 +77,14 @@ def _first_difference(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
-def judge(golden: GoldenSet, reference: list[dict], quantized: list[dict], *, eos_token_ids=()) -> Verdict:
+def judge_agreement(golden: GoldenSet, reference: list[dict], quantized: list[dict], *,
+                    eos_token_ids=()) -> ValidationVerdict:
     """Agreement = share of prompts whose greedy continuation has the same token ids as the original model's.
 
     Each generation is {"token_ids": [...], "text": "..."}. Token ids, not decoded text: two runtimes render
     a continuation that ends inside a multi-byte character differently (U+FFFD or nothing), while the ids
     are the model's actual choice. Trailing end-of-sequence ids are ignored (one runtime returns them, the
-    other may not). Expectations in the registry (expect_substring / expect_regex) must hold on the quantized
+    other may not). Expectations in the registry (`llmops.golden`) must hold on the quantized
     text too. An empty golden set cannot show anything: it fails rather than passing vacuously.
     """
     if len(reference) != len(golden.prompts) or len(quantized) != len(golden.prompts):
@@ -106,4 +102,4 @@ def judge(golden: GoldenSet, reference: list[dict], quantized: list[dict], *, eo
         problems.append("no golden prompts; fix: add validation.golden_prompts to the model in models.yaml")
     agreement = sum(r["agrees"] for r in rows) / len(rows) if rows else 0.0
     passed = bool(rows) and agreement >= golden.min_agreement and not problems
-    return Verdict(passed, round(agreement, 4), golden.min_agreement, rows, problems)
+    return ValidationVerdict(passed, round(agreement, 4), golden.min_agreement, rows, problems)

@@ -138,7 +138,7 @@ def open_index():
     def make(kb, uri):
         client = connect(uri, Path("/nonexistent"))
         opened.append((client, uri))
-        index = KbIndex(client, kb.alias, kb.milvus.index_type, kb.milvus.metric_type, dict(kb.milvus.index_params))
+        index = KbIndex.for_kb(client, kb)
         index.close = lambda: disconnect(client, uri, Path("/nonexistent"))
         return index
 

@@ -15,7 +15,7 @@ from refresh_helpers import SHA, run_job
 from llmops.config import load_registry
 from llmops.config.schema import ModelSpec
 from llmops.refresh.plan import expand_targets
-from llmops.validate.golden import GoldenSet, judge
+from llmops.validate.golden import GoldenSet, judge_agreement
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -65,6 +65,6 @@ def test_on_the_same_real_outputs_differing_token_ids_fail_even_where_the_texts_
     # the reference's last token swapped for another: a different choice of the model, whatever the text shows
     other = [{"token_ids": row["reference_token_ids"][:-1] + [row["reference_token_ids"][-1] + 1],
               "text": row["quantized"]} for row in record["prompts"]]
-    verdict = judge(GoldenSet(golden.prompts, golden.max_new_tokens, 0.5), other, vllm)
+    verdict = judge_agreement(GoldenSet(golden.prompts, golden.max_new_tokens, 0.5), other, vllm)
     assert not verdict.passed and verdict.agreement == 0.0
     assert "min_agreement" not in verdict.summary()
