@@ -64,6 +64,7 @@ def test_a_bad_retrieval_block_names_the_key_and_the_fix(tmp_path, retrieval, wo
 
 @pytest.mark.parametrize(("version", "supported"), [
     ("milvus_lite-3.2.2", True),   # what pymilvus 3 + milvus-lite report (BM25 checked by the integration tests)
+    ("milvus_lite-2.5.1", False),  # the older C++-core Lite generation is not counted on
     ("v2.3.5-lite", False),        # the `milvus` package's standalone server: no sparse vectors, no BM25
     ("v2.4.15", False),
     ("v2.5.0", True),

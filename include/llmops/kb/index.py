@@ -47,17 +47,21 @@ log = logging.getLogger(__name__)
 FINGERPRINT_PROPERTY = "llmops.kb.fingerprint"
 STRONG = "Strong"
 _SCAN_FIELDS = ["pk", "doc_id", "doc_hash", "chunk_index", "n_chunks", "chunk_hash"]
-BM25_SINCE = (2, 5)  # the first Milvus (and Milvus Lite) release with BM25 functions
+BM25_SINCE = (2, 5)  # the first Milvus release with BM25 functions
+# Milvus Lite 3.x (the pure-Python generation) documents BM25 and hybrid search and passes the integration tests;
+# the older C++-core Lite releases are not counted on.
+LITE_BM25_SINCE = (3, 0)
 MAX_CANDIDATES = 16384  # Milvus' largest limit per search request
 
 
 def bm25_supported(server_version: str) -> bool | None:
     """Whether a Milvus of this version (`get_server_version()`: 'v2.5.4', 'v2.3.5-lite', 'milvus_lite-3.2.2')
     has BM25 functions; None when the version cannot be read (a managed service: the server decides)."""
-    match = re.match(r"^(?:milvus[_-]lite-|v)?(\d+)\.(\d+)", server_version.strip())
+    match = re.match(r"^(milvus[_-]lite-|v)?(\d+)\.(\d+)", server_version.strip())
     if not match:
         return None
-    return (int(match.group(1)), int(match.group(2))) >= BM25_SINCE
+    since = LITE_BM25_SINCE if match.group(1) and "lite" in match.group(1) else BM25_SINCE
+    return (int(match.group(2)), int(match.group(3))) >= since
 
 
 def is_server(uri: str) -> bool:
@@ -158,9 +162,9 @@ class KbIndex:
         if bm25_supported(version) is False:
             raise HybridUnsupportedError(
                 f"knowledge base {kb_name}: retrieval.mode 'hybrid' needs BM25 full-text search (Milvus "
-                f"{BM25_SINCE[0]}.{BM25_SINCE[1]} or later), but the Milvus at {where} is {version}; nothing was "
-                "changed", fix="point milvus.uri (or --milvus-uri) at a Milvus 2.5+ server or a Milvus Lite file "
-                "(the local runtime serves it with `milvus-lite server`), or set retrieval.mode: dense")
+                f"{BM25_SINCE[0]}.{BM25_SINCE[1]}+ or Milvus Lite {LITE_BM25_SINCE[0]}+), but the Milvus at {where} "
+                f"is {version}; nothing was changed", fix="point milvus.uri (or --milvus-uri) at such a Milvus (a "
+                "Milvus Lite file is served locally by `milvus-lite server`), or set retrieval.mode: dense")
 
     # --- versions and alias ----------------------------------------------------------------------
 
