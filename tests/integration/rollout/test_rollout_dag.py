@@ -31,7 +31,8 @@ def test_dry_run_passes_preflight_and_creates_nothing(env, rollout_store):
     _, uris = rollout_store
     rc, log = dags_test(env, {"version": uris["healthy"], "dry_run": True})
     assert rc == 0, log[-4000:]
-    assert "pre-flight passed" in log and "dry run: would apply 7 objects" in log
+    # no stable yet: the canary Deployment, 3 Services, HPA, PodDisruptionBudget, ServiceMonitor, HTTPRoute
+    assert "pre-flight passed" in log and "dry run: would apply 8 objects" in log
     assert nothing_serves(env)
 
 
