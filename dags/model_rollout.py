@@ -11,7 +11,8 @@ from pathlib import Path
 
 from airflow.sdk import Param, dag
 
-from llmops.config.schema import TRAFFIC_STRATEGIES, RolloutThresholds, TrafficSteps
+from llmops.config.schema import RolloutThresholds, TrafficSteps
+from llmops.rollout.request import TRAFFIC_CHOICES
 from llmops_airflow.dag_defaults import START_DATE, default_args
 from llmops_airflow.forms import optional_typed
 from llmops_airflow.operators.rollout import ModelRolloutOperator
@@ -81,8 +82,7 @@ DEPLOYMENTS = _deployment_names()
                          pattern=r"^(latest|previous|[a-z0-9]+://\S+|models/\S+)$",
                          description="a manifest URI (file://, s3://, oss://), 'latest', or 'previous' to roll "
                                      "back to the version the stable one replaced (recorded on the deployment)"),
-        "traffic_strategy": Param("deployment-default", type="string",
-                                  enum=["deployment-default", *TRAFFIC_STRATEGIES],
+        "traffic_strategy": Param(TRAFFIC_CHOICES[0], type="string", enum=list(TRAFFIC_CHOICES),
                                   title="Traffic strategy",
                                   description="HTTPRoute weights (ACK Gateway) or replica ratio behind one Service"),
         "steps": optional_typed(TrafficSteps, [10, 50, 100], title="Traffic steps (canary %)",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,7 +23,6 @@ MAX_MODEL_LEN = 2**24
 
 #: how a rollout shifts traffic: HTTPRoute weights (ACK Gateway) or the replica ratio behind one Service
 TrafficStrategy = Literal["gateway-httproute", "replica-ratio"]
-TRAFFIC_STRATEGIES: tuple[str, ...] = get_args(TrafficStrategy)
 
 
 def check_steps(value: list[int]) -> list[int]:

@@ -30,10 +30,10 @@ DEPLOYMENT = "tiny-llama-chat"
 def ensure_tiny_model(out: Path, *args: str) -> Path:
     """The tiny model in `out`, built by the worker environment's `llmops.jobs.make_tiny_model` unless it is
     there already (`args` e.g. `--seed 1 --train-steps 0` for an untrained one that fails golden prompts)."""
-    if not (out / "model.safetensors").is_file():
+    if not ((out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()):  # one model per seed
         env = child_environment({"PYTHONPATH": str(PROJECT_ROOT / "include")})
         subprocess.run([get_settings().worker_python, "-m", "llmops.jobs.make_tiny_model", "--out", str(out), *args],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+                       check=True, env=env, stdout=subprocess.DEVNULL, timeout=1800)
     return out
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -17,6 +17,10 @@ from llmops.config.schema import (
     TrafficStrategy,
 )
 from llmops.errors import ConfigError, InvalidValue, shorten, validation_problem
+
+#: the trigger form's traffic choice: the deployment's own strategy, or one of the strategies for this run
+TrafficChoice = Literal["deployment-default", TrafficStrategy]
+TRAFFIC_CHOICES: tuple[str, ...] = get_args(TrafficChoice)
 
 _FORM_FIX = "see the trigger form's description"
 _FIXES = {
@@ -36,7 +40,7 @@ class RolloutRequest(BaseModel):
     version: str = Field(default="latest", min_length=1, max_length=1024, pattern=r"^\S+$",
                          description="a manifest URI, 'latest', or 'previous' (roll back to the recorded previous version)")
     deployment: str = Field(min_length=1, max_length=52, pattern=NAME_RE)
-    traffic_strategy: Literal["deployment-default", TrafficStrategy] = "deployment-default"
+    traffic_strategy: TrafficChoice = TRAFFIC_CHOICES[0]
     steps: TrafficSteps | None = None
     thresholds: RolloutThresholds | None = Field(
         default=None, description="only the thresholds given override the deployment's (model_fields_set)")
@@ -100,7 +104,7 @@ def resolve_request(request: RolloutRequest, registry: Registry) -> ResolvedRoll
             "canary_extra_args", f"{shorten(config_flags)} would replace the LLM API options file of "
             f"{deployment.name}'s trtllm-serve (its Prometheus metrics)",
             "set the options in the deployment's llm_api_options in deployments.yaml")])
-    if request.traffic_strategy != "deployment-default":
+    if request.traffic_strategy != TRAFFIC_CHOICES[0]:
         deployment = deployment.model_copy(update={
             "traffic": deployment.traffic.model_copy(update={"strategy": request.traffic_strategy})})
     spec = deployment.rollout

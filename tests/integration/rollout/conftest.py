@@ -18,6 +18,7 @@ import pytest
 
 from llmops.artefacts import Manifest, open_store
 from llmops.config import load_registry
+from llmops.demo.rollout import ensure_tiny_model
 from llmops.serving.errors import LocalRuntimeError
 from llmops.serving.local import LocalRuntime
 from llmops.settings import PROJECT_ROOT, get_settings
@@ -25,20 +26,12 @@ from llmops.settings import PROJECT_ROOT, get_settings
 SHAS = {"stable": "a" * 40, "healthy": "b" * 40, "garbage": "c" * 40}
 
 
-def build_model(out: Path, *args: str) -> Path:
-    if (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file():
-        return out  # deterministic for a seed: reuse across sessions
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "include")}
-    subprocess.run([get_settings().worker_python, "-m", "llmops.jobs.make_tiny_model", "--out", str(out), *args],
-                   check=True, capture_output=True, env=env, timeout=600)
-    return out
-
-
 @pytest.fixture(scope="session")
 def tiny_models() -> dict[str, Path]:
     root = get_settings().home / "test" / "rollout" / "models"
-    return {"trained": build_model(root / "trained"),
-            "garbage": build_model(root / "garbage", "--seed", "1", "--train-steps", "0")}
+    # the demo's helper: deterministic for a seed, so reused across sessions
+    return {"trained": ensure_tiny_model(root / "trained"),
+            "garbage": ensure_tiny_model(root / "garbage", "--seed", "1", "--train-steps", "0")}
 
 
 @pytest.fixture(scope="session")
