@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
+sys.path.insert(0, str(ROOT / "tests"))  # the counting embedder of tests/support
 
 
 def _reexec_where_torch_is() -> None:
@@ -59,9 +60,10 @@ if __name__ == "__main__":
 
 from llmops.config.schema import KnowledgeBase  # noqa: E402
 from llmops.kb.chunking import chunk_lines  # noqa: E402
-from llmops.kb.embedders import CountingEmbedder, SentenceTransformerEmbedder  # noqa: E402
+from llmops.kb.embedders import SentenceTransformerEmbedder  # noqa: E402
 from llmops.kb.index import KbIndex, connect  # noqa: E402
 from llmops.kb.pipeline import reindex  # noqa: E402
+from support.embedders import CountingEmbedder  # noqa: E402
 
 TOPICS = ["scheduler", "retries", "alerts", "storage", "permissions", "upgrades", "metrics", "backups",
           "networking", "billing", "tokens", "logging", "caching", "queues", "exports", "webhooks"]

@@ -1,4 +1,6 @@
-"""Typed errors. Every message names the input, the rule it broke and the fix.
+"""Typed errors. Every message names the input, the rule it broke and the fix; the fix is also data
+(`LlmopsError.fix`, `InvalidValue` inside pydantic validators), so nobody splits a message to find it.
+Each package keeps its own error classes in its `errors.py`; all of them are `LlmopsError`s.
 
 Permanent or transient: an `LlmopsError` is permanent unless its class (or the instance) says
 `transient = True`. Permanent means "the same call with the same input fails the same way": bad

@@ -41,7 +41,7 @@ OBJECT_STORE_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SES
 @dataclass(frozen=True)
 class Credentials:
     """Credentials a job was handed as declared environment; empty strings where none was. Values never
-    show in repr: print the names with `present()`."""
+    show in repr (the doctor job lists the names set)."""
 
     hf_token: str = field(default="", repr=False)
     """HF_TOKEN: the model's Hugging Face Connection's password (download job)."""
@@ -49,11 +49,6 @@ class Credentials:
     """MILVUS_TOKEN: the milvus_default Connection's password (kb_reindex job)."""
     object_store: Mapping[str, str] = field(default_factory=dict, repr=False)
     """OBJECT_STORE_VARIABLES that are set, by name (publish, fetch and kb_reindex with an S3/OSS source)."""
-
-    def present(self) -> list[str]:
-        names = [name for name, value in (("HF_TOKEN", self.hf_token), ("MILVUS_TOKEN", self.milvus_token))
-                 if value]
-        return sorted([*names, *self.object_store])
 
     @staticmethod
     def named(variable: str | None) -> str:

@@ -12,12 +12,12 @@ from llmops.config import load_registry
 from llmops.config.recipes import RECIPES
 from llmops.config.schema import GpuProfile, ModelSpec
 from llmops.errors import ConfigError
+from llmops.jobs._cli import parse_item
 from llmops.refresh.plan import (
     VALIDATE_SKIP,
     VALIDATE_TRTLLM,
     VALIDATE_VLLM,
     RefreshPlan,
-    WorkItem,
     check_handoff,
     expand_targets,
     plan_refresh,
@@ -153,7 +153,7 @@ def test_items_carry_the_golden_set_and_survive_the_trip_through_a_command_line(
     (item,) = expand([spec]).items
     assert item.golden == {"prompts": [{"prompt": "2+2=", "expect_substring": "4"}],
                            "max_new_tokens": 4, "min_agreement": 0.75}
-    assert WorkItem.from_json(item.to_json()) == item
+    assert parse_item(item.to_json()) == item  # what every job does with its --item argument
     assert json.loads(item.to_json())["max_model_len"] == 1024
 
 

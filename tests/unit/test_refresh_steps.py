@@ -14,6 +14,7 @@ from kubernetes.client import ApiClient
 
 from llmops.config import load_registry
 from llmops.config.schema import ModelSpec
+from llmops.jobs._cli import parse_item
 from llmops.refresh.plan import WorkItem, expand_targets
 from llmops.settings import get_settings
 from llmops_airflow.refresh_tasks import ITEM_FIELDS, item_chain, item_entry
@@ -46,7 +47,7 @@ def test_on_the_local_runtime_an_entry_carries_each_steps_arguments_and_the_mode
     assert entry["download"] == ["--model", "m", "--revision-sha", SHA, "--out", item.source_dir]
     for step in ("quantize", "validate"):
         flag, payload = entry[step]
-        assert flag == "--item" and WorkItem.from_json(payload) == item
+        assert flag == "--item" and parse_item(payload) == item
     assert entry["publish"][2:] == RUN
     assert entry["hf_token"] == "hf_team_b.password"
     assert entry["node_selector"] is None and entry["gpu_pod"] is None  # pods are kubernetes-only
@@ -88,7 +89,7 @@ def test_on_kubernetes_each_step_becomes_a_valid_pod_gpu_steps_on_the_items_prof
         assert ("nvidia.com/gpu" in container["resources"].get("limits", {})) == gpu, step
         assert any(t["key"] == "nvidia.com/gpu" for t in pod["spec"].get("tolerations") or []) == gpu, step
         assert any(m["mountPath"] == "/models" for m in container["volumeMounts"])  # the checkpoint's volume
-    assert WorkItem.from_json(pods["quantize"]["spec"]["containers"][0]["args"][1]) == item
+    assert parse_item(pods["quantize"]["spec"]["containers"][0]["args"][1]) == item
 
 
 def test_on_kubernetes_the_download_reads_the_token_from_the_secret_of_the_models_own_connection():

@@ -75,10 +75,6 @@ class ProbeRound:
     e2e_samples: tuple[float, ...] = ()
     measurement_error: str = ""  # no request got any response: the probe could not measure (not counted as errors)
 
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 1.0
-
 
 @dataclass(frozen=True)
 class Observations:

@@ -1,4 +1,5 @@
-"""Knowledge-base indexing: sources, loaders, chunking, hashing, embedders and the Milvus index manager.
+"""Knowledge-base indexing: sources, loaders, chunking, keys, embedders, the Milvus index manager (`index`),
+the pure re-index decisions (`plan`) and the pipeline that carries them out (`pipeline`).
 
 The Milvus collection is its own record: every row carries the document id, the document's content
 hash, the chunk index and the document's chunk count, and the collection carries the embedder and
@@ -6,5 +7,5 @@ chunking fingerprint as a property. There is no sidecar database that could drif
 each incremental run compares the source with the rows actually in Milvus and repairs the difference.
 
     from llmops.kb.pipeline import reindex
-    summary = reindex(kb, mode="incremental", client=client, embedder=embedder)
+    summary = reindex(kb, "incremental", index=index, embedder=embedder)
 """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 
 def chunk_key(doc_id: str, chunk_index: int) -> str:
@@ -14,7 +13,3 @@ def chunk_key(doc_id: str, chunk_index: int) -> str:
 def text_hash(text: str) -> str:
     """Hash of what is embedded: an unchanged chunk of a changed document keeps its vector."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def fingerprint_digest(fingerprint: dict) -> str:
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]

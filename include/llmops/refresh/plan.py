@@ -64,10 +64,6 @@ class WorkItem:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
-    @classmethod
-    def from_json(cls, text: str) -> WorkItem:
-        return cls(**json.loads(text))
-
 
 @dataclass(frozen=True)
 class Skipped:

@@ -34,13 +34,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llmops.canary.metrics import metrics_path
 from llmops.config.schema import Deployment
 
 RUNTIME = "tensorrt-llm"
 CONTAINER_NAME = "trtllm-serve"
 HEALTH_PATH = "/health"
-METRICS_PATH = metrics_path(RUNTIME)
 #: What the stable track's HPA scales on (serving.manifests.HPA_METRICS's shape: the metric the HPA asks the
 #: adapter for, the Prometheus series, the default target). TensorRT-LLM's names need no renaming (no `:`); its
 #: queue and KV-cache gauges come with `enable_iter_perf_stats` (on by default here), in releases that have them.

@@ -39,7 +39,7 @@ def minilm():
 @pytest.fixture
 def embedder(minilm):
     """The real MiniLM, counted: tests assert on how many chunks were embedded."""
-    from llmops.kb.embedders import CountingEmbedder
+    from support.embedders import CountingEmbedder
 
     return CountingEmbedder(minilm)
 

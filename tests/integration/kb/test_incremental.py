@@ -149,7 +149,8 @@ def test_unreadable_files_are_skipped_and_reported(make_kb, corpus, tmp_path, mi
 
 
 def test_embedder_dimension_mismatch_writes_nothing(make_kb, milvus_uri, open_index, embedder):
-    from llmops.kb.embedders import CountingEmbedder, SentenceTransformerEmbedder
+    from llmops.kb.embedders import SentenceTransformerEmbedder
+    from support.embedders import CountingEmbedder
 
     kb = make_kb()
     index = open_index(kb, milvus_uri)
