@@ -116,9 +116,9 @@ def _decode_seconds(size: int) -> float:
     data = b"word " * (size // 5)  # one line, no newline
     best = float("inf")
     for _ in range(3):
-        started = time.perf_counter()
+        started = time.process_time()  # CPU time: other processes on a busy machine do not count
         (line,) = load_text(io.BytesIO(data), "long.txt")
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
         assert len(line) == len(data)
     return best
 
