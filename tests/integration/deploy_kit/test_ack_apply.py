@@ -20,7 +20,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-from rollout.kube_emulator import KubeEmulator
+
+from support.kube_emulator import KubeEmulator
 
 ROOT = Path(__file__).resolve().parents[3]
 KIT = ROOT / "deploy" / "ack"

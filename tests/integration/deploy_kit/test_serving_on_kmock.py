@@ -12,11 +12,9 @@ tests/unit/test_rollout_manifests.py).
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import pytest
-from rollout.kube_emulator import KubeEmulator
 
 from llmops.config import load_registry
 from llmops.serving import manifests as m
@@ -29,11 +27,8 @@ CANARY = "oss://b/models/tiny-llama/bbb/vllm-llmcompressor-w8a8/manifest.json"
 
 
 @pytest.fixture
-def hook(monkeypatch):
-    with KubeEmulator() as emulator:
-        conn = {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(emulator.kubeconfig)}}
-        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(conn))
-        yield VllmKubernetesHook("kubernetes_default")
+def hook(kube):
+    return VllmKubernetesHook("kubernetes_default")
 
 
 @pytest.fixture(scope="module")

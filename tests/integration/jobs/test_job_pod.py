@@ -8,10 +8,6 @@ deferrable paths of KubernetesPodOperator end.
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from kubernetes.client import models as k8s
@@ -19,17 +15,6 @@ from kubernetes.client import models as k8s
 from llmops.jobs._cli import EXIT_PERMANENT, EXIT_TRANSIENT
 from llmops_airflow.pod import JobPodOperator
 from llmops_airflow.steps import heavy_step
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rollout"))
-from kube_emulator import KubeEmulator  # noqa: E402
-
-
-@pytest.fixture
-def kube(monkeypatch):
-    with KubeEmulator() as emulator:
-        conn = {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(emulator.kubeconfig)}}
-        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(conn))
-        yield emulator
 
 
 def _finished_pod(op, exit_code: int, message: str) -> k8s.V1Pod:

@@ -29,18 +29,9 @@ from llmops_airflow.triggers.readiness import KubernetesVllmReadyTrigger
 
 from .conftest import dag_env, dags_test, newest_report
 from .fault_proxy import FaultProxy
-from .kube_emulator import KubeEmulator
 
 NS = "llmops"
 A10 = {"aliyun.accelerator/nvidia_name": "NVIDIA-A10"}
-
-
-@pytest.fixture
-def kube(monkeypatch):
-    with KubeEmulator() as emulator:
-        conn = {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(emulator.kubeconfig)}}
-        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(conn))
-        yield emulator
 
 
 @pytest.fixture

@@ -34,21 +34,12 @@ from llmops_airflow.hooks.vllm_k8s import VllmKubernetesHook
 from support.pod_security import violations
 
 from .conftest import dag_env, dags_test
-from .kube_emulator import KubeEmulator
 
 NS = "llmops"
 L20 = {"aliyun.accelerator/nvidia_name": "NVIDIA-L20"}
 A10 = {"aliyun.accelerator/nvidia_name": "NVIDIA-A10"}
 # nothing listens there: a pod URL is only asked once a pod is Ready, which never happens without a GPU
 UNREACHABLE = "http://127.0.0.1:9/{pod_ip}"
-
-
-@pytest.fixture
-def kube(monkeypatch):
-    with KubeEmulator() as emulator:
-        conn = {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(emulator.kubeconfig)}}
-        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(conn))
-        yield emulator
 
 
 @pytest.fixture
