@@ -17,6 +17,7 @@ is dropped here, at the job boundary, for local subprocesses and pods alike (`cl
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import contextlib
 import dataclasses
@@ -182,6 +183,13 @@ def parse_result(stdout: str) -> dict | None:
 
 
 # --- bad arguments and bad disks: one line naming the input and the fix -----------------------------------------
+
+
+def item_parser(description: str | None) -> argparse.ArgumentParser:
+    """The command line of a job that works on one model_refresh item: `--item` with the plan task's JSON."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--item", required=True, help="a WorkItem as JSON (from the plan task)")
+    return parser
 
 
 def parse_item(text: str, argument: str = "--item") -> WorkItem:

@@ -9,14 +9,13 @@ last by the store. Publishing the same content again is a no-op.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, fail, fail_known, parse_item, setup_logging
+from llmops.jobs._cli import emit_result, fail, fail_known, item_parser, parse_item, setup_logging
 from llmops.jobs.errors import NotValidated
 from llmops.refresh.plan import WorkItem
 
@@ -60,8 +59,7 @@ def build_manifest(item: WorkItem, built_by: dict):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--item", required=True, help="a WorkItem as JSON (from the plan task)")
+    parser = item_parser(__doc__)
     parser.add_argument("--dag-id", default=None)
     parser.add_argument("--run-id", default=None)
     parser.add_argument("--task-id", default=None)

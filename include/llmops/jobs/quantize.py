@@ -7,20 +7,18 @@ the unquantized model's greedy answers on the golden prompts). Rerunning reuses 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
 from llmops.errors import LlmopsError
-from llmops.jobs._cli import emit_result, fail, fail_known, parse_item, setup_logging
+from llmops.jobs._cli import emit_result, fail, fail_known, item_parser, parse_item, setup_logging
 
 log = logging.getLogger("llmops.jobs.quantize")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--item", required=True, help="a WorkItem as JSON (from the plan task)")
+    parser = item_parser(__doc__)
     args = parser.parse_args(argv)
     setup_logging()
     try:

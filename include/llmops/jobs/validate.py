@@ -9,7 +9,6 @@ Writes item.work_dir/validation.json (read by the publish job); exits non-zero w
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 
 from llmops.errors import InvalidValue, LlmopsError
-from llmops.jobs._cli import emit_result, fail_known, parse_item, setup_logging
+from llmops.jobs._cli import emit_result, fail_known, item_parser, parse_item, setup_logging
 from llmops.refresh.plan import VALIDATE_SKIP, VALIDATE_TRTLLM, VALIDATE_VLLM, WorkItem
 
 log = logging.getLogger("llmops.jobs.validate")
@@ -99,8 +98,7 @@ def validate(item: WorkItem) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--item", required=True, help="a WorkItem as JSON (from the plan task)")
+    parser = item_parser(__doc__)
     args = parser.parse_args(argv)
     setup_logging()
     try:
