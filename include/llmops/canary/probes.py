@@ -57,21 +57,6 @@ def complete(base_url: str, model: str, prompt: str, *, max_tokens: int = 8, tim
             client.close()
 
 
-async def generation_ok_async(base_url: str, model: str, *, timeout_s: float = 30.0) -> tuple[bool, str]:
-    """The readiness check the trigger runs: one real one-token generation (async, for triggers)."""
-    payload = {"model": model, "prompt": "ping", "max_tokens": 1, "temperature": 0}
-    try:
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
-            response = await client.post(f"{base_url.rstrip('/')}/v1/completions", json=payload)
-        if response.status_code != 200:
-            return False, f"HTTP {response.status_code}: {response.text[:200]}"
-        if not response.json().get("choices"):
-            return False, "the completion had no choices"
-        return True, "generated"
-    except (httpx.HTTPError, ValueError) as exc:
-        return False, f"{type(exc).__name__}: {exc}"
-
-
 def generation_ok(base_url: str, model: str, *, timeout_s: float = 30.0) -> tuple[bool, str]:
     try:
         complete(base_url, model, "ping", max_tokens=1, timeout_s=timeout_s)
