@@ -24,7 +24,10 @@ _INHERITED = {key: value for key, value in os.environ.items()
               if not key.startswith("AIRFLOW__") and key not in ("AIRFLOW_HOME", "LLMOPS_CONFIG_DIR", "LLMOPS_STORE_URI")}
 
 
-@pytest.fixture(scope="session")
+# Package scope: the stack (api-server, scheduler, dag-processor, triggerer) is shared by the tests in
+# tests/airflow and stopped after them, so its background CPU (DAG parsing, heartbeats) does not skew the
+# latency comparisons of the rollout tests that run later in the session on the same cores.
+@pytest.fixture(scope="package")
 def airflow_stack(tmp_path_factory, venvs):
     root = tmp_path_factory.mktemp("airflow-stack")
     config = root / "registry"
@@ -47,7 +50,7 @@ def missing_model() -> str:
     return MISSING_MODEL
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def rest_runs(airflow_stack, missing_model) -> dict[str, tuple[str, str]]:
     """The REST-triggered runs of test_scheduler_runs.py, triggered together as soon as Airflow is up so that
     they run while the browser test works (kb_reindex and model_refresh side by side; the scheduler queues a
