@@ -1,4 +1,4 @@
-"""One real Airflow per test session for tests/airflow: api-server, scheduler, dag-processor, triggerer on
+"""One real Airflow for the tests in tests/airflow: api-server, scheduler, dag-processor, triggerer on
 127.0.0.1 with the project's DAGs and the local stand-ins, started by the same code as `make ui`
 (support.airflow_stack). Pipeline state lives in a fresh temporary folder; the trained demo model is cached
 under $LLMOPS_HOME/test/cache.
@@ -8,9 +8,11 @@ The registry is include/config plus one model whose repository is not on the hub
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,16 +20,28 @@ import yaml
 from support._proc import ROOT
 from support.airflow_stack import local_airflow
 
+HERE = Path(__file__).resolve().parent
+
 MISSING_MODEL = "not-on-the-hub"  # a model of the test registry whose repo_id the hub mirror does not have
 # tests/conftest.py points AIRFLOW_HOME and friends at the in-process test DB; the stack sets its own.
 _INHERITED = {key: value for key, value in os.environ.items()
               if not key.startswith("AIRFLOW__") and key not in ("AIRFLOW_HOME", "LLMOPS_CONFIG_DIR", "LLMOPS_STORE_URI")}
 
 
-# Package scope: the stack (api-server, scheduler, dag-processor, triggerer) is shared by the tests in
-# tests/airflow and stopped after them, so its background CPU (DAG parsing, heartbeats) does not skew the
-# latency comparisons of the rollout tests that run later in the session on the same cores.
-@pytest.fixture(scope="package")
+# The stack (api-server, scheduler, dag-processor, triggerer) is shared by the tests in tests/airflow and
+# stopped as soon as the session leaves this directory (pytest_runtest_teardown below), so its background CPU
+# (DAG parsing, heartbeats) does not skew the latency comparisons of the rollout tests that run later on the
+# same cores. (A "package" scope would not do: tests/airflow cannot be a package, its name is airflow's.)
+_running: list[contextlib.ExitStack] = []
+
+
+def pytest_runtest_teardown(item, nextitem):
+    if _running and (nextitem is None or HERE not in Path(nextitem.path).parents):
+        while _running:
+            _running.pop().close()
+
+
+@pytest.fixture(scope="session")
 def airflow_stack(tmp_path_factory, venvs):
     root = tmp_path_factory.mktemp("airflow-stack")
     config = root / "registry"
@@ -38,9 +52,13 @@ def airflow_stack(tmp_path_factory, venvs):
     (config / "models.yaml").write_text(yaml.safe_dump(models, sort_keys=False))
 
     started = time.monotonic()
-    with local_airflow(root / "state", base_env=_INHERITED, venvs=venvs, config_dir=config,
-                       demo_model_dir=venvs.parent / "test" / "cache" / "tiny-llama", timeout=420,
-                       echo=lambda line: print(f"[airflow_stack] {line}")) as airflow:
+    running = contextlib.ExitStack()
+    _running.append(running)
+    with running:
+        airflow = running.enter_context(local_airflow(
+            root / "state", base_env=_INHERITED, venvs=venvs, config_dir=config,
+            demo_model_dir=venvs.parent / "test" / "cache" / "tiny-llama", timeout=420,
+            echo=lambda line: print(f"[airflow_stack] {line}")))
         print(f"[airflow_stack] ready in {time.monotonic() - started:.0f} s at {airflow.url}")
         yield airflow
 
@@ -50,7 +68,7 @@ def missing_model() -> str:
     return MISSING_MODEL
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def rest_runs(airflow_stack, missing_model) -> dict[str, tuple[str, str]]:
     """The REST-triggered runs of test_scheduler_runs.py, triggered together as soon as Airflow is up so that
     they run while the browser test works (kb_reindex and model_refresh side by side; the scheduler queues a

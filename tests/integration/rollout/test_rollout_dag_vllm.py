@@ -108,9 +108,14 @@ def test_canary_that_queues_requests_is_rolled_back_by_default_settings(env, rol
 
 
 def test_healthy_canary_is_promoted_then_a_rerun_changes_nothing(env, rollout_store, local_backend):
+    """The promote path. The latency limit is raised to 4x (through the form's thresholds): in the full suite
+    the stable has served for minutes while the canary is fresh, and on two shared cores the fresh server's
+    p95 over 16 requests of ~50 ms ran 1.7x and 2.3x the stable's in two CI runs (alone: within 1.5x). The
+    latency gate at default settings is the queueing test's."""
     _, uris = rollout_store
     old = local_backend.load().stable
-    rc, log = dags_test(env, {"version": uris["healthy"], "steps": [50, 100], "analysis_window_s": 10})
+    rc, log = dags_test(env, {"version": uris["healthy"], "steps": [50, 100], "analysis_window_s": 10,
+                              "thresholds": {"max_p95_latency_ratio": 4.0}})
     assert rc == 0, log[-6000:]
     report = newest_report(env_home(env))
     assert "PROMOTED" in report and "Step: 50 %" in report and "Step: 100 %" in report
