@@ -14,6 +14,34 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class ValidationThresholds:
+    """What the teacher-forced validation (`llmops.validate.teacher_forced`) accepts for a recipe.
+
+    Per token of the reference continuation, KL(reference || candidate) in nats over the reference's top-k
+    (the tail handling is documented in teacher_forced), and whether the candidate's top-1 token is the
+    reference's where the reference is confident: its top-1 logprob exceeds its top-2 by `confidence_margin`
+    nats or more. A model overrides any of them in models.yaml (validation.thresholds).
+    """
+
+    max_mean_kl: float
+    """Mean KL over every scored token of every golden prompt must not exceed this (nats)."""
+    min_confident_top1: float
+    """Share of confident positions where the candidate's top-1 is the reference's (0..1)."""
+    confidence_margin: float = 1.0
+    """A position counts for top-1 agreement when log p(top-1) - log p(top-2) of the reference is at least
+    this (1.0 nat: the reference's top-1 is at least e (2.7) times as likely as its runner-up)."""
+
+    def replace(self, **overrides: float | None) -> ValidationThresholds:
+        """These thresholds with the values that are not None in `overrides` (a model's models.yaml entry)."""
+        values = {**self.__dict__, **{k: float(v) for k, v in overrides.items() if v is not None}}
+        return ValidationThresholds(**values)
+
+
+#: Thresholds of a recipe that names none: 8-bit formats keep the distribution close.
+DEFAULT_THRESHOLDS = ValidationThresholds(max_mean_kl=0.05, min_confident_top1=0.9)
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     runtime: str  # serving runtime that loads the checkpoint: "vllm" or "tensorrt-llm"
@@ -25,6 +53,8 @@ class Recipe:
     """The quantization itself runs without a GPU (the local runtime can build it)."""
     cpu_servable: bool = False
     """vLLM on CPU loads the checkpoint, so the local runtime can validate it (int8 / int4 kernels only)."""
+    validation: ValidationThresholds = DEFAULT_THRESHOLDS
+    """What teacher-forced validation accepts (4-bit formats move the distribution more than 8-bit ones)."""
 
     def runs_on(self, compute_capability: float) -> bool:
         return compute_capability >= self.min_compute_capability
