@@ -32,6 +32,7 @@ from llmops.jobs._cli import (
     line_level,
     parse_result,
 )
+from llmops.serving.processes import start_owned
 from llmops.settings import PROJECT_ROOT, get_settings
 from llmops_airflow.links import STEP_LINKS
 
@@ -151,10 +152,10 @@ class LocalJobOperator(BaseOperator):
         tail: deque[str] = deque(maxlen=30)
         errors: deque[str] = deque(maxlen=30)
         stdout: list[str] = []
-        self._process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            env=env, start_new_session=True,
-        )
+        # Owned: the job and whatever it starts (validate's vLLM) die with this task process, also when the
+        # task is SIGKILLed; on_kill's SIGTERM to the group stops the whole tree.
+        self._process = start_owned(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    bufsize=1, env=env)
         assert self._process.stdout is not None
         level = logging.INFO
         for raw in self._process.stdout:

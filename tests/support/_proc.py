@@ -1,4 +1,9 @@
-"""Small process helpers shared by the stand-ins: free ports, readiness polling, stop by PID."""
+"""Small process helpers shared by the stand-ins: free ports, readiness polling, stop by PID.
+
+Every stand-in server starts with `start_owned` (llmops.serving.processes): it dies with the test process that
+started it, also when pytest is SIGKILLed or stopped by a timeout, so no SeaweedFS, olah or Milvus outlives a
+run.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from llmops.serving.processes import start_owned
+
+__all__ = ["ROOT", "LLMOPS_HOME", "STANDINS_BIN", "free_port", "free_ports", "wait_until", "http_ok", "stop",
+           "start_owned"]
 
 ROOT = Path(__file__).resolve().parents[2]
 LLMOPS_HOME = Path(os.environ.get("LLMOPS_HOME", str(ROOT / ".llmops")))

@@ -2,7 +2,10 @@
 
 One implementation for `make ui` (`python -m support.airflow_stack`) and for the tests in tests/airflow
 (a session fixture): api-server, scheduler (LocalExecutor), dag-processor and triggerer, each in its own
-process group, plus what the pipelines need locally:
+process group under the owner guard (`llmops.serving.guard`): they die with this process however it ends
+(Ctrl-C, SIGTERM, SIGKILL), and so do the processes their tasks leave running (the local runtime's stable and
+canary vLLM), which the kernel re-parents to the guard (a child subreaper) when their task process ends. Plus
+what the pipelines need locally:
 
 - the demo model (tiny-llama) as a Hugging Face repo on an offline olah mirror (`HF_ENDPOINT`);
 - the local artefact store (`LLMOPS_STORE_URI`, a folder);
@@ -34,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support._proc import ROOT, free_port, free_ports, http_ok, stop
+from support._proc import ROOT, free_port, free_ports, http_ok, start_owned, stop
 
 DEMO_REPO = "llmops-demo/tiny-llama"
 COMPONENTS = {  # name -> airflow arguments
@@ -169,9 +172,8 @@ class _DemoModel:
         self.staging = model_dir.with_name(f".{model_dir.name}.{os.getpid()}")
         shutil.rmtree(self.staging, ignore_errors=True)
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen([str(worker_python), "-m", "llmops.jobs.make_tiny_model", "--out",
-                                          str(self.staging)], stdout=out, stderr=subprocess.STDOUT, env=dict(env),
-                                         start_new_session=True)
+            self.proc = start_owned([str(worker_python), "-m", "llmops.jobs.make_tiny_model", "--out",
+                                     str(self.staging)], stdout=out, stderr=subprocess.STDOUT, env=dict(env))
 
     def wait(self) -> Path:
         if self.proc is not None:
@@ -193,8 +195,8 @@ class _DemoModel:
 def _start(name: str, args: list[str], env: Mapping[str, str], logs: Path, airflow_bin: Path) -> subprocess.Popen:
     log = logs / f"{name}.log"
     with open(log, "ab") as out:
-        return subprocess.Popen([str(airflow_bin / "airflow"), *args], stdout=out, stderr=subprocess.STDOUT,
-                                env=dict(env), start_new_session=True, cwd=ROOT)
+        return start_owned([str(airflow_bin / "airflow"), *args], stdout=out, stderr=subprocess.STDOUT,
+                           env=dict(env), cwd=ROOT)
 
 
 def _descendants(pids: list[int]) -> dict[int, str]:
@@ -291,8 +293,8 @@ def local_airflow(
         started = time.monotonic()
         echo(f"preparing the metadata DB and the demo model (pipeline state in {state})")
         with open(server_logs / "db-migrate.log", "ab") as out:
-            migrate = subprocess.Popen([str(airflow_bin / "airflow"), "db", "migrate"], stdout=out,
-                                       stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            migrate = start_owned([str(airflow_bin / "airflow"), "db", "migrate"], stdout=out,
+                                  stderr=subprocess.STDOUT, env=env)
         stack.callback(stop, migrate)
         from support.milvus import milvus_lite_server
         from support.olah import olah_server, publish_repo, repo_path

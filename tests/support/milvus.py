@@ -26,8 +26,9 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(1, str(Path(__file__).resolve().parents[2] / "include"))
 
-from support._proc import LLMOPS_HOME, free_port, stop, wait_until
+from support._proc import LLMOPS_HOME, free_port, start_owned, stop, wait_until
 
 
 def milvus_lite_binary() -> str:
@@ -46,15 +47,22 @@ def _answers(port: int) -> bool:
 
 
 def start_milvus_lite(data_dir: Path, port: int | None = None, log: Path | None = None,
-                      timeout: float = 60) -> tuple[subprocess.Popen, str]:
-    """Start `milvus-lite server` on 127.0.0.1 over `data_dir` in its own process group; return it and its URI."""
+                      timeout: float = 60, owned: bool = True) -> tuple[subprocess.Popen, str]:
+    """Start `milvus-lite server` on 127.0.0.1 over `data_dir` in its own process group; return it and its URI.
+
+    `owned` (default): it dies with this process (`start_owned`); `milvus.py start` starts one that outlives
+    it, stopped by `milvus.py stop` (the demo scripts' trap)."""
     data_dir = Path(data_dir)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = log or data_dir.parent / f"{data_dir.name}.server.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([milvus_lite_binary(), "server", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        command = [milvus_lite_binary(), "server", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port",
+                   str(port)]
+        if owned:
+            proc = start_owned(command, stdout=out, stderr=subprocess.STDOUT)
+        else:
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until(lambda: _answers(port), timeout=timeout, what=f"milvus-lite server on {data_dir}", proc=proc,
                    log=log)
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         _stop_pid_file(args.pid_file)
         return 0
     _stop_pid_file(args.pid_file)
-    proc, uri = start_milvus_lite(args.data_dir, args.port)
+    proc, uri = start_milvus_lite(args.data_dir, args.port, owned=False)
     args.pid_file.write_text(f"{proc.pid} {uri}\n")
     print(f"export LLMOPS_MILVUS_URI={uri}")
     print(f"milvus-lite server on {uri} serving {args.data_dir} (pid {proc.pid})", file=sys.stderr)

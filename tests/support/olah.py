@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from llmops.hashing import sha256_file
-from support._proc import STANDINS_BIN, free_port, http_ok, stop, wait_until
+from support._proc import STANDINS_BIN, free_port, http_ok, start_owned, stop, wait_until
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".gguf", ".onnx", ".h5", ".msgpack")
 _GIT_ENV = {"GIT_AUTHOR_NAME": "llmops-tests", "GIT_AUTHOR_EMAIL": "tests@llmops.invalid",
@@ -156,8 +156,8 @@ def olah_server(mirrors: Path, *, work_dir: Path | None = None, timeout: float =
         )
         log = work_dir / "olah.log"
         with open(log, "ab") as log_file:
-            proc = subprocess.Popen([str(STANDINS_BIN / "olah-cli"), "-c", str(config)], stdout=log_file,
-                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=work_dir)
+            proc = start_owned([str(STANDINS_BIN / "olah-cli"), "-c", str(config)], stdout=log_file,
+                               stderr=subprocess.STDOUT, cwd=work_dir)
         stack.callback(stop, proc)
         endpoint = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_ok(endpoint + "/api/models/none/none"), timeout=timeout, what="olah", proc=proc,

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support._proc import STANDINS_BIN, free_ports, http_ok, stop, wait_until
+from support._proc import STANDINS_BIN, free_ports, http_ok, start_owned, stop, wait_until
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,7 @@ def seaweed_server(data_dir: Path | None = None, *, timeout: float = 60,
             command.append(f"-s3.config={identities}")
         log = data_dir / "weed.log"
         with open(log, "ab") as log_file:
-            proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                                    cwd=data_dir)
+            proc = start_owned(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=data_dir)
         stack.callback(stop, proc, grace=2.0)  # weed often ignores SIGTERM: do not wait long
         endpoint = f"http://127.0.0.1:{ports['s3']}"
         server = S3Server(endpoint_url=endpoint, pid=proc.pid, data_dir=data_dir, ports=ports, **keys)

@@ -25,7 +25,9 @@ import errno
 import json
 import logging
 import re
+import signal
 import sys
+import threading
 import types
 import typing
 from pathlib import Path
@@ -149,11 +151,22 @@ def setup_logging() -> None:
     if job_process and not interactive and not isinstance(sys.stderr, _CleanStream):
         sys.stdout = _CleanStream(sys.stdout)
         sys.stderr = _CleanStream(sys.stderr)
+    if job_process and threading.current_thread() is threading.main_thread():
+        # SIGTERM (Airflow's kill, a pod's deletion) unwinds the job like Ctrl-C: `finally` blocks and context
+        # managers stop what it started (validate's vLLM) and remove its temporary files. Exit 143: transient.
+        signal.signal(signal.SIGTERM, _terminated)
     # A person at a terminal has no task log around the job: give them the time.
     logging.basicConfig(level=logging.INFO, format=("%(asctime)s " if interactive else "") + LOG_FORMAT,
                         stream=sys.stderr, force=True)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    logging.getLogger("llmops.jobs").error("stopped by signal %d (SIGTERM): the task was killed or its pod "
+                                           "deleted; a retry runs the job again", signum)
+    raise SystemExit(128 + signum)
 
 
 def fail(exc: LlmopsError, log: logging.Logger | None = None) -> int:

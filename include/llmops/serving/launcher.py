@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from llmops.hardware import cuda_available
-from llmops.serving.processes import TAG_VARIABLE
+from llmops.serving.processes import TAG_VARIABLE, start_owned
 from llmops.settings import child_environment
 
 log = logging.getLogger(__name__)
@@ -46,16 +46,21 @@ def vllm_command(python: str, model_dir: Path | str, *, served_name: str, port: 
 
 def start_vllm(python: str, model_dir: Path | str, *, served_name: str, port: int, max_model_len: int,
                log_path: Path, tensor_parallel_size: int = 1, extra_args: list[str] | tuple[str, ...] = (),
-               tag: str = "", cwd: Path | None = None) -> subprocess.Popen:
+               tag: str = "", cwd: Path | None = None, owned: bool = False) -> subprocess.Popen:
     """Start vLLM on 127.0.0.1:`port` in a session of its own, its output appended to `log_path`.
 
     `tag` (with `cwd`, the server's own working directory) marks the server and all its children, so
-    `llmops.serving.processes.stop_process` finds every one of them."""
+    `llmops.serving.processes.stop_process` finds every one of them. `owned`: the server (API server, engine,
+    workers) dies with this process however it ends (`llmops.serving.processes.start_owned`), for a server
+    that lives only as long as its caller (the validate step's); the local runtime's stable and canary
+    outlive the task that starts them and are not owned."""
     command, env = vllm_command(python, model_dir, served_name=served_name, port=port, max_model_len=max_model_len,
                                 tensor_parallel_size=tensor_parallel_size, extra_args=extra_args)
     if tag:
         env[TAG_VARIABLE] = tag
     log.info("starting vLLM: %s", " ".join(command))
     with open(log_path, "ab") as out:
+        if owned:
+            return start_owned(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                 cwd=cwd)

