@@ -64,6 +64,9 @@ def test_fp8_recipe_on_a10_is_refused(config_dir):
          "deployments[tiny-llama-chat].gpu_profile", "not in gpu_profiles.yaml"),
         ("deployments.yaml", lambda d: d["deployments"][0].update(model="nope"),
          "deployments[tiny-llama-chat].model", "not in models.yaml"),
+        # the API server refuses Service 7b-chat (DNS-1035: a letter first); the rule and a fix are named
+        ("deployments.yaml", lambda d: d["deployments"][0].update(name="7b-chat"),
+         "deployments[7b-chat].name", "DNS-1035 labels"),
         ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0]["chunking"].update(overlap=5000, size=100),
          "knowledge_bases[product-docs].chunking", "lower overlap"),
         ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0].update(name="Product Docs"),
@@ -78,6 +81,13 @@ def test_broken_file_names_file_key_and_fix(config_dir, file, change, key, words
         load_registry(config_dir)
     text = str(err.value)
     assert file in text and key in text and words in text, text
+
+
+def test_a_deployment_name_starting_with_a_digit_is_refused_with_a_fix(config_dir):
+    edit(config_dir, "deployments.yaml", lambda d: d["deployments"][0].update(name="7b-chat"))
+    with pytest.raises(ConfigError) as err:
+        load_registry(config_dir)
+    assert "7b-chat-canary" in str(err.value) and "'chat-7b'" in str(err.value)
 
 
 def test_malformed_yaml_names_line(config_dir):

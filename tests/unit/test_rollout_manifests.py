@@ -95,19 +95,26 @@ def test_invalid_objects_are_caught(registry):
         validate(route)
 
 
-def test_pods_fetch_and_verify_then_serve_with_a_generating_readiness_probe(registry):
+def test_pods_fetch_and_verify_then_generate_before_they_count_as_started(registry):
     deployment, profile = registry.deployment("tiny-llama-chat"), registry.gpu_profile("a10")
     stable, canary = render_all(deployment, profile, stable=STABLE, canary=CANARY, canary_percent=10)[:2]
     pod = canary["spec"]["template"]["spec"]
     assert "llmops.jobs.fetch" in pod["initContainers"][0]["command"]
     assert CANARY.manifest_uri in pod["initContainers"][0]["command"]
-    probe = " ".join(pod["containers"][0]["readinessProbe"]["exec"]["command"])
-    assert "/v1/completions" in probe and "max_tokens" in probe
-    resources = pod["containers"][0]["resources"]
+    server = pod["containers"][0]
+    # a real generation once, at startup, with a generous budget; then readiness and liveness on /health only
+    startup = server["startupProbe"]
+    assert "/v1/completions" in " ".join(startup["exec"]["command"]) and "max_tokens" in " ".join(
+        startup["exec"]["command"])
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 1800
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert server[probe]["httpGet"]["path"] == "/health", probe
+        assert server[probe]["timeoutSeconds"] < server[probe]["periodSeconds"], probe
+    resources = server["resources"]
     assert resources["limits"] == {"nvidia.com/gpu": "1", "cpu": deployment.resources.cpu_limit,
                                    "memory": deployment.resources.memory_limit}
     assert resources["requests"] == {"nvidia.com/gpu": "1", "cpu": deployment.resources.cpu,
-                                     "memory": deployment.resources.memory}
+                                     "memory": deployment.resources.memory, "ephemeral-storage": "220Gi"}
     assert pod["nodeSelector"] == {"aliyun.accelerator/nvidia_name": "NVIDIA-A10"}
     assert canary["metadata"]["annotations"][ANNOTATION_VERSION] == CANARY.manifest_uri
     assert canary["metadata"]["annotations"][ANNOTATION_PREVIOUS_VERSION] == STABLE.manifest_uri
@@ -306,3 +313,112 @@ def test_a_deployment_opting_into_spot_needs_a_profile_with_a_spot_pool(tmp_path
     (3, 10, (2, 1)), (3, 50, (1, 2)), (3, 100, (0, 3)), (3, 0, (3, 0)), (2, 90, (1, 1)), (10, 30, (7, 3))])
 def test_replica_split_keeps_both_tracks_alive_until_100(total, percent, expected):
     assert replica_split(total, percent) == expected
+
+
+def _pod(obj: dict) -> dict:
+    return obj["spec"]["template"]["spec"]
+
+
+def _mounts(container: dict) -> dict[str, dict]:
+    return {m["mountPath"]: m for m in container["volumeMounts"]}
+
+
+@pytest.mark.parametrize("name", ["tiny-llama-chat", "tiny-llama-trtllm"])
+def test_serving_pods_mount_the_model_cache_claim_read_only_when_one_is_configured(registry, name):
+    deployment = registry.deployment(name)
+    profile = registry.gpu_profile(deployment.gpu_profile)
+    for obj in render_all(deployment, profile, stable=STABLE, canary=CANARY, canary_percent=10,
+                          model_cache_pvc="llmops-model-cache")[:2]:
+        spec = _pod(obj)
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["models"] == {"name": "models", "persistentVolumeClaim": {"claimName": "llmops-model-cache"}}
+        (fetch,), (server,) = spec["initContainers"], spec["containers"]
+        assert _mounts(fetch)["/models"].get("readOnly") is not True, "the init container fills the cache"
+        assert _mounts(server)["/models"]["readOnly"] is True, "replicas only read the shared cache"
+        # the model is not on the node's disk: only scratch space is requested
+        assert server["resources"]["requests"]["ephemeral-storage"] == deployment.resources.ephemeral_storage
+        validate(obj)
+
+
+def test_without_a_claim_the_model_volume_is_a_size_limited_empty_dir_that_is_requested(registry):
+    resources = registry.deployment("tiny-llama-chat").resources.model_copy(
+        update={"model_volume": "64Gi", "ephemeral_storage": "10Gi", "shm": "16Gi"})
+    deployment = registry.deployment("tiny-llama-chat").model_copy(update={"resources": resources})
+    (obj,) = [o for o in render_all(deployment, registry.gpu_profile("a10"), stable=STABLE, canary=None,
+                                    canary_percent=0) if o["kind"] == "Deployment"]
+    volumes = {v["name"]: v for v in _pod(obj)["volumes"]}
+    assert volumes["models"]["emptyDir"] == {"sizeLimit": "64Gi"}
+    assert volumes["scratch"]["emptyDir"] == {"sizeLimit": "10Gi"}
+    assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert all("sizeLimit" in v["emptyDir"] for v in volumes.values() if "emptyDir" in v)
+    (server,) = _pod(obj)["containers"]
+    assert server["resources"]["requests"]["ephemeral-storage"] == "74Gi"
+    assert _mounts(server)["/models"]["readOnly"] is True
+
+
+@pytest.mark.parametrize("name", ["tiny-llama-chat", "tiny-llama-trtllm"])
+def test_the_root_filesystem_is_read_only_and_every_written_path_is_a_volume(registry, name):
+    deployment = registry.deployment(name)
+    (obj,) = [o for o in render_all(deployment, registry.gpu_profile(deployment.gpu_profile), stable=STABLE,
+                                    canary=None, canary_percent=0) if o["kind"] == "Deployment"]
+    spec = _pod(obj)
+    for container in spec["initContainers"] + spec["containers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, container["name"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        writable = {path for path, mount in _mounts(container).items() if not mount.get("readOnly")}
+        assert {env["HOME"], "/tmp"} <= writable, container["name"]
+    assert "/dev/shm" in _mounts(spec["containers"][0])
+
+
+def test_shared_memory_and_runtime_class_are_settings(registry):
+    base = registry.deployment("tiny-llama-chat")
+    (default,) = [o for o in render_all(base, registry.gpu_profile("a10"), stable=STABLE, canary=None,
+                                        canary_percent=0) if o["kind"] == "Deployment"]
+    assert {v["name"]: v for v in _pod(default)["volumes"]}["shm"]["emptyDir"]["sizeLimit"] == "20Gi"
+    assert "runtimeClassName" not in _pod(default)
+    nvidia = base.model_copy(update={"runtime_class_name": "nvidia"})
+    (obj,) = [o for o in render_all(nvidia, registry.gpu_profile("a10"), stable=STABLE, canary=None,
+                                    canary_percent=0) if o["kind"] == "Deployment"]
+    assert _pod(obj)["runtimeClassName"] == "nvidia"
+    validate(obj)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama-chat", "tiny-llama-trtllm"])
+def test_prometheus_scrapes_each_pod_once_through_the_track_services(registry, name):
+    """The monitor selects the track Services and not the combined one, which holds the same pods (two targets per
+    pod doubled the adapter's `sum by (pod)`: the HPA scaled at half its target); no pod asks for an
+    annotation-driven scrape on top."""
+    from support.kube_selectors import selects
+
+    deployment = registry.deployment(name)
+    objects = render_all(deployment, registry.gpu_profile(deployment.gpu_profile), stable=STABLE, canary=CANARY,
+                         canary_percent=10)
+    (monitor,) = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    services = [o for o in objects if o["kind"] == "Service"]
+    scraped = [s for s in services if selects(monitor["spec"]["selector"], s["metadata"]["labels"])]
+    assert sorted(s["metadata"]["name"] for s in scraped) == [f"{deployment.name}-canary", f"{deployment.name}-stable"]
+    for pod_template in (o["spec"]["template"] for o in objects if o["kind"] == "Deployment"):
+        targets = [s for s in scraped if selects({"matchLabels": s["spec"]["selector"]},
+                                                 pod_template["metadata"]["labels"])]
+        assert len(targets) == 1, pod_template["metadata"]["labels"]
+        assert not any(k.startswith("prometheus.io/") for k in pod_template["metadata"]["annotations"])
+
+
+def test_every_rendered_name_is_valid_for_its_kind_up_to_the_longest_name_config_allows(registry):
+    """Services are DNS-1035 labels (the API server refused `7b-chat`'s Services); labels and port names have their
+    own rules. Checked for the registry's deployments and for the longest name the registry accepts."""
+    from support.kube_names import name_problems
+
+    longest = registry.deployment("tiny-llama-chat").model_copy(update={"name": "a" + "-b" * 25 + "c"})
+    assert len(longest.name) == 52
+    rendered = []
+    for deployment in [*registry.deployments.values(), longest]:
+        for strategy in ("gateway-httproute", "replica-ratio"):
+            d = deployment.model_copy(update={"traffic": deployment.traffic.model_copy(update={"strategy": strategy})})
+            rendered += render_all(d, registry.gpu_profile(d.gpu_profile), stable=STABLE, canary=CANARY,
+                                   canary_percent=10, rollout_run="manual__2026-12-04T00:00:00+00:00",
+                                   model_cache_pvc="llmops-model-cache")
+    assert [p for obj in rendered for p in name_problems(obj)] == []
+    # and the checker fails on the name that used to pass config validation
+    service = next(o for o in rendered if o["kind"] == "Service")
+    assert name_problems({**service, "metadata": {**service["metadata"], "name": "7b-chat-canary"}})

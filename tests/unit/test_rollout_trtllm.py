@@ -112,7 +112,6 @@ def test_trtllm_pods_serve_the_fetched_checkpoint_with_trtllm_serve(registry):
     # GPUs from the profile: TP 2 takes two whole GPUs; nodes of the profile only
     assert server["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert spec["nodeSelector"] == profile.node_selector
-    assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/prometheus/metrics"
     assert objects["ServiceMonitor"][0]["spec"]["endpoints"][0]["path"] == "/prometheus/metrics"
     hpa = objects["HorizontalPodAutoscaler"][0]["spec"]["metrics"][0]["pods"]["metric"]["name"]
     assert hpa == "trtllm_num_requests_waiting"

@@ -13,6 +13,10 @@ from llmops.golden import GoldenPrompt
 from llmops.settings import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, IMAGE_RE, get_settings
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"  # usable in Kubernetes names and Milvus aliases
+# The longest suffix the rollout adds to a deployment's name ("-canary" on a Service, "-rollout-lock" on a
+# ConfigMap: llmops.serving.manifests.NAME_SUFFIXES) and what each kind allows: Services are DNS-1035 labels
+# (a letter first, at most 63), everything else DNS-1123 subdomains or labels.
+DNS1035_LABEL_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # A Kubernetes resource quantity (CPU "500m", "4"; memory "512Mi", "32Gi").
 QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
 # Longest context any served model has today is ~10M tokens; 2**24 leaves room and refuses typos like 10**30.
@@ -215,6 +219,13 @@ class RolloutSpec(Strict):
         return value
 
 
+def _letter_first(name: str) -> str:
+    """A suggestion for a name that starts with a digit: its digit-led parts moved to the end (7b-chat -> chat-7b)."""
+    parts = name.split("-")
+    words = [p for p in parts if p[:1].isalpha()]
+    return "-".join(words + [p for p in parts if not p[:1].isalpha()]) if words else f"m-{name}"
+
+
 def quantity(value: str) -> float:
     """A Kubernetes quantity (validated by QUANTITY_RE) as a number of base units."""
     units = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
@@ -230,6 +241,15 @@ class ContainerResources(Strict):
     memory: str = Field(default="32Gi", pattern=QUANTITY_RE, description="memory request")
     cpu_limit: str = Field(default="8", pattern=QUANTITY_RE)
     memory_limit: str = Field(default="32Gi", pattern=QUANTITY_RE)
+    shm: str = Field(default="20Gi", pattern=QUANTITY_RE, description=(
+        "size of the in-memory /dev/shm (NCCL, tensor parallel workers); it counts against memory_limit. "
+        "vLLM production-stack's default"))
+    ephemeral_storage: str = Field(default="20Gi", pattern=QUANTITY_RE, description=(
+        "node disk the pod may use besides the model: HOME and /tmp caches (torch, Triton, CUDA graphs) and "
+        "logs; requested, and the size limit of those emptyDirs"))
+    model_volume: str = Field(default="200Gi", pattern=QUANTITY_RE, description=(
+        "size limit of the /models emptyDir when no model-cache claim is configured (LLMOPS_MODEL_CACHE_PVC), "
+        "also requested as ephemeral storage: at least the largest version this deployment serves"))
 
     @model_validator(mode="after")
     def _limits_cover_requests(self) -> ContainerResources:
@@ -323,7 +343,24 @@ class Deployment(Strict):
     spot: bool = Field(
         default=False, description="vLLM pods may run on the GPU profile's spot pool (preferred, on-demand when "
                                    "none is free); a reclaimed node takes its replicas: off for serving by default")
+    runtime_class_name: str | None = Field(
+        default=None, pattern=DNS1123_SUBDOMAIN_RE, max_length=253,
+        description="the serving pods' RuntimeClass (e.g. nvidia where the cluster defines one, as vLLM "
+                    "production-stack assumes); unset: the node's default runtime (ACK's GPU nodes default to "
+                    "NVIDIA's container runtime)")
     rollout: RolloutSpec
+
+    @field_validator("name")
+    @classmethod
+    def _name_fits_every_kind(cls, value: str) -> str:
+        # The name becomes Services (NAME, NAME-stable, NAME-canary: DNS-1035 labels, which the API server
+        # refuses when they start with a digit) and the Deployments, HPA, PDB, monitor, route, lock ConfigMap.
+        if not re.fullmatch(DNS1035_LABEL_RE.removesuffix("$").removeprefix("^"), value):
+            raise InvalidValue(
+                f"{value!r} names Kubernetes Services ({value}, {value}-stable, {value}-canary), which must be "
+                "DNS-1035 labels: lowercase letters, digits and '-', starting with a letter",
+                fix=f"start the name with a letter, e.g. {_letter_first(value)!r}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

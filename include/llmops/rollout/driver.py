@@ -183,13 +183,15 @@ def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
     return PreflightResult(manifest, facts, backend.stable_version(), previous, checks)
 
 
-def objects_at_first_step(ctx: RolloutContext, pre: PreflightResult, *, fetch_image: str) -> list[dict]:
+def objects_at_first_step(ctx: RolloutContext, pre: PreflightResult, *, fetch_image: str,
+                          model_cache_pvc: str = "") -> list[dict]:
     """What a dry run would apply on Kubernetes at the first traffic step."""
     d = ctx.deployment
     canary = m.VersionRef(pre.manifest.uri, d.model, pre.manifest.tensor_parallel_size, pre.manifest.max_model_len)
     stable = m.VersionRef(pre.stable_version, d.model) if pre.stable_version else None
     return m.render_all(d, ctx.registry.gpu_profile(d.gpu_profile), stable=stable, canary=canary,
-                        canary_percent=ctx.resolved.steps[0], rollout_run=ctx.run_id, fetch_image=fetch_image)
+                        canary_percent=ctx.resolved.steps[0], rollout_run=ctx.run_id, fetch_image=fetch_image,
+                        model_cache_pvc=model_cache_pvc)
 
 
 # --- the loop --------------------------------------------------------------------------------------

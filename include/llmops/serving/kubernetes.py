@@ -134,11 +134,13 @@ class KubernetesBackend:
 
     def __init__(self, client: KubeClient, deployment: Deployment, profile: GpuProfile, *,
                  fetch_image: str = "llmops-worker:0.1.0", pod_url_template: str = "http://{pod_ip}:{port}",
-                 service_url_template: str = "http://{service}.{namespace}.svc.cluster.local:{port}"):
+                 service_url_template: str = "http://{service}.{namespace}.svc.cluster.local:{port}",
+                 model_cache_pvc: str = ""):
         self.client = client
         self.deployment = deployment
         self.profile = profile
         self.fetch_image = fetch_image
+        self.model_cache_pvc = model_cache_pvc
         self.pod_url_template = pod_url_template
         self.service_url_template = service_url_template
         self._canary: m.VersionRef | None = None
@@ -227,7 +229,8 @@ class KubernetesBackend:
         self.client.apply(m.render_deployment(canary_deployment, self.profile, "canary", canary,
                                               replicas=d.rollout.canary_replicas,
                                               previous_version=stable.manifest_uri if stable else None,
-                                              rollout_run=run_id, fetch_image=self.fetch_image))
+                                              rollout_run=run_id, fetch_image=self.fetch_image,
+                                              model_cache_pvc=self.model_cache_pvc))
         for track in (None, "stable", "canary"):
             self.client.apply(m.render_service(d, track))
         self.client.apply(m.render_service_monitor(d))
@@ -283,7 +286,8 @@ class KubernetesBackend:
         old = self.stable_version()
         if old != new.manifest_uri:  # else a retry after the patch
             self.client.apply(m.render_deployment(d, self.profile, "stable", new, replicas=self._stable_replicas(),
-                                                  previous_version=old, fetch_image=self.fetch_image))
+                                                  previous_version=old, fetch_image=self.fetch_image,
+                                                  model_cache_pvc=self.model_cache_pvc))
         return True
 
     def finish_promote(self) -> None:

@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 from llmops.artefacts.credentials import KUBERNETES_SECRET
 from llmops.canary.metrics import metrics_path
-from llmops.config.schema import Deployment, GpuProfile
+from llmops.config.schema import Deployment, GpuProfile, quantity
 from llmops.serving import trtllm
 
 Track = Literal["stable", "canary"]
@@ -63,6 +63,7 @@ HOSTNAME_KEY = "kubernetes.io/hostname"
 ANNOTATION_POD_SECURITY_EXCEPTIONS = "llmops.io/pod-security-exceptions"
 MODEL_MOUNT = "/models"
 HOME_MOUNT = "/home/llmops"
+TMP_MOUNT = "/tmp"
 # The uid/gid the worker image creates (images/worker/Dockerfile); images without it run fine as this uid.
 RUN_AS_USER = 10001
 # The init container streams files through sha256: one core and a small buffer are enough.
@@ -75,13 +76,18 @@ def restricted_pod_security_context() -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def restricted_container_security_context() -> dict[str, Any]:
-    """Container-level settings of the "restricted" Pod Security Standard."""
-    return {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "privileged": False,
-            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+def restricted_container_security_context(*, read_only_root: bool = False) -> dict[str, Any]:
+    """Container-level settings of the "restricted" Pod Security Standard; `read_only_root`: the root filesystem
+    is read-only too (serving pods: every path they write is a volume)."""
+    out = {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "privileged": False,
+           "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    if read_only_root:
+        out["readOnlyRootFilesystem"] = True
+    return out
 
-# A readiness probe that generates one token. Any Python in the vLLM image runs it.
-_READY_PROBE = (
+# The startup probe generates one token (vLLM's /health stays green on a broken GPU, vLLM #36960): a pod is
+# started only once it has generated. Any Python in the vLLM image runs it.
+_GENERATE_PROBE = (
     "import json,sys,urllib.request as u;"
     "r=u.urlopen(u.Request('http://127.0.0.1:{port}/v1/completions',"
     "data=json.dumps({{'model':'{model}','prompt':'ping','max_tokens':1,'temperature':0}}).encode(),"
@@ -118,6 +124,21 @@ def labels(deployment: Deployment, track: Track | None = None, version: VersionR
     return out
 
 
+def _quantity_sum(*values: str) -> str:
+    """Kubernetes quantities added up, written in Gi when whole (else bytes): "20Gi" + "200Gi" -> "220Gi"."""
+    total = sum(quantity(v) for v in values)
+    return f"{int(total // 2**30)}Gi" if total % 2**30 == 0 else str(int(total))
+
+
+def model_volume(deployment: Deployment, model_cache_pvc: str = "") -> dict[str, Any]:
+    """The /models volume: the model-cache claim when one is configured (LLMOPS_MODEL_CACHE_PVC: a version
+    fetched once is verified, not downloaded, by every later replica), else an emptyDir the size of
+    `resources.model_volume` (each replica downloads the version onto its node's disk)."""
+    if model_cache_pvc:
+        return {"name": "models", "persistentVolumeClaim": {"claimName": model_cache_pvc}}
+    return {"name": "models", "emptyDir": {"sizeLimit": deployment.resources.model_volume}}
+
+
 def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track, version: VersionRef, *,
                       replicas: int, previous_version: str | None = None, rollout_run: str | None = None,
                       fetch_image: str = "llmops-worker:0.1.0", model_cache_pvc: str = "") -> dict[str, Any]:
@@ -132,22 +153,57 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
         annotations[ANNOTATION_PREVIOUS_VERSION] = previous_version
     if rollout_run:
         annotations[ANNOTATION_ROLLOUT] = rollout_run
-    # vLLM, torch and Triton write caches under HOME; the vLLM image's HOME (/root) is not writable as uid 10001,
-    # hence HOME on the `home` emptyDir.
-    volume = ({"name": "models", "persistentVolumeClaim": {"claimName": model_cache_pvc}} if model_cache_pvc
-              else {"name": "models", "emptyDir": {}})
     pod_labels = labels(deployment, track, version)
     res = deployment.resources
-    resources = {"requests": {"cpu": res.cpu, "memory": res.memory, **gpu},
+    # Node disk: the scratch emptyDir (HOME and /tmp: torch, Triton and CUDA-graph caches; the vLLM image's HOME,
+    # /root, is not writable as uid 10001 and the root filesystem is read-only), plus the model when it lands
+    # on the node rather than on the claim.
+    disk = res.ephemeral_storage if model_cache_pvc else _quantity_sum(res.ephemeral_storage, res.model_volume)
+    resources = {"requests": {"cpu": res.cpu, "memory": res.memory, "ephemeral-storage": disk, **gpu},
                  "limits": {"cpu": res.cpu_limit, "memory": res.memory_limit, **gpu}}
-    mounts = [{"name": "models", "mountPath": MODEL_MOUNT}, {"name": "home", "mountPath": HOME_MOUNT},
+    # The server only reads the version: /models is read-only for it (the fetch init container writes).
+    mounts = [{"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True},
+              {"name": "scratch", "mountPath": HOME_MOUNT, "subPath": "home"},
+              {"name": "scratch", "mountPath": TMP_MOUNT, "subPath": "tmp"},
               {"name": "shm", "mountPath": "/dev/shm"}]
     if trtllm_runtime:
         server = trtllm.container(deployment, model_path=model_dir, tensor_parallel_size=version.tensor_parallel_size,
                                   max_model_len=version.max_model_len, home=HOME_MOUNT, resources=resources,
-                                  security_context=restricted_container_security_context(), volume_mounts=mounts)
+                                  security_context=restricted_container_security_context(read_only_root=True),
+                                  volume_mounts=mounts)
     else:
         server = _vllm_container(deployment, version, model_dir, resources, mounts)
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": deployment.service_account,
+        # Neither vLLM nor the fetch init container calls the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "securityContext": restricted_pod_security_context(),
+        **gpu_placement(profile, spot="prefer" if deployment.spot else "never", patchable=True),
+        "topologySpreadConstraints": topology_spread(deployment, track),
+        "initContainers": [{
+            "name": "fetch-model",
+            "image": fetch_image,
+            # Files already in /models (a claim shared by every replica) whose size and sha256 match the
+            # manifest are kept; the rest is downloaded under per-attempt names and renamed into place, so
+            # replicas starting together never see each other's partial files (ArtefactStore.fetch).
+            "command": ["python", "-m", "llmops.jobs.fetch", "--manifest-uri", version.manifest_uri,
+                        "--dest", model_dir],
+            "env": [{"name": "HOME", "value": HOME_MOUNT}, {"name": "TMPDIR", "value": TMP_MOUNT}],
+            # store credentials (AWS_* / OSS_*) when the Secret exists, else RRSA
+            "envFrom": [{"secretRef": {"name": KUBERNETES_SECRET, "optional": True}}],
+            "volumeMounts": [{"name": "models", "mountPath": MODEL_MOUNT},
+                             {"name": "scratch", "mountPath": HOME_MOUNT, "subPath": "home"},
+                             {"name": "scratch", "mountPath": TMP_MOUNT, "subPath": "tmp"}],
+            "resources": copy.deepcopy(FETCH_RESOURCES),
+            "securityContext": restricted_container_security_context(read_only_root=True),
+        }],
+        "containers": [server],
+        "volumes": [model_volume(deployment, model_cache_pvc),
+                    {"name": "scratch", "emptyDir": {"sizeLimit": res.ephemeral_storage}},
+                    {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": res.shm}}],
+    }
+    if deployment.runtime_class_name:
+        pod_spec["runtimeClassName"] = deployment.runtime_class_name
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -158,37 +214,13 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
             "selector": {"matchLabels": {LABEL_NAME: deployment.name, LABEL_TRACK: track}},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
+                # No prometheus.io/* annotations: Prometheus finds the pods through the monitor only
+                # (render_service_monitor), so an annotation-driven job never scrapes a pod a second time.
                 "metadata": {"labels": pod_labels,
                              "annotations": {ANNOTATION_VERSION: version.manifest_uri,
-                                             "prometheus.io/scrape": "true",
-                                             "prometheus.io/port": str(deployment.port),
-                                             "prometheus.io/path": metrics_path(deployment.serving_runtime),
                                              ANNOTATION_POD_SECURITY: "restricted",
                                              ANNOTATION_POD_SECURITY_EXCEPTIONS: "none"}},
-                "spec": {
-                    "serviceAccountName": deployment.service_account,
-                    # Neither vLLM nor the fetch init container calls the Kubernetes API.
-                    "automountServiceAccountToken": False,
-                    "securityContext": restricted_pod_security_context(),
-                    **gpu_placement(profile, spot="prefer" if deployment.spot else "never", patchable=True),
-                    "topologySpreadConstraints": topology_spread(deployment, track),
-                    "initContainers": [{
-                        "name": "fetch-model",
-                        "image": fetch_image,
-                        "command": ["python", "-m", "llmops.jobs.fetch", "--manifest-uri", version.manifest_uri,
-                                    "--dest", model_dir],
-                        "env": [{"name": "HOME", "value": HOME_MOUNT}],
-                        # store credentials (AWS_* / OSS_*) when the Secret exists, else RRSA
-                        "envFrom": [{"secretRef": {"name": KUBERNETES_SECRET, "optional": True}}],
-                        "volumeMounts": [{"name": "models", "mountPath": MODEL_MOUNT},
-                                         {"name": "home", "mountPath": HOME_MOUNT}],
-                        "resources": copy.deepcopy(FETCH_RESOURCES),
-                        "securityContext": restricted_container_security_context(),
-                    }],
-                    "containers": [server],
-                    "volumes": [volume, {"name": "home", "emptyDir": {"sizeLimit": "10Gi"}},
-                                {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}],
-                },
+                "spec": pod_spec,
             },
         },
     }
@@ -201,23 +233,27 @@ def _vllm_container(deployment: Deployment, version: VersionRef, model_dir: str,
     if version.max_model_len:
         args += ["--max-model-len", str(version.max_model_len)]
     args += list(deployment.extra_args)
-    probe_cmd = _READY_PROBE.format(port=deployment.port, model=deployment.model)
+    probe_cmd = _GENERATE_PROBE.format(port=deployment.port, model=deployment.model)
     return {
         "name": "vllm",
         "image": deployment.image,
         "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
         "args": args,
-        "env": [{"name": "HOME", "value": HOME_MOUNT}],
+        "env": [{"name": "HOME", "value": HOME_MOUNT}, {"name": "TMPDIR", "value": TMP_MOUNT}],
         "ports": [{"name": "http", "containerPort": deployment.port}],
         "resources": resources,
-        "securityContext": restricted_container_security_context(),
+        "securityContext": restricted_container_security_context(read_only_root=True),
         "volumeMounts": mounts,
-        "startupProbe": {"httpGet": {"path": "/health", "port": deployment.port},
-                         "periodSeconds": 10, "failureThreshold": 180},
-        "readinessProbe": {"exec": {"command": ["python3", "-c", probe_cmd]},
-                           "periodSeconds": 30, "timeoutSeconds": 25, "failureThreshold": 2},
+        # Loading, compiling and CUDA-graph capture of a large model take minutes: up to 30 min to generate a
+        # first token. After that, readiness and liveness ask /health only (cheap, never queued behind requests:
+        # a one-token generation under load timed out and took busy pods out of the Service); the rollout's
+        # own readiness gate generates on every pod before the track counts as ready (serving.kubernetes).
+        "startupProbe": {"exec": {"command": ["python3", "-c", probe_cmd]},
+                         "periodSeconds": 10, "timeoutSeconds": 30, "failureThreshold": 180},
+        "readinessProbe": {"httpGet": {"path": "/health", "port": deployment.port},
+                           "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": "/health", "port": deployment.port},
-                          "periodSeconds": 20, "failureThreshold": 6},
+                          "periodSeconds": 20, "timeoutSeconds": 5, "failureThreshold": 6},
     }
 
 
@@ -357,13 +393,17 @@ def step_placement(profile: GpuProfile, *, interruptible: bool) -> dict[str, Any
 
 
 def render_service_monitor(deployment: Deployment) -> dict[str, Any]:
+    """Prometheus scrapes each pod once: through the track Services (NAME-stable, NAME-canary), never the combined
+    Service NAME, which selects the same pods (a second target per pod doubled every `sum by (pod)` the metrics
+    adapter computes for the HPA). The combined Service has no track label; the selector requires one."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
         "metadata": {"name": object_name(deployment), "namespace": deployment.namespace,
                      "labels": labels(deployment)},
         "spec": {
-            "selector": {"matchLabels": {LABEL_NAME: deployment.name, LABEL_MANAGED_BY: "llmops"}},
+            "selector": {"matchLabels": {LABEL_NAME: deployment.name, LABEL_MANAGED_BY: "llmops"},
+                         "matchExpressions": [{"key": LABEL_TRACK, "operator": "In", "values": list(TRACKS)}]},
             "endpoints": [{"port": "http", "path": metrics_path(deployment.serving_runtime), "interval": "15s"}],
         },
     }
@@ -410,19 +450,22 @@ def replica_split(total: int, canary_percent: int) -> tuple[int, int]:
 
 def render_all(deployment: Deployment, profile: GpuProfile, *, stable: VersionRef | None, canary: VersionRef | None,
                canary_percent: int, stable_replicas: int | None = None, canary_replicas: int = 1,
-               rollout_run: str | None = None, fetch_image: str = "llmops-worker:0.1.0") -> list[dict[str, Any]]:
-    """Every object of the deployment for one moment of a rollout (what `kubectl apply` would get)."""
+               rollout_run: str | None = None, fetch_image: str = "llmops-worker:0.1.0",
+               model_cache_pvc: str = "") -> list[dict[str, Any]]:
+    """Every object of the deployment for one moment of a rollout (what `kubectl apply` would get).
+    `model_cache_pvc`: the claim serving pods mount at /models (LLMOPS_MODEL_CACHE_PVC; empty: an emptyDir)."""
     stable_replicas = stable_replicas or deployment.replicas
     if deployment.traffic.strategy == "replica-ratio" and canary is not None:
         stable_replicas, canary_replicas = replica_split(stable_replicas + canary_replicas, canary_percent)
     objects: list[dict[str, Any]] = []
     if stable is not None:
         objects.append(render_deployment(deployment, profile, "stable", stable, replicas=stable_replicas,
-                                         fetch_image=fetch_image))
+                                         fetch_image=fetch_image, model_cache_pvc=model_cache_pvc))
     if canary is not None:
         objects.append(render_deployment(deployment, profile, "canary", canary, replicas=canary_replicas,
                                          previous_version=stable.manifest_uri if stable else None,
-                                         rollout_run=rollout_run, fetch_image=fetch_image))
+                                         rollout_run=rollout_run, fetch_image=fetch_image,
+                                         model_cache_pvc=model_cache_pvc))
     objects += [render_service(deployment), render_service(deployment, "stable"), render_service(deployment, "canary"),
                 render_hpa(deployment, frozen_at=stable_replicas if canary is not None else None),
                 render_pdb(deployment), render_service_monitor(deployment)]

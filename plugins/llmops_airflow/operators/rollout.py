@@ -90,7 +90,8 @@ class ModelRolloutOperator(BaseOperator):
             backend = KubernetesBackend(hook, deployment, registry.gpu_profile(deployment.gpu_profile),
                                         fetch_image=settings.worker_image,
                                         pod_url_template=settings.kube_pod_url_template,
-                                        service_url_template=settings.kube_service_url_template)
+                                        service_url_template=settings.kube_service_url_template,
+                                        model_cache_pvc=settings.model_cache_pvc)
         run_id = context["run_id"]
         prometheus = deployment.rollout.prometheus_connection_id
         return RolloutContext(resolved, ArtefactStoreHook().get_conn(), backend, registry, run_id,
@@ -115,7 +116,9 @@ class ModelRolloutOperator(BaseOperator):
         if dry_run:
             from llmops.settings import get_settings
 
-            objects = driver.objects_at_first_step(ctx, pre, fetch_image=get_settings().worker_image)
+            settings = get_settings()
+            objects = driver.objects_at_first_step(ctx, pre, fetch_image=settings.worker_image,
+                                                   model_cache_pvc=settings.model_cache_pvc)
             self.log.info("dry run: would apply %d objects at the first step:\n%s", len(objects),
                           json.dumps(objects, indent=1))
             return {"outcome": "dry_run", "manifest_uri": pre.manifest.uri,
