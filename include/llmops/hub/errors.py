@@ -16,6 +16,10 @@ class HubUnavailableError(HubError, TransientError):
     """The endpoint could not be reached or answered with a server error (5xx, 408, 429): retried."""
 
 
+class DownloadIncompleteError(HubError, TransientError):
+    """A file of the snapshot is missing after the download (cut short, removed meanwhile): retried."""
+
+
 class RepoNotFoundError(HubError):
     def __init__(self, repo_id: str, endpoint: str):
         self.repo_id, self.endpoint = repo_id, endpoint

@@ -12,9 +12,13 @@ The token is passed through and never logged or put into an error message.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from llmops.config.schema import ModelSpec
 from llmops.hashing import git_blob_sha1, sha256_file
 from llmops.hub.errors import (
     ChecksumMismatchError,
+    DownloadIncompleteError,
     HubError,
     HubUnavailableError,
     RepoNotFoundError,
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 PATHS_INFO_BATCH = 100
+#: How often a download waiting for its twin says so in the log.
+WAIT_NOTE_S = 30.0
 
 
 def hub_endpoint(spec: ModelSpec, mirror: str | None = None) -> str:
@@ -109,11 +116,17 @@ def download_snapshot(spec: ModelSpec, sha: str, dest: Path, token: str | None =
                       mirror: str | None = None) -> Path:
     """Download `spec.repo_id` at commit `sha` into `dest` under the weight policy, then verify every file.
 
-    Idempotent: files already in `dest` at this sha are not fetched again, but are verified again.
+    One download per folder at a time, and once: every recipe of a model downloads the same commit into the
+    same `dest`, so the first download takes an exclusive lock (`flock` on `.<dest>.lock` beside it) and the
+    others wait for it, then find its completion marker (`.<dest>.complete.json`, written after every file
+    was verified, naming the sha and each file's size) and return at once without fetching or hashing
+    again. A download that died (killed task, lost pod) leaves no marker: the next one resumes it. Across
+    pods this holds when `dest` is on a shared volume with POSIX locks (the model-cache PVC on NAS over
+    NFSv4 or CPFS; not on an OSS fuse mount, where each pod then downloads for itself).
+
     Raises WeightPolicyError before anything large is downloaded, ChecksumMismatchError (after removing
     the bad file) when bytes differ from the hub's metadata.
     """
-    from huggingface_hub import snapshot_download
     from huggingface_hub.errors import RepositoryNotFoundError
     from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFound
 
@@ -123,7 +136,6 @@ def download_snapshot(spec: ModelSpec, sha: str, dest: Path, token: str | None =
     endpoint = hub_endpoint(spec, mirror)
     api = _api(endpoint, token)
     dest = Path(dest)
-    started = time.monotonic()
     try:
         repo_files = _hub_call(f"listing {spec.repo_id}@{sha}", endpoint,
                                lambda: api.list_repo_files(spec.repo_id, revision=sha))
@@ -134,6 +146,22 @@ def download_snapshot(spec: ModelSpec, sha: str, dest: Path, token: str | None =
             raise RepoNotFoundError(spec.repo_id, endpoint) from None
         raise RevisionNotFoundError(spec.repo_id, sha, endpoint, _known_refs(api, spec.repo_id)) from None
     plan = plan_download(spec, sha, repo_files)
+    with _download_lock(dest, f"{spec.repo_id}@{sha}"):
+        if _complete(dest, spec.repo_id, sha, plan.files):
+            configs = [name for name in CONFIG_FILES if name in plan.files]
+            check_remote_code(spec, sha, {name: _read_json(dest / name) for name in configs})
+            log.info("%s@%s is already downloaded and verified in %s (by an earlier step of this model): reused",
+                     spec.repo_id, sha, dest)
+            return dest
+        _marker(dest).unlink(missing_ok=True)
+        _fetch(spec, sha, dest, plan, api=api, endpoint=endpoint, token=token)
+    return dest
+
+
+def _fetch(spec: ModelSpec, sha: str, dest: Path, plan, *, api, endpoint: str, token: str | None) -> None:
+    from huggingface_hub import snapshot_download
+
+    started = time.monotonic()
     dest.mkdir(parents=True, exist_ok=True)
     common = {"repo_id": spec.repo_id, "revision": sha, "local_dir": dest, "endpoint": endpoint,
               "token": token or False}
@@ -150,9 +178,60 @@ def download_snapshot(spec: ModelSpec, sha: str, dest: Path, token: str | None =
                                         max_workers=8, **common))
     _remove_stale(dest, set(plan.files))
     total = verify_snapshot(spec.repo_id, sha, dest, plan.files, api=api, endpoint=endpoint)
+    _write_marker(dest, spec.repo_id, sha, plan.files)
     log.info("downloaded and verified %d files (%.1f MiB) of %s@%s in %.1f s", len(plan.files), total / 2**20,
              spec.repo_id, sha, time.monotonic() - started)
-    return dest
+
+
+def _marker(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.complete.json")
+
+
+def _write_marker(dest: Path, repo_id: str, sha: str, files: list[str]) -> None:
+    marker = _marker(dest)
+    staged = marker.with_name(f"{marker.name}.{os.getpid()}")
+    staged.write_text(json.dumps({"repo_id": repo_id, "sha": sha,
+                                  "files": {name: (dest / name).stat().st_size for name in sorted(files)}}))
+    os.replace(staged, marker)
+
+
+def _complete(dest: Path, repo_id: str, sha: str, files: list[str]) -> bool:
+    """True when a finished download of exactly these files at `sha` is in `dest`, unchanged in size."""
+    recorded = _read_json(_marker(dest))
+    if recorded.get("repo_id") != repo_id or recorded.get("sha") != sha or set(recorded.get("files", {})) != set(files):
+        return False
+    for name, size in recorded["files"].items():
+        try:
+            if (dest / name).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _download_lock(dest: Path, what: str) -> Iterator[None]:
+    """Hold the exclusive lock of `dest` (a twin download waits; the kernel frees it when its holder dies)."""
+    lock_path = dest.with_name(f".{dest.name}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        started = time.monotonic()
+        noted = 0.0
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - started
+                if waited >= noted:
+                    log.info("waiting for another download of %s into %s to finish (%.0f s so far)", what, dest,
+                             waited)
+                    noted = waited + WAIT_NOTE_S
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _read_json(path: Path) -> dict:
@@ -199,7 +278,9 @@ def verify_snapshot(repo_id: str, sha: str, dest: Path, files: list[str], *, api
                            "serves paths-info for this repo")
         path = dest / relative
         if not path.is_file():
-            raise HubError(f"{relative} of {repo_id}@{sha} is missing after the download", fix="rerun the download")
+            raise DownloadIncompleteError(f"{relative} of {repo_id}@{sha} is missing from {dest} after the download "
+                                          "(removed meanwhile, or the download was cut short)",
+                                          fix="nothing: the step is retried and downloads it again")
         lfs = getattr(info, "lfs", None)
         if lfs is not None:
             algorithm, expected, expected_size = "sha256", lfs.sha256, lfs.size

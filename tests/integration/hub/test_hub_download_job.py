@@ -65,3 +65,29 @@ def test_job_fails_on_a_tampered_blob_naming_the_file(mirror, config_dir, tmp_pa
     assert "model.safetensors" in done.stderr and "sha256" in done.stderr and "ERROR" in done.stderr
     assert parse_result(done.stdout) is None
     assert TOKEN not in done.stdout + done.stderr
+
+
+def test_two_recipes_downloading_one_commit_at_once_share_one_download(mirror, config_dir, tmp_path):
+    """Two recipes of one model start their download of the same commit into the same folder at the same
+    moment (real processes against olah): both succeed, and only one of them fetches; the other waits for
+    it, then reuses the verified snapshot."""
+    sha = mirror.shas["tiny@main"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "include"), "HF_TOKEN": TOKEN}
+    args = ["--model", "tiny-mirror", "--revision-sha", sha, "--out", str(tmp_path / "src"), "--config-dir",
+            str(config_dir)]
+    twins = [subprocess.Popen([str(WORKER_PYTHON), "-m", "llmops.jobs.download", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [twin.communicate(timeout=300) for twin in twins]
+    assert [twin.returncode for twin in twins] == [0, 0], outputs
+    logs = [err for _, err in outputs]
+    assert sum("downloading 3 files" in log for log in logs) == 1, logs
+    assert sum("already downloaded and verified" in log for log in logs) == 1, logs
+    assert all(parse_result(out)["files"] == 3 for out, _ in outputs)
+    assert (tmp_path / "src" / "model.safetensors").read_bytes() == mirror.weights[f"tiny@{sha}"]
+
+
+def test_a_file_missing_after_the_download_is_retried_not_permanent():
+    from llmops.errors import is_permanent
+    from llmops.hub.errors import DownloadIncompleteError
+
+    assert not is_permanent(DownloadIncompleteError("model.safetensors is missing", fix="retried"))
