@@ -3,7 +3,8 @@
     python deploy/ack/render.py [--values FILE] [--gpu-profiles FILE] [--out DIR]
 
 Every template in deploy/ack/templates/ gets ${dotted.keys} of the values file (`$$` is a literal `$`);
-a key the values file lacks stops the render naming the template and the key. The node pools
+a key the values file lacks stops the render naming the template and the key, and so does an image not pinned
+by digest (the values file ships with placeholder digests: fill them in from your registry). The node pools
 (out/60-node-pools.tf, Terraform for the alicloud provider) are written from the GPU profiles, so the
 labels and taints the pools carry (spot pools' too) are the ones the pipelines' pods select and tolerate.
 Needs only Python 3 and PyYAML.
@@ -23,6 +24,8 @@ KIT = Path(__file__).resolve().parent
 ROOT = KIT.parents[1]
 # Node labels ACK sets by itself on GPU nodes: a pool must not (and cannot usefully) set them.
 ACK_SET_LABELS = {"aliyun.accelerator/nvidia_name"}
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+MULTI_AZ_POLICIES = {"PRIORITY", "COST_OPTIMIZED", "BALANCE"}
 
 
 class KitError(SystemExit):
@@ -63,12 +66,42 @@ def _hcl(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def check_image_digests(flat: dict[str, str], values_path: Path) -> None:
+    """Every image the kit deploys is pinned by digest (`...@sha256:<64 hex>`, or `image_digest`): a re-pushed tag
+    must never change what runs. A placeholder digest stops the render, naming the key."""
+    unpinned = []
+    for key, value in sorted(flat.items()):
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "image_digest":
+            digest = value
+        elif leaf == "image" or leaf.endswith("_image"):
+            digest = value.rpartition("@")[2] if "@" in value else ""
+        else:
+            continue
+        if not DIGEST_RE.fullmatch(digest):
+            unpinned.append(f"{key}={value}")
+    if unpinned:
+        raise KitError(str(values_path), "images must be pinned by digest, but " + "; ".join(unpinned) + " is not",
+                       "push the image, then set IMAGE:TAG@sha256:<digest> (or image_digest: sha256:<digest>) from "
+                       "`docker buildx imagetools inspect IMAGE:TAG` or the ACR console")
+
+
+def _multi_az_policy(values: dict, kind: str) -> str:
+    policy = (values.get("multi_az_policy") or {}).get(kind, "")
+    if policy not in MULTI_AZ_POLICIES:
+        raise KitError("deploy/ack/values.yaml", f"multi_az_policy.{kind} is {policy!r}",
+                       f"set it to one of {sorted(MULTI_AZ_POLICIES)} (BALANCE for on-demand serving pools)")
+    return policy
+
+
 def _pool_block(values: dict, resource: str, name: str, instance_type: str, sizes: dict, labels: dict,
-                taints: list[dict], extra: list[str]) -> str:
+                taints: list[dict], extra: list[str], *, spot: bool = False) -> str:
     lines = [f'resource "alicloud_cs_kubernetes_node_pool" "{resource}" {{',
              f"  cluster_id     = {_hcl(values['cluster_id'])}",
              f"  node_pool_name = {_hcl(name)}",
              "  vswitch_ids    = [" + ", ".join(_hcl(v) for v in values["vswitch_ids"]) + "]",
+             # how scale-out picks among the vSwitches' zones (not their order)
+             f"  multi_az_policy = {_hcl(_multi_az_policy(values, 'spot' if spot else 'on_demand'))}",
              f"  instance_types = [{_hcl(instance_type)}]",
              "  system_disk_category = \"cloud_essd\"",
              "  system_disk_size     = 200",
@@ -141,13 +174,14 @@ def node_pools_tf(values: dict, profiles: list[dict], profiles_path: Path) -> st
             continue
         blocks.append(_pool_block(values, f"{resource}_spot", f"llmops-{profile['name']}-spot", instance_type,
                                   spot_sizes, {**labels, **spot["node_label"]}, [*taints, spot["taint"]],
-                                  SPOT_LINES))
+                                  SPOT_LINES, spot=True))
     return "\n".join(blocks)
 
 
 def render(values_path: Path, profiles_path: Path, out: Path) -> list[Path]:
     values = yaml.safe_load(values_path.read_text())
     flat = flatten(values)
+    check_image_digests(flat, values_path)
     placeholders = sorted(k for k, v in flat.items() if "replace" in v)
     if placeholders:
         print(f"render: still placeholders in {values_path}: {', '.join(placeholders)}", file=sys.stderr)

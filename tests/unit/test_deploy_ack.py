@@ -1,9 +1,10 @@
 """deploy/ack/: the ACK kit renders from one values file into manifests a cluster accepts.
 
 Native objects validate with kubernetes-validate against the Kubernetes version values.yaml names (the one
-ACK runs); custom resources (Milvus, AliyunLogConfig) against the minimal schemas bundled in
-tests/unit/data/crds/ (their headers say what they were derived from and what they miss). RBAC is checked
-against what the pipelines really create: the kinds rollout renders, plus job pods and the rollout lock.
+ACK runs); custom resources against the schemas vendored in tests/unit/data/crds/ (each file's SOURCE note
+says where it comes from: the Milvus operator's CRD at the release values.yaml names; a documentation-derived
+minimal schema for ClusterAliyunPipelineConfig, whose CRD is not public). RBAC is checked against what the
+pipelines really create: the kinds rollout renders, plus job pods and the rollout lock.
 Spot node pools carry the label and taint the pods select and tolerate; the metrics adapter's rules give the
 HPA the metric names the rendered HPAs ask for. Files named *-values.yaml are Helm values, not objects.
 That the kit applies to a Kubernetes API is tested against kmock in tests/integration/deploy_kit/.
@@ -25,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KIT = ROOT / "deploy" / "ack"
 CRDS = Path(__file__).parent / "data" / "crds"
 VALUES = yaml.safe_load((KIT / "values.yaml").read_text())
-CUSTOM = {("milvus.io/v1beta1", "Milvus"), ("log.alibabacloud.com/v1alpha1", "AliyunLogConfig")}
+CUSTOM = {("milvus.io/v1beta1", "Milvus"),
+          ("telemetry.alibabacloud.com/v1alpha1", "ClusterAliyunPipelineConfig")}
 # API group and resource of each kind the pipelines create (plural names as RBAC writes them).
 RESOURCES = {"Deployment": ("apps", "deployments"), "Service": ("", "services"), "ConfigMap": ("", "configmaps"),
              "Pod": ("", "pods"), "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
@@ -36,8 +38,10 @@ RESOURCES = {"Deployment": ("apps", "deployments"), "Service": ("", "services"),
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ack")
-    subprocess.run([sys.executable, str(KIT / "render.py"), "--out", str(out)], check=True, capture_output=True)
+    from support.ack import render_kit
+
+    out = tmp_path_factory.mktemp("ack") / "out"
+    render_kit(out)
     return out
 
 
@@ -58,8 +62,14 @@ def test_everything_renders_from_the_values_file(rendered):
     assert VALUES["pipelines"]["namespace"] in (rendered / "10-rbac.yaml").read_text()
 
 
+def _filled_values() -> dict:
+    from support.ack import filled_values_text
+
+    return yaml.safe_load(filled_values_text())
+
+
 def test_a_missing_value_stops_the_render_naming_it(tmp_path):
-    values = yaml.safe_load((KIT / "values.yaml").read_text())
+    values = _filled_values()
     del values["sls"]["logstore"]
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     result = subprocess.run([sys.executable, str(KIT / "render.py"), "--values", str(tmp_path / "values.yaml"),
@@ -72,22 +82,26 @@ def test_native_manifests_validate_against_the_cluster_version(rendered):
     docs = manifests(rendered)
     native = [d for d in docs if (d["apiVersion"], d["kind"]) not in CUSTOM]
     assert {d["kind"] for d in native} >= {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
-                                          "ClusterRoleBinding", "ConfigMap", "PersistentVolumeClaim", "Job"}
+                                          "ClusterRoleBinding", "ConfigMap", "PersistentVolumeClaim", "Job",
+                                          "NetworkPolicy"}
     for doc in native:
         kubernetes_validate.validate(doc, VALUES["kubernetes_version"], strict=True)
 
 
 def test_custom_resources_validate_against_their_bundled_schemas(rendered):
     custom = [d for d in manifests(rendered) if (d["apiVersion"], d["kind"]) in CUSTOM]
-    assert {d["kind"] for d in custom} == {"Milvus", "AliyunLogConfig"}
+    assert {d["kind"] for d in custom} == {"Milvus", "ClusterAliyunPipelineConfig"}
+    from support.crds import validate_custom
+
     for doc in custom:
-        group = doc["apiVersion"].replace("/", "_")
-        schema = yaml.safe_load((CRDS / f"{group}_{doc['kind']}.yaml").read_text())
-        jsonschema.validate(doc, schema)
+        validate_custom(doc)
     bad = next(d for d in custom if d["kind"] == "Milvus")
     bad = {**bad, "spec": {**bad["spec"], "mode": "clustered"}}
     with pytest.raises(jsonschema.ValidationError):  # the schemas can fail
-        jsonschema.validate(bad, yaml.safe_load((CRDS / "milvus.io_v1beta1_Milvus.yaml").read_text()))
+        validate_custom(bad)
+    logs = next(d for d in custom if d["kind"] == "ClusterAliyunPipelineConfig")
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom({**logs, "spec": {**logs["spec"], "logstore": "x"}})  # AliyunLogConfig's spelling
 
 
 def test_milvus_is_a_cluster_on_oss_matching_the_connection(rendered):
@@ -113,7 +127,9 @@ def _rules(doc: dict) -> dict[tuple[str, str], set[str]]:
     return out
 
 
-def test_rbac_grants_exactly_what_the_pipelines_create_in_their_namespace(rendered):
+def test_rbac_writes_only_what_the_pipelines_create_and_nothing_wider(rendered):
+    """Which kinds may be written; the exact verbs are compared with the calls the code makes in
+    tests/integration/deploy_kit/test_rbac_calls.py."""
     from llmops.config import load_registry
     from llmops.serving import manifests as m
 
@@ -122,28 +138,87 @@ def test_rbac_grants_exactly_what_the_pipelines_create_in_their_namespace(render
     rendered_kinds = {o["kind"] for o in m.render_all(
         deployment, registry.gpu_profile(deployment.gpu_profile), stable=m.VersionRef("oss://b/v1/manifest.json", "x"),
         canary=m.VersionRef("oss://b/v2/manifest.json", "x"), canary_percent=10)}
-    # + job pods (KubernetesPodOperator) and the rollout's lock ConfigMap (llmops.serving.kubernetes)
-    assert '"kind": "ConfigMap"' in (ROOT / "include" / "llmops" / "serving" / "kubernetes.py").read_text()
     created = {RESOURCES[kind] for kind in rendered_kinds | {"Pod", "ConfigMap"}}
-
     docs = manifests(rendered)
     role = next(d for d in docs if d["kind"] == "Role")
     assert role["metadata"]["namespace"] == VALUES["pipelines"]["namespace"] == deployment.namespace
     rules = _rules(role)
     writes = {key for key, verbs in rules.items() if {"create", "delete", "patch"} & verbs and "/" not in key[1]}
     assert writes == created, f"granted {writes ^ created} beyond or short of what the pipelines create"
-    for key in created:
-        assert {"create", "delete", "patch", "get"} <= rules[key], key
-    extra = set(rules) - created
-    assert extra == {("", "pods/log"), ("", "pods/exec"), ("", "events")}, extra
-    assert rules[("", "events")] <= {"get", "list", "watch"}
-    assert all("*" not in verbs and "*" not in key[1] for key, verbs in rules.items())
-
+    assert all("*" not in verbs and "*" not in key[1] and not {"watch", "update", "deletecollection"} & verbs
+               for key, verbs in rules.items())
     binding = next(d for d in docs if d["kind"] == "RoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": VALUES["service_accounts"]["airflow_worker"],
                                     "namespace": VALUES["airflow"]["namespace"]}]
     cluster = next(d for d in docs if d["kind"] == "ClusterRole")
-    assert _rules(cluster) == {("", "nodes"): {"get", "list", "watch"}, ("", "pods"): {"get", "list", "watch"}}
+    assert _rules(cluster) == {("", "nodes"): {"list"}, ("", "pods"): {"list"}}
+
+
+def test_pipelines_namespace_enforces_restricted_and_milvus_lives_apart(rendered):
+    namespaces = {d["metadata"]["name"]: d["metadata"]["labels"] for d in manifests(rendered) if d["kind"] == "Namespace"}
+    pipelines = namespaces[VALUES["pipelines"]["namespace"]]
+    assert pipelines["pod-security.kubernetes.io/enforce"] == "restricted"
+    milvus_ns = VALUES["milvus"]["namespace"]
+    assert milvus_ns != VALUES["pipelines"]["namespace"]
+    assert namespaces[milvus_ns]["pod-security.kubernetes.io/enforce"] == "baseline"
+    milvus = next(d for d in manifests(rendered) if d["kind"] == "Milvus")
+    assert milvus["metadata"]["namespace"] == milvus_ns
+
+
+def test_a_network_policy_per_component(rendered):
+    """Job pods take no ingress; serving pods take it on `http` from the named namespaces only; Milvus from itself
+    and on 19530 from the pipelines' and Airflow's namespaces; everything else in the pipelines' namespace none."""
+    from llmops.config import load_registry
+    from llmops.serving import manifests as m
+    from support.kube_selectors import selects
+
+    policies = {d["metadata"]["name"]: d for d in manifests(rendered) if d["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"llmops-jobs", "llmops-serving", "llmops-default-deny-ingress", "llmops-milvus"}
+    registry = load_registry(ROOT / "include" / "config")
+    d = registry.deployment("tiny-llama-chat")
+    (pod,) = [o["spec"]["template"] for o in m.render_all(d, registry.gpu_profile(d.gpu_profile),
+                                                          stable=m.VersionRef("oss://b/v1/manifest.json", "x"),
+                                                          canary=None, canary_percent=0) if o["kind"] == "Deployment"]
+    serving = policies["llmops-serving"]["spec"]
+    assert selects(serving["podSelector"], pod["metadata"]["labels"])
+    assert not selects(policies["llmops-jobs"]["spec"]["podSelector"], pod["metadata"]["labels"])
+    assert selects(policies["llmops-jobs"]["spec"]["podSelector"], {"llmops/step": "download"})
+    assert policies["llmops-jobs"]["spec"]["ingress"] == []
+    (rule,) = serving["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]  # the serving containers' named port
+    assert pod["spec"]["containers"][0]["ports"][0]["name"] == "http"
+    allowed = rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert set(allowed) == {VALUES["pipelines"]["namespace"], VALUES["airflow"]["namespace"],
+                            VALUES["network"]["gateway_namespace"], VALUES["network"]["prometheus_namespace"]}
+    assert policies["llmops-milvus"]["metadata"]["namespace"] == VALUES["milvus"]["namespace"]
+
+
+def test_an_image_without_a_digest_stops_the_render(tmp_path):
+    from support.ack import VALUES_TEXT, render_kit
+
+    with pytest.raises(subprocess.CalledProcessError) as refused:  # the shipped placeholders
+        render_kit(tmp_path / "out", VALUES_TEXT)
+    assert "pinned by digest" in refused.value.stderr.decode() and "pipelines.worker_image" in refused.value.stderr.decode()
+    values = _filled_values()
+    values["pipelines"]["serving_image"] = "registry.example/llmops-vllm:0.1.0"  # a tag only
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    result = subprocess.run([sys.executable, str(KIT / "render.py"), "--values", str(tmp_path / "values.yaml"),
+                             "--out", str(tmp_path / "out2")], capture_output=True, text=True)
+    assert result.returncode != 0 and "pipelines.serving_image" in result.stderr and "fix:" in result.stderr
+    assert "pipelines.worker_image" not in result.stderr
+
+
+def test_rendered_images_are_pinned_by_digest(rendered):
+    from support.ack import filled_values_text
+
+    values = yaml.safe_load(filled_values_text())
+    settings = next(d for d in manifests(rendered) if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "llmops-settings")
+    for key in ("LLMOPS_WORKER_IMAGE", "LLMOPS_SERVING_IMAGE", "LLMOPS_TRTLLM_IMAGE"):
+        assert re.search(r"@sha256:[0-9a-f]{64}$", settings["data"][key]), key
+    airflow = yaml.safe_load((rendered / "30-airflow-values.yaml").read_text())
+    assert airflow["images"]["airflow"]["digest"] == values["airflow"]["image_digest"]
+    milvus = next(d for d in manifests(rendered) if d["kind"] == "Milvus")
+    assert "@sha256:" in milvus["spec"]["components"]["image"]
 
 
 def test_job_and_serving_pods_get_oss_through_rrsa(rendered):
@@ -154,8 +229,9 @@ def test_job_and_serving_pods_get_oss_through_rrsa(rendered):
     for who in ("jobs", "serving", "milvus"):
         sa = accounts[VALUES["service_accounts"][who]]
         assert sa["metadata"]["annotations"] == {"pod-identity.alibabacloud.com/role-name": VALUES["ram_roles"][who]}
-    namespace = next(d for d in docs if d["kind"] == "Namespace" and d["metadata"]["name"] == sa["metadata"]["namespace"])
-    assert namespace["metadata"]["labels"]["pod-identity.alibabacloud.com/injection"] == "on"
+        namespace = next(d for d in docs if d["kind"] == "Namespace"
+                         and d["metadata"]["name"] == sa["metadata"]["namespace"])
+        assert namespace["metadata"]["labels"]["pod-identity.alibabacloud.com/injection"] == "on"
     settings = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "llmops-settings")
     assert settings["data"]["LLMOPS_SERVICE_ACCOUNT"] == VALUES["service_accounts"]["jobs"]
     assert settings["data"]["LLMOPS_RUNTIME"] == "kubernetes"
@@ -248,8 +324,16 @@ def test_spot_pools_take_only_the_pods_that_opt_in(rendered):
     assert checked
 
 
+def test_node_pools_set_a_multi_az_policy(rendered):
+    blocks = _pool_blocks((rendered / "60-node-pools.tf").read_text())
+    for name, block in blocks.items():
+        expected = VALUES["multi_az_policy"]["spot" if name.endswith("_spot") else "on_demand"]
+        assert f'multi_az_policy = "{expected}"' in block, name
+    assert VALUES["multi_az_policy"]["on_demand"] == "BALANCE"
+
+
 def test_a_spot_pool_for_a_profile_without_spot_is_refused(tmp_path):
-    values = yaml.safe_load((KIT / "values.yaml").read_text())
+    values = _filled_values()
     values["node_pools"]["a10-shared"]["spot"] = {"min_size": 0, "max_size": 1}
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     result = subprocess.run([sys.executable, str(KIT / "render.py"), "--values", str(tmp_path / "values.yaml"),
@@ -283,7 +367,7 @@ def test_the_metrics_adapter_gives_every_hpa_metric_its_name(rendered):
 
 
 def test_an_instance_type_of_the_wrong_family_is_refused(tmp_path):
-    values = yaml.safe_load((KIT / "values.yaml").read_text())
+    values = _filled_values()
     values["node_pools"]["h100"]["instance_type"] = "ecs.gn7i-c8g1.2xlarge"
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     result = subprocess.run([sys.executable, str(KIT / "render.py"), "--values", str(tmp_path / "values.yaml"),

@@ -28,27 +28,8 @@ from llmops.serving.manifests import (
 from support.ack import KUBERNETES_VERSION
 
 K8S_VERSION = KUBERNETES_VERSION
-# kubernetes-validate bundles only built-in kinds. For the two CRDs we check the fields the Gateway API
-# (v1.2 HTTPRoute) and Prometheus Operator (ServiceMonitor) CRDs declare required, plus weight ranges.
-CRD_SCHEMAS = {
-    "HTTPRoute": {
-        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {"apiVersion": {"const": "gateway.networking.k8s.io/v1"}, "spec": {
-            "type": "object", "required": ["parentRefs", "rules"],
-            "properties": {"parentRefs": {"type": "array", "minItems": 1, "items": {"required": ["name"]}},
-                           "rules": {"type": "array", "items": {"properties": {"backendRefs": {
-                               "type": "array", "maxItems": 16, "items": {
-                                   "required": ["name", "port"],
-                                   "properties": {"weight": {"type": "integer", "minimum": 0, "maximum": 1000000},
-                                                  "port": {"type": "integer", "minimum": 1, "maximum": 65535}}}}}}}}}}},
-    "ServiceMonitor": {
-        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {"apiVersion": {"const": "monitoring.coreos.com/v1"}, "spec": {
-            "type": "object", "required": ["selector", "endpoints"],
-            "properties": {"endpoints": {"type": "array", "minItems": 1,
-                                         "items": {"properties": {"port": {"type": "string"},
-                                                                  "path": {"type": "string"}}}}}}}},
-}
+# kubernetes-validate bundles only built-in kinds; ServiceMonitor and HTTPRoute are checked against the CRDs
+# vendored in tests/unit/data/crds/ (prometheus-operator v0.93.0, Gateway API v1.6.1: support/crds.py).
 
 STABLE = VersionRef("oss://models/tiny-llama/aaa/vllm-llmcompressor-w8a8/manifest.json", "tiny-llama", 1, 512)
 CANARY = VersionRef("oss://models/tiny-llama/bbb/vllm-llmcompressor-w8a8/manifest.json", "tiny-llama", 1, 512)
@@ -60,8 +41,10 @@ def registry():
 
 
 def validate(obj):
-    if obj["kind"] in CRD_SCHEMAS:
-        jsonschema.validate(obj, CRD_SCHEMAS[obj["kind"]])
+    from support.crds import is_custom, validate_custom
+
+    if is_custom(obj):
+        validate_custom(obj)
     else:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
@@ -93,6 +76,10 @@ def test_invalid_objects_are_caught(registry):
     route["spec"]["rules"][0]["backendRefs"][0]["weight"] = -1
     with pytest.raises(jsonschema.ValidationError):
         validate(route)
+    monitor = next(o for o in objects if o["kind"] == "ServiceMonitor")
+    monitor["spec"]["endpoints"][0]["scrapeInterval"] = "15s"  # a misspelt field (interval) is refused
+    with pytest.raises(jsonschema.ValidationError):
+        validate(monitor)
 
 
 def test_pods_fetch_and_verify_then_generate_before_they_count_as_started(registry):

@@ -56,9 +56,13 @@ class VllmKubernetesHook(BaseHook):
                 "custom": client.CustomObjectsApi(self._api)}
 
     def test_connection(self) -> tuple[bool, str]:
+        # /version, as KubernetesHook.test_connection (cncf-kubernetes 10.25): every authenticated client may read
+        # it, so the kit's RBAC needs no cluster-wide namespace list for the UI's Test button.
+        from kubernetes import client
+
         try:
-            self._clients["core"].list_namespace(limit=1, _preload_content=False)
-            return True, "connected"
+            version = client.VersionApi(self._api).get_code()
+            return True, f"connected to Kubernetes {version.git_version}"
         except Exception as exc:  # report any failure to the UI instead of raising
             return False, str(exc)
 

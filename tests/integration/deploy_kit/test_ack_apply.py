@@ -12,12 +12,9 @@ checks instead that every namespaced object lands in a namespace the kit's first
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -28,8 +25,9 @@ KIT = ROOT / "deploy" / "ack"
 PLURALS = {"Namespace": "namespaces", "ServiceAccount": "serviceaccounts", "Role": "roles",
            "RoleBinding": "rolebindings", "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
            "ConfigMap": "configmaps", "PersistentVolumeClaim": "persistentvolumeclaims", "Job": "jobs",
-           "Milvus": "milvuses", "AliyunLogConfig": "aliyunlogconfigs"}
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+           "NetworkPolicy": "networkpolicies", "Milvus": "milvuses",
+           "ClusterAliyunPipelineConfig": "clusteraliyunpipelineconfigs"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ClusterAliyunPipelineConfig"}
 
 
 def api_path(obj: dict, name: str | None = None) -> str:
@@ -41,13 +39,9 @@ def api_path(obj: dict, name: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory) -> list[dict]:
-    out = tmp_path_factory.mktemp("ack")
-    subprocess.run([sys.executable, str(KIT / "render.py"), "--out", str(out)], check=True, capture_output=True)
-    docs = []
-    for path in sorted(out.glob("*.yaml")):  # the README's order: the file names' numbers
-        if not path.name.endswith("-values.yaml"):  # Helm values, not objects
-            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
+    from support.ack import render_kit
+
+    return render_kit(tmp_path_factory.mktemp("ack") / "out")  # the README's order: the file names' numbers
 
 
 def test_every_namespaced_object_lands_in_a_namespace_the_kit_creates_first(kit):
