@@ -1,17 +1,24 @@
 """The embedded default store: a directory tree (`file:///abs/dir`).
 
-Files are copied to a staging name of their own (`.tmp-<name>.<random>`), hashed while copied, and
-linked into place with a hard link, which fails if the name exists: a twin writing the same
-(content-addressed) key never sees a half-written file, and nobody else's staging file is touched.
-The manifest is created the same way, so two writers cannot both publish. The checksum the "server"
-keeps is the file's sha256, re-hashed by `verify_stored`.
+Files are copied into a staging folder of their own attempt (`<root>/.staging/<random>/`, outside every
+version's folder), hashed while copied, and linked into place with a hard link, which fails if the name
+exists: a twin writing the same (content-addressed) key never sees a half-written file, and nobody else's
+staging file is touched. The manifest is created the same way, so two writers cannot both publish. The
+checksum the "server" keeps is the file's sha256, re-hashed by `verify_stored`.
+
+An attempt holds an exclusive `flock` on its staging folder's `lock` file for as long as its process lives.
+A publish that was killed (SIGKILL, a lost pod) therefore leaves its partial copy in `.staging/` only, never
+among a version's files, and the next attempt on this store removes every staging folder whose lock nobody
+holds. (On a store folder shared by several machines this needs a filesystem with POSIX locks, NFSv4 or
+CPFS, like the model cache.)
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,16 +28,57 @@ from llmops.artefacts.manifest import check_relative_path
 from llmops.artefacts.store import ArtefactStore, ProgressCallback, StoredObject
 from llmops.hashing import CHUNK, RunningSha256, sha256_file
 
+log = logging.getLogger(__name__)
+
+#: Where attempts stage their copies, below the store root (same filesystem, so a hard link publishes them).
+STAGING = ".staging"
+
 
 class FileStore(ArtefactStore):
     scheme = "file"
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._attempt: Path | None = None
+        self._attempt_lock = None
         super().__init__(self.root.as_uri())
 
     def _path(self, key: str) -> Path:
         return self.root / check_relative_path(key, "store key")
+
+    def _staging(self) -> Path:
+        """This attempt's staging folder (created and locked once per store object); removes first the
+        folders of attempts that died."""
+        if self._attempt is None:
+            staging = self.root / STAGING
+            staging.mkdir(parents=True, exist_ok=True)
+            self._remove_dead_attempts(staging)
+            name = uuid.uuid4().hex
+            # locked before it gets a name the clean-up looks at, so no twin ever takes it for a dead one
+            new = staging / f".new-{name}"
+            new.mkdir()
+            handle = open(new / "lock", "w")  # noqa: SIM115 - held (and locked) as long as this store lives
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            attempt = new.rename(staging / name)
+            self._attempt, self._attempt_lock = attempt, handle
+        return self._attempt
+
+    @staticmethod
+    def _remove_dead_attempts(staging: Path) -> None:
+        for attempt in staging.iterdir():
+            if attempt.name.startswith(".new-"):
+                continue
+            try:
+                with open(attempt / "lock") as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: a live attempt, skip it
+                    removed = sum(p.stat().st_size for p in attempt.rglob("*") if p.is_file())
+                    shutil.rmtree(attempt, ignore_errors=True)
+                    log.info("removed %s left by an attempt that died (%.1f MiB)", attempt, removed / 2**20)
+            except (BlockingIOError, NotADirectoryError, FileNotFoundError):
+                continue
+
+    def _staged_name(self, target: Path) -> Path:
+        return self._staging() / f"{uuid.uuid4().hex[:12]}-{target.name}"
 
     def _upload_file(self, key: str, path: Path, size: int, sha256: str,
                      progress: ProgressCallback | None) -> tuple[bool, dict[str, str]]:
@@ -38,8 +86,7 @@ class FileStore(ArtefactStore):
         if target.is_file() and target.stat().st_size == size and sha256_file(target)[0] == sha256:
             self.stats.add(bytes_skipped=size)
             return False, {"sha256": sha256}
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".tmp-{target.name}.{uuid.uuid4().hex[:12]}")
+        partial = self._staged_name(target)
         try:
             copied = RunningSha256()
             with open(path, "rb") as source, open(partial, "xb") as sink:
@@ -55,6 +102,7 @@ class FileStore(ArtefactStore):
                     f"{path}: copied {copied.size} bytes with sha256 {copied.hexdigest()}, the manifest records "
                     f"{size} bytes with sha256 {sha256}: the file changed after the manifest was built", fix="rebuild "
                     "the manifest", path=key, expected=sha256, actual=copied.hexdigest())
+            target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(partial, target)
             except FileExistsError:  # a twin linked the same key first: keep its copy if it holds these bytes
@@ -73,18 +121,19 @@ class FileStore(ArtefactStore):
 
     def _put_if_absent(self, key: str, data: bytes) -> bool:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".tmp-", delete=False) as handle:
+        staged = self._staged_name(target)
+        with open(staged, "xb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(handle.name, target)
+            os.link(staged, target)
             return True
         except FileExistsError:
             return False
         finally:
-            os.unlink(handle.name)
+            staged.unlink(missing_ok=True)
 
     def _get_bytes(self, key: str) -> bytes | None:
         try:
@@ -103,7 +152,7 @@ class FileStore(ArtefactStore):
             return
         for dirpath, _dirnames, filenames in os.walk(base):
             for name in filenames:
-                if name.startswith(".tmp-"):
+                if name.startswith(".tmp-"):  # staging names of earlier releases, never data
                     continue
                 yield (Path(dirpath) / name).relative_to(self.root).as_posix()
 
