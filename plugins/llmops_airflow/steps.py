@@ -27,8 +27,8 @@ from llmops.jobs._cli import (
     EXIT_PERMANENT,
     JOB_ENV,
     RESULT_PREFIX,
-    SECRET_NAME,
     clean_line,
+    job_env_allowed,
     line_level,
     parse_result,
 )
@@ -50,9 +50,11 @@ class JobFailed(RuntimeError):
 
 
 def job_environment(declared: dict[str, str], secrets: dict[str, str]) -> dict[str, str]:
-    """The environment of a local job: this process's minus every secret (SECRET_NAME), plus what the step
-    declares (secret_env, store_access): a job sees only its own secrets, never AIRFLOW_CONN_*."""
-    inherited = {name: value for name, value in os.environ.items() if not SECRET_NAME.search(name)}
+    """The environment of a local job: the variables of this process the allow-list names
+    (`llmops.jobs._cli.job_env_allowed`: system basics, LLMOPS_* settings, the ML libraries' knobs; never a
+    secret-looking name), plus what the step declares (env_vars, secret_env, store_access): a job sees only its
+    own secrets, never AIRFLOW_CONN_*, DATABASE_URL or SENTRY_DSN."""
+    inherited = {name: value for name, value in os.environ.items() if job_env_allowed(name)}
     env = {**JOB_ENV, **inherited, **declared, **secrets}
     include = str(PROJECT_ROOT / "include")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [include, env.get("PYTHONPATH", "")]))

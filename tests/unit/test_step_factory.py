@@ -171,3 +171,19 @@ def test_refresh_gpu_steps_get_spare_tries_and_reattach_on_restart():
     assert tasks["quantize"].retries == tasks["validate"].retries == GPU_STEP_RETRIES
     assert tasks["download"].retries < GPU_STEP_RETRIES
     assert all(t.reattach_on_restart for t in tasks.values())
+
+
+def test_a_local_job_inherits_only_allowed_variables(monkeypatch):
+    """A real job (doctor, which lists the variable names it sees): ambient variables of the worker stay out,
+    settings and library knobs come through, a secret-looking name never does unless the step declares it."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://user:pw@db/airflow")
+    monkeypatch.setenv("SENTRY_DSN", "https://key@sentry.example/1")
+    monkeypatch.setenv("SOME_RANDOM_SETTING", "x")
+    monkeypatch.setenv("LLMOPS_SOMETHING", "kept")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_ambient_token")
+    op = heavy_step(task_id="doctor", job="doctor", runtime="local", env_vars={"DECLARED_SETTING": "y"})
+    seen = set(op.execute(context={})["variables"])
+    assert not {"DATABASE_URL", "SENTRY_DSN", "SOME_RANDOM_SETTING", "HF_TOKEN"} & seen
+    assert {"LLMOPS_SOMETHING", "HF_HUB_OFFLINE", "PATH", "DECLARED_SETTING"} <= seen
+    assert not any(name.startswith("AIRFLOW") for name in seen)

@@ -58,6 +58,30 @@ JOB_ENV = {
     "GRPC_VERBOSITY": "ERROR",
 }
 
+#: What a local job inherits from the Airflow worker's environment: these exact names, and names starting with
+#: one of JOB_ENV_ALLOWED_PREFIXES. That is what any process needs (PATH, HOME, locale, time zone, temporary
+#: folder, CA bundles, proxies), this project's settings (LLMOPS_*, the Milvus URI) and the knobs of the
+#: libraries the jobs run (Hugging Face, transformers, torch, vLLM, CUDA device selection, thread counts).
+#: Nothing else: not DATABASE_URL, SENTRY_DSN, AIRFLOW__*, cloud keys or whatever else the worker happens to
+#: carry. A job's secrets come only from its step (`secret_env`, `store_access`), and a name that looks like
+#: a secret (SECRET_NAME: HF_TOKEN, VLLM_API_KEY...) is dropped even when it is allowed here. Pods inherit
+#: nothing: their env is written out in the pod spec (plugins' step factory). `doctor` lists the names a job sees.
+JOB_ENV_ALLOWED = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "MILVUS_URI", "XDG_CACHE_HOME", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
+})
+JOB_ENV_ALLOWED_PREFIXES = ("LC_", "LLMOPS_", "PYTHON", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_",
+                            "TQDM_", "TORCH_", "VLLM_", "CUDA_", "NVIDIA_", "GRPC_", "SENTENCE_TRANSFORMERS_")
+
+
+def job_env_allowed(name: str) -> bool:
+    """True when a local job may inherit the variable `name` (JOB_ENV_ALLOWED, minus SECRET_NAME)."""
+    return (name in JOB_ENV_ALLOWED or name.startswith(JOB_ENV_ALLOWED_PREFIXES)) and not SECRET_NAME.search(name)
+
+
 #: Names of variables that hold (or may hold) secrets: Airflow's configuration and Connections, cloud and
 #: hub credentials, anything named like a secret. A local job inherits none of them; it gets only the
 #: secrets its step declares (plugins' step factory), and `doctor` lists the names it sees.

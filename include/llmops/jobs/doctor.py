@@ -40,7 +40,7 @@ def report() -> dict:
         pass
     credentials = [name for name in present_variables() if name in CREDENTIAL_VARIABLES or SECRET_NAME.search(name)]
     return {"python": platform.python_version(), "machine": platform.machine(), "tools": versions, "gpus": gpus,
-            "credentials": credentials}
+            "credentials": credentials, "variables": present_variables()}
 
 
 def main() -> None:
