@@ -56,8 +56,20 @@ _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Inval
            "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "Forbidden"}
 
 
+#: botocore's errors for "no usable credentials were found" (matched by name: no botocore import here).
+_NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}
+
+
 def access_error(exc: BaseException, store_uri: str) -> StoreAccessError | None:
-    """A clear StoreAccessError when `exc` is the store refusing the credentials (boto3 or oss2), else None."""
+    """A clear StoreAccessError when `exc` is the store refusing the credentials, or the SDK finding none (boto3
+    or oss2), else None."""
+    scheme = _scheme(store_uri)
+    names = ", ".join(ENV_NAMES.get(scheme, {}).values())
+    if type(exc).__name__ in _NO_CREDENTIALS:
+        return StoreAccessError(
+            f"{store_uri}: no credentials for the store ({type(exc).__name__}: {str(exc)[:200]})",
+            fix="set the llmops_artefacts Connection's login/password, or, in pods, create the Secret "
+            f"llmops-llmops-artefacts ({names}) or bind a RAM role by RRSA")
     response = getattr(exc, "response", None)
     code = ""
     if isinstance(response, dict):  # botocore ClientError
@@ -67,8 +79,6 @@ def access_error(exc: BaseException, store_uri: str) -> StoreAccessError | None:
         code, status = str(getattr(exc, "code", "") or ""), getattr(exc, "status", None)
     if code not in _DENIED and not (status == 403 and code in ("", "403")):
         return None
-    scheme = _scheme(store_uri)
-    names = ", ".join(ENV_NAMES.get(scheme, {}).values())
     return StoreAccessError(
         f"{store_uri}: the store refused the credentials ({code or status})", fix="check the llmops_artefacts "
         f"Connection's login/password and extra (endpoint, region), or, in pods, the Secret llmops-llmops-artefacts "
