@@ -33,6 +33,8 @@ class KubeEmulator:
             async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
                 for resource in RESOURCES:
                     emulator.resources[resource] = {}
+                # the official client asks for `/version/` (VersionApi.get_code); kmock serves `/version`
+                emulator.fallback['get /version/'] << emulator._serve_server_version  # noqa: SLF001
                 self.emulator, self.url = emulator, str(server.url).rstrip("/")
                 self._ready.set()
                 await self._stop.wait()

@@ -372,7 +372,8 @@ def test_canary_extra_args_cannot_replace_trtllm_serves_options_file(registry):
 
 
 def test_sls_collects_the_logs_of_every_serving_container(registry):
-    """The kit's AliyunLogConfig for serving pods selects containers by name: trtllm-serve's logs go to SLS too."""
+    """The kit's ClusterAliyunPipelineConfig for serving pods selects containers by name: trtllm-serve's logs go to SLS
+    too."""
     import re
 
     from llmops.settings import PROJECT_ROOT
