@@ -29,7 +29,7 @@ AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-proce
                     "airflow-init"}
 ONE_SHOT = {"airflow-init", "minio-buckets"}
 REQUIRED = ("AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_FERNET_KEY", "POSTGRES_PASSWORD",
-            "MINIO_ROOT_PASSWORD")
+            "MINIO_ROOT_PASSWORD", "MINIO_ARTEFACTS_PASSWORD", "MINIO_MILVUS_PASSWORD")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|_KEY($|_)")
 needs_compose = pytest.mark.skipif(shutil.which("docker-compose") is None,
                                    reason="Debian's docker-compose is not installed (.ci/run installs it)")
@@ -181,26 +181,51 @@ def test_published_ports_bind_loopback_unless_the_user_opts_out(env_file):
     assert str(api).startswith("0.0.0.0:18081:8080") or api.get("host_ip") == "0.0.0.0"
 
 
+def test_each_store_client_has_its_own_identity(compose):
+    """MinIO's root key stays with MinIO and the one-shot that creates buckets and users; Milvus and the tasks each
+    get a user of their own, limited to their bucket (a leaked task key cannot read or delete Milvus's segments)."""
+    import json
+
+    services = compose["services"]
+    users = {}
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        if any("MINIO_ROOT_PASSWORD" in str(v) for v in env.values()):
+            users.setdefault("root", set()).add(name)
+    assert users["root"] == {"minio", "minio-buckets"}
+    milvus = services["milvus"]["environment"]
+    assert "MINIO_MILVUS_USER" in milvus["MINIO_ACCESS_KEY_ID"]
+    assert "MINIO_MILVUS_PASSWORD" in milvus["MINIO_SECRET_ACCESS_KEY"]
+    conn = services["airflow-scheduler"]["environment"]["AIRFLOW_CONN_LLMOPS_ARTEFACTS"]
+    assert "MINIO_ARTEFACTS_USER" in conn and "MINIO_ARTEFACTS_PASSWORD" in conn
+    command = services["minio-buckets"]["command"][0]
+    assert '"$$MINIO_ARTEFACTS_USER:llmops-artefacts"' in command and '"$$MINIO_MILVUS_USER:a-bucket"' in command
+    policy = re.search(r"printf '([^']+)'", command).group(1) % ("b", "b")
+    assert json.loads(policy)["Statement"][0]["Resource"] == ["arn:aws:s3:::b", "arn:aws:s3:::b/*"]
+    for who in ("ARTEFACTS", "MILVUS"):
+        user = f'"$$MINIO_{who}_USER"'
+        assert f"mc admin user add local {user}" in command and f"policy attach local {user} --user {user}" in command
+    assert "minio-buckets" in services["milvus"]["depends_on"], "Milvus starts once its user exists"
+
+
 @needs_compose
-def test_bucket_and_milvus_use_the_credentials_minio_runs_with(env_file, tmp_path):
+def test_buckets_milvus_and_tasks_use_the_credentials_from_env(env_file, tmp_path):
     custom = tmp_path / ".env"
     custom.write_text(env_file.read_text().replace("MINIO_ROOT_USER=llmops", "MINIO_ROOT_USER=team-store"))
     result = render(custom)
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    user, password = "team-store", read_env(custom)["MINIO_ROOT_PASSWORD"]
-    assert services["minio"]["environment"]["MINIO_ROOT_USER"] == user
-    assert services["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == password
-    buckets = services["minio-buckets"]
-    assert buckets["environment"] == services["minio"]["environment"]
-    command = " ".join(buckets["command"])
-    assert '"$$MINIO_ROOT_USER" "$$MINIO_ROOT_PASSWORD"' in command and "local/llmops-artefacts" in command
-    assert services["milvus"]["environment"]["MINIO_ACCESS_KEY_ID"] == user
-    assert services["milvus"]["environment"]["MINIO_SECRET_ACCESS_KEY"] == password
+    env = read_env(custom)
+    assert services["minio"]["environment"]["MINIO_ROOT_USER"] == "team-store"
+    assert services["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == env["MINIO_ROOT_PASSWORD"]
+    assert services["minio-buckets"]["environment"]["MINIO_ROOT_PASSWORD"] == env["MINIO_ROOT_PASSWORD"]
+    assert services["milvus"]["environment"]["MINIO_SECRET_ACCESS_KEY"] == env["MINIO_MILVUS_PASSWORD"]
     import json
 
     conn = json.loads(services["airflow-scheduler"]["environment"]["AIRFLOW_CONN_LLMOPS_ARTEFACTS"])
-    assert (conn["login"], conn["password"]) == (user, password)
+    assert (conn["login"], conn["password"]) == ("llmops-artefacts", env["MINIO_ARTEFACTS_PASSWORD"])
+    assert services["milvus"]["environment"]["MINIO_ACCESS_KEY_ID"] == "milvus"
+    assert len({env["MINIO_ROOT_PASSWORD"], env["MINIO_ARTEFACTS_PASSWORD"], env["MINIO_MILVUS_PASSWORD"]}) == 3
 
 
 def test_image_builds_venvs_owned_by_the_airflow_user_with_torch_from_a_build_argument(compose):
