@@ -5,15 +5,18 @@ A deployment with `serving_runtime: tensorrt-llm` gets the same objects and the 
 
 Objects for deployment NAME:
     Deployment   NAME-stable, NAME-canary   pods fetch the version (init container: download from OSS and
-                                            verify sha256 against the manifest), then run vLLM; the
-                                            readiness probe runs a real one-token generation, since
-                                            vLLM's /health stays green on a broken GPU (vLLM #36960)
+                                            verify sha256 against the manifest, into the model-cache claim
+                                            when one is configured, keeping files already verified there), then
+                                            run vLLM with /models read-only; started once a one-token generation
+                                            answers (startupProbe: vLLM's /health stays green on a broken GPU,
+                                            vLLM #36960), ready and live on /health
     Service      NAME-stable, NAME-canary   one per track (HTTPRoute backends)
                  NAME                       both tracks (replica-ratio strategy, and the stable URL)
     HPA          NAME-stable                on vLLM's queue (or KV-cache use, or GPU utilisation) through the
                                             metrics adapter; frozen while a canary runs (see render_hpa)
     PDB          NAME-stable                PodDisruptionBudget of the stable track (drains take one pod at a time)
-    ServiceMonitor NAME                     Prometheus Operator / ARMS scrape of /metrics on both tracks
+    ServiceMonitor NAME                     Prometheus Operator / ARMS scrape of /metrics through the track
+                                            Services only: one target per pod
     HTTPRoute    NAME                       Gateway API weights stable/canary (ACK Gateway with Envoy)
 
 Zones: each track is ONE Deployment spread over zones and nodes (topologySpreadConstraints), not one
@@ -26,8 +29,8 @@ roll back to the previous version needs no other state.
 
 Pods pass the Pod Security Standards "restricted" profile: they run as uid/gid 10001 (the vLLM image's
 default user is root; nothing in it needs root, and HOME points at a writable emptyDir), drop every
-capability, forbid privilege escalation, use the RuntimeDefault seccomp profile and mount only emptyDir
-and PVC volumes. No service-account token is mounted: neither vLLM nor the init container calls the
+capability, forbid privilege escalation, use the RuntimeDefault seccomp profile, mount only emptyDir
+and PVC volumes and keep the root filesystem read-only (HOME and /tmp are a size-limited emptyDir). No service-account token is mounted: neither vLLM nor the init container calls the
 Kubernetes API (RRSA's OIDC token for OSS is a projected volume the ACK webhook adds on its own). Every
 container has CPU and memory requests and limits. Exceptions: none; the pod template's
 `llmops.io/pod-security` annotations say so, and a new exception must be recorded there and in the README.
