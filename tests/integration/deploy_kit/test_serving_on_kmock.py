@@ -138,3 +138,35 @@ def test_spot_nodes_count_for_capacity_only_when_the_deployment_may_run_there(ho
     assert problems and "GPU capacity" in str(problems[0]), "a free spot GPU is no capacity for on-demand serving"
     spot = on_demand.model_copy(update={"spot": True})
     assert KubernetesBackend(hook, spot, profile).capacity_problems(facts) == []
+
+
+@pytest.mark.parametrize("name", ["tiny-llama-chat", "tiny-llama-trtllm"])
+def test_what_the_backend_applies_mounts_the_cache_scrapes_each_pod_once_and_has_valid_names(hook, registry, name):
+    """As stored by the API (emulator) after the backend's own deploy_canary: the canary's pods mount the model-cache
+    claim (read-only for the server), the monitor selects exactly one Service per pod, and every name, label and
+    port name is one the API server accepts."""
+    from support.kube_names import name_problems
+    from support.kube_selectors import selects
+
+    deployment = registry.deployment(name)
+    backend = KubernetesBackend(hook, deployment, registry.gpu_profile(deployment.gpu_profile),
+                                model_cache_pvc="llmops-model-cache")
+    assert backend.acquire("run-mounts")
+    backend.deploy_canary(MANIFEST, "run-mounts")
+    d, ns = deployment, deployment.namespace
+    canary = hook.get("Deployment", m.object_name(d, "canary"), ns)
+    spec = canary["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "llmops-model-cache"}
+    server_mounts = {v["mountPath"]: v for v in spec["containers"][0]["volumeMounts"]}
+    assert server_mounts["/models"] == {"name": "models", "mountPath": "/models", "readOnly": True}
+    assert "llmops.jobs.fetch" in spec["initContainers"][0]["command"]
+    monitor = hook.get("ServiceMonitor", m.object_name(d), ns)
+    services = [hook.get("Service", m.object_name(d, track), ns) for track in (None, "stable", "canary")]
+    scraped = [s for s in services if selects(monitor["spec"]["selector"], s["metadata"]["labels"])]
+    pod_labels = canary["spec"]["template"]["metadata"]["labels"]
+    assert [s["metadata"]["name"] for s in scraped if selects({"matchLabels": s["spec"]["selector"]}, pod_labels)] \
+        == [m.object_name(d, "canary")]
+    stored = [canary, monitor, *services, hook.get("PodDisruptionBudget", m.object_name(d, "stable"), ns),
+              hook.get("ConfigMap", backend.lock_name, ns)]
+    assert [p for obj in stored for p in name_problems(obj)] == []
