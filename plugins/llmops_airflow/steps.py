@@ -41,6 +41,8 @@ GPU_POOL = "gpu"
 # Multi-GB images and model caches on a cold GPU node take minutes to pull.
 POD_STARTUP_TIMEOUT_S = 30 * 60
 MODEL_CACHE_MOUNT = "/models"
+#: size limit of a job pod's /tmp (HOME, torch and Triton caches, temporary files; the model goes to /models)
+JOB_TMP_SIZE = "50Gi"
 #: Jobs that open the artefact store themselves and so get the `llmops_artefacts` credentials.
 STORE_JOBS = frozenset({"publish"})
 
@@ -223,14 +225,19 @@ def pod_settings(profile: GpuProfile | None, *, interruptible: bool = False) -> 
             claim_name=settings.model_cache_pvc))
     else:
         cache = k8s.V1Volume(name="model-cache", empty_dir=k8s.V1EmptyDirVolumeSource())
+    # The root filesystem is read-only (restricted_container_security_context(read_only_root=True)): HOME and
+    # every temporary file of a job go to /tmp, a size-limited emptyDir; the model cache is its own volume.
+    scratch = k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=JOB_TMP_SIZE))
     result: dict[str, Any] = {
-        "volumes": [cache],
-        "volume_mounts": [k8s.V1VolumeMount(name="model-cache", mount_path=MODEL_CACHE_MOUNT)],
+        "volumes": [cache, scratch],
+        "volume_mounts": [k8s.V1VolumeMount(name="model-cache", mount_path=MODEL_CACHE_MOUNT),
+                          k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
         "container_resources": k8s.V1ResourceRequirements(
             requests={"cpu": "2", "memory": "8Gi"}, limits={"cpu": "4", "memory": "32Gi"}),
         "security_context": restricted_pod_security_context(),
-        "container_security_context": restricted_container_security_context(),
-        "xcom_sidecar_container_security_context": restricted_container_security_context(),
+        "container_security_context": restricted_container_security_context(read_only_root=True),
+        # the sidecar only sleeps until the worker reads /airflow/xcom (a volume) through exec
+        "xcom_sidecar_container_security_context": restricted_container_security_context(read_only_root=True),
         "automount_service_account_token": False,
     }
     if profile is not None:

@@ -135,6 +135,14 @@ def test_every_step_pod_passes_restricted(step_pods):
             names = [c["name"] for c in pod["spec"]["containers"]]
             assert "airflow-xcom-sidecar" in names, "the xcom sidecar is part of the checked pod"
             assert violations(pod) == [], name
+            # read-only root filesystem: the job's HOME (/tmp) and the model cache are volumes
+            tmp = [v for v in pod["spec"]["volumes"] if v["name"] == "tmp"]
+            assert tmp and tmp[0]["emptyDir"].get("sizeLimit"), name
+            for container in pod["spec"]["containers"]:
+                assert container["securityContext"]["readOnlyRootFilesystem"] is True, (name, container["name"])
+            (base,) = [c for c in pod["spec"]["containers"] if c["name"] == "base"]
+            env = {e["name"]: e.get("value") for e in base["env"]}
+            assert env["HOME"] == "/tmp" and {m["mountPath"] for m in base["volumeMounts"]} >= {"/tmp", "/models"}
     for pod in pods["kb_reindex.reindex"]:  # each knowledge base's Connections, from their Secrets (pod template)
         (base,) = [c for c in pod["spec"]["containers"] if c["name"] == "base"]
         assert {"name": "MILVUS_TOKEN", "valueFrom": {"secretKeyRef": {
