@@ -37,6 +37,12 @@ OBJECT_STORE_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SES
                           "AWS_DEFAULT_REGION", "AWS_REGION", "OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET",
                           "OSS_SESSION_TOKEN", "OSS_ENDPOINT", "OSS_REGION")
 
+#: Signed lineage (llmops.artefacts.signing): the publish step's private key (PEM; from Connection `llmops_signing`,
+#: the name matches the jobs' secret pattern so no other step inherits it), and the fetch init container's trusted
+#: public keys (PEM blocks, not secret).
+SIGNING_KEY_ENV = "LLMOPS_SIGNING_PRIVATE_KEY"
+TRUSTED_KEYS_ENV = "LLMOPS_TRUSTED_PUBLIC_KEYS"
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -49,6 +55,8 @@ class Credentials:
     """MILVUS_TOKEN: the milvus_default Connection's password (kb_reindex job)."""
     object_store: Mapping[str, str] = field(default_factory=dict, repr=False)
     """OBJECT_STORE_VARIABLES that are set, by name (publish, fetch and kb_reindex with an S3/OSS source)."""
+    signing_key: str = field(default="", repr=False)
+    """SIGNING_KEY_ENV: the llmops_signing Connection's password, a PEM private key (publish job only)."""
 
     @staticmethod
     def named(variable: str | None) -> str:
@@ -98,6 +106,8 @@ class Settings:
     """HF_ENDPOINT: a hub mirror used by models without their own `endpoint` (huggingface_hub's own name)."""
     credentials: Credentials = field(default_factory=Credentials, repr=False)
     """What this job was handed for the systems it talks to (see `Credentials`)."""
+    trusted_public_keys: str = ""
+    """TRUSTED_KEYS_ENV: PEM public keys the fetch init container verifies a version's signature with."""
 
     @property
     def venvs(self) -> Path:
@@ -143,7 +153,9 @@ def get_settings() -> Settings:
         hf_endpoint=_env("HF_ENDPOINT", ""),
         credentials=Credentials(
             hf_token=_env("HF_TOKEN", ""), milvus_token=_env("MILVUS_TOKEN", ""),
-            object_store={name: value for name in OBJECT_STORE_VARIABLES if (value := _env(name, ""))}),
+            object_store={name: value for name in OBJECT_STORE_VARIABLES if (value := _env(name, ""))},
+            signing_key=_env(SIGNING_KEY_ENV, "")),
+        trusted_public_keys=_env(TRUSTED_KEYS_ENV, ""),
     )
     _check_kubernetes_values(settings)
     return settings

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from llmops.refresh.plan import VALIDATE_TRTLLM, WorkItem
 from llmops.refresh.report import FAILED, ITEM_STEPS, ItemOutcome, item_outcome, render_report
-from llmops.settings import get_settings
+from llmops.settings import SIGNING_KEY_ENV, get_settings
 
 #: One event per published artefact version; `extra` carries the manifest URI and lineage.
 MODEL_ARTEFACTS = Asset(name="model_artefacts", uri="llmops://model-artefacts", group="model")
@@ -29,6 +29,10 @@ ITEM_FIELDS = ("key", "download", "quantize", "validate", "publish", "hf_token",
                "validate_image", "node_selector", "gpu_resources", "download_pod", "gpu_pod")
 #: Tries of a GPU step on runtime kubernetes (quantize, validate), which may run on spot nodes.
 GPU_STEP_RETRIES = 4
+#: Connection `llmops_signing` (password: the PEM private key; Secret `llmops-llmops-signing` key `password` in
+#: pods) as the publish step's LLMOPS_SIGNING_PRIVATE_KEY. Optional: without it versions are published unsigned.
+SIGNING_CONNECTION = "llmops_signing"
+SIGNING_SECRET_ENV = {SIGNING_KEY_ENV: f"{SIGNING_CONNECTION}.password"}
 #: The key of the XCom a failing step or resolve pushes: the first line of its error, for the report.
 ERROR_XCOM = "error"
 
@@ -118,7 +122,8 @@ def item_chain(*, download, quantize, validate, publish, hf_token, quantize_imag
         heavy_step(task_id="quantize", job="quantize", arguments=quantize, **quantize_kwargs),
         heavy_step(task_id="validate", job="validate", environment="serving", arguments=validate,
                    **validate_kwargs),
-        heavy_step(task_id="publish", job="publish", arguments=publish, runtime=runtime),
+        # the signing key reaches this step only (locally from the Connection, in pods from its Secret)
+        heavy_step(task_id="publish", job="publish", arguments=publish, runtime=runtime, secret_env=SIGNING_SECRET_ENV),
     ]
     for upstream, downstream in zip(steps, steps[1:], strict=False):
         upstream >> downstream

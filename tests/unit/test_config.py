@@ -145,3 +145,28 @@ def test_validate_only_one_file_ignores_the_others(config_dir):
     bad = subprocess.run(only, capture_output=True, text=True)
     assert bad.returncode == 1 and "knowledge_bases[product-docs].top_k" in bad.stderr
     assert "models.yaml" not in bad.stderr and "gpu_profiles.yaml" not in bad.stderr
+
+
+def test_signing_keys_are_read_from_files_and_checked(config_dir, tmp_path):
+    """deployments.yaml `signing`: key files are read once (relative to the config directory), a key that cannot
+    be read or is no public key is a registry problem, and require_signature without keys is refused."""
+    from llmops.artefacts.signing import SigningKey
+
+    key = SigningKey.generate()
+    (config_dir / "keys").mkdir()
+    (config_dir / "keys" / "prod.pub").write_text(key.public.pem)
+    path = config_dir / "deployments.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["deployments"][0]["signing"] = {"require_signature": True, "public_keys": ["keys/prod.pub"]}
+    path.write_text(yaml.safe_dump(data))
+    deployment = load_registry(config_dir).deployment(data["deployments"][0]["name"])
+    assert deployment.signing.require_signature and deployment.signing.public_keys == [key.public.pem]
+
+    for keys, words in ((["keys/missing.pub"], "cannot be read"), ([str(tmp_path / "private.pem")], "not a PEM public"),
+                        ([], "no public_keys are listed")):
+        (tmp_path / "private.pem").write_bytes(key.private_pem())
+        data["deployments"][0]["signing"]["public_keys"] = keys
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(ConfigError) as err:
+            load_registry(config_dir)
+        assert words in str(err.value) and "signing" in str(err.value) and "PRIVATE KEY-----\nM" not in str(err.value)

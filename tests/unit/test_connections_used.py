@@ -72,3 +72,16 @@ def test_every_pod_that_opens_the_store_can_read_its_credentials_secret():
     assert [e.to_dict() for e in publish.env_from] == [{"config_map_ref": None, "prefix": None,
                                                           "secret_ref": {"name": "llmops-llmops-artefacts",
                                                                          "optional": True}}]
+
+
+def test_only_the_publish_step_gets_the_signing_key():
+    """The private key of Connection `llmops_signing` reaches the publish step's environment (a Kubernetes Secret in
+    pods), no other step: every other step's secret_env is checked for it."""
+    from airflow.models import DagBag
+
+    refresh = DagBag(dag_folder=str(ROOT / "dags")).dags["model_refresh"]
+    assert refresh.get_task("item.publish").secret_env == {"LLMOPS_SIGNING_PRIVATE_KEY": "llmops_signing.password"}
+    for task in refresh.tasks:
+        if task.task_id != "item.publish":
+            declared = getattr(task, "secret_env", None) or getattr(task, "partial_kwargs", {}).get("secret_env") or {}
+            assert "LLMOPS_SIGNING_PRIVATE_KEY" not in (declared if isinstance(declared, dict) else {}), task.task_id

@@ -44,3 +44,38 @@ def test_fetch_refuses_a_manifest_uri_that_leaves_the_store(tmp_path, capfd):
                  "--dest", str(tmp_path / "pod")]) == 2
     assert "outside the store root; fix:" in capfd.readouterr().err
     assert not (tmp_path / "pod").exists()
+
+
+def test_fetch_verifies_the_signature_before_downloading(tmp_path, capfd, monkeypatch):
+    """The init container gets the deployment's public keys (LLMOPS_TRUSTED_PUBLIC_KEYS) and, with
+    `--require-signature`, refuses an unsigned version: a refused version is never downloaded."""
+    from llmops.artefacts.signing import SigningKey
+
+    key, other = SigningKey.generate(), SigningKey.generate()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"weights" * 100)
+    store = open_store((tmp_path / "store").as_uri())
+    uris = {}
+    for sha, signer in (("a" * 40, key), ("b" * 40, None)):
+        manifest = Manifest.for_directory(src, model="m", source_repo="o/m", source_sha=sha, recipe="r",
+                                          serving_runtime="vllm", quantization_format="none",
+                                          min_compute_capability=0.0, max_model_len=16)
+        uris[signer is not None] = store.publish(src, manifest.prefix, manifest, signer=signer)
+
+    def fetch(uri, dest, *flags, keys=()):
+        monkeypatch.setenv("LLMOPS_TRUSTED_PUBLIC_KEYS", "".join(k.public.pem for k in keys))
+        from llmops.settings import get_settings
+
+        get_settings.cache_clear()
+        code = main(["--manifest-uri", uri, "--dest", str(tmp_path / dest), *flags])
+        return code, capfd.readouterr().err
+
+    code, err = fetch(uris[True], "other-key", keys=[other])
+    assert code == 2 and "none of the trusted keys" in err and not (tmp_path / "other-key").exists()
+    assert fetch(uris[True], "rotated", keys=[other, key])[0] == 0  # the old key still listed
+    assert (tmp_path / "rotated" / "model.safetensors").is_file()
+    code, err = fetch(uris[False], "unsigned-required", "--require-signature", keys=[key])
+    assert code == 2 and "has no signature" in err and not (tmp_path / "unsigned-required").exists()
+    assert fetch(uris[False], "unsigned-optional", keys=[key])[0] == 0
+    assert fetch(uris[False], "no-keys")[0] == 0  # a deployment without signing configured: as before

@@ -31,3 +31,7 @@ class ArtefactIntegrityError(ArtefactError):
 
 class StoreAccessError(ArtefactError):
     """The store refused the credentials (unknown key, wrong secret, no permission): permanent."""
+
+
+class SignatureRefused(ArtefactError):
+    """A version's signature does not verify against the trusted keys (or it is unsigned where one is required)."""

@@ -49,6 +49,15 @@ from llmops.artefacts.errors import (
     StoreUriError,
 )
 from llmops.artefacts.manifest import MANIFEST_NAME, FileEntry, Manifest, check_relative_path, stored_key
+from llmops.artefacts.signing import (
+    SIGNATURES_DIR,
+    PublicKey,
+    SignatureCheck,
+    SigningKey,
+    manifest_digest,
+    signature_name,
+    verify_manifest_signature,
+)
 from llmops.errors import InvalidValue
 from llmops.hashing import RunningSha256, sha256_file
 
@@ -195,10 +204,12 @@ class ArtefactStore(ABC):
         return f"{self.root_uri}/{prefix.strip('/')}/{name}"
 
     def publish(self, local_dir: Path, prefix: str, manifest: Manifest, *,
-                progress: ProgressCallback | None = None) -> str:
+                progress: ProgressCallback | None = None, signer: SigningKey | None = None) -> str:
         """Upload `local_dir` under `prefix`, verify, then create manifest.json if absent; return the manifest URI.
 
-        Safe against a twin publishing the same version at the same moment: see the module docstring."""
+        With `signer`, the manifest's signature (`llmops.artefacts.signing`) is created just before it, under a name
+        that carries the manifest's sha256. Safe against a twin publishing the same version at the same moment:
+        see the module docstring."""
         local_dir = Path(local_dir)
         prefix = check_version_prefix(prefix)
         if prefix != manifest.prefix:
@@ -245,10 +256,18 @@ class ArtefactStore(ABC):
             if existing is None:
                 raise
             return self._settle_existing(existing, manifest, uri, ours=entries)
-        if not self._put_if_absent(manifest_key, final.to_json().encode()):
-            # someone published this version between our check and our write: theirs stands
+        manifest_bytes = final.to_json().encode()
+        signature_key = None
+        if signer is not None:  # before the manifest: a reader never sees a signed-to-be version unsigned
+            signature_key = f"{prefix}/{signature_name(manifest_bytes)}"
+            self._put_if_absent(signature_key, signer.sign(manifest_bytes, final))
+            log.info("signed %s with key %s (manifest sha256 %s)", uri, signer.key_id, manifest_digest(manifest_bytes))
+        if not self._put_if_absent(manifest_key, manifest_bytes):
+            # someone published this version between our check and our write: theirs stands, our signature goes
+            if signature_key and self._get_bytes(manifest_key) != manifest_bytes:
+                self._delete([signature_key])
             return self._settle_existing(self.read_manifest(prefix), manifest, uri, ours=entries)
-        self._sweep(prefix, final)
+        self._sweep(prefix, final, signature_key)
         elapsed = time.monotonic() - started
         log.info("published %s in %.1f s (%.1f MiB/s)", uri, elapsed, total / 2**20 / max(elapsed, 1e-6))
         return uri
@@ -269,11 +288,13 @@ class ArtefactStore(ABC):
             "immutable", fix="keep the published one, or build from a new source sha or under another recipe"
         )
 
-    def _sweep(self, prefix: str, manifest: Manifest) -> None:
+    def _sweep(self, prefix: str, manifest: Manifest, signature_key: str | None = None) -> None:
         """After OUR manifest exists (so no other can ever be written here): remove data objects it does not
-        list, left by crashed or losing attempts. Objects beside the version (reports) are not touched."""
+        list and signatures of other manifests, left by crashed or losing attempts. Objects beside the version
+        (reports) are not touched."""
         wanted = {f"{prefix}/{entry.key}" for entry in manifest.files}
         strays = [key for key in self._list(f"{prefix}/data/") if key not in wanted]
+        strays += [key for key in self._list(f"{prefix}/{SIGNATURES_DIR}/") if key != signature_key]
         if strays:
             log.info("removing %d objects under %s left by other attempts", len(strays), prefix)
             self._delete(strays)
@@ -334,12 +355,40 @@ class ArtefactStore(ABC):
                     f"{self.uri_for(prefix, entry.key)} does not hold what was uploaded for {entry.path} ({why}); no "
                     "manifest was written", fix="retry the publish", path=entry.path, expected=entry.sha256, actual=why)
 
+    def verify_signature(self, manifest: Manifest, trusted: list[PublicKey]) -> SignatureCheck:
+        """The signature of the published manifest (found by the sha256 of the bytes stored now) against the
+        `trusted` public keys. The bytes are read again and must be the manifest the caller holds."""
+        prefix = check_version_prefix(manifest.prefix)
+        uri = self.uri_for(prefix)
+        data = self._get_bytes(f"{prefix}/{MANIFEST_NAME}")
+        if data is None:
+            raise ArtefactNotFoundError(f"{uri} does not exist (no manifest)", fix="pick a published version")
+        stored = self._parse_manifest(prefix, data)
+        if stored.model_dump(exclude={"uri"}) != manifest.model_dump(exclude={"uri"}):
+            raise ArtefactIntegrityError(f"{uri} changed while it was being verified (its bytes are not the manifest "
+                                         "read a moment ago)", fix="verify again; if it changes again, have an "
+                                         "operator check who writes to the store")
+        name = signature_name(data)
+        signature = self._get_bytes(f"{prefix}/{name}")
+        others = {}
+        if signature is None:  # tell a changed manifest from an unsigned one
+            others = {self.uri_for(prefix, key[len(prefix) + 1:]): self._get_bytes(key) or b""
+                      for key in self._list(f"{prefix}/{SIGNATURES_DIR}/")}
+        check = verify_manifest_signature(data, stored, signature, trusted, uri=uri,
+                                          signature_uri=self.uri_for(prefix, name) if signature else None,
+                                          other_signatures=others)
+        log.info("signature of %s: %s", uri, check.summary())
+        return check
+
     def read_manifest(self, prefix: str) -> Manifest | None:
         """The manifest of the version at `prefix`, or None: a version without a manifest does not exist."""
         prefix = check_version_prefix(prefix)
         data = self._get_bytes(f"{prefix}/{MANIFEST_NAME}")
         if data is None:
             return None
+        return self._parse_manifest(prefix, data)
+
+    def _parse_manifest(self, prefix: str, data: bytes) -> Manifest:
         try:
             manifest = Manifest.model_validate(json.loads(data))
         except ValidationError as exc:

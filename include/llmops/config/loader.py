@@ -166,6 +166,33 @@ def _lookup(table: dict, name: str, kind: str, file: Path):
     return table[name]
 
 
+def read_public_keys(entries: list[str], config_dir: Path, key: str) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """Each entry as PEM text: inline PEM as written, a file path read (relative to `config_dir`; `~` and
+    `$LLMOPS_HOME` expanded, the latter for the key the demo generates there). Returns the PEMs and a problem for each entry that cannot be read or is no public key."""
+    pems, problems = [], []
+    for index, entry in enumerate(entries):
+        if entry.lstrip().startswith("-----BEGIN"):
+            text, where = entry, "the inline key"
+        else:
+            home = str(get_settings().home)
+            path = Path(entry.replace("${LLMOPS_HOME}", home).replace("$LLMOPS_HOME", home)).expanduser()
+            path = path if path.is_absolute() else config_dir / path
+            where = str(path)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append((f"{key}[{index}]", f"public key file {shorten(str(path))} cannot be read "
+                                 f"({getattr(exc, 'strerror', None) or exc})", "give the path of the signing key's "
+                                 ".pub file (relative to the config directory) or paste the PEM"))
+                continue
+        if "-----BEGIN PUBLIC KEY-----" not in text:
+            problems.append((f"{key}[{index}]", f"{shorten(where)} is not a PEM public key (no -----BEGIN PUBLIC "
+                             "KEY----- line)", "give the public half of the signing key, never the private key"))
+            continue
+        pems.append(text)
+    return pems, problems
+
+
 def check_registry(config_dir: Path | None = None, only: list[str] | None = None
                    ) -> tuple[Registry | None, list[ConfigError]]:
     """Every problem of every registry file at once (schema, duplicates, references between files).
@@ -204,7 +231,14 @@ def check_registry(config_dir: Path | None = None, only: list[str] | None = None
                             key, f"recipe {recipe.name} needs compute capability {recipe.min_compute_capability}+, "
                                  f"but {profile_name} ({profile.gpu}) has {profile.compute_capability}",
                             "remove the profile from this target or pick a recipe it can run"))
-    for deployment in tables["deployments.yaml"].values():
+    for name, deployment in list(tables["deployments.yaml"].items()):
+        keys, key_problems = read_public_keys(deployment.signing.public_keys, config_dir,
+                                              f"deployments[{deployment.name}].signing.public_keys")
+        problems["deployments.yaml"] += key_problems
+        if keys != deployment.signing.public_keys:  # files read once: the rest of the code (and pods) get PEMs
+            deployment = deployment.model_copy(
+                update={"signing": deployment.signing.model_copy(update={"public_keys": keys})})
+            tables["deployments.yaml"][name] = deployment
         if unknown(deployment.model, "models.yaml"):
             problems["deployments.yaml"].append((
                 f"deployments[{deployment.name}].model", f"model {shorten(deployment.model)} is not in models.yaml",

@@ -305,6 +305,38 @@ class Autoscaling(Strict):
         return self
 
 
+class SigningSpec(Strict):
+    """Which published versions this deployment trusts (llmops.artefacts.signing: OpenSSF model-signing format).
+
+    `require_signature` defaults to false so that versions published before signing was set up (and setups
+    without a signing key) still roll out; a signature that is present is verified regardless, and one that does
+    not verify (a changed byte, a key not listed here) is refused either way. Turn it on once model_refresh
+    signs (Connection `llmops_signing`)."""
+
+    require_signature: bool = Field(
+        default=False, description="refuse unsigned versions (and versions signed by no listed key)")
+    public_keys: list[str] = Field(
+        default=[], max_length=16,
+        description="trusted public keys (PEM), each inline or a file path (relative to the config directory; ~ and "
+                    "$LLMOPS_HOME expanded). List the old key beside the new one while versions it signed are served.")
+
+    @field_validator("public_keys")
+    @classmethod
+    def _key_entries(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not entry.strip() or (not entry.lstrip().startswith("-----BEGIN") and not entry.isprintable()):
+                raise InvalidValue(f"public key entry {shorten(entry)} is neither a PEM key nor a file path",
+                                   fix="write the path of a .pub file or paste the PEM (-----BEGIN PUBLIC KEY-----)")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> SigningSpec:
+        if self.require_signature and not self.public_keys:
+            raise InvalidValue("require_signature is true but no public_keys are listed: every version would be "
+                               "refused", fix="list the public key(s) model_refresh signs with under public_keys")
+        return self
+
+
 VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 # trtllm-serve reads LLM API options from one YAML file; a second one in extra_args would replace ours.
 TRTLLM_CONFIG_FLAGS = ("--config", "--extra_llm_api_options")
@@ -348,6 +380,7 @@ class Deployment(Strict):
         description="the serving pods' RuntimeClass (e.g. nvidia where the cluster defines one, as vLLM "
                     "production-stack assumes); unset: the node's default runtime (ACK's GPU nodes default to "
                     "NVIDIA's container runtime)")
+    signing: SigningSpec = Field(default=SigningSpec(), description="signed lineage: which versions are trusted")
     rollout: RolloutSpec
 
     @field_validator("name")

@@ -5,6 +5,11 @@ Kubernetes). Refuses a checkpoint whose validation failed or never ran. The mani
 source, recipe, tool versions, serving runtime, format, minimum compute capability, the GPU profiles
 it was built for, the validation verdict (or why it was skipped) and the Airflow run; it is written
 last by the store. Publishing the same content again is a no-op.
+
+Signing: with LLMOPS_SIGNING_PRIVATE_KEY set (the step factory passes Connection `llmops_signing`'s password
+to this step only; in pods the Secret `llmops-llmops-signing`), the manifest is signed (llmops.artefacts.signing)
+and the signature written beside it just before it. Without a key the version is published unsigned, with a
+warning: deployments with signing.require_signature refuse it.
 """
 
 from __future__ import annotations
@@ -68,15 +73,20 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     from llmops.artefacts import open_store
     from llmops.artefacts.credentials import access_error, credentials_from_env
-    from llmops.settings import get_settings
+    from llmops.artefacts.signing import signing_key_from_env
+    from llmops.settings import SIGNING_KEY_ENV, get_settings
 
     store_uri = args.store_uri or get_settings().store_uri
     try:
+        signer = signing_key_from_env()  # a bad key fails here, before anything is sent
+        if signer is None:
+            log.warning("no signing key (%s, from Connection llmops_signing): publishing unsigned; deployments with "
+                        "signing.require_signature refuse unsigned versions", SIGNING_KEY_ENV)
         item = parse_item(args.item)
         manifest = build_manifest(item, {"dag_id": args.dag_id, "run_id": args.run_id, "task_id": args.task_id})
         # The step factory hands over the llmops_artefacts credentials as AWS_* / OSS_* variables.
         store = open_store(store_uri, credentials=credentials_from_env(store_uri))
-        uri = store.publish(Path(item.checkpoint_dir), item.prefix, manifest)
+        uri = store.publish(Path(item.checkpoint_dir), item.prefix, manifest, signer=signer)
     except (LlmopsError, OSError) as exc:  # a domain error, or a full or read-only store: one line, not a traceback
         return fail_known(exc, log, f"publish to {store_uri}")
     except Exception as exc:

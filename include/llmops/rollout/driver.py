@@ -169,17 +169,20 @@ def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
     problems += pf.check_backend_runtime(deployment, backend.runtime)
     problems += pf.check_compatibility(facts, deployment, ctx.registry.gpu_profile(deployment.gpu_profile),
                                        getattr(ctx.registry, "gpu_profiles", None))
-    verification = None
+    verification = signature = None
     if not problems:  # downloading / capacity queries only for an artefact that could run at all
         verification = backend.verify_artefact(ctx.store, manifest)
         problems += pf.check_checksums(facts.uri, verification)
+        keys, key_problems = pf.trusted_keys(deployment)
+        signature = None if key_problems else ctx.store.verify_signature(manifest, keys)
+        problems += key_problems + pf.check_signature(deployment, signature)
         problems += backend.capacity_problems(facts)
     pf.raise_if_problems(subject, problems)
     if acquire and not backend.acquire(ctx.run_id):
         pf.raise_if_problems(subject, pf.check_not_in_progress(deployment.name, backend.lock_holder() or "?",
                                                                ctx.run_id))
-    checks = ["artefact exists", pf.checksums_checked(verification), "compatible with GPU profile", "capacity",
-              "no rollout running"]
+    checks = ["artefact exists", pf.checksums_checked(verification), pf.signature_checked(signature),
+              "compatible with GPU profile", "capacity", "no rollout running"]
     return PreflightResult(manifest, facts, backend.stable_version(), previous, checks)
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmops.artefacts.signing import PublicKey, SignatureCheck
 from llmops.config.schema import Deployment, GpuProfile
+from llmops.errors import InvalidValue
 from llmops.rollout.errors import PreflightError, RolloutInProgressError
 from llmops.serving.port import ArtefactFacts, Problem
 
@@ -138,6 +140,51 @@ def checksums_checked(verification: Any) -> str:
     if isinstance(verification, list):
         return "checksums verify (size and sha256 of every file, downloaded and re-hashed)"
     return f"checksums verify ({verification.verified})"
+
+
+def trusted_keys(deployment: Deployment) -> tuple[list[PublicKey], list[Problem]]:
+    """The deployment's `signing.public_keys` (PEM text: the registry loader read the files) as keys."""
+    keys, problems = [], []
+    for index, pem in enumerate(deployment.signing.public_keys):
+        where = f"deployments[{deployment.name}].signing.public_keys[{index}]"
+        try:
+            keys.append(PublicKey.from_pem(pem, where))
+        except InvalidValue as exc:
+            problems.append(Problem("signature", exc.what, exc.fix))
+    return keys, problems
+
+
+_SIGNATURE_FIX = {
+    "unsigned": "publish versions with the signing key (Connection llmops_signing / Secret llmops-llmops-signing) "
+                "and roll out one published since, or set signing.require_signature: false for {name}",
+    "no trusted keys": "list the signer's public key under signing.public_keys of deployment {name}",
+    "unknown key": "add that public key to signing.public_keys of deployment {name} if you trust it (rotation: list "
+                   "the old and the new key), or roll out a version signed by a listed key",
+    "invalid": "do not serve it: the signature or the manifest was changed after publish; republish the version "
+               "from its source (model_refresh) and find out who wrote to the store",
+    "manifest changed": "do not serve it: the manifest was changed after it was signed; republish the version from "
+                        "its source (model_refresh) and find out who wrote to the store",
+}
+
+
+def check_signature(deployment: Deployment, check: SignatureCheck | None) -> list[Problem]:
+    """The version's signature (`ArtefactStore.verify_signature` against `trusted_keys`) under the deployment's
+    `signing.require_signature`: a signature that does not verify is refused always, an unsigned version (or one
+    no key is configured for) only when a signature is required."""
+    why = None if check is None else check.problem(require_signature=deployment.signing.require_signature)
+    if why is None:
+        return []
+    return [Problem("signature", why, _SIGNATURE_FIX[check.status].format(name=deployment.name))]
+
+
+def signature_checked(check: SignatureCheck | None) -> str:
+    """What `check_signature` verified, for the pre-flight summary and the report."""
+    if check is None:
+        return "signature not checked"
+    if check.ok:
+        return check.summary()
+    what = "unsigned" if check.status == "unsigned" else f"signed by key {str(check.key_id)[:16]}, not verified"
+    return f"{what}: accepted (signing.require_signature is false)"
 
 
 def raise_if_problems(subject: str, problems: list[Problem]) -> None:

@@ -47,6 +47,7 @@ from llmops.artefacts.credentials import KUBERNETES_SECRET
 from llmops.canary.metrics import metrics_path
 from llmops.config.schema import Deployment, GpuProfile, quantity
 from llmops.serving import trtllm
+from llmops.settings import TRUSTED_KEYS_ENV
 
 Track = Literal["stable", "canary"]
 TRACKS: tuple[Track, ...] = ("stable", "canary")
@@ -190,8 +191,9 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
             # manifest are kept; the rest is downloaded under per-attempt names and renamed into place, so
             # replicas starting together never see each other's partial files (ArtefactStore.fetch).
             "command": ["python", "-m", "llmops.jobs.fetch", "--manifest-uri", version.manifest_uri,
-                        "--dest", model_dir],
-            "env": [{"name": "HOME", "value": HOME_MOUNT}, {"name": "TMPDIR", "value": TMP_MOUNT}],
+                        "--dest", model_dir, *fetch_signature_args(deployment)],
+            "env": [{"name": "HOME", "value": HOME_MOUNT}, {"name": "TMPDIR", "value": TMP_MOUNT},
+                    *fetch_signature_env(deployment)],
             # store credentials (AWS_* / OSS_*) when the Secret exists, else RRSA
             "envFrom": [{"secretRef": {"name": KUBERNETES_SECRET, "optional": True}}],
             "volumeMounts": [{"name": "models", "mountPath": MODEL_MOUNT},
@@ -227,6 +229,17 @@ def render_deployment(deployment: Deployment, profile: GpuProfile, track: Track,
             },
         },
     }
+
+
+def fetch_signature_args(deployment: Deployment) -> list[str]:
+    """The fetch init container verifies the version's signature as pre-flight did (llmops.jobs.fetch)."""
+    return ["--require-signature"] if deployment.signing.require_signature else []
+
+
+def fetch_signature_env(deployment: Deployment) -> list[dict[str, str]]:
+    """The deployment's trusted public keys (PEM, not secret) for the fetch init container."""
+    keys = deployment.signing.public_keys
+    return [{"name": TRUSTED_KEYS_ENV, "value": "\n".join(k.strip() for k in keys) + "\n"}] if keys else []
 
 
 def _vllm_container(deployment: Deployment, version: VersionRef, model_dir: str, resources: dict[str, Any],
