@@ -108,4 +108,5 @@ def test_pods_fetch_init_container_verifies_with_the_deployments_keys(registry):
     plain = registry.deployment(DEPLOYMENT)  # the shipped default: no keys, signatures optional
     pod = m.render_deployment(plain, registry.gpu_profile(plain.gpu_profile), "canary", version, replicas=1)
     [init] = pod["spec"]["template"]["spec"]["initContainers"]
-    assert "--require-signature" not in init["command"] and [e["name"] for e in init["env"]] == ["HOME"]
+    assert "--require-signature" not in init["command"]
+    assert "LLMOPS_TRUSTED_PUBLIC_KEYS" not in [e["name"] for e in init["env"]]
