@@ -11,6 +11,7 @@ and fails the run.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from airflow.sdk import Asset
@@ -35,6 +36,14 @@ SIGNING_CONNECTION = "llmops_signing"
 SIGNING_SECRET_ENV = {SIGNING_KEY_ENV: f"{SIGNING_CONNECTION}.password"}
 #: The key of the XCom a failing step or resolve pushes: the first line of its error, for the report.
 ERROR_XCOM = "error"
+
+#: The report goes through the task's logging (what the UI's log view shows), one record per line.
+log = logging.getLogger("llmops_airflow.refresh")
+
+
+def log_lines(text: str, level: int = logging.INFO) -> None:
+    for line in text.splitlines():
+        log.log(level, "%s", line)
 
 
 def hf_secret_ref(conn_id: str | None) -> str | None:
@@ -227,7 +236,7 @@ def refresh_report(ti, dag_run) -> str:
     planned = ti.xcom_pull(task_ids="plan") if _state(ti, dag_run, "plan") == "success" else None
     if not planned:
         text = "model_refresh: nothing was planned (the select_models, resolve or plan task failed; see its log)"
-        print(text)
+        log_lines(text, logging.ERROR)
         raise AirflowFailException(text)
     states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id],
                                 task_group_id=ITEM_GROUP).get(dag_run.run_id, {})
@@ -244,10 +253,12 @@ def refresh_report(ti, dag_run) -> str:
             manifest = (ti.xcom_pull(task_ids=f"{ITEM_GROUP}.publish", map_indexes=index) or {}).get("manifest_uri")
         outcomes.append(item_outcome(entry["key"], step_states, error=error, manifest_uri=manifest))
     text = render_report(planned["summary"], outcomes)
-    print(text)
-    failed = [o.key for o in outcomes if o.status == FAILED]
+    log_lines(text)
+    failed = [o for o in outcomes if o.status == FAILED]
     if failed:
-        raise AirflowFailException(f"{len(failed)} of {len(outcomes)} item(s) failed: {', '.join(failed)} (see the report above)")
+        # the failure message itself names each failed item and its error, wherever it is shown
+        raise AirflowFailException(f"{len(failed)} of {len(outcomes)} item(s) failed:\n" + "\n".join(
+            render_report("", failed).splitlines()[1:-1]))
     return text
 
 

@@ -162,19 +162,27 @@ class LocalJobOperator(BaseOperator):
                                     bufsize=1, env=env)
         assert self._process.stdout is not None
         level = logging.INFO
-        for raw in self._process.stdout:
-            line = clean_line(raw)
-            if line is None:
-                continue
-            if line.startswith(RESULT_PREFIX):
-                stdout.append(line)
-                continue
-            level, text = line_level(line, level)
-            tail.append(text)
-            if level >= logging.ERROR:
-                errors.append(text)
-            self.log.log(level, "%s", text)
-        code = self._process.wait()
+        try:
+            for raw in self._process.stdout:
+                line = clean_line(raw)
+                if line is None:
+                    continue
+                if line.startswith(RESULT_PREFIX):
+                    stdout.append(line)
+                    continue
+                level, text = line_level(line, level)
+                tail.append(text)
+                if level >= logging.ERROR:
+                    errors.append(text)
+                self.log.log(level, "%s", text)
+            code = self._process.wait()
+        except BaseException as exc:  # execution_timeout (AirflowTaskTimeout) or the task being stopped
+            self.on_kill()
+            if context.get("ti") is not None:
+                seen = first_error_line(errors, tail) if (errors or tail) else ""
+                context["ti"].xcom_push(key="error", value=f"{type(exc).__name__}: {exc}".rstrip(": ")
+                                        + (f"; the job's last error: {seen}" if errors else ""))
+            raise
         if code != 0 and context.get("ti") is not None:  # a pipeline's report shows this line of a failed step
             context["ti"].xcom_push(key="error", value=first_error_line(errors, tail))
         if code == EXIT_PERMANENT:
@@ -191,11 +199,31 @@ class LocalJobOperator(BaseOperator):
             os.killpg(self._process.pid, signal.SIGTERM)
 
 
+#: The line a job's `fail()` logs (llmops.jobs._cli): the error with its fix and whether it is retried.
+_FAIL_LINE = re.compile(r"\((?:permanent error, not retried|transient error, will be retried)\)$")
+#: The last line of a Python traceback: `package.module.SomeError: message`.
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Timeout|Failed)"
+                             r"\b(?::|$)")
+
+
 def first_error_line(errors, tail) -> str:
-    """What a report shows of a failed step: the first line of its first error (without the logger name),
-    else its last line of output."""
-    lines = [line.strip() for line in (errors or list(tail)[-1:]) if line.strip()]
-    return re.sub(r"^[\w.]+: ", "", lines[0]) if lines else "the job printed nothing"
+    """What a report shows of a failed step: the error the job reported (`fail()`'s line), else the exception
+    line that ends its first traceback, else its first error line that is not part of a traceback (a frame or
+    a source line such as `super().__init__(`), else its last line of output. Without the logger name."""
+    lines = [line.strip() for line in errors if line.strip()]
+    chosen = next((line for line in lines if _FAIL_LINE.search(line)), None)
+    chosen = chosen or next((line for line in lines if _EXCEPTION_LINE.match(line)), None)
+    chosen = chosen or next((line for line in lines if not line.startswith(("Traceback", "File \"", "^", "~"))
+                             and not _looks_like_code(line)), None)
+    chosen = chosen or next((line.strip() for line in reversed(list(tail)) if line.strip()), None)
+    # our log lines read "logger.name: message"; an exception's type (ValueError, pkg.SomeError) is kept
+    return re.sub(r"^(?:[a-z_]\w*\.)*[a-z_]\w*: ", "", chosen) if chosen else "the job printed nothing"
+
+
+def _looks_like_code(line: str) -> bool:
+    """A source line quoted in a traceback or a warning (`super().__init__(`, `return f(x)`), not a message."""
+    return bool(re.search(r"[(\[{,]$", line)) or bool(re.match(r"^(return|raise|self\.|super\(\)|await |"
+                                                                 r"[\w.]+\s*=[^=])", line))
 
 
 def pod_settings(profile: GpuProfile | None, *, interruptible: bool = False) -> dict[str, Any]:

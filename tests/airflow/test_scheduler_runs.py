@@ -46,6 +46,12 @@ def test_a_refresh_of_a_repo_missing_on_the_hub_ends_failed(airflow_stack, rest_
     assert state == "failed", airflow_stack.run_summary("model_refresh", run_id)
     log = airflow_stack.task_log("model_refresh", run_id, "resolve", map_index=0)
     assert "llmops-demo/no-such-repo" in log, log[-3000:]
+    # the per-item report is in the report task's log view, wrapped between words with its fix whole
+    report = airflow_stack.task_log("model_refresh", run_id, "report")
+    assert "model_refresh: 0 published, 0 skipped, 1 failed" in report, report[-3000:]
+    words = " ".join(report.split())
+    assert f"failed {missing_model} resolve: repo 'llmops-demo/no-such-repo' was not found" in words, report[-3000:]
+    assert "fix: check repo_id in models.yaml" in words and "has access to it" in words, report[-3000:]
     assert open_store(airflow_stack.env["LLMOPS_STORE_URI"]).list_versions(missing_model) == []
 
 

@@ -185,3 +185,19 @@ def test_runtime_kubernetes_without_a_shared_model_cache_is_refused_with_the_fix
     assert "LLMOPS_MODEL_CACHE_PVC" in str(refused.value) and "PersistentVolumeClaim" in str(refused.value)
     check_handoff("kubernetes", "llmops-model-cache")
     check_handoff("local", "")
+
+
+def test_report_lines_are_wrapped_between_words_and_keep_the_whole_fix():
+    fix = ("check repo_id in models.yaml, the model's endpoint / HF_ENDPOINT, and that the Hugging Face "
+           "connection's token has access to it")
+    detail = f"resolve: repo 'llmops-demo/no-such-repo' was not found on http://127.0.0.1:1 ; fix: {fix}"
+    uri = "file:///" + "very-long-folder/" * 10 + "manifest.json"
+    text = render_report("1 artefact version(s) to build, 0 skipped", [
+        ItemOutcome("no-such-model", FAILED, detail), ItemOutcome("m/r", PUBLISHED, uri)], width=80)
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines if uri not in line)
+    assert " ".join(text.split()).count(" ".join(fix.split())) == 1  # every word of the fix, in order
+    words = set(text.split())
+    assert set(detail.split()) <= words and uri in words  # no word cut in two, the long URI kept whole
+    continuation = lines[2]
+    assert continuation.startswith(" " * len("  failed    no-such-model  ")) and continuation.strip()

@@ -187,3 +187,52 @@ def test_a_local_job_inherits_only_allowed_variables(monkeypatch):
     assert not {"DATABASE_URL", "SENTRY_DSN", "SOME_RANDOM_SETTING", "HF_TOKEN"} & seen
     assert {"LLMOPS_SOMETHING", "HF_HUB_OFFLINE", "PATH", "DECLARED_SETTING"} <= seen
     assert not any(name.startswith("AIRFLOW") for name in seen)
+
+
+def test_the_report_line_of_a_failed_step_is_its_real_error():
+    from llmops_airflow.steps import first_error_line
+
+    traceback = ["Traceback (most recent call last):", '  File "/x/transformers/modeling.py", line 9, in __init__',
+                 "    super().__init__(", "RuntimeError: CUDA out of memory"]
+    assert first_error_line(traceback, []) == "RuntimeError: CUDA out of memory"
+    warned = ["/x/torch/nn/modules.py:12: UserWarning: deprecated", "super().__init__(",
+              "llmops.jobs.validate: vLLM did not become ready on /w/checkpoint within 600 s; fix: see its log "
+              "(transient error, will be retried)"]
+    assert first_error_line(warned, []).startswith("vLLM did not become ready on /w/checkpoint within 600 s; fix:")
+    assert first_error_line(["super().__init__(", "something broke"], []) == "something broke"
+    assert first_error_line([], ["loading", "last words"]) == "last words"
+
+
+def test_a_step_stopped_by_its_timeout_stops_the_job_and_records_why(tmp_path):
+    """Airflow's execution_timeout raises in the task's main thread from a SIGALRM handler; here the same alarm
+    raises the same way while the real job runs. `ti` records the pushed XCom (no task instance runs here)."""
+    import signal
+    import time
+
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    from llmops.serving.processes import process_alive
+
+    class Recorder:
+        pushed: dict = {}
+
+        def xcom_push(self, key, value):
+            self.pushed[key] = value
+
+    def timeout(signum, frame):
+        raise AirflowTaskTimeout("Timeout, PID: 1")
+
+    op = heavy_step(task_id="tiny", job="make_tiny_model", arguments=["--out", str(tmp_path / "m")], runtime="local")
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(3)
+    try:
+        with pytest.raises(AirflowTaskTimeout):
+            op.execute(context={"ti": Recorder()})
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert Recorder.pushed["error"].startswith("AirflowTaskTimeout: Timeout")
+    deadline = time.monotonic() + 60
+    while process_alive(op._process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert op._process.poll() is not None, "the job was stopped with its task"

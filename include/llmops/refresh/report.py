@@ -5,12 +5,16 @@ The item's steps' task states come from the Airflow side (plugins/llmops_airflow
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 #: The steps of one item's chain, in order (each a task of the item's mapped task group).
 ITEM_STEPS = ("download", "quantize", "validate", "publish")
 
 PUBLISHED, SKIPPED, FAILED = "published", "skipped", "failed"
+#: Report lines are wrapped at this width, between words (a URI or path longer than the line stays whole on a
+#: line of its own): the log view shows every word, the fix included, instead of cutting a line at its edge.
+REPORT_WIDTH = 110
 
 
 @dataclass(frozen=True)
@@ -42,13 +46,23 @@ def item_outcome(key: str, states: dict[str, str | None], *, error: str | None =
     return ItemOutcome(key, FAILED, "publish: no outcome recorded")
 
 
-def render_report(summary: str, outcomes: list[ItemOutcome]) -> str:
-    """The report a person reads at the end of a run: every item, one line each, failures first."""
+def render_report(summary: str, outcomes: list[ItemOutcome], width: int = REPORT_WIDTH) -> str:
+    """The report a person reads at the end of a run: every item, failures first, each wrapped between words
+    with its continuation lines indented under its detail."""
     order = {FAILED: 0, PUBLISHED: 1, SKIPPED: 2}
     counts = {status: sum(o.status == status for o in outcomes) for status in order}
     lines = [f"model_refresh: {counts[PUBLISHED]} published, {counts[SKIPPED]} skipped, {counts[FAILED]} failed"]
-    width = max((len(o.key) for o in outcomes), default=0)
+    key_width = min(max((len(o.key) for o in outcomes), default=0), width // 3)
     for outcome in sorted(outcomes, key=lambda o: (order.get(o.status, 3), o.key)):
-        lines.append(f"  {outcome.status:<9} {outcome.key:<{width}}  {outcome.detail}")
-    lines.extend(["plan:", *("  " + line for line in summary.splitlines())])
+        head = f"  {outcome.status:<9} {outcome.key:<{key_width}}  "
+        lines.extend(_wrap(head + outcome.detail, width, " " * len(head)))
+    lines.append("plan:")
+    for line in summary.splitlines():
+        indent = " " * (len(line) - len(line.lstrip()) + 2)
+        lines.extend(_wrap("  " + line, width, indent + "  "))
     return "\n".join(lines)
+
+
+def _wrap(text: str, width: int, indent: str) -> list[str]:
+    return textwrap.wrap(text, width=width, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False, drop_whitespace=True) or [text]
