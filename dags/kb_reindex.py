@@ -9,11 +9,20 @@ run history. Wiring only: the decisions live in `llmops.kb` and the heavy step i
 
 from __future__ import annotations
 
+import re
+
 from airflow.sdk import Param, dag, task
 
 from llmops_airflow.dag_defaults import START_DATE, default_args
 from llmops_airflow.forms import one_or_all
-from llmops_airflow.kb import KNOWLEDGE_BASES, airflow_schedule, knowledge_base_asset, load_knowledge_bases, mode_param
+from llmops_airflow.kb import (
+    KNOWLEDGE_BASES,
+    airflow_schedule,
+    invalid_knowledge_bases,
+    knowledge_base_asset,
+    load_knowledge_bases,
+    mode_param,
+)
 from llmops_airflow.steps import heavy_step_partial
 
 DOC = """
@@ -103,6 +112,31 @@ build_kb_reindex(
         "dry_run": Param(False, type="boolean", title="Dry run", description="plan and count, write nothing"),
     },
 )
+
+def build_invalid_kb_reindex(name: str, problems: str):
+    """The DAG of a knowledge base whose registry entry does not validate: never scheduled, its page shows the
+    problems, and a run fails at once with them. The other knowledge bases keep their DAGs."""
+    dag_id = f"kb_reindex__{name}" if re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", name) else \
+        "kb_reindex__invalid-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:100].strip("-") or "entry")
+
+    @dag(dag_id=dag_id, schedule=None, start_date=START_DATE, catchup=False, default_args=default_args(),
+         tags=["llmops", "knowledge-base", "invalid-registry-entry"],
+         doc_md=f"### Invalid entry {name} of knowledge_bases.yaml\nNot scheduled until fixed "
+                f"(`python -m llmops validate`):\n```\n{problems}\n```")
+    def kb_reindex_invalid():
+        @task
+        def invalid_registry_entry():
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"knowledge base {name} is invalid in knowledge_bases.yaml:\n{problems}")
+
+        invalid_registry_entry()
+
+    return kb_reindex_invalid()
+
+
+for _name, _problems in invalid_knowledge_bases().items():
+    build_invalid_kb_reindex(_name, _problems)
 
 for _name, _kb in load_knowledge_bases().items():
     build_kb_reindex(

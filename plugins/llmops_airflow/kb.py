@@ -6,10 +6,13 @@ The decisions (which knowledge bases, what the report says, which items failed) 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import AirflowFailException
+
+log = logging.getLogger("llmops_airflow.kb")
 
 #: The announce task adds one event per successfully re-indexed knowledge base through this alias.
 KNOWLEDGE_BASES = AssetAlias(name="knowledge_bases", group="knowledge-base")
@@ -38,11 +41,23 @@ def mode_param():
 
 
 def load_knowledge_bases() -> dict:
-    from llmops.config import load_file
+    """The valid knowledge bases by name (an invalid entry is left out here: see `invalid_knowledge_bases`)."""
+    return _knowledge_bases()[0]
+
+
+def invalid_knowledge_bases() -> dict[str, str]:
+    """{entry name (or #index): every problem of it, one per line, each with its fix} for the entries of
+    knowledge_bases.yaml that do not validate. The DAG file gives each a DAG of its own that shows the problems
+    and fails when run, so one broken entry never takes the other knowledge bases' DAGs down."""
+    return {name: "\n".join(f"{key}: {what}" + (f"; fix: {fix}" if fix else "") for key, what, fix in problems)
+            for name, problems in _knowledge_bases()[1].items()}
+
+
+def _knowledge_bases() -> tuple[dict, dict]:
+    from llmops.config.loader import entries_by_validity
     from llmops.settings import get_settings
 
-    registry = load_file(get_settings().config_dir / "knowledge_bases.yaml")
-    return {kb.name: kb for kb in registry.knowledge_bases}
+    return entries_by_validity(get_settings().config_dir / "knowledge_bases.yaml")
 
 
 def secret_env(kb) -> dict[str, str]:
@@ -91,6 +106,13 @@ def select(params: dict | None, fixed_knowledge_base: str | None) -> list[dict]:
 
     params = params or {}
     knowledge_bases = load_knowledge_bases()
+    invalid = invalid_knowledge_bases()
+    wanted = fixed_knowledge_base or chosen(params.get("knowledge_base"))
+    if wanted in invalid:
+        raise AirflowFailException(f"knowledge base {wanted} is invalid in knowledge_bases.yaml:\n{invalid[wanted]}")
+    if invalid and not wanted:
+        log.error("skipping %d invalid knowledge base(s) of knowledge_bases.yaml (python -m llmops validate):\n%s",
+                  len(invalid), "\n".join(invalid.values()))
     runs = job_arguments(knowledge_bases, fixed_knowledge_base or chosen(params.get("knowledge_base")) or "",
                          params.get("mode") or KB_MODES[0], bool(params.get("dry_run")))
     print("re-indexing " + ", ".join(args[1] for args in runs))

@@ -194,7 +194,51 @@ REGISTRY_CASES = {
                           "models[tiny-llama].validation.min_agreement"),
     "gpu memory inf": ("gpu_profiles.yaml", lambda d: d["gpu_profiles"][0].update(gpu_memory_gib=math.inf),
                        "gpu_profiles[a10].gpu_memory_gib"),
+    # what would otherwise pass `make validate` and fail only in a run
+    "empty revision": ("models.yaml", lambda d: d["models"][0].update(revision=""), "models[tiny-llama].revision"),
+    "revision with a space": ("models.yaml", lambda d: d["models"][0].update(revision="main branch"),
+                              "models[tiny-llama].revision"),
+    "revision climbing": ("models.yaml", lambda d: d["models"][0].update(revision="../../etc"),
+                          "models[tiny-llama].revision"),
+    "endpoint without scheme": ("models.yaml", lambda d: d["models"][0].update(endpoint="ftp//nowhere"),
+                                "models[tiny-llama].endpoint"),
+    "endpoint ftp": ("models.yaml", lambda d: d["models"][0].update(endpoint="ftp://mirror.example"),
+                     "models[tiny-llama].endpoint"),
+    "empty hf connection": ("models.yaml", lambda d: d["models"][0].update(hf_connection_id=""),
+                            "models[tiny-llama].hf_connection_id"),
+    "repo_id": ("models.yaml", lambda d: d["models"][0].update(repo_id="just-a-name"), "owner/name"),
+    "two targets, one prefix": ("models.yaml", lambda d: d["models"][0]["targets"].append(
+        dict(d["models"][0]["targets"][0])), "models[tiny-llama].targets"),
+    "profile listed twice": ("models.yaml", lambda d: d["models"][0]["targets"][0].update(gpu_profiles=["a10", "a10"]),
+                             "models[tiny-llama].targets[0].gpu_profiles"),
+    "empty prometheus connection": ("deployments.yaml",
+                                    lambda d: _deployment(d)["rollout"].update(prometheus_connection_id=""),
+                                    "deployments[tiny-llama-chat].rollout.prometheus_connection_id"),
+    "milvus ftp": ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0]["milvus"].update(uri="ftp://x"),
+                   "knowledge_bases[product-docs].milvus.uri"),
+    "kb cron out of range": ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0].update(schedule="61 * * * *"),
+                             "knowledge_bases[product-docs].schedule"),
+    "kb cron bad day": ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0].update(schedule="0 3 * * mon-xyz"),
+                        "knowledge_bases[product-docs].schedule"),
+    "kb source missing": ("knowledge_bases.yaml",
+                          lambda d: d["knowledge_bases"][0]["source"].update(uri="include/no-such-folder"),
+                          "knowledge_bases[product-docs].source.uri"),
+    "kb endpoint": ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0]["source"].update(
+        kind="s3", uri="s3://docs/kb", endpoint="ftp//nowhere"), "knowledge_bases[product-docs].source.endpoint"),
 }
+
+
+def test_every_problem_of_every_entry_in_one_pass(tmp_path):
+    """An unknown GPU profile is reported beside the entry's other errors, and both files' problems at once."""
+    config = tmp_path / "config"
+    shutil.copytree(PROJECT_ROOT / "include" / "config", config)
+    _edit(config, "models.yaml", lambda d: d["models"][0].update(max_model_len=10**30, targets=[
+        {"recipe": "llmcompressor-w8a8", "gpu_profiles": ["no-such-gpu"]}]))
+    _edit(config, "knowledge_bases.yaml", lambda d: d["knowledge_bases"][0].update(schedule="61 * * * *"))
+    with pytest.raises(ConfigError) as refused:
+        load_registry(config)
+    assert_clear(str(refused.value), "models[tiny-llama].max_model_len",
+                 "models[tiny-llama].targets[0].gpu_profiles[0]", "no-such-gpu", "knowledge_bases[product-docs].schedule")
 
 
 @pytest.mark.parametrize("case", sorted(REGISTRY_CASES))

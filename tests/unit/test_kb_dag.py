@@ -147,3 +147,35 @@ def test_each_knowledge_base_gets_a_dag_on_its_own_schedule(tmp_path):
     assert dags["kb_reindex__on-upload:timetable"] == "AssetTriggeredTimetable"
     assert dags["kb_reindex__by-hand"] is None and dags["kb_reindex__by-hand:timetable"] == "NullTimetable"
     assert len(dags) == 2 * (len(schedules) + 1)
+
+
+def test_a_broken_knowledge_base_takes_only_its_own_dag_down(tmp_path):
+    """A bad cron in one entry, a bad milvus.uri in another: the valid knowledge base keeps its scheduled DAG, each
+    broken one gets a DAG of its own that is never scheduled and shows its problems, and the file imports."""
+    config = tmp_path / "config"
+    config.mkdir()
+    base = yaml.safe_load((ROOT / "include" / "config" / "knowledge_bases.yaml").read_text())["knowledge_bases"][0]
+    entries = [{**base, "name": "good", "alias": "good", "schedule": "30 2 * * *"},
+               {**base, "name": "bad-cron", "alias": "bad_cron", "schedule": "61 * * * *"},
+               {**base, "name": "bad-milvus", "alias": "bad_milvus", "milvus": {"uri": "ftp://x"}}]
+    (config / "knowledge_bases.yaml").write_text(yaml.safe_dump({"knowledge_bases": entries}))
+    code = (
+        "import json\n"
+        "from airflow.models import DagBag\n"
+        f"bag = DagBag(dag_folder={str(ROOT / 'dags' / 'kb_reindex.py')!r})\n"
+        "out = {d: {'schedule': str(dag.schedule), 'tags': sorted(dag.tags), 'doc': dag.doc_md or ''}\n"
+        "       for d, dag in bag.dags.items()}\n"
+        "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, 'dags': out}))\n"
+    )
+    env = {**os.environ, "LLMOPS_CONFIG_DIR": str(config)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    dags = result["dags"]
+    assert dags["kb_reindex__good"]["schedule"] == "30 2 * * *"
+    assert "invalid-registry-entry" not in dags["kb_reindex__good"]["tags"]
+    for name, shown in (("bad-cron", "61 * * * *"), ("bad-milvus", "milvus.uri 'ftp://x'")):
+        broken = dags[f"kb_reindex__{name}"]
+        assert broken["schedule"] == "None" and "invalid-registry-entry" in broken["tags"]
+        assert shown in broken["doc"] and "fix:" in broken["doc"], broken["doc"]
+    assert set(dags) == {"kb_reindex", "kb_reindex__good", "kb_reindex__bad-cron", "kb_reindex__bad-milvus"}

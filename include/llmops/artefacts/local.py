@@ -63,6 +63,20 @@ class FileStore(ArtefactStore):
             self._attempt, self._attempt_lock = attempt, handle
         return self._attempt
 
+    def publish(self, *args, **kwargs) -> str:
+        """`ArtefactStore.publish`, then this attempt's staging folder goes (a killed attempt's stays for the
+        next one to remove)."""
+        try:
+            return super().publish(*args, **kwargs)
+        finally:
+            self._end_attempt()
+
+    def _end_attempt(self) -> None:
+        if self._attempt is not None:
+            shutil.rmtree(self._attempt, ignore_errors=True)
+            self._attempt_lock.close()
+            self._attempt = self._attempt_lock = None
+
     @staticmethod
     def _remove_dead_attempts(staging: Path) -> None:
         for attempt in staging.iterdir():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from llmops.config.schema import (
     ModelSpec,
 )
 from llmops.errors import ECHO_LIMIT, ConfigError, shorten, validation_problem
-from llmops.settings import get_settings
+from llmops.settings import PROJECT_ROOT, get_settings
 
 REGISTRY_FILES: dict[str, type[BaseModel]] = {
     "models.yaml": ModelsFile,
@@ -127,6 +128,38 @@ def _check_file(path: Path) -> tuple[dict[str, BaseModel], list[tuple[str, str, 
     return by_name, problems, names
 
 
+def _raw_entries(path: Path, list_key: str) -> list[dict]:
+    """The entries of a registry file as written ({} for one that is not a mapping, so indices stay); [] when the
+    file cannot be read."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    entries = data.get(list_key) if isinstance(data, dict) else None
+    return [e if isinstance(e, dict) else {} for e in entries] if isinstance(entries, list) else []
+
+
+def entries_by_validity(path: Path) -> tuple[dict[str, BaseModel], dict[str, list[tuple[str, str, str]]]]:
+    """One registry file entry by entry: its valid entries by name, and the problems of every other entry, keyed
+    by the entry's name (or `#<index>` when it has no usable name). A problem of the whole file (unreadable,
+    not YAML) raises ConfigError: no entry can be judged. A DAG file that builds one DAG per entry uses it so
+    one broken entry costs only its own DAG."""
+    path = Path(path)
+    by_name, problems, _ = _check_file(path)
+    list_key = _ENTRIES[path.name][0] if path.name in _ENTRIES else ""
+    raw = _raw_entries(path, list_key)
+    broken: dict[str, list[tuple[str, str, str]]] = {}
+    for key, what, fix in problems:
+        match = re.match(rf"^{re.escape(list_key)}\[([^\]]+)\]", key)
+        if not match:
+            raise ConfigError(str(path), problems)
+        entry = match.group(1)
+        name = f"#{entry}" if entry.isdigit() and not any(e.get("name") == entry for e in raw) else entry
+        broken.setdefault(name, []).append((key, what, fix))
+    valid = {name: entry for name, entry in by_name.items() if name not in broken}
+    return valid, broken
+
+
 def load_file(path: Path) -> BaseModel:
     """Parse and validate one registry file; raise ConfigError naming the file, every bad key and its fix."""
     path = Path(path)
@@ -216,17 +249,27 @@ def check_registry(config_dir: Path | None = None, only: list[str] | None = None
         return listed[file] is not None and name not in listed[file]
 
     if listed["gpu_profiles.yaml"] is not None:
+        # Unknown profiles are looked up in every entry as written, also in one with other errors: a user fixing
+        # those must not find this one only on the next run.
+        raw_models = _raw_entries(config_dir / "models.yaml", "models")
+        for index, raw_model in enumerate(raw_models):
+            raw_targets = raw_model.get("targets") if isinstance(raw_model.get("targets"), list) else []
+            for j, raw_target in enumerate(raw_targets):
+                names = raw_target.get("gpu_profiles") if isinstance(raw_target, dict) else None
+                for k, profile_name in enumerate(names if isinstance(names, list) else []):
+                    if isinstance(profile_name, str) and unknown(profile_name, "gpu_profiles.yaml"):
+                        entry = _entry_key("models", index, raw_models)
+                        problems["models.yaml"].append((
+                            f"{entry}.targets[{j}].gpu_profiles[{k}]",
+                            f"GPU profile {shorten(profile_name)} is not in gpu_profiles.yaml",
+                            f"use one of {', '.join(sorted(listed['gpu_profiles.yaml'] or []))}"))
         for model in models.values():
             for j, target in enumerate(model.targets):
                 recipe = RECIPES[target.recipe]
                 for k, profile_name in enumerate(target.gpu_profiles):
                     key = f"models[{model.name}].targets[{j}].gpu_profiles[{k}]"
                     profile = profiles.get(profile_name)
-                    if profile is None and unknown(profile_name, "gpu_profiles.yaml"):
-                        problems["models.yaml"].append((
-                            key, f"GPU profile {shorten(profile_name)} is not in gpu_profiles.yaml",
-                            f"use one of {', '.join(sorted(profiles))}"))
-                    elif profile is not None and not recipe.runs_on(profile.compute_capability):
+                    if profile is not None and not recipe.runs_on(profile.compute_capability):
                         problems["models.yaml"].append((
                             key, f"recipe {recipe.name} needs compute capability {recipe.min_compute_capability}+, "
                                  f"but {profile_name} ({profile.gpu}) has {profile.compute_capability}",
@@ -254,6 +297,15 @@ def check_registry(config_dir: Path | None = None, only: list[str] | None = None
                 f"deployments[{deployment.name}].spot",
                 f"spot is true but GPU profile {deployment.gpu_profile} has no spot pool",
                 f"add `spot` to {deployment.gpu_profile} in gpu_profiles.yaml or set spot: false"))
+
+    for kb in tables["knowledge_bases.yaml"].values():
+        if kb.source.kind == "local":
+            folder = Path(kb.source.uri) if Path(kb.source.uri).is_absolute() else PROJECT_ROOT / kb.source.uri
+            if not folder.is_dir():
+                problems["knowledge_bases.yaml"].append((
+                    f"knowledge_bases[{kb.name}].source.uri",
+                    f"source directory {shorten(kb.source.uri)} does not exist ({folder})",
+                    "create it, or point uri at an existing directory (relative to the project root, or absolute)"))
 
     errors = [ConfigError(str(config_dir / name), found) for name, found in problems.items()
               if found and (not only or name in only)]

@@ -21,6 +21,27 @@ DNS1035_LABEL_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
 # Longest context any served model has today is ~10M tokens; 2**24 leaves room and refuses typos like 10**30.
 MAX_MODEL_LEN = 2**24
+#: An Airflow Connection id (what Airflow itself accepts), never empty: `null` is how a registry says "none".
+CONN_ID_RE = r"^[A-Za-z0-9_.-]{1,250}$"
+_HTTP_URL = re.compile(r"^https?://[^\s/?#]+(?:[/?#]\S*)?$")
+# A git revision as the hub takes it: a branch or tag name (git's ref rules, simplified) or a commit sha.
+_REVISION = re.compile(r"^(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9_][A-Za-z0-9._/+-]{0,254}(?<![./])(?<!\.lock)$")
+
+
+def check_http_url(value: str | None, what: str, example: str) -> str | None:
+    """An endpoint: http(s)://host[:port][/path], nothing else (`ftp//nowhere`, `ftp://x`, a bare host)."""
+    if value is not None and not _HTTP_URL.match(value):
+        raise InvalidValue(f"{what} {shorten(value)} is not an http:// or https:// URL",
+                           fix=f"write it as {example}, or remove it for the default")
+    return value
+
+
+def check_revision(value: str) -> str:
+    if not _REVISION.match(value):
+        raise InvalidValue(f"revision {shorten(value)} is not a branch, tag or commit sha (empty, spaces, '..', "
+                           "or characters git refuses)", fix="write an existing branch or tag such as main or "
+                           "v1.0, or a 40-character commit sha")
+    return value
 
 
 # --- vocabulary shared by the registry, the trigger form and the rollout planner ---------------------------
@@ -106,6 +127,15 @@ class ModelTarget(Strict):
     recipe: str
     gpu_profiles: list[str] = Field(min_length=1)
 
+    @field_validator("gpu_profiles")
+    @classmethod
+    def _each_profile_once(cls, value: list[str]) -> list[str]:
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise InvalidValue(f"GPU profile(s) {', '.join(map(shorten, twice))} listed twice",
+                               fix="list each GPU profile once")
+        return value
+
     @field_validator("recipe")
     @classmethod
     def _known_recipe(cls, value: str) -> str:
@@ -141,10 +171,10 @@ class ModelValidation(Strict):
 
 class ModelSpec(Strict):
     name: str = Field(pattern=NAME_RE)
-    repo_id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    repo_id: str
     revision: str = "main"
     endpoint: str | None = Field(default=None, description="HF_ENDPOINT-style mirror for this model")
-    hf_connection_id: str | None = "huggingface_default"
+    hf_connection_id: str | None = Field(default="huggingface_default", pattern=CONN_ID_RE)
     allow_patterns: list[str] = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
     ignore_patterns: list[str] = []
     allow_pickle: bool = False
@@ -153,6 +183,36 @@ class ModelSpec(Strict):
     max_model_len: int = Field(default=4096, ge=16, le=MAX_MODEL_LEN)
     targets: list[ModelTarget] = Field(min_length=1)
     validation: ModelValidation
+
+    @field_validator("repo_id")
+    @classmethod
+    def _owner_slash_name(cls, value: str) -> str:
+        if not re.match(r"^[\w.-]+/[\w.-]+$", value) or ".." in value:
+            raise InvalidValue(f"repo_id {shorten(value)} is not a Hugging Face repo id",
+                               fix="write it as owner/name, as on the hub's model page, e.g. Qwen/Qwen2.5-0.5B-Instruct")
+        return value
+
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, value: str) -> str:
+        return check_revision(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return check_http_url(value, "endpoint", "https://hf-mirror.com")
+
+    @field_validator("targets")
+    @classmethod
+    def _one_target_per_recipe(cls, value: list[ModelTarget]) -> list[ModelTarget]:
+        # two targets of one recipe would build and publish under the same prefix (<model>/<sha>/<runtime>-<recipe>)
+        recipes = [target.recipe for target in value]
+        twice = sorted({recipe for recipe in recipes if recipes.count(recipe) > 1})
+        if twice:
+            raise InvalidValue(f"recipe(s) {', '.join(twice)} appear in more than one target: both would build "
+                               "and publish under one artefact prefix",
+                               fix="merge those targets into one, listing all their gpu_profiles")
+        return value
 
 
 # --- deployments.yaml --------------------------------------------------------------------------
@@ -207,7 +267,8 @@ class RolloutSpec(Strict):
         min_length=1, description="required, each with an expectation: without them the canary's answers are "
                                   "never checked")
     prometheus_connection_id: str | None = Field(
-        default=None, description="Airflow Connection of a Prometheus server; without it /metrics is scraped")
+        default=None, pattern=CONN_ID_RE,
+        description="Airflow Connection of a Prometheus server; without it /metrics is scraped")
 
     @field_validator("golden_prompts")
     @classmethod
@@ -460,8 +521,16 @@ class KbSource(Strict):
     max_document_mib: float = Field(
         default=50.0, gt=0, le=4096, description="documents larger than this are skipped and reported")
 
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return check_http_url(value, "endpoint", "https://oss-cn-hangzhou.aliyuncs.com or http://127.0.0.1:8333")
+
     @model_validator(mode="after")
     def _scheme_matches_kind(self) -> KbSource:
+        if self.kind == "local" and "://" in self.uri:
+            raise InvalidValue(f"kind 'local' needs a directory, got the URL {shorten(self.uri)}",
+                               fix="write uri as a directory path, or set kind to s3 or oss for a bucket")
         if self.kind != "local" and not self.uri.startswith(f"{self.kind}://"):
             raise InvalidValue(f"kind {self.kind!r} needs a {self.kind}://bucket/prefix uri, got {self.uri!r}",
                              fix=f"write uri as {self.kind}://bucket/prefix or set kind to local")
@@ -501,6 +570,11 @@ class Embedder(Strict):
     quantize: Literal["int8"] | None = Field(
         default=None, description="backend onnx: int8 dynamic quantization of the exported model (faster on CPU)")
 
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return check_http_url(value, "endpoint", "http://127.0.0.1:8000/v1")
+
     @model_validator(mode="after")
     def _endpoint_for_openai(self) -> Embedder:
         if self.kind == "openai" and not self.endpoint:
@@ -533,6 +607,16 @@ class MilvusTarget(Strict):
         description="Airflow Connection of this knowledge base's Milvus: password = token (as MILVUS_TOKEN), "
                     "host = server URI used when milvus.uri is not set (as MILVUS_URI); null: none")
     index_type: Literal["FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"] = "AUTOINDEX"
+
+    @field_validator("uri")
+    @classmethod
+    def _lite_file_or_server(cls, value: str) -> str:
+        if "://" in value and not re.match(r"^(https?|tcp)://[^\s/?#]+\S*$", value) or not value.strip() or (
+                "://" not in value and not value.endswith(".db")):
+            raise InvalidValue(f"milvus.uri {shorten(value)} is neither a Milvus Lite file (*.db) nor a server URL",
+                               fix="write a file name such as kb.db, or http://host:19530 / https://host:443 for a "
+                               "Milvus server")
+        return value
     metric_type: Literal["COSINE", "IP", "L2"] = "COSINE"
     index_params: dict[str, int] = {}
 
@@ -578,6 +662,22 @@ SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#-]+$")
 
 
+def _cron_parses(expression: str) -> bool:
+    """Whether croniter, the parser Airflow's cron timetables use, takes `expression` (`61 * * * *`
+    and `0 3 * * mon-xyz` pass a field-by-field look but not it). croniter is pinned in the Airflow environment,
+    where `make validate` and the DAG files run; an environment without it (the worker's, which never
+    schedules) keeps the field-by-field check only."""
+    try:
+        from croniter import croniter
+    except ImportError:
+        return True
+    try:
+        croniter(expression)
+        return croniter.is_valid(expression)
+    except (ValueError, KeyError, TypeError):  # CroniterError is a ValueError
+        return False
+
+
 class AssetSchedule(Strict):
     asset: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9+.-]*://\S+$",
                        description="URI of the Asset whose events start a re-index, e.g. s3://bucket/docs/")
@@ -610,7 +710,7 @@ class KnowledgeBase(Strict):
         if isinstance(value, str):
             fields = value.split()
             if value.startswith("@") and value not in SCHEDULE_PRESETS or not value.startswith("@") and (
-                    len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields)):
+                    len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields) or not _cron_parses(value)):
                 raise InvalidValue(f"schedule {value[:80]!r} is neither a five-field cron expression nor one of "
                                  f"{', '.join(SCHEDULE_PRESETS)}", fix="write e.g. '0 3 * * *', '@daily', "
                                  "{asset: s3://bucket/prefix/} or null (manual runs only)")
