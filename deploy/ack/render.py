@@ -86,6 +86,24 @@ def check_image_digests(flat: dict[str, str], values_path: Path) -> None:
                        "`docker buildx imagetools inspect IMAGE:TAG` or the ACR console")
 
 
+DNS1123_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DNS1035_LABEL_RE = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def check_names(values: dict, values_path: Path) -> None:
+    """Names that become Kubernetes object names: refused here, naming the rule, rather than by the API server."""
+    milvus = values.get("milvus") or {}
+    checks = [(f"{part}.namespace", (values.get(part) or {}).get("namespace", ""), DNS1123_LABEL_RE, 63,
+               "a DNS-1123 label: lowercase letters, digits and '-', at most 63") for part in
+              ("airflow", "pipelines", "milvus")]
+    # the operator names the proxy Service <name>-milvus: a DNS-1035 label (a letter first), at most 63
+    checks.append(("milvus.name", str(milvus.get("name", "")), DNS1035_LABEL_RE, 63 - len("-milvus"),
+                   "a DNS-1035 label starting with a letter, at most 56 (the operator adds -milvus)"))
+    for key, value, pattern, limit, rule in checks:
+        if len(value) > limit or not pattern.fullmatch(value):
+            raise KitError(str(values_path), f"{key} {value!r} is not a valid name", f"make it {rule}")
+
+
 def _multi_az_policy(values: dict, kind: str) -> str:
     policy = (values.get("multi_az_policy") or {}).get(kind, "")
     if policy not in MULTI_AZ_POLICIES:
@@ -182,6 +200,7 @@ def render(values_path: Path, profiles_path: Path, out: Path) -> list[Path]:
     values = yaml.safe_load(values_path.read_text())
     flat = flatten(values)
     check_image_digests(flat, values_path)
+    check_names(values, values_path)
     placeholders = sorted(k for k, v in flat.items() if "replace" in v)
     if placeholders:
         print(f"render: still placeholders in {values_path}: {', '.join(placeholders)}", file=sys.stderr)

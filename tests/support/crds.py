@@ -22,7 +22,6 @@ CRDS = Path(__file__).resolve().parents[1] / "unit" / "data" / "crds"
 #: (apiVersion, kind) -> vendored file
 FILES = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
-    ("monitoring.coreos.com/v1", "PodMonitor"): "monitoring.coreos.com_podmonitors.yaml",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "gateway.networking.k8s.io_httproutes.yaml",
     ("milvus.io/v1beta1", "Milvus"): "milvus.io_milvuses.yaml",
     ("telemetry.alibabacloud.com/v1alpha1", "ClusterAliyunPipelineConfig"):

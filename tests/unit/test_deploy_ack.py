@@ -382,3 +382,15 @@ def test_the_kits_own_pod_meets_the_restricted_pod_security_profile(rendered):
     pods = [d for d in manifests(rendered) if pod_of(d)]
     assert [d["kind"] for d in pods] == ["Job"]
     assert [p for d in pods for p in violations(d)] == []
+
+
+def test_every_name_the_kit_renders_is_valid_and_a_bad_one_is_refused(rendered, tmp_path):
+    from support.kube_names import name_problems
+
+    assert [p for doc in manifests(rendered) for p in name_problems(doc)] == []
+    values = _filled_values()
+    values["milvus"]["name"] = "2026-kb"  # its Service 2026-kb-milvus would be refused
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    result = subprocess.run([sys.executable, str(KIT / "render.py"), "--values", str(tmp_path / "values.yaml"),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode != 0 and "milvus.name" in result.stderr and "DNS-1035" in result.stderr
