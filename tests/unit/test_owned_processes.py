@@ -186,3 +186,42 @@ def test_a_stand_in_server_dies_with_the_test_process(tmp_path):
         for pid in weed:
             if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_server_that_outlives_its_task_still_dies_with_make_ui(tmp_path):
+    """make ui's scheduler runs tasks that start vLLM servers meant to outlive the task (the local runtime's
+    stable and canary, in sessions of their own). Here a component started like make ui's (`start_owned`) runs a
+    "task" that starts such a server and exits: the server is re-parented to the component's guard, not PID 1,
+    and dies when the make-ui process is SIGKILLed."""
+    task = textwrap.dedent('''
+        import subprocess, sys
+        server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+        print(server.pid, flush=True)
+    ''')
+    component = f"import subprocess, sys, time; subprocess.run([sys.executable, '-c', {task!r}]); time.sleep(600)"
+    make_ui = textwrap.dedent(f'''
+        import subprocess, sys, time
+        from llmops.serving.processes import start_owned
+        proc = start_owned([sys.executable, "-c", {component!r}], stdout=subprocess.PIPE, text=True)
+        print(proc.stdout.readline().strip(), proc.pid, flush=True)
+        time.sleep(600)
+    ''')
+    owner = subprocess.Popen([sys.executable, "-c", make_ui], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    server = 0
+    try:
+        server, guard = map(int, owner.stdout.readline().split())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the task has exited: its server's parent is now the guard
+            parent = int(Path(f"/proc/{server}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == guard:
+                break
+            time.sleep(0.1)
+        assert parent == guard, "the orphaned server was re-parented to the component's guard"
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(timeout=60)
+        assert not _wait_gone([server], OWNED_GRACE_S + 30)
+    finally:
+        owner.kill()
+        if server and process_alive(server):
+            os.kill(server, signal.SIGKILL)
