@@ -37,5 +37,31 @@ class ResultLink(BaseOperatorLink):
         return str(value) if value else ""
 
 
-#: The links every heavy step offers; each appears only when the job's result carries its field.
-STEP_LINKS = (ResultLink("Manifest", "manifest_uri"),)
+#: The task of model_refresh and kb_reindex that writes the run's report (every item's outcome) to its log.
+REPORT_TASK = "report"
+
+
+class RunReportLink(BaseOperatorLink):
+    """A button from a step to its run's report: the `report` task's log in the Airflow UI (the URL Airflow itself
+    gives a task instance's log, under `[api] base_url`)."""
+
+    @property
+    def name(self) -> str:
+        return "Run report"
+
+    @property
+    def xcom_key(self) -> str:
+        return "_link_run_report"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        from urllib.parse import quote
+
+        from airflow.sdk.configuration import conf
+
+        base = conf.get("api", "base_url", fallback="http://localhost:8080/").rstrip("/")
+        return f"{base}/dags/{quote(ti_key.dag_id)}/runs/{quote(ti_key.run_id)}/tasks/{REPORT_TASK}"
+
+
+#: The links every heavy step offers: the manifest it published (only when its result carries one) and its
+#: run's report (model_refresh and kb_reindex, the DAGs with heavy steps, both end with a `report` task).
+STEP_LINKS = (ResultLink("Manifest", "manifest_uri"), RunReportLink())

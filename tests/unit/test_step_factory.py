@@ -236,3 +236,17 @@ def test_a_step_stopped_by_its_timeout_stops_the_job_and_records_why(tmp_path):
     while process_alive(op._process.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert op._process.poll() is not None, "the job was stopped with its task"
+
+
+def test_every_step_links_to_its_runs_report(monkeypatch):
+    from types import SimpleNamespace
+
+    from llmops_airflow.links import REPORT_TASK, RunReportLink
+
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://127.0.0.1:28080/")
+    op = heavy_step(task_id="download", job="download", runtime="local")
+    link = next(link for link in op.operator_extra_links if isinstance(link, RunReportLink))
+    url = link.get_link(op, ti_key=SimpleNamespace(dag_id="model_refresh", run_id="manual__2026-12-04T17:00:00+00:00",
+                                                   task_id="item.download", map_index=0))
+    assert url == ("http://127.0.0.1:28080/dags/model_refresh/runs/manual__2026-12-04T17%3A00%3A00%2B00%3A00/tasks/"
+                   f"{REPORT_TASK}")
