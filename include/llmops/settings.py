@@ -102,6 +102,11 @@ class Settings:
     milvus_default_uri: str = ""
     """MILVUS_URI: the Milvus of knowledge bases that name none (the step factory fills it from the
     milvus_default Connection's host)."""
+    kb_lease_ttl_s: float = 60.0
+    """LLMOPS_KB_LEASE_TTL_S: a kb_reindex run's lease in Milvus lasts this long unless renewed (every ttl/3)."""
+    kb_lease_wait_s: float = 0.0
+    """LLMOPS_KB_LEASE_WAIT_S: how long a kb_reindex run waits for another run of the same knowledge base before it
+    exits "already running" (0: at once)."""
     hf_endpoint: str = ""
     """HF_ENDPOINT: a hub mirror used by models without their own `endpoint` (huggingface_hub's own name)."""
     credentials: Credentials = field(default_factory=Credentials, repr=False)
@@ -117,6 +122,20 @@ class Settings:
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
     return value or default
+
+
+def _seconds(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = _env(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum or value == float("inf"):
+        raise SettingsError(f"{name}={raw!r} is not a number of seconds >= {minimum:g}",
+                            fix=f"set it to a number like {default:g}, or unset it")
+    return value
 
 
 @lru_cache(maxsize=1)
@@ -150,6 +169,8 @@ def get_settings() -> Settings:
         kube_pod_url_template=_env("LLMOPS_KUBE_POD_URL_TEMPLATE", "http://{pod_ip}:{port}"),
         milvus_uri=_env("LLMOPS_MILVUS_URI", ""),
         milvus_default_uri=_env("MILVUS_URI", ""),
+        kb_lease_ttl_s=_seconds("LLMOPS_KB_LEASE_TTL_S", 60.0, minimum=3.0),
+        kb_lease_wait_s=_seconds("LLMOPS_KB_LEASE_WAIT_S", 0.0),
         hf_endpoint=_env("HF_ENDPOINT", ""),
         credentials=Credentials(
             hf_token=_env("HF_TOKEN", ""), milvus_token=_env("MILVUS_TOKEN", ""),

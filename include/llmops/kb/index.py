@@ -23,19 +23,28 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker, WeightedRanker
-from pymilvus.exceptions import MilvusException
 
 from llmops.kb.errors import (
     HybridUnsupportedError,
     IndexValidationError,
     KbError,
     MilvusLiteBusyError,
+    MilvusUnreachableError,
     RollbackError,
+)
+from llmops.kb.milvus_client import (
+    AnnSearchRequest,
+    DataType,
+    Function,
+    FunctionType,
+    MilvusClient,
+    MilvusException,
+    RRFRanker,
+    WeightedRanker,
 )
 from llmops.kb.plan import BM25_FIELD, TEXT_ANALYZER, TEXT_MAX_BYTES, DocRecord, StoredChunk
 
@@ -110,14 +119,34 @@ def connect(uri: str, home: Path, token: str | None = None, server: str = "") ->
     if not is_server(resolved) and _lite_file_busy(Path(resolved)):
         raise MilvusLiteBusyError(f"Milvus Lite file {resolved} is held by another process; "
                                   + LITE_LOCKED_FIX.format(path=resolved))
-    try:
-        return MilvusClient(uri=resolved, token=token or "")
-    except MilvusException as exc:
-        if not is_server(resolved) and _lite_file_busy(Path(resolved)):
-            raise MilvusLiteBusyError(f"Milvus Lite file {resolved} is held by another process; "
-                                      + LITE_LOCKED_FIX.format(path=resolved)) from None
-        raise KbError(f"Milvus at {resolved} cannot be opened ({exc.message})",
-                      fix="start the server, check the URI and the token") from None
+    last: MilvusException | None = None
+    for attempt in range(CONNECT_TRIES):
+        try:
+            return MilvusClient(uri=resolved, token=token or "")
+        except MilvusException as exc:
+            if not is_server(resolved) and _lite_file_busy(Path(resolved)):
+                raise MilvusLiteBusyError(f"Milvus Lite file {resolved} is held by another process; "
+                                          + LITE_LOCKED_FIX.format(path=resolved)) from None
+            if _permission_denied(exc):
+                raise KbError(f"Milvus at {resolved} refused the token ({exc.message})",
+                              fix="check the token (MILVUS_TOKEN, from milvus.connection_id's password)") from None
+            last = exc
+            if attempt + 1 < CONNECT_TRIES:
+                log.warning("Milvus at %s cannot be reached (%s); trying again in %d s", resolved, exc.message,
+                            2 ** attempt)
+                time.sleep(2 ** attempt)
+    raise MilvusUnreachableError(
+        f"Milvus at {resolved} cannot be reached after {CONNECT_TRIES} tries ({last.message if last else ''})",
+        fix="start the server (locally: make ui or tests/support/milvus.py start) or correct milvus.uri / "
+        "--milvus-uri; the task is retried") from None
+
+
+CONNECT_TRIES = 3
+
+
+def _permission_denied(exc: MilvusException) -> bool:
+    text = f"{getattr(exc, 'code', '')} {exc.message}".lower()
+    return any(word in text for word in ("auth", "permission", "denied", "unauthenticated", "credential"))
 
 
 def disconnect(client: MilvusClient, uri: str, home: Path) -> None:

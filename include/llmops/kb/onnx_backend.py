@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from llmops.kb.errors import EmbedderError
+from llmops.kb.errors import EmbedderError, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,16 @@ def _export(st_model, target: Path, quantize: str | None) -> None:
         exported.unlink()
 
 
+def _stopped_inside(exc: BaseException) -> Stopped | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Stopped):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def cached_export(st_model, name: str, model_dir: Path, quantize: str | None, cache_dir: Path) -> Path:
     """The ONNX file for this model and variant, exported once into `cache_dir` (race-safe, see module doc)."""
     require_onnx_runtime()
@@ -155,9 +165,12 @@ def cached_export(st_model, name: str, model_dir: Path, quantize: str | None, ca
         (tmp / DONE_FILE).write_text(json.dumps({"model": name, "path": str(model_dir), "quantize": quantize}) + "\n")
         tmp.chmod(0o755)  # mkdtemp makes it private; the published export is shared like the rest of $LLMOPS_HOME
         won = publish(tmp, final)
-    except EmbedderError:
+    except (EmbedderError, Stopped):  # a SIGTERM mid-export: exit 143, nothing published, the next run exports
         raise
     except Exception as exc:
+        stopped = _stopped_inside(exc)
+        if stopped is not None:  # the exporter wrapped the SIGTERM's exception in its own
+            raise stopped from None
         raise EmbedderError(
             f"exporting embedder model {name!r} ({model_dir}) to ONNX{' (int8)' if quantize else ''} failed "
             f"({type(exc).__name__}: {str(exc)[:300]}); nothing was cached", fix="set embedder.backend: torch "

@@ -16,21 +16,16 @@ source, chunks, embeds, writes to and deletes from Milvus, and reports progress.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from llmops.hashing import sha256_stream
 from llmops.kb.chunking import chunk_lines
-from llmops.kb.embedders import Embedder
+from llmops.kb.embedders import Embedder, LazyEmbedder
 from llmops.kb.errors import (
     DimensionMismatchError,
     DocumentError,
-    KbBusyError,
     KbError,
     SourceNotFoundError,
     Stopped,
@@ -57,23 +52,6 @@ from llmops.kb.progress import Progress, duration
 from llmops.kb.sources import SourceDocument, open_source
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def kb_lock(home: Path, name: str) -> Iterator[None]:
-    """One run per knowledge base at a time on this machine (the DAG also limits it; this covers CLI runs)."""
-    lock_dir = home / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"kb-{name}.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise KbBusyError(f"knowledge base {name!r} is being re-indexed by another process",
-                              fix="wait for that run to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class _Writer:
@@ -247,6 +225,16 @@ def _write(kb, index: KbIndex, collection: str, embedder: Embedder, hashed, work
     return writer, stale
 
 
+def known_dimension(embedder: Embedder | None) -> int | None:
+    """The embedder's dimension as far as it is known without loading a model: a lazy embedder not loaded yet
+    gives its planned dimension (registry or model files), any other its own; None without an embedder."""
+    if embedder is None:
+        return None
+    if isinstance(embedder, LazyEmbedder) and not embedder.loaded:
+        return embedder.planned_dimension
+    return embedder.dimension
+
+
 def measure_rate(embedder: Embedder, sample: list[str]) -> float | None:
     """Chunks per second of `embedder` on up to 64 of this run's own chunks, after one warm-up call."""
     if not sample:
@@ -306,8 +294,8 @@ def _reindex(kb, mode: str, index: KbIndex, embedder: Embedder | None, dry_run: 
     progress.set_phase("reading the live collection")
     live = index.live_collection()
     summary.collection = live
-    effective, reason = choose_mode(kb, mode, live, index.fingerprint(live) if live else None,
-                                    embedder.dimension if embedder is not None else None)
+    stored = index.fingerprint(live) if live else None
+    effective, reason = choose_mode(kb, mode, live, stored, known_dimension(embedder))
     records: dict[str, DocRecord] = {}
     plans: dict[str, DocPlan] = {}
     if effective == "incremental":
@@ -321,13 +309,14 @@ def _reindex(kb, mode: str, index: KbIndex, embedder: Embedder | None, dry_run: 
     log.info("%s: %s run (%s)%s", kb.name, effective, reason, " [dry run]" if dry_run else "")
 
     if effective == "incremental":
-        _incremental(kb, index, live, embedder, hashed, records, plans, summary, dry_run, progress)
+        _incremental(kb, index, live, embedder, hashed, records, plans, summary, dry_run, progress, stored)
     else:
         _full(kb, index, embedder, hashed, summary, dry_run, progress)
 
 
 def _incremental(kb, index: KbIndex, live: str, embedder, hashed, records: dict[str, DocRecord],
-                 plans: dict[str, DocPlan], summary: RunSummary, dry_run: bool, progress: Progress) -> None:
+                 plans: dict[str, DocPlan], summary: RunSummary, dry_run: bool, progress: Progress,
+                 stored: dict | None) -> None:
     removed = orphans(records, set(hashed), {f["doc"] for f in summary.failed})
     todo = {doc_id: plan for doc_id, plan in plans.items() if plan.action != SKIP}
     summary.skipped_documents = len(plans) - len(todo)
@@ -339,6 +328,11 @@ def _incremental(kb, index: KbIndex, live: str, embedder, hashed, records: dict[
         _estimate(summary, embedder, sample, progress)
         return
 
+    if summary.chunks_to_embed:  # the model loads here, and only here: a run with nothing to embed never loads it
+        if embedder is None:
+            raise KbError("an incremental run with chunks to embed needs an embedder",
+                          fix="pass one (llmops.kb.embedders.LazyEmbedder loads it only when needed)")
+        choose_mode(kb, "incremental", live, stored, embedder.dimension)  # the loaded model's own dimension
     # Whatever an earlier run left (a killed full build's unpublished version) goes first.
     summary.dropped_collections += index.drop_unpublished()
     progress.set_phase("embedding and writing", docs_total=len(work), chunks_total=summary.chunks_to_embed)

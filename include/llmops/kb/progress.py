@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("llmops.kb.progress")
 
@@ -38,6 +39,7 @@ class Progress:
         self.chunks_done = 0
         self.chunks_total: int | None = None
         self.embedding_since: float | None = None
+        self.guard: Callable[[], None] | None = None  # called at every step (the lease's check: stop if lost)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -45,12 +47,16 @@ class Progress:
     # --- the pipeline's side ----------------------------------------------------------------------
 
     def set_phase(self, phase: str, docs_total: int = 0, chunks_total: int | None = None) -> None:
+        if self.guard is not None:
+            self.guard()
         with self._lock:
             self.phase, self.docs_total, self.docs_done = phase, docs_total, 0
             self.chunks_total, self.chunks_done = chunks_total, 0
             self.embedding_since = time.monotonic() if chunks_total is not None else None
 
     def advance(self, documents: int = 0, chunks: int = 0) -> None:
+        if self.guard is not None:
+            self.guard()
         with self._lock:
             self.docs_done += documents
             self.chunks_done += chunks

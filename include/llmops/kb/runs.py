@@ -51,6 +51,10 @@ def format_report(items: list[tuple[str, dict | None]]) -> str:
         if not result:
             lines.append(f"{name:<20} {'FAILED':<12} the re-index failed: see the log of reindex[{name}]")
             continue
+        if result.get("already_running"):
+            lines.append(f"{result['kb']:<20} {'skipped':<12} already running elsewhere (another pod or home holds "
+                         "its lease); nothing done here")
+            continue
         if result.get("mode") == "rollback":
             lines.append(f"{result['kb']:<20} {'rollback':<12} {str(result.get('collection')):<28} "
                          f"(alias moved back from {result.get('previous_collection')})")
