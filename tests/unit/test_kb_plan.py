@@ -204,7 +204,8 @@ def test_dry_run_estimate_is_chunks_over_the_measured_rate():
     summary = RunSummary(kb="k", requested_mode="full", dry_run=True, chunks_to_embed=300)
     summary.estimate(12.345)
     assert (summary.embed_rate, summary.estimated_s) == (12.35, 24.3)
-    assert "[dry run: 300 chunks to embed, about 24 s]" in summary.line()
+    assert "[dry run, nothing written: 300 chunks to embed, about 24 s]" in summary.line()
+    assert "would_embed=0 docs/0 chunks" in summary.line() and " embedded=" not in summary.line()
     for rate in (None, 0.0, 0.001):  # no embedder, or too slow to measure: no estimate rather than a division by 0
         summary.estimate(rate)
         assert summary.embed_rate is None and summary.estimated_s is None
@@ -281,7 +282,7 @@ def test_report_shows_counts_and_skipped_documents():
     assert "alias moved back from o_v2" in text
     dry = format_report([("docs", {**results[0], "dry_run": True, "chunks_to_embed": 30, "embed_rate": 12.0,
                                    "estimated_s": 2.5})])
-    assert "docs: dry run: 11 documents and 30 chunks to embed, about 2 s at the embedder's measured 12.0 chunks/s" \
+    assert "docs: dry run: would embed 11 documents and 30 chunks, about 2 s at the embedder's measured 12.0 chunks/s" \
         in dry
 
 

@@ -102,7 +102,7 @@ class _Writer:
                         f"announced {self.embedder.dimension}", fix="check the model")
                 for row, vector in zip(batch, vectors, strict=True):
                     row["vector"] = vector
-                self.progress.advance(chunks=len(batch))
+                self.progress.advance(chunks=len(batch), chars=sum(len(row["text"]) for row in batch))
             self.index.upsert(self.collection, self.pending)
             self.written += len(self.pending)
         self.progress.advance(documents=self.pending_docs)
@@ -170,6 +170,7 @@ class _Work:
     doc_id: str
     plan: DocPlan
     n_embed: int
+    chars: int  # characters to embed (what the ETA is weighted by)
     write: DocWrite | None  # cached from the counting pass, or None (chunked again when written)
 
 
@@ -197,7 +198,8 @@ def _count(kb, hashed, plans: dict[str, DocPlan], summary: RunSummary, progress:
         size = sum(len(row["text"]) for row in write.embed + write.keep)
         keep = cached + size <= _CACHE_CHARS
         cached += size if keep else 0
-        work.append(_Work(doc_id, plan, write.n_embed, write if keep else None))
+        work.append(_Work(doc_id, plan, write.n_embed, sum(len(row["text"]) for row in write.embed),
+                          write if keep else None))
         if dry_run:
             summary.tally(write)
         progress.advance(1)
@@ -249,7 +251,7 @@ def _estimate(summary: RunSummary, embedder: Embedder | None, sample: list[str],
     if embedder is not None and summary.chunks_to_embed:
         progress.set_phase("measuring the embedder's rate")
         summary.estimate(measure_rate(embedder, sample))
-    log.info("%s: dry run: %d documents and %d chunks to embed%s", summary.kb, summary.embedded_documents,
+    log.info("%s: dry run: would embed %d documents and %d chunks%s", summary.kb, summary.embedded_documents,
              summary.chunks_to_embed,
              f"; the embedder does {summary.embed_rate:.1f} chunks/s here, so about {duration(summary.estimated_s)}"
              if summary.embed_rate else "" if summary.chunks_to_embed == 0 else
@@ -335,7 +337,8 @@ def _incremental(kb, index: KbIndex, live: str, embedder, hashed, records: dict[
         choose_mode(kb, "incremental", live, stored, embedder.dimension)  # the loaded model's own dimension
     # Whatever an earlier run left (a killed full build's unpublished version) goes first.
     summary.dropped_collections += index.drop_unpublished()
-    progress.set_phase("embedding and writing", docs_total=len(work), chunks_total=summary.chunks_to_embed)
+    progress.set_phase("embedding and writing", docs_total=len(work), chunks_total=summary.chunks_to_embed,
+                       chars_total=sum(item.chars for item in work))
     _, stale = _write(kb, index, live, embedder, hashed, work, summary, progress)
     # Deletes come last: a document whose new chunks failed to embed keeps its old ones.
     progress.set_phase("deleting removed chunks and flushing")
@@ -361,7 +364,8 @@ def _full(kb, index: KbIndex, embedder, hashed, summary: RunSummary, dry_run: bo
                                       embedder.dimension, wanted)
     summary.collection = collection
     try:
-        progress.set_phase(f"embedding into {collection}", docs_total=len(work), chunks_total=summary.chunks_to_embed)
+        progress.set_phase(f"embedding into {collection}", docs_total=len(work), chunks_total=summary.chunks_to_embed,
+                           chars_total=sum(item.chars for item in work))
         writer, _ = _write(kb, index, collection, embedder, hashed, work, summary, progress)
         progress.set_phase(f"indexing, loading and validating {collection}")
         index.flush_and_load(collection)

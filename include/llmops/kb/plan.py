@@ -236,15 +236,18 @@ class RunSummary:
         self.estimated_s = round(self.chunks_to_embed / self.embed_rate, 1) if self.embed_rate else None
 
     def line(self) -> str:
+        """The summary line; a dry run's says what it *would* do (nothing was written)."""
+        words = ("would_embed", "would be kept", "would_skip", "would_delete", "would_repair") if self.dry_run else \
+            ("embedded", "kept", "skipped", "deleted", "repaired")
         return (f"{self.kb}: mode={self.mode} ({self.reason}) collection={self.collection} "
-                f"documents={self.documents} embedded={self.embedded_documents} docs/{self.embedded_chunks} chunks "
-                f"(+{self.reused_chunks} unchanged chunks kept) "
-                f"skipped={self.skipped_documents} deleted={self.deleted_documents} docs/{self.deleted_chunks} chunks "
-                f"repaired={self.repaired_chunks} chunks failed={len(self.failed)} excluded={len(self.excluded)} "
-                f"rows={self.rows} "
+                f"documents={self.documents} {words[0]}={self.embedded_documents} docs/{self.embedded_chunks} chunks "
+                f"(+{self.reused_chunks} unchanged chunks {words[1]}) "
+                f"{words[2]}={self.skipped_documents} {words[3]}={self.deleted_documents} docs/{self.deleted_chunks} "
+                f"chunks {words[4]}={self.repaired_chunks} chunks failed={len(self.failed)} "
+                f"excluded={len(self.excluded)} rows={self.rows} "
                 f"recall={self.recall} duration={self.duration_s:.1f}s" + (
-                    f" [dry run: {self.chunks_to_embed} chunks to embed, about {duration(self.estimated_s)}]"
-                    if self.dry_run else ""))
+                    f" [dry run, nothing written: {self.chunks_to_embed} chunks to embed, about "
+                    f"{duration(self.estimated_s) if self.chunks_to_embed else '0 s'}]" if self.dry_run else ""))
 
 
 def next_version(versions: list[int], floor: int = 0) -> int:

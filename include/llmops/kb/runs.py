@@ -70,8 +70,8 @@ def format_report(items: list[tuple[str, dict | None]]) -> str:
             f"{result.get('duration_s', 0):>6.1f}s")
         if result.get("dry_run"):
             rate = result.get("embed_rate")
-            problems.append(f"{result['kb']}: dry run: {result.get('embedded_documents', 0)} documents and "
-                            f"{result.get('chunks_to_embed', 0)} chunks to embed" + (
+            problems.append(f"{result['kb']}: dry run: would embed {result.get('embedded_documents', 0)} documents "
+                            f"and {result.get('chunks_to_embed', 0)} chunks" + (
                                 f", about {duration(result.get('estimated_s'))} at the embedder's measured "
                                 f"{rate:.1f} chunks/s" if rate else ""))
         if result.get("reason") and result.get("mode") != result.get("requested_mode"):
