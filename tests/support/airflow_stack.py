@@ -296,6 +296,7 @@ def local_airflow(
             migrate = start_owned([str(airflow_bin / "airflow"), "db", "migrate"], stdout=out,
                                   stderr=subprocess.STDOUT, env=env)
         stack.callback(stop, migrate)
+        from llmops.kb.index import LOCAL_SERVER_RECORD
         from support.milvus import milvus_lite_server
         from support.olah import olah_server, publish_repo, repo_path
 
@@ -309,7 +310,9 @@ def local_airflow(
 
         env["HF_ENDPOINT"] = stack.enter_context(olah_server(mirrors, work_dir=own / "olah"))
         # The knowledge bases' Milvus Lite files -> one served data directory every process can open.
-        env["LLMOPS_MILVUS_URI"] = stack.enter_context(milvus_lite_server(state / "milvus" / "milvus.db"))
+        # Recorded in the pipelines' home: scripts/kb and any job run there find it (llmops.kb.index.local_server).
+        env["LLMOPS_MILVUS_URI"] = stack.enter_context(milvus_lite_server(
+            state / "milvus" / "milvus.db", record=state / LOCAL_SERVER_RECORD))
         env["LLMOPS_CONFIG_DIR"] = str(config_dir or base_env.get("LLMOPS_CONFIG_DIR") or ROOT / "include" / "config")
         echo(f"stand-ins: hub mirror {env['HF_ENDPOINT']} ({DEMO_REPO}), Milvus {env['LLMOPS_MILVUS_URI']}, "
              f"store {env['LLMOPS_STORE_URI']}, registry {env['LLMOPS_CONFIG_DIR']}")

@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(1, str(Path(__file__).resolve().parents[2] / "include"))
 
+from llmops.kb.index import LOCAL_SERVER_RECORD
 from support._proc import LLMOPS_HOME, free_port, start_owned, stop, wait_until
 
 
@@ -73,11 +74,18 @@ def start_milvus_lite(data_dir: Path, port: int | None = None, log: Path | None 
 
 
 @contextlib.contextmanager
-def milvus_lite_server(data_dir: Path, port: int | None = None) -> Iterator[str]:
+def milvus_lite_server(data_dir: Path, port: int | None = None, record: Path | None = None) -> Iterator[str]:
+    """Serve `data_dir` while the block runs; `record`: also write the server's "PID URI" there (the file
+    `llmops.kb.index.local_server` reads: `make ui` records $LLMOPS_HOME's server for scripts/kb and every job)."""
     proc, uri = start_milvus_lite(data_dir, port)
     try:
+        if record is not None:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(f"{proc.pid} {uri}\n")
         yield uri
     finally:
+        if record is not None and record.exists() and record.read_text().split()[:1] == [str(proc.pid)]:
+            record.unlink()
         stop(proc, grace=10)
 
 
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="start or stop the local runtime's Milvus Lite server")
     parser.add_argument("action", choices=["start", "stop"])
     parser.add_argument("--data-dir", type=Path, default=LLMOPS_HOME / "milvus" / "milvus.db")
-    parser.add_argument("--pid-file", type=Path, default=LLMOPS_HOME / "milvus" / "server.pid")
+    parser.add_argument("--pid-file", type=Path, default=LLMOPS_HOME / LOCAL_SERVER_RECORD)
     parser.add_argument("--port", type=int)
     args = parser.parse_args(argv)
     if args.action == "stop":

@@ -10,7 +10,8 @@ The Milvus token comes from MILVUS_TOKEN (the DAG fills it from the knowledge ba
 never from arguments;
 the server from --milvus-uri, else the knowledge base's `milvus.uri`, else MILVUS_URI (the `milvus_default`
 Connection's host, filled in by the DAG), else the default Milvus Lite file; a Milvus Lite file is replaced by
-LLMOPS_MILVUS_URI when set (the local runtime's `milvus-lite server`, shared by every process).
+the local runtime's `milvus-lite server`, shared by every process: LLMOPS_MILVUS_URI when set, else the server
+recorded in $LLMOPS_HOME/milvus/server.pid while it runs (`make ui`; llmops.kb.index.local_server).
 Exit status 2 means a permanent error (bad input, an unknown model, a dimension that contradicts the live
 collection, a failed validation): not retried; the message says what to fix. Other non-zero statuses (Milvus,
 the hub or the embedding endpoint unreachable) are retried. SIGTERM stops the run cleanly (exit 143, also during
@@ -72,14 +73,15 @@ def milvus_uri(kb, override: str | None = None) -> str:
 
 
 def open_index(kb, override_uri: str | None = None) -> KbIndex:
-    from llmops.kb.index import KbIndex, connect, resolve_uri
+    from llmops.kb.index import KbIndex, connect, local_server, resolve_uri
     from llmops.settings import get_settings
 
     settings = get_settings()
     uri = milvus_uri(kb, override_uri)
-    client = connect(uri, settings.home, settings.credentials.milvus_token or None, server=settings.milvus_uri)
+    server = local_server(settings.home, settings.milvus_uri)
+    client = connect(uri, settings.home, settings.credentials.milvus_token or None, server=server)
     index = KbIndex.for_kb(client, kb)
-    index.check_retrieval(kb.name, resolve_uri(uri, settings.home, settings.milvus_uri))  # before any model load
+    index.check_retrieval(kb.name, resolve_uri(uri, settings.home, server))  # before any model load
     return index
 
 

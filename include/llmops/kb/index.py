@@ -91,6 +91,25 @@ def resolve_uri(uri: str, home: Path, server: str = "") -> str:
     return str(path)
 
 
+#: Where the local runtime's Milvus server is recorded ("PID URI", relative to $LLMOPS_HOME): written by whatever
+#: serves $LLMOPS_HOME/milvus (`make ui`, tests/support/milvus.py start), read by every job through `local_server`.
+LOCAL_SERVER_RECORD = Path("milvus") / "server.pid"
+
+
+def local_server(home: Path, explicit: str = "") -> str:
+    """The one way to find the local Milvus server: LLMOPS_MILVUS_URI (`explicit`) when set, else the server
+    recorded under `home` while its process lives, else "" (the knowledge bases' Milvus Lite files are opened
+    directly)."""
+    if explicit:
+        return explicit
+    try:
+        pid, uri = (home / LOCAL_SERVER_RECORD).read_text().split()[:2]
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return ""
+    return uri
+
+
 LITE_LOCKED_FIX = (
     "a Milvus Lite file serves one process at a time (a re-index holds it for its whole run); fix: serve it to "
     "every process with `milvus-lite server --data-dir {path} --host 127.0.0.1 --port PORT` and set "
