@@ -26,6 +26,8 @@ from llmops.errors import LlmopsError
 def _validate(args) -> int:
     only = [Path(name).name for name in args.only] if args.only else None
     registry, errors = check_registry(args.config_dir, only=only)
+    if registry is not None and (not only or "knowledge_bases.yaml" in only):
+        errors += offline_kb_errors(registry)
     if errors:
         total = sum(len(e.problems) for e in errors)
         print(f"invalid registry: {total} problem(s) in {len(errors)} file(s)", file=sys.stderr)
@@ -133,6 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     keygen.add_argument("directory", type=Path)
     args = parser.parse_args(argv)
     return {"validate": _validate, "verify": _verify, "keygen": _keygen}[args.command](args)
+
+
+def offline_kb_errors(registry) -> list:
+    """The knowledge bases' embedders, checked offline (llmops.kb.embedders.offline_problems): a model name that
+    no run could load, a declared dimension the model's files contradict."""
+    from llmops.errors import ConfigError
+    from llmops.kb.embedders import offline_problems
+
+    problems = [problem for kb in registry.knowledge_bases.values() for problem in offline_problems(kb)]
+    return [ConfigError(str(registry.config_dir / "knowledge_bases.yaml"), problems)] if problems else []
 
 
 if __name__ == "__main__":

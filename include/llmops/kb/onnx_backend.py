@@ -160,6 +160,7 @@ def cached_export(st_model, name: str, model_dir: Path, quantize: str | None, ca
     _drop_stale_tmp(cache_dir)
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+    log.info("exporting %s to ONNX%s (once; cached in %s)", name, f" ({quantize})" if quantize else "", cache_dir)
     try:
         _export(st_model, tmp, quantize)
         (tmp / DONE_FILE).write_text(json.dumps({"model": name, "path": str(model_dir), "quantize": quantize}) + "\n")

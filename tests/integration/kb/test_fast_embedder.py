@@ -72,3 +72,44 @@ def test_unwritable_export_cache_names_the_fix(tmp_path):
     blocker.write_text("")
     with pytest.raises(EmbedderError, match="cannot be created.*fix: point LLMOPS_HOME at a writable directory"):
         build_embedder(Embedder(backend="onnx"), cache_dir=blocker / "cache")
+
+
+def test_sigterm_during_the_first_onnx_export_exits_143_leaves_nothing_and_the_next_run_continues(make_kb, tmp_path):
+    """Airflow's on_kill or a pod's termination during the one-time export: exit 143 (resumable, not 'permanent'),
+    no half-written export in the cache, and the next run exports and builds."""
+    import json
+    import os
+    import re
+    import signal
+    import subprocess
+
+    from kb_helpers import ROOT, job_env, start_job
+
+    kb = make_kb(embedder={"backend": "onnx", "quantize": "int8"})
+    env = job_env(kb, tmp_path)
+    args = ["--kb", kb.name, "--mode", "full", "--milvus-uri", str(tmp_path / "milvus.db")]
+    job = start_job(args, env)
+    seen = []
+    try:
+        for line in job.stdout:
+            seen.append(line)
+            if "exporting all-MiniLM-L6-v2 to ONNX" in line:
+                job.send_signal(signal.SIGTERM)
+                break
+        output = "".join(seen) + job.communicate(timeout=600)[0]
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    assert job.returncode == 143, output[-3000:]
+    assert "stopped by signal SIGTERM" in output and "not retried" not in output and "backend: torch" not in output
+    cache = tmp_path / "home" / "cache" / "embedders"
+    assert [p.name for p in cache.iterdir() if not p.name.startswith(".tmp-")] == [], list(cache.iterdir())
+    assert not any((p / "export.json").exists() for p in cache.iterdir())
+
+    done = subprocess.run([sys.executable, "-m", "llmops.jobs.kb_reindex", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    result = json.loads(re.findall(r"^LLMOPS_RESULT (.*)$", done.stdout, re.MULTILINE)[-1])
+    assert result["mode"] == "full" and result["rows"] > 0
+    assert [p.name for p in cache.iterdir() if (p / "export.json").is_file()]
