@@ -564,9 +564,11 @@ class Embedder(Strict):
     batch_size: int = Field(default=64, ge=1, le=4096)
     dimension: int | None = Field(
         default=None, ge=1, description="expected vector dimension; a model that returns another fails the run")
-    backend: Literal["torch", "onnx"] = Field(
-        default="torch", description="kind sentence-transformers: run the model on torch (default) or on ONNX "
-                                     "Runtime, exported once from the local model and cached under $LLMOPS_HOME")
+    backend: Literal["torch", "onnx", "auto"] = Field(
+        default="torch", description="kind sentence-transformers: run the model on torch (default), on ONNX Runtime "
+                                     "(exported once from the local model and cached under $LLMOPS_HOME), or auto: "
+                                     "whichever of torch and ONNX int8 is faster on this machine's CPU, measured at "
+                                     "first use and cached (vectors of both agree to cosine 0.99)")
     quantize: Literal["int8"] | None = Field(
         default=None, description="backend onnx: int8 dynamic quantization of the exported model (faster on CPU)")
 

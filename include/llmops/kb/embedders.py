@@ -202,10 +202,10 @@ class SentenceTransformerEmbedder:
         except ImportError:
             raise EmbedderError("kind 'sentence-transformers' needs torch and sentence-transformers",
                                 fix="run the job in the worker environment") from None
-        if backend not in ("torch", "onnx") or (quantize and (backend != "onnx" or quantize != "int8")):
+        if backend not in ("torch", "onnx", "auto") or (quantize and (backend != "onnx" or quantize != "int8")):
             raise EmbedderError(f"embedder backend {backend!r} with quantize {quantize!r} is not supported",
-                                fix="use backend torch (no quantize) or onnx (quantize int8 or none)")
-        if backend == "onnx":
+                                fix="use backend torch (no quantize), onnx (quantize int8 or none) or auto")
+        if backend != "torch":
             from llmops.kb.onnx_backend import require_onnx_runtime
 
             require_onnx_runtime()  # before the model load: a missing package fails in a second, not after it
@@ -213,8 +213,8 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.normalize = normalize
         path = _resolve_local_model(model)
-        if backend == "onnx" and not Path(path).is_dir():
-            raise EmbedderError(f"embedder backend 'onnx' exports from local files, but model {model!r} is not a "
+        if backend != "torch" and not Path(path).is_dir():
+            raise EmbedderError(f"embedder backend {backend!r} exports from local files, but model {model!r} is not a "
                                 "local directory or the packaged all-MiniLM-L6-v2", fix="download the model into a "
                                 "directory and name that directory as embedder.model, or use backend torch")
         try:
@@ -226,16 +226,24 @@ class SentenceTransformerEmbedder:
             self._model.get_sentence_embedding_dimension
         self.dimension = int(get_dim())
         self.backend, self.quantize = backend, quantize
-        if backend == "onnx":
-            self._to_onnx(Path(path), quantize, cache_dir)
-
-    def _to_onnx(self, model_dir: Path, quantize: str | None, cache_dir: Path | None) -> None:
-        from llmops.kb import onnx_backend
-
-        if cache_dir is None:
+        self.choice: dict | None = None  # backend auto: what was measured and chosen
+        if cache_dir is None and backend != "torch":
             from llmops.settings import get_settings
 
             cache_dir = get_settings().home / "cache" / "embedders"
+        if backend == "auto":
+            from llmops.kb import onnx_backend
+
+            self.choice = onnx_backend.choose_backend(self._model, self.model, Path(path), cache_dir)
+            self.backend, self.quantize = self.choice["backend"], self.choice["quantize"]
+            log.info("embedder backend auto on %s: %s runs (%s)", self.choice["cpu"],
+                     self.backend + (f"-{self.quantize}" if self.quantize else ""), self.choice["why"])
+        if self.backend == "onnx":
+            self._to_onnx(Path(path), self.quantize, cache_dir)
+
+    def _to_onnx(self, model_dir: Path, quantize: str | None, cache_dir: Path) -> None:
+        from llmops.kb import onnx_backend
+
         exported = onnx_backend.cached_export(self._model, self.model, model_dir, quantize, cache_dir)
         onnx_backend.attach(self._model, exported)
 

@@ -217,3 +217,70 @@ def attach(st_model, onnx_file: Path) -> None:
             return {"last_hidden_state": torch.from_numpy(hidden)}
 
     transformer.model = OnnxForward()
+
+
+# --- backend auto: measured once per machine -------------------------------------------------------------------
+
+#: Sentences of the lengths a knowledge base's chunks have, for the measurement (no corpus is needed to choose).
+_SAMPLE = [(" ".join(f"The {topic} service retries job {n} after {n % 7 + 1} minutes and records why." for n in
+                     range(length))) for topic in ("scheduler", "storage", "alerts", "billing")
+           for length in (2, 6, 12, 24)] * 4
+AUTO_MIN_SPEEDUP = 1.1  # ONNX int8 must beat torch by this much (CPU time) to be chosen: torch's vectors are exact
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _cpu_seconds(st_model, texts: list[str], tries: int = 2) -> float:
+    st_model.encode(texts[:4], batch_size=64, show_progress_bar=False)  # warm-up
+    best = float("inf")
+    for _ in range(tries):
+        started = time.process_time()
+        st_model.encode(texts, batch_size=64, show_progress_bar=False)
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def choose_backend(st_model, name: str, model_dir: Path, cache_dir: Path) -> dict:
+    """Torch or ONNX int8 for this model on this CPU: the one with less CPU time on a fixed sample, measured at
+    the first use on a machine and cached (`choice-*.json` beside the exports, keyed by model files, CPU and
+    library versions). Int8 speed depends on the CPU's instructions (1.97x torch on one CPU, 1.10x on another)."""
+    import platform
+
+    require_onnx_runtime()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cpu = cpu_name()
+    key = hashlib.sha256(f"{cpu}|{platform.machine()}|{os.cpu_count()}".encode()).hexdigest()[:12]
+    record = cache_dir / f"choice-{export_key(name, model_dir, 'auto')}-{key}.json"
+    if record.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            choice = json.loads(record.read_text())
+            choice["why"] = choice["why"] + f"; measured before, cached in {record.name}"
+            return choice
+    transformer = st_model[0]
+    torch_module = transformer.model
+    torch_s = _cpu_seconds(st_model, _SAMPLE)
+    attach(st_model, cached_export(st_model, name, model_dir, "int8", cache_dir))
+    try:
+        int8_s = _cpu_seconds(st_model, _SAMPLE)
+    finally:
+        transformer.model = torch_module  # the caller attaches the chosen backend itself
+    speedup = torch_s / max(int8_s, 1e-9)
+    use_int8 = speedup >= AUTO_MIN_SPEEDUP
+    choice = {"backend": "onnx" if use_int8 else "torch", "quantize": "int8" if use_int8 else None, "cpu": cpu,
+              "torch_cpu_s": round(torch_s, 3), "onnx_int8_cpu_s": round(int8_s, 3), "speedup": round(speedup, 2),
+              "why": f"ONNX int8 took {speedup:.2f}x less CPU time than torch on {len(_SAMPLE)} sample chunks here; "
+                     f"{'at least' if use_int8 else 'below'} the {AUTO_MIN_SPEEDUP:g}x needed to leave torch"}
+    tmp = record.with_name(f".tmp-{os.getpid()}-{record.name}")
+    tmp.write_text(json.dumps(choice, indent=1) + "\n")
+    os.replace(tmp, record)  # a twin measuring at the same moment writes an equally valid choice
+    return choice

@@ -44,6 +44,31 @@ def test_int8_onnx_backend_embeds_like_torch_and_exports_once(minilm, tmp_path, 
         build_embedder(spec, cache_dir=cache)
 
 
+def test_backend_auto_measures_once_per_machine_and_runs_the_faster(minilm, tmp_path, caplog):
+    """`backend: auto`: torch and ONNX int8 timed (CPU time) on this CPU at first use, the choice cached with the
+    numbers and the reason, reused afterwards; whichever runs, its vectors agree with torch's."""
+    import json
+
+    from llmops.kb.onnx_backend import AUTO_MIN_SPEEDUP, cpu_name
+
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.INFO, logger="llmops.kb.embedders"):
+        chosen = build_embedder(Embedder(backend="auto"), cache_dir=cache)
+    (record,) = cache.glob("choice-*.json")
+    choice = json.loads(record.read_text())
+    assert choice["cpu"] == cpu_name() and choice["torch_cpu_s"] > 0 and choice["onnx_int8_cpu_s"] > 0
+    faster = choice["speedup"] >= AUTO_MIN_SPEEDUP
+    assert (chosen.backend, chosen.quantize) == (("onnx", "int8") if faster else ("torch", None)), choice
+    assert f"embedder backend auto on {choice['cpu']}: {'onnx-int8' if faster else 'torch'} runs" in caplog.text
+    assert all(_cosine(t, f) > 0.99 for t, f in zip(minilm.embed(SENTENCES), chosen.embed(SENTENCES), strict=True))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="llmops.kb.embedders"):
+        again = build_embedder(Embedder(backend="auto"), cache_dir=cache)
+    assert "measured before, cached in" in caplog.text and again.backend == chosen.backend
+    assert Embedder(backend="auto").identity() == {"kind": "sentence-transformers", "model": "all-MiniLM-L6-v2",
+                                                   "backend": "auto"}  # one fingerprint whichever CPU chose what
+
+
 def test_switching_the_backend_forces_a_full_rebuild(make_kb, tmp_path, open_index, embedder):
     kb = make_kb()
     index = open_index(kb, str(tmp_path / "milvus.db"))
