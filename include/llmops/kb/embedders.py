@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -57,8 +56,11 @@ def _hub_snapshot(model: str) -> Path | None:
     """The newest snapshot of hub id `model` in the local Hugging Face cache (offline: no request), or None."""
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", model):
         return None
-    cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" /
-                                                                       "huggingface")) / "hub")
+    try:
+        from huggingface_hub import constants  # the hub's own reading of HF_HOME / HF_HUB_CACHE
+    except ImportError:
+        return None
+    cache = Path(constants.HF_HUB_CACHE)
     snapshots = cache / f"models--{model.replace('/', '--')}" / "snapshots"
     found = sorted((p for p in snapshots.glob("*") if (p / "config.json").is_file()), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
@@ -98,12 +100,14 @@ def _hub_has(model: str) -> bool:
     """Whether the hub (HF_ENDPOINT or huggingface.co) knows repo `model`: one metadata request, no download.
     False for a name that is no hub id, offline (HF_HUB_OFFLINE) or an unknown repo; an unreachable hub is a
     transient error (the run is retried), never minutes of a model load retrying it."""
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", model) or os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true"):
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", model):
         return False
     try:
-        from huggingface_hub import HfApi
+        from huggingface_hub import HfApi, constants
         from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
     except ImportError:
+        return False
+    if constants.HF_HUB_OFFLINE:
         return False
     try:
         HfApi().model_info(model, timeout=HUB_CHECK_TIMEOUT_S)

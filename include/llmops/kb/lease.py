@@ -57,7 +57,9 @@ class LeaseLost(Stopped):
 
 def holder_name() -> str:
     """Who holds a lease, for people: host, pid and LLMOPS_HOME (different homes and pods tell apart)."""
-    return f"{socket.gethostname()} pid {os.getpid()} home {os.environ.get('LLMOPS_HOME', '-')}"
+    from llmops.settings import get_settings
+
+    return f"{socket.gethostname()} pid {os.getpid()} home {get_settings().home}"
 
 
 class MilvusLease:
