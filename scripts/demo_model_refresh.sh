@@ -6,6 +6,7 @@
 # everything already published. State: $LLMOPS_HOME/demo/model_refresh, artefacts: $LLMOPS_STORE_URI.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/signing_key.sh"  # publish signs with the demo key (Connection llmops_signing)
 cd "$root"
 
 demo="$LLMOPS_HOME/demo/model_refresh"
@@ -80,4 +81,10 @@ for manifest in store.list_versions("tiny-llama"):
     print(f"  {manifest.uri}\n    {manifest.serving_runtime} {manifest.quantization_format} "
           f"({manifest.recipe}), needs compute capability {manifest.min_compute_capability}+, "
           f"{len(manifest.files)} files, {manifest.total_size / 2**20:.1f} MiB; {verdict}")
+
+# signed lineage: what a platform team checks before trusting a version (exit 1 on any mismatch)
+newest = store.list_versions("tiny-llama")[-1]
+print(f"\n[model_refresh] python -m llmops verify {newest.uri} --public-key $LLMOPS_HOME/signing/llmops-signing.pub")
+subprocess.run([sys.executable, "-m", "llmops", "verify", newest.uri, "--public-key",
+                str(get_settings().home / "signing" / "llmops-signing.pub")])
 PY

@@ -6,5 +6,6 @@
 #   LLMOPS_UI_PORT   the port (default 28080, or a free one when that is taken)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/signing_key.sh"  # publish signs with the demo key (Connection llmops_signing)
 cd "$root"
 PYTHONPATH="$root/tests:$PYTHONPATH" exec "$LLMOPS_HOME/venvs/airflow/bin/python" -m support.airflow_stack
