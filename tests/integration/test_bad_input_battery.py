@@ -367,3 +367,28 @@ def test_a_bad_kubernetes_setting_is_refused_naming_the_variable(monkeypatch, un
         monkeypatch.undo()
         get_settings.cache_clear()
     assert_clear(str(refused.value), variable)
+
+
+def test_publish_signs_with_the_key_it_is_handed_and_a_bad_key_changes_nothing(tmp_path, checkpoint_item):
+    """The publish job as the local runtime runs it, with the key the step factory hands over
+    (LLMOPS_SIGNING_PRIVATE_KEY): the version is signed by it and the key never reaches the output; a key that is
+    no usable private key fails in one line before anything is sent."""
+    from llmops.artefacts import open_store
+    from llmops.artefacts.signing import SigningKey
+
+    key = SigningKey.generate()
+    store_dir = tmp_path / "signed-store"
+    bad = job("llmops.jobs.publish", "--item", checkpoint_item.to_json(), "--store-uri", store_dir.as_uri(),
+              env={"LLMOPS_SIGNING_PRIVATE_KEY": key.public.pem})  # the public half by mistake
+    assert_one_clear_line(bad, "LLMOPS_SIGNING_PRIVATE_KEY", "llmops_signing")
+    assert not store_dir.exists() or not any(store_dir.rglob("*.json")), "nothing may be sent with a bad key"
+
+    pem = key.private_pem().decode()
+    good = job("llmops.jobs.publish", "--item", checkpoint_item.to_json(), "--store-uri", store_dir.as_uri(),
+               env={"LLMOPS_SIGNING_PRIVATE_KEY": pem})
+    assert good.returncode == 0, good.stderr[-3000:]
+    assert f"with key {key.key_id}" in good.stderr
+    body = pem.splitlines()[1]
+    assert body not in good.stdout + good.stderr + bad.stdout + bad.stderr, "the private key was printed"
+    store = open_store(store_dir.as_uri())
+    assert store.verify_signature(store.read_manifest(checkpoint_item.prefix), [key.public]).ok
