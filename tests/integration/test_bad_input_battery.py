@@ -235,10 +235,12 @@ def test_every_problem_of_every_entry_in_one_pass(tmp_path):
     _edit(config, "models.yaml", lambda d: d["models"][0].update(max_model_len=10**30, targets=[
         {"recipe": "llmcompressor-w8a8", "gpu_profiles": ["no-such-gpu"]}]))
     _edit(config, "knowledge_bases.yaml", lambda d: d["knowledge_bases"][0].update(schedule="61 * * * *"))
+    _edit(config, "deployments.yaml", lambda d: _deployment(d).update(replicas=10**6, gpu_profile="no-such-pool"))
     with pytest.raises(ConfigError) as refused:
         load_registry(config)
     assert_clear(str(refused.value), "models[tiny-llama].max_model_len",
-                 "models[tiny-llama].targets[0].gpu_profiles[0]", "no-such-gpu", "knowledge_bases[product-docs].schedule")
+                 "models[tiny-llama].targets[0].gpu_profiles[0]", "no-such-gpu", "knowledge_bases[product-docs].schedule",
+                 "deployments[tiny-llama-chat].replicas", "deployments[tiny-llama-chat].gpu_profile", "no-such-pool")
 
 
 @pytest.mark.parametrize("case", sorted(REGISTRY_CASES))

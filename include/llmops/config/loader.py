@@ -274,6 +274,19 @@ def check_registry(config_dir: Path | None = None, only: list[str] | None = None
                             key, f"recipe {recipe.name} needs compute capability {recipe.min_compute_capability}+, "
                                  f"but {profile_name} ({profile.gpu}) has {profile.compute_capability}",
                             "remove the profile from this target or pick a recipe it can run"))
+    # references of every deployment as written, also of one with other errors (see the models above)
+    raw_deployments = _raw_entries(config_dir / "deployments.yaml", "deployments")
+    for index, raw in enumerate(raw_deployments):
+        entry = _entry_key("deployments", index, raw_deployments)
+        model_name, profile_name = raw.get("model"), raw.get("gpu_profile")
+        if isinstance(model_name, str) and unknown(model_name, "models.yaml"):
+            problems["deployments.yaml"].append((
+                f"{entry}.model", f"model {shorten(model_name)} is not in models.yaml",
+                f"use one of {', '.join(sorted(listed['models.yaml'] or []))}"))
+        if isinstance(profile_name, str) and unknown(profile_name, "gpu_profiles.yaml"):
+            problems["deployments.yaml"].append((
+                f"{entry}.gpu_profile", f"GPU profile {shorten(profile_name)} is not in gpu_profiles.yaml",
+                f"use one of {', '.join(sorted(listed['gpu_profiles.yaml'] or []))}"))
     for name, deployment in list(tables["deployments.yaml"].items()):
         keys, key_problems = read_public_keys(deployment.signing.public_keys, config_dir,
                                               f"deployments[{deployment.name}].signing.public_keys")
@@ -282,15 +295,6 @@ def check_registry(config_dir: Path | None = None, only: list[str] | None = None
             deployment = deployment.model_copy(
                 update={"signing": deployment.signing.model_copy(update={"public_keys": keys})})
             tables["deployments.yaml"][name] = deployment
-        if unknown(deployment.model, "models.yaml"):
-            problems["deployments.yaml"].append((
-                f"deployments[{deployment.name}].model", f"model {shorten(deployment.model)} is not in models.yaml",
-                f"use one of {', '.join(sorted(models))}"))
-        if unknown(deployment.gpu_profile, "gpu_profiles.yaml"):
-            problems["deployments.yaml"].append((
-                f"deployments[{deployment.name}].gpu_profile",
-                f"GPU profile {shorten(deployment.gpu_profile)} is not in gpu_profiles.yaml",
-                f"use one of {', '.join(sorted(profiles))}"))
         profile = profiles.get(deployment.gpu_profile)
         if deployment.spot and profile is not None and profile.spot is None:
             problems["deployments.yaml"].append((
