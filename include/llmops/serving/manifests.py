@@ -255,7 +255,10 @@ def _vllm_container(deployment: Deployment, version: VersionRef, model_dir: str,
         "image": deployment.image,
         "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
         "args": args,
-        "env": [{"name": "HOME", "value": HOME_MOUNT}, {"name": "TMPDIR", "value": TMP_MOUNT}],
+        # USER: uid 10001 has no passwd entry in the vLLM image, and getpass.getuser() (torch's compile caches
+        # under /tmp/torchinductor_<user>) raises without it.
+        "env": [{"name": "HOME", "value": HOME_MOUNT}, {"name": "TMPDIR", "value": TMP_MOUNT},
+                {"name": "USER", "value": "llmops"}],
         "ports": [{"name": "http", "containerPort": deployment.port}],
         "resources": resources,
         "securityContext": restricted_container_security_context(read_only_root=True),
