@@ -92,6 +92,44 @@ def write_corpus(root: Path, documents: int, seed: int = 7) -> None:
                                                        + "\n")
 
 
+def _pdf(pages: list[list[str]]) -> bytes:
+    """A PDF with one page per entry of `pages` (lines of real Helvetica text), written by hand: no PDF writer is
+    installed. pypdf (our loader, and LangChain's PyPDFLoader) extracts the text back."""
+    def escape(line: str) -> str:
+        return line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+    kids = " ".join(f"{3 + 2 * n} 0 R" for n in range(len(pages)))
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>", f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>"]
+    font = 3 + 2 * len(pages)
+    for n, lines in enumerate(pages):
+        content = "BT /F1 10 Tf 50 750 Td 13 TL " + " ".join(f"({escape(line)}) Tj T*" for line in lines) + " ET"
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * n} 0 R "
+                       f"/Resources << /Font << /F1 {font} 0 R >> >> >>")
+        objects.append(f"<< /Length {len(content)} >>\nstream\n{content}\nendstream")
+    objects.append("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    out, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
+def write_pdf_corpus(root: Path, pages: int, per_file: int = 11, seed: int = 11) -> None:
+    """`pages` pages of manual-like text in PDFs of `per_file` pages (a 374-page corpus: 34 files)."""
+    rng = random.Random(seed)
+    for start in range(0, pages, per_file):
+        topic = TOPICS[start // per_file % len(TOPICS)]
+        body = [[f"{topic.title()} manual, page {number + 1}"] + [
+            f"The {topic} service {rng.choice(VERBS)} {rng.choice(NOUNS)} every {rng.randint(2, 90)} minutes for "
+            f"tenant {rng.randint(1, 999)}." for _ in range(rng.randint(12, 30))]
+            for number in range(start, min(start + per_file, pages))]
+        (root / f"{topic}-manual-{start // per_file:03d}.pdf").write_bytes(_pdf(body))
+
+
 def change_documents(root: Path, share: float, round_: int) -> list[str]:
     files = sorted(root.glob("*.md"))
     picked = files[:: max(1, int(1 / share))][: max(1, int(len(files) * share))]
@@ -102,11 +140,15 @@ def change_documents(root: Path, share: float, round_: int) -> list[str]:
 
 
 def corpus_chunks(root: Path, kb) -> list[tuple[str, int, str]]:
+    """Every document of the corpus read with our loaders (pypdf for PDFs) and cut by our chunker."""
+    from llmops.kb.loaders import load_lines
+    from llmops.kb.sources import LocalSource
+
     out = []
-    for path in sorted(root.glob("*.md")):
-        for idx, text in enumerate(chunk_lines(path.read_text().splitlines(), kb.chunking.size, kb.chunking.overlap,
-                                               kb.chunking.markdown_aware)):
-            out.append((path.name, idx, text))
+    for doc in LocalSource(root, list(kb.source.include)).list():
+        for idx, text in enumerate(chunk_lines(load_lines(doc, dict(kb.loaders)), kb.chunking.size,
+                                               kb.chunking.overlap, kb.chunking.markdown_aware)):
+            out.append((doc.doc_id, idx, text))
     return out
 
 
@@ -136,9 +178,9 @@ def best(clocks: list[Clock]) -> tuple[float, float]:
     return min(c.wall for c in clocks), min(c.cpu for c in clocks)
 
 
-def make_kb(corpus: Path, batch_size: int, alias: str, **embedder) -> KnowledgeBase:
+def make_kb(corpus: Path, batch_size: int, alias: str, include: str = "**/*.md", **embedder) -> KnowledgeBase:
     return KnowledgeBase.model_validate({
-        "name": "bench", "alias": alias, "source": {"uri": str(corpus), "include": ["**/*.md"]},
+        "name": "bench", "alias": alias, "source": {"uri": str(corpus), "include": [include]},
         "chunking": {"size": 800, "overlap": 100, "markdown_aware": True},
         "embedder": {"batch_size": batch_size, **embedder}, "retention": 1, "incremental_max_changed_ratio": 0.5,
         "golden_queries": [{"query": "The scheduler service schedules jobs", "expected_document": "scheduler-0000.md"}],
@@ -305,8 +347,9 @@ def no_change_comparison(args, work: Path, embedder) -> dict[str, bool]:
 
     corpus = work / "pages"
     corpus.mkdir()
-    write_corpus(corpus, args.pages, seed=11)
-    kb = make_kb(corpus, args.batch_size, "bench_nochange")
+    write_pdf_corpus(corpus, args.pages)
+    files = len(list(corpus.glob("*.pdf")))
+    kb = make_kb(corpus, args.batch_size, "bench_nochange", include="**/*.pdf")
     uri = str(work / "nochange.db")
     client = connect(uri, work)
     index = KbIndex.for_kb(client, kb)
@@ -322,15 +365,16 @@ def no_change_comparison(args, work: Path, embedder) -> dict[str, bool]:
         with Clock() as clock:
             ours = reindex(kb, "incremental", index=index, embedder=LazyEmbedder(kb.embedder), progress_every_s=3600)
         ours_runs.append(clock)
-        assert ours.embedded_chunks == 0 and ours.skipped_documents == args.pages and embedder.texts == 0, ours
+        assert ours.embedded_chunks == 0 and ours.skipped_documents == files and embedder.texts == 0, ours
         if lc is not None:
             with Clock() as clock:
                 theirs = lc.run(corpus, cleanup="scoped_full")
             theirs_runs.append(clock)
             assert theirs["num_added"] == theirs["num_deleted"] == 0 and embedder.texts == 0, theirs
     (ours_wall, ours_cpu) = best(ours_runs)
-    print(f"\n4. nothing to do: {args.pages} pages ({first.rows} chunks) unchanged since the last run (best of "
-          f"{args.repeat}; both in this process, Milvus Lite in it too)")
+    print(f"\n4. nothing to do: {args.pages} PDF pages in {files} files ({first.rows} chunks) unchanged since the "
+          f"last run (best of {args.repeat}; both in this process, Milvus Lite in it too; LangChain's loader step "
+          "reads the PDFs with the same pypdf loader and chunker as ours)")
     print(f"   ours (incremental: list, hash, compare with Milvus)   {ours_cpu:8.3f} CPU-s   {ours_wall:8.3f} s wall"
           "   (embedder never loaded)")
     results: dict[str, bool] = {}
@@ -363,7 +407,7 @@ def no_change_comparison(args, work: Path, embedder) -> dict[str, bool]:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
         result = json.loads(done.stdout.strip().splitlines()[-1].split(" ", 1)[1])
-        assert result["embedded_chunks"] == 0 and result["skipped_documents"] == args.pages, result
+        assert result["embedded_chunks"] == 0 and result["skipped_documents"] == files, result
         job_cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     print(f"   whole job process (python -m llmops.jobs.kb_reindex --mode incremental, imports and Milvus Lite "
           f"included)   {min(job_cpu):.2f} CPU-s (tries {[round(c, 2) for c in job_cpu]})   target <= 3.00   "
