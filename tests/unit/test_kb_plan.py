@@ -329,3 +329,11 @@ def test_the_reindex_job_opens_milvus_with_the_declared_token_only(tmp_path, mon
     kb_reindex.open_index(kb)
     assert seen == [None, "root:Milvus"]
     assert "root:Milvus" not in repr(get_settings())
+
+
+def test_a_run_that_found_its_knowledge_base_already_running_is_reported_not_failed():
+    result = {"kb": "docs", "mode": "full", "already_running": True,
+              "reason": "knowledge base alias docs is being re-indexed by pod-b pid 7 home /h"}
+    items = outcomes(["docs"], [result])
+    assert items == [("docs", result)]  # a result, not a failure: the report does not fail the run
+    assert "docs                 skipped      already running elsewhere" in format_report(items)
