@@ -85,7 +85,9 @@ def _verify(args) -> int:
     print(f"  manifest   sha256 {signature.manifest_sha256}")
     print(f"             {manifest.model} from {manifest.source_repo}@{manifest.source_sha} ({manifest.source_revision}), "
           f"recipe {manifest.recipe}, {manifest.serving_runtime} {manifest.quantization_format}")
-    print(f"             built by {built.dag_id}/{built.run_id}/{built.task_id} at {manifest.created_at.isoformat()}")
+    run = (f"Airflow run {built.dag_id}/{built.run_id}/{built.task_id}" if built.run_id
+           else "outside Airflow (no run recorded)")
+    print(f"             built {manifest.created_at.isoformat(timespec='seconds')} by {run}")
     print(f"  keys       {len(keys)} trusted, from {where}: "
           f"{', '.join(k.key_id[:16] for k in keys) or 'none'}")
     if signature.ok:
