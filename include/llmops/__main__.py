@@ -83,11 +83,12 @@ def _verify(args) -> int:
     built = manifest.built_by
     print(f"{manifest.uri}")
     print(f"  manifest   sha256 {signature.manifest_sha256}")
-    print(f"             {manifest.model} from {manifest.source_repo}@{manifest.source_sha} ({manifest.source_revision}), "
+    revision = f" ({manifest.source_revision})" if manifest.source_revision else ""
+    print(f"             {manifest.model} from {manifest.source_repo}@{manifest.source_sha}{revision}, "
           f"recipe {manifest.recipe}, {manifest.serving_runtime} {manifest.quantization_format}")
-    run = (f"Airflow run {built.dag_id}/{built.run_id}/{built.task_id}" if built.run_id
+    run = (f"by Airflow run {built.dag_id}/{built.run_id}/{built.task_id}" if built.run_id
            else "outside Airflow (no run recorded)")
-    print(f"             built {manifest.created_at.isoformat(timespec='seconds')} by {run}")
+    print(f"             built {manifest.created_at.isoformat(timespec='seconds')} {run}")
     print(f"  keys       {len(keys)} trusted, from {where}: "
           f"{', '.join(k.key_id[:16] for k in keys) or 'none'}")
     if signature.ok:
