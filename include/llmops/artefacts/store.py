@@ -405,13 +405,17 @@ class ArtefactStore(ABC):
     def exists(self, prefix: str) -> bool:
         return self._stat(f"{check_version_prefix(prefix)}/{MANIFEST_NAME}") is not None
 
-    def fetch(self, prefix: str, dest: Path, verify: bool = True) -> Path:
-        """Download a version into `dest`, each file checked against the manifest's size and sha256.
+    def fetch(self, prefix: str, dest: Path, verify: bool = True, manifest: Manifest | None = None) -> Path:
+        """Download a version into `dest`, each file checked against the manifest's size and sha256 (`manifest`:
+        one the caller read and checked already, e.g. its signature, so a manifest swapped in between is not used).
 
         Every target must resolve inside `dest` (symlinks included); each file is written under a name of its
         own (`.<name>.<random>.incomplete`) and renamed into place, so two fetchers of one cache are safe."""
         prefix = check_version_prefix(prefix)
-        manifest = self.read_manifest(prefix)
+        if manifest is not None and check_version_prefix(manifest.prefix) != prefix:
+            raise ArtefactError(f"the manifest given is of {manifest.prefix}, not {prefix}", fix="pass the manifest "
+                                "read from this prefix")
+        manifest = manifest or self.read_manifest(prefix)
         if manifest is None:
             raise ArtefactNotFoundError(f"{self.uri_for(prefix)} does not exist (no manifest: not a published "
                                         "version)", fix="check the prefix or publish it first")

@@ -30,13 +30,13 @@ from llmops.settings import TRUSTED_KEYS_ENV, get_settings
 log = logging.getLogger(__name__)
 
 
-def check_signature(store, prefix: str, uri: str, *, require: bool) -> None:
+def check_signature(store, prefix: str, uri: str, *, require: bool):
     """The manifest's signature against LLMOPS_TRUSTED_PUBLIC_KEYS: SignatureRefused when it does not verify, or
-    (with `require`) when the version is unsigned or no key is configured. Nothing to check without keys or
-    `require`."""
+    (with `require`) when the version is unsigned or no key is configured. Returns the manifest checked (None:
+    nothing to check without keys or `require`)."""
     keys = public_keys_from_text(get_settings().trusted_public_keys, TRUSTED_KEYS_ENV)
     if not keys and not require:
-        return
+        return None
     manifest = store.read_manifest(prefix)
     if manifest is None:
         raise ArtefactNotFoundError(f"{uri} does not exist (no manifest)", fix="roll out a published version")
@@ -45,6 +45,7 @@ def check_signature(store, prefix: str, uri: str, *, require: bool) -> None:
     if problem:
         raise SignatureRefused(problem, fix="nothing was downloaded; see the rollout's pre-flight for the fix")
     log.info("%s: %s", uri, check.summary() if check.ok else f"{check.status}, accepted (signature not required)")
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root, prefix = split_manifest_uri(args.manifest_uri)
         store = open_store(root, credentials=credentials_from_env(root))
-        check_signature(store, prefix, args.manifest_uri, require=args.require_signature)
-        dest = store.fetch(prefix, args.dest, verify=True)
+        checked = check_signature(store, prefix, args.manifest_uri, require=args.require_signature)
+        dest = store.fetch(prefix, args.dest, verify=True, manifest=checked)  # the very manifest verified
     except (LlmopsError, OSError) as exc:  # the pod fails with one line; vLLM never starts
         return fail_known(exc, log, f"fetch into {args.dest}")
     except Exception as exc:
