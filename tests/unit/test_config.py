@@ -170,3 +170,18 @@ def test_signing_keys_are_read_from_files_and_checked(config_dir, tmp_path):
         with pytest.raises(ConfigError) as err:
             load_registry(config_dir)
         assert words in str(err.value) and "signing" in str(err.value) and "PRIVATE KEY-----\nM" not in str(err.value)
+
+
+def test_a_signing_key_under_llmops_home_as_the_demo_makes_it(config_dir, tmp_path, monkeypatch):
+    """`$LLMOPS_HOME/signing/llmops-signing.pub` (python -m llmops keygen's path in make demo) is read from the
+    LLMOPS_HOME this process runs with."""
+    from llmops.artefacts.signing import generate_key_pair
+
+    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
+    _, public, _ = generate_key_pair(tmp_path / "home" / "signing")
+    path = config_dir / "deployments.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["deployments"][0]["signing"] = {"public_keys": ["$LLMOPS_HOME/signing/llmops-signing.pub"]}
+    path.write_text(yaml.safe_dump(data))
+    assert load_registry(config_dir).deployment(data["deployments"][0]["name"]).signing.public_keys == [
+        public.read_text()]
