@@ -154,8 +154,8 @@ def test_a_small_knowledge_base_shows_progress_batch_by_batch(make_kb, tmp_path,
     lines: list[str] = []
 
     class Recorded(Progress):  # the real Progress; only remembers the line the heartbeat would log
-        def advance(self, documents: int = 0, chunks: int = 0) -> None:
-            super().advance(documents, chunks)
+        def advance(self, documents: int = 0, chunks: int = 0, chars: int = 0) -> None:
+            super().advance(documents, chunks, chars)
             if chunks and self.chunks_total:
                 lines.append(self.line())
 
