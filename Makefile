@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export LLMOPS_HOME ?= $(CURDIR)/.llmops
 ENVS := airflow worker serving standins
 
-.PHONY: help envs demo ui test validate lint lock bench clean
+.PHONY: help envs demo ui test validate lint lock bench clean gpu-check gpu-wheels
 
 help:
 	@echo "make demo      prepare the environments and run every pipeline end to end on the local runtime"
@@ -12,6 +12,8 @@ help:
 	@echo "make validate  check include/config/*.yaml"
 	@echo "make lock      re-pin requirements*.txt from the .in files"
 	@echo "make bench     run the benchmarks in bench/"
+	@echo "make gpu-check the GPU acceptance kit on an NVIDIA GPU (ARGS=--dry-run: the same steps on the CPU)"
+	@echo "make gpu-wheels download the wheels the kit carries to a bare CUDA image (into .gpu-wheels)"
 	@echo "make clean     remove $(LLMOPS_HOME) (environments, artefacts, Milvus data, logs)"
 
 envs:
@@ -37,6 +39,12 @@ lint:
 bench: envs
 	scripts/envs.sh bench
 	source scripts/env.sh && for b in bench/*.py; do echo "== $$b"; python $$b || exit 1; done
+
+gpu-check:
+	scripts/gpu_check.sh $(ARGS)
+
+gpu-wheels:
+	scripts/gpu_wheels.sh
 
 lock:
 	scripts/lock.sh

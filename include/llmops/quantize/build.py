@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 METADATA_FILE = "llmops_quantize.json"
 # Layers kept in full precision: the output head is small and most sensitive to rounding.
 IGNORE = ["lm_head"]
+# GPTQ calibration texts are the golden prompts: short, so this only guards against a tokenizer without a limit.
+CALIBRATION_MAX_TOKENS = 512
 
 
 def tool_versions(*packages: str) -> dict[str, str]:
@@ -52,17 +54,28 @@ def _load(source: Path, *, trust_remote_code: bool):
 
 def _llmcompressor(recipe: Recipe, model, tokenizer, out: Path, calibration: list[str], *,
                    trust_remote_code: bool = False) -> dict:
-    # Data-free: W8A8 (int8 weights, dynamic per-token int8 activations), W4A16 (round-to-nearest,
-    # group 128) and FP8_DYNAMIC need no calibration set, so the same code runs on CPU and in a pod.
+    # Data-free unless the recipe names GPTQ: W8A8 (int8 weights, dynamic per-token int8 activations), W4A16
+    # (round-to-nearest, group 128) and FP8_DYNAMIC need no calibration set, so the same code runs on CPU and in a
+    # pod. GPTQ calibrates on the golden prompts, layer by layer on the model's device (the GPU in a pod).
     from llmcompressor import oneshot
-    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
-    modifier = QuantizationModifier(targets="Linear", scheme=recipe.scheme, ignore=IGNORE)
+    gptq = recipe.params.get("algorithm") == "GPTQ"
+    modifier = (GPTQModifier if gptq else QuantizationModifier)(targets="Linear", scheme=recipe.scheme, ignore=IGNORE)
+    dataset = {}
+    if gptq:
+        from datasets import Dataset
+
+        dataset = {"dataset": Dataset.from_dict({"text": calibration}), "processor": tokenizer,
+                   "num_calibration_samples": len(calibration), "max_seq_length": CALIBRATION_MAX_TOKENS,
+                   "shuffle_calibration_samples": False}
     # llm-compressor reloads the config and processor itself: without the flag it refuses custom code
-    oneshot(model=model, recipe=modifier, trust_remote_code_model=trust_remote_code)
+    oneshot(model=model, recipe=modifier, trust_remote_code_model=trust_remote_code, **dataset)
     model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
-    return {"format": "compressed-tensors", "scheme": recipe.scheme, "ignore": IGNORE, "calibration": "none"}
+    return {"format": "compressed-tensors", "scheme": recipe.scheme, "ignore": IGNORE,
+            "algorithm": "GPTQ" if gptq else "round-to-nearest",
+            "calibration": f"{len(calibration)} golden prompts" if gptq else "none"}
 
 
 _TOOL_PACKAGES = {"llmcompressor": ("llmcompressor", "compressed-tensors"), "modelopt": ("nvidia-modelopt",),

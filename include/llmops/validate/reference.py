@@ -34,3 +34,26 @@ def greedy_generations(model, tokenizer, prompts: list[str], max_new_tokens: int
             generations.append({"prompt_token_ids": prompt_ids, "token_ids": new_tokens,
                                 "text": tokenizer.decode(new_tokens, skip_special_tokens=True)})
     return generations
+
+
+def teacher_forced_logprobs(model, prompt_token_ids: list[int], continuation_ids: list[int], k: int = 20
+                            ) -> list[dict[int, float]]:
+    """The model's top-k logprobs {token_id: logprob} at each token of `continuation_ids`, teacher-forced.
+
+    One forward pass over prompt + continuation; position i is the distribution over continuation token i given
+    the prompt and continuation[:i] (the input `llmops.validate.teacher_forced` takes). Log-softmax over the
+    whole vocabulary in float32, natural log.
+    """
+    import torch
+
+    if not continuation_ids:
+        return []
+    if not prompt_token_ids:
+        raise ValueError("teacher forcing needs at least one prompt token (position 0 is predicted from it)")
+    ids = torch.tensor([list(prompt_token_ids) + list(continuation_ids)], device=model.device)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0]
+    start = len(prompt_token_ids) - 1
+    logprobs = torch.log_softmax(logits[start:start + len(continuation_ids)].float(), dim=-1)
+    values, indices = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
+    return [dict(zip(i.tolist(), v.tolist(), strict=True)) for i, v in zip(indices.cpu(), values.cpu(), strict=True)]
