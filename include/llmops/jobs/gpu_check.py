@@ -10,7 +10,7 @@ after every step so a run cut short still leaves what it measured; the models an
 temporary folder and removed at the end.
 
 Without --dry-run it needs a CUDA GPU and refuses to start without one. --dry-run runs the same steps on the CPU
-(smaller Qwen2), so the kit is exercised by `make test` on machines without a GPU; a recipe the CPU cannot run
+(a one-layer Qwen2 of width 256), so the kit is exercised by `make test` on machines without a GPU; a recipe the CPU cannot run
 is recorded as skipped with the reason. A step that fails is recorded as failed with its error, and the kit
 goes on with the next; the exit status is 1 when any step failed.
 """
@@ -23,6 +23,7 @@ import datetime
 import gc
 import json
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -84,7 +85,7 @@ class Step:
             torch.cuda.reset_peak_memory_stats()
             self.row["gpu_memory_at_start_mib"] = round(torch.cuda.memory_allocated() / 2**20, 1)
         self.started = time.monotonic()
-        log.info("== %s", " ".join(str(v) for k, v in self.row.items() if k != "status"))
+        log.info("== %s", " ".join(str(self.row[k]) for k in ("model", "step", "recipe") if k in self.row))
         return self.row
 
     def __exit__(self, kind, error, tb):
@@ -153,18 +154,15 @@ def _runnable(recipe, device: str) -> str | None:
     return None
 
 
-def run(out: Path, *, dry_run: bool, budget_s: float) -> dict:
+def run(out: Path, *, dry_run: bool, budget_s: float, tiny_model: Path | None = None) -> dict:
     try:
         import torch
     except ImportError:
         raise SystemExit(f"gpu_check: {sys.executable} has no torch; fix: set LLMOPS_GPU_PYTHON to an interpreter "
                          "with a CUDA build of torch, transformers and accelerate (or pass --dry-run)") from None
 
-    from llmops.config.recipes import RECIPES as CATALOGUE
     from llmops.demo.tiny_model import build_random_qwen2, build_tiny_model
-    from llmops.quantize.build import quantize
     from llmops.validate.golden import GoldenSet
-    from llmops.validate.reference import greedy_generations, teacher_forced_logprobs
 
     device = "cpu" if dry_run else "cuda"
     if not dry_run and not torch.cuda.is_available():
@@ -178,20 +176,48 @@ def run(out: Path, *, dry_run: bool, budget_s: float) -> dict:
                "environment": _environment(device), "golden": GOLDEN, "top_k": TOP_K, "steps": []}
 
     def write() -> None:
+        # whole files only: a reader (or a second kit writing to the same folder) never sees half of one
         results["elapsed_s"] = round(time.monotonic() - started, 1)
-        (out / "gpu-check.json").write_text(json.dumps(results, indent=1))
-        (out / "gpu-check.md").write_text(markdown(results))
+        for name, text in (("gpu-check.json", json.dumps(results, indent=1)), ("gpu-check.md", markdown(results))):
+            partial = out / f".{name}.{os.getpid()}.partial"
+            partial.write_text(text)
+            partial.replace(out / name)
 
     golden = GoldenSet.from_dict(GOLDEN)
-    # The dry run keeps the CPU's share small: fewer training steps, two Qwen2 layers instead of eight.
+
+    def tiny_llama(path: Path) -> None:
+        if tiny_model is None:
+            build_tiny_model(path)
+        else:  # one the caller already built (the test session's): the same model, minus the training time
+            shutil.copytree(tiny_model, path)
+
+    # The dry run keeps the CPU's share small: a Qwen2 of one layer of width 256 (still int4 groups of 128).
     builders = {
-        "tiny-llama": lambda path: build_tiny_model(path, train_steps=150 if dry_run else 600),
-        "qwen2-random": lambda path: build_random_qwen2(path, layers=2 if dry_run else 8),
+        "tiny-llama": tiny_llama,
+        "qwen2-random": lambda path: (build_random_qwen2(path, layers=1, hidden=256, intermediate=512) if dry_run
+                                      else build_random_qwen2(path)),
     }
+    try:
+        _check_models(builders, work, results, write, device, golden, started, budget_s, tiny_model)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    write()
+    return results
+
+
+def _check_models(builders, work, results, write, device, golden, started, budget_s, tiny_model) -> None:
+    import torch
+
+    from llmops.config.recipes import RECIPES as CATALOGUE
+    from llmops.quantize.build import quantize
+    from llmops.validate.reference import greedy_generations, teacher_forced_logprobs
+
     for model_name, build in builders.items():
         source = work / model_name / "source"
         with Step(results, write, device, model=model_name, step="build") as row:
             build(source)
+            if model_name == "tiny-llama" and tiny_model is not None:
+                row["copied_from"] = str(tiny_model)
             row["size_mb"] = round(sum(p.stat().st_size for p in source.glob("*.safetensors")) / 1e6, 1)
             config = json.loads((source / "config.json").read_text())
             row["architecture"] = config["architectures"][0]
@@ -240,9 +266,6 @@ def run(out: Path, *, dry_run: bool, budget_s: float) -> dict:
                 row["passed"] = verdict["passed"]
             if device == "cuda":
                 torch.cuda.empty_cache()
-    shutil.rmtree(work, ignore_errors=True)
-    write()
-    return results
 
 
 def _metric(step: dict) -> str:
@@ -278,10 +301,11 @@ def markdown(results: dict) -> str:
         status = s["status"]
         detail = _metric(s)
         if s["step"] == "build" and status == "ok":
-            detail = f"{s['architecture']}, {s['layers']} layers x {s['hidden']}, {s['size_mb']} MB (built on the CPU)"
+            made = f"copied from {s['copied_from']}" if "copied_from" in s else "built on the CPU"
+            detail = f"{s['architecture']}, {s['layers']} layers x {s['hidden']}, {s['size_mb']} MB ({made})"
         elif s["step"] == "quantize" and "checkpoint_mb" in s:
             q = s["quantization"]
-            detail = f"{q['format']} {q['scheme']}, {q.get('algorithm', q.get('quant_algo', ''))}, " \
+            detail = f"{q['format']} {q['scheme']}, {q.get('algorithm') or q.get('quant_algo') or 'round-to-nearest'}, " \
                      f"calibration {q['calibration']}, {s['checkpoint_mb']} MB"
             if "modelopt_fp8_cuda_extension" in s:
                 detail += f", ModelOpt FP8 CUDA kernels {'built' if s['modelopt_fp8_cuda_extension'] else 'MISSING'}"
@@ -308,9 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="run the same steps on the CPU")
     parser.add_argument("--budget-s", type=float, default=420,
                         help="start no new recipe after this many seconds (default 420)")
+    parser.add_argument("--tiny-model", type=Path, default=None,
+                        help="a tiny Llama already built by python -m llmops.jobs.make_tiny_model (default: build one)")
     args = parser.parse_args(argv)
+    if args.tiny_model is not None and not (args.tiny_model / "config.json").is_file():
+        parser.error(f"--tiny-model {args.tiny_model} has no config.json; fix: pass the folder "
+                     "python -m llmops.jobs.make_tiny_model --out wrote, or leave the option out to build one")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    results = run(args.out, dry_run=args.dry_run, budget_s=args.budget_s)
+    results = run(args.out, dry_run=args.dry_run, budget_s=args.budget_s, tiny_model=args.tiny_model)
     print((args.out / "gpu-check.md").read_text())
     return 1 if any(s["status"] == "failed" for s in results["steps"]) else 0
 

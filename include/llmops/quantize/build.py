@@ -73,9 +73,10 @@ def _llmcompressor(recipe: Recipe, model, tokenizer, out: Path, calibration: lis
     oneshot(model=model, recipe=modifier, trust_remote_code_model=trust_remote_code, **dataset)
     model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
-    return {"format": "compressed-tensors", "scheme": recipe.scheme, "ignore": IGNORE,
-            "algorithm": "GPTQ" if gptq else "round-to-nearest",
-            "calibration": f"{len(calibration)} golden prompts" if gptq else "none"}
+    details = {"format": "compressed-tensors", "scheme": recipe.scheme, "ignore": IGNORE, "calibration": "none"}
+    if gptq:  # only then: the data-free recipes' metadata stays byte for byte what it was (immutable store)
+        details.update(algorithm="GPTQ", calibration=f"{len(calibration)} golden prompts")
+    return details
 
 
 _TOOL_PACKAGES = {"llmcompressor": ("llmcompressor", "compressed-tensors"), "modelopt": ("nvidia-modelopt",),

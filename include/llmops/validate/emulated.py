@@ -64,6 +64,10 @@ def load_fp8_checkpoint(checkpoint: Path, *, device: str):
                                        fix="re-export the checkpoint with ModelOpt's export_hf_checkpoint")
             tensor = tensor.float() * scale.float()
         state[key] = tensor.to(dtype)
+    if not input_scales or not any(t.dtype == torch.float8_e4m3fn for t in tensors.values()):
+        raise ValidationFailed(f"{checkpoint}: hf_quant_config.json says FP8 but no float8 weight with an input "
+                               "scale was exported", fix="re-export the checkpoint with ModelOpt's export_hf_checkpoint "
+                               "after mtq.quantize (the model was exported unquantized)")
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)  # random init, overwritten below
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
