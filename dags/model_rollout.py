@@ -14,7 +14,7 @@ from airflow.sdk import Param, dag
 from llmops.config.schema import RolloutThresholds, TrafficSteps
 from llmops.rollout.request import TRAFFIC_CHOICES
 from llmops_airflow.dag_defaults import START_DATE, default_args
-from llmops_airflow.forms import optional_typed
+from llmops_airflow.forms import optional_typed, rollout_defaults_md
 from llmops_airflow.operators.rollout import ModelRolloutOperator
 
 DOC = """
@@ -65,6 +65,11 @@ def _deployment_names() -> list[str]:
 DEPLOYMENTS = _deployment_names()
 
 
+def registry_values(field: str, text: str) -> str:
+    """The field's help with what an empty value means, per deployment (the form cannot pre-fill per choice)."""
+    return f"{text} Empty: the deployment's value from deployments.yaml.\n\n{rollout_defaults_md(field)}"
+
+
 @dag(
     dag_id="model_rollout",
     schedule=None,
@@ -85,19 +90,29 @@ DEPLOYMENTS = _deployment_names()
         "traffic_strategy": Param(TRAFFIC_CHOICES[0], type="string", enum=list(TRAFFIC_CHOICES),
                                   title="Traffic strategy",
                                   description="HTTPRoute weights (ACK Gateway) or replica ratio behind one Service"),
-        "steps": optional_typed(TrafficSteps, [10, 50, 100], title="Traffic steps (canary %)",
-                                description="strictly increasing, ending at 100; empty: the deployment's steps"),
+        "steps": optional_typed(TrafficSteps, None, title="Traffic steps (canary %)",
+                                description="strictly increasing, ending at 100; empty: the deployment's steps",
+                                description_md=registry_values("steps", "Traffic steps (canary %), strictly "
+                                                               "increasing, ending at 100.")),
         "thresholds": optional_typed(
-            RolloutThresholds, RolloutThresholds().model_dump(), title="Analysis thresholds",
+            RolloutThresholds, None, title="Analysis thresholds",
             description="canary/stable median p95 latency ratio, canary error rate, golden-prompt pass rate; "
-                        "empty: the deployment's thresholds"),
-        "analysis_window_s": Param(300, type=["null", "integer"], minimum=5, maximum=86400,
+                        "empty: the deployment's thresholds; a key given overrides only that threshold",
+            description_md=registry_values("thresholds", "Canary/stable median p95 latency ratio, canary error "
+                                           "rate, golden-prompt pass rate. A key given overrides only that "
+                                           "threshold.")),
+        "analysis_window_s": Param(None, type=["null", "integer"], minimum=5, maximum=86400,
                                    title="Analysis window (s)",
-                                   description="analysis time per traffic step; empty: the deployment's window"),
+                                   description="analysis time per traffic step; empty: the deployment's window",
+                                   description_md=registry_values("analysis_window_s",
+                                                                  "Analysis time per traffic step.")),
         "canary_extra_args": Param(None, type=["null", "array"], items={"type": "string"}, maxItems=32,
                                    title="Canary extra server arguments",
-                                   description="vLLM or trtllm-serve flags, one argument per line, e.g. --max-num-seqs and 64; tried on the "
-                                               "canary only, after the deployment's extra_args; in the report"),
+                                   description="tuning flags of vLLM or trtllm-serve, one argument per line, e.g. "
+                                               "--max-num-seqs and 64; tried on the canary only, after the "
+                                               "deployment's extra_args; in the report. Flags that change policy "
+                                               "or exposure (--trust-remote-code, --host, --api-key, ...) are "
+                                               "refused: the README lists the allowed ones"),
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="run pre-flight and print the objects; create nothing"),
     },

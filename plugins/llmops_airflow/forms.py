@@ -54,10 +54,37 @@ def _nullable(schema: dict) -> dict:
     return schema
 
 
-def optional_typed(type_: Any, default: Any, *, title: str, description: str):
+def optional_typed(type_: Any, default: Any, *, title: str, description: str, **extra):
     """An optional Param whose JSON schema is the pydantic type's own, so the form refuses what the task
     would refuse with one definition of the bounds (e.g. `TrafficSteps`, `RolloutThresholds`)."""
     from airflow.sdk import Param
     from pydantic import TypeAdapter
 
-    return Param(default, title=title, description=description, **_nullable(TypeAdapter(type_).json_schema()))
+    return Param(default, title=title, description=description, **extra,
+                 **_nullable(TypeAdapter(type_).json_schema()))
+
+
+def rollout_defaults_md(field: str) -> str:
+    """Markdown lines `deployment: value` of one `rollout:` field (steps, thresholds, analysis_window_s) as
+    deployments.yaml sets it (schema defaults filled in), for the trigger form: Airflow's form cannot pre-fill
+    a field from another field's choice, so empty means "the registry's" and the form shows what that is.
+    Read at parse time like `registry_names` (one YAML read, each entry parsed alone); empty when unreadable."""
+    try:
+        import yaml
+
+        from llmops.config.schema import Deployment
+        from llmops.settings import get_settings
+
+        data = yaml.safe_load((Path(get_settings().config_dir) / "deployments.yaml").read_text()) or {}
+        lines = []
+        for item in data.get("deployments") or []:
+            try:
+                value = getattr(Deployment.model_validate(item).rollout, field)
+            except Exception:  # noqa: BLE001 - an invalid entry is the task's to report
+                continue
+            if hasattr(value, "model_dump"):
+                value = ", ".join(f"{k} {v:g}" for k, v in value.model_dump().items())
+            lines.append(f"- `{item['name']}`: {value}")
+        return "\n".join(lines)
+    except Exception:  # noqa: BLE001 - never break DAG parsing over the registry
+        return ""

@@ -4,7 +4,8 @@
 under $LLMOPS_HOME/test/cache.
 
 The registry is include/config plus one model whose repository is not on the hub mirror (a typo in
-`repo_id`, as a user would make): its refresh must end failed."""
+`repo_id`, as a user would make): its refresh must end failed; tiny-llama-chat's rollout defaults differ from
+the schema's (REGISTRY_ROLLOUT), so a trigger that leaves them out shows which ones applied."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from support.airflow_stack import local_airflow
 
 HERE = Path(__file__).resolve().parent
 
-MISSING_MODEL = "not-on-the-hub"  # a model of the test registry whose repo_id the hub mirror does not have
+MISSING_MODEL = "not-on-the-hub"
+# tiny-llama-chat's rollout defaults in the stack's registry: none equals the schema's default
+REGISTRY_ROLLOUT = {"steps": [50, 100], "analysis_window_s": 30,
+                    "thresholds": {"max_p95_latency_ratio": 4.0, "max_error_rate": 0.05, "min_golden_pass_rate": 0.5}}  # a model of the test registry whose repo_id the hub mirror does not have
 # tests/conftest.py points AIRFLOW_HOME and friends at the in-process test DB; the stack sets its own.
 _INHERITED = {key: value for key, value in os.environ.items()
               if not key.startswith("AIRFLOW__") and key not in ("AIRFLOW_HOME", "LLMOPS_CONFIG_DIR", "LLMOPS_STORE_URI")}
@@ -50,6 +54,9 @@ def airflow_stack(tmp_path_factory, venvs):
     missing = {**models["models"][0], "name": MISSING_MODEL, "repo_id": "llmops-demo/no-such-repo"}
     models["models"].append(missing)
     (config / "models.yaml").write_text(yaml.safe_dump(models, sort_keys=False))
+    deployments = yaml.safe_load((config / "deployments.yaml").read_text())  # registry values unlike the schema's
+    deployments["deployments"][0]["rollout"].update(REGISTRY_ROLLOUT)
+    (config / "deployments.yaml").write_text(yaml.safe_dump(deployments, sort_keys=False))
 
     started = time.monotonic()
     running = contextlib.ExitStack()
@@ -77,5 +84,7 @@ def rest_runs(airflow_stack, missing_model) -> dict[str, tuple[str, str]]:
         "kb": ("kb_reindex", {"knowledge_base": "all", "mode": "incremental"}),
         "missing_model": ("model_refresh", {"model": missing_model}),
         "refresh": ("model_refresh", {"model": "tiny-llama", "recipes": ["modelopt-fp8"]}),
+        # only deployment and version, as a script would send: the registry's rollout values apply
+        "rollout": ("model_rollout", {"deployment": "tiny-llama-chat", "version": "latest"}),
     }
     return {name: (dag_id, airflow_stack.trigger(dag_id, conf)) for name, (dag_id, conf) in wanted.items()}

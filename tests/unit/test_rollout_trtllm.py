@@ -366,9 +366,10 @@ def test_canary_extra_args_cannot_replace_trtllm_serves_options_file(registry):
         resolve_request(request, registry)
     ok = RolloutRequest(deployment="tiny-llama-trtllm", canary_extra_args=["--max_batch_size", "64"])
     assert resolve_request(ok, registry).request.canary_extra_args == ["--max_batch_size", "64"]
-    # a vLLM deployment has no such file: the same flag is vLLM's own business
+    # vLLM's --config reads every other flag from a file (--trust-remote-code too): not a tuning flag either
     vllm = RolloutRequest(deployment="tiny-llama-chat", canary_extra_args=["--config", "x.yaml"])
-    assert resolve_request(vllm, registry).deployment.serving_runtime == "vllm"
+    with pytest.raises(ConfigError, match="not a tuning flag"):
+        resolve_request(vllm, registry)
 
 
 def test_sls_collects_the_logs_of_every_serving_container(registry):

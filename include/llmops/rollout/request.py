@@ -17,6 +17,7 @@ from llmops.config.schema import (
     TrafficStrategy,
 )
 from llmops.errors import ConfigError, InvalidValue, shorten, validation_problem
+from llmops.rollout.canary_args import check_canary_args
 
 #: the trigger form's traffic choice: the deployment's own strategy, or one of the strategies for this run
 TrafficChoice = Literal["deployment-default", TrafficStrategy]
@@ -86,6 +87,20 @@ class ResolvedRollout(BaseModel):
     window_s: int
     thresholds: Thresholds
 
+    def summary(self) -> str:
+        """One line for the log: what this run does, and which values came from the trigger."""
+        given = {k for k, v in self.request.model_dump().items() if v not in (None, [], {})}
+        t = self.thresholds
+
+        def source(key: str) -> str:
+            return "form" if key in given else "deployments.yaml"
+
+        return (f"{self.deployment.name} <- {self.request.version}; steps {self.steps} ({source('steps')}); "
+                f"window {self.window_s} s ({source('analysis_window_s')}); thresholds p95 ratio "
+                f"{t.max_p95_latency_ratio:g}, error rate {t.max_error_rate:g}, golden pass rate "
+                f"{t.min_golden_pass_rate:g} ({source('thresholds')}); canary extra args "
+                f"{self.request.canary_extra_args or []}")
+
     @property
     def probe_concurrency(self) -> int:
         """The probe reaches at least the concurrency the deployment expects, or queueing stays invisible."""
@@ -104,6 +119,9 @@ def resolve_request(request: RolloutRequest, registry: Registry) -> ResolvedRoll
             "canary_extra_args", f"{shorten(config_flags)} would replace the LLM API options file of "
             f"{deployment.name}'s trtllm-serve (its Prometheus metrics)",
             "set the options in the deployment's llm_api_options in deployments.yaml")])
+    problems = check_canary_args(list(request.canary_extra_args or []), deployment.serving_runtime)
+    if problems:
+        raise ConfigError("model_rollout params", [(p.check, p.what, p.fix) for p in problems])
     if request.traffic_strategy != TRAFFIC_CHOICES[0]:
         deployment = deployment.model_copy(update={
             "traffic": deployment.traffic.model_copy(update={"strategy": request.traffic_strategy})})

@@ -106,6 +106,7 @@ class ModelRolloutOperator(BaseOperator):
 
         context["ti"].xcom_push(key=REPORT_XCOM_KEY, value={})  # the link has a value while the rollout runs
         ctx = self.build_context(context)
+        self.log.info("request: %s", ctx.resolved.summary())
         dry_run = ctx.resolved.request.dry_run
         try:
             pre = driver.preflight(ctx, acquire=not dry_run)
