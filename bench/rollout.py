@@ -43,8 +43,7 @@ def rollout(registry, store, backend, uri: str, run_id: str, steps: list[int], w
                                               analysis_window_s=window_s), registry)
     ctx = driver.RolloutContext(resolved, store, backend, registry, run_id, tmp / "reports" / run_id)
     started = time.monotonic()
-    pre = driver.preflight(ctx)
-    finished = driver.run_blocking(ctx, driver.begin(ctx, pre))
+    finished = driver.run_blocking(ctx)
     return finished, time.monotonic() - started
 
 

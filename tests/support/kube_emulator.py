@@ -3,14 +3,48 @@
 kmock is asyncio; the kubernetes client and KubernetesHook are synchronous. Running the emulator's
 loop in its own thread lets test code call the real client over real HTTP without blocking it.
 The emulator has no controllers: tests advance Deployment status and create Pods themselves.
+
+kmock keeps no resourceVersion. `_Emulator` adds what the rollout record needs of the API server's optimistic
+concurrency: every create and patch stamps a new `metadata.resourceVersion`, and a patch that carries one is
+refused with 409 unless it is the stored one (a compare-and-swap).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 
 import kmock
+from kmock._internal.k8s import KubernetesObjectConflictError
+
+
+class _Emulator(kmock.KubernetesEmulator):
+    _versions = itertools.count(1)
+
+    @property
+    def _patches(self) -> asyncio.Lock:  # created in the emulator's own event loop
+        if self.__dict__.get("_patch_lock") is None:
+            self.__dict__["_patch_lock"] = asyncio.Lock()
+        return self.__dict__["_patch_lock"]
+
+    async def _handle(self, request):
+        if request.resource is None or not isinstance(request.data, dict):
+            return await super()._handle(request)
+        method = str(getattr(request.method, "value", request.method)).upper()
+        if method == "PATCH" and request.name is not None:
+            async with self._patches:  # the check and kmock's own patch, one patch at a time: atomic
+                key = (request.resource, request.namespace, request.name)
+                sent = request.data.get("metadata", {}).get("resourceVersion")
+                if sent is not None and key in self._objects and not self._objects[key].deleted and \
+                        sent != self._objects[key].get("metadata", {}).get("resourceVersion"):
+                    raise KubernetesObjectConflictError()
+                request.data.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))
+                return await super()._handle(request)
+        if method == "POST":
+            request.data.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))
+        return await super()._handle(request)
+
 
 RESOURCES = ["v1/pods", "v1/nodes", "v1/services", "v1/configmaps", "v1/namespaces", "apps/v1/deployments",
              "autoscaling/v2/horizontalpodautoscalers",
@@ -22,7 +56,7 @@ class KubeEmulator:
     def __init__(self):
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self.emulator: kmock.KubernetesEmulator | None = None
+        self.emulator: _Emulator | None = None
         self.url = ""
 
     def _run(self):
@@ -30,7 +64,7 @@ class KubeEmulator:
 
         async def main():
             self._stop = asyncio.Event()
-            async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+            async with _Emulator() as emulator, kmock.Server(emulator) as server:
                 for resource in RESOURCES:
                     emulator.resources[resource] = {}
                 # the official client asks for `/version/` (VersionApi.get_code); kmock serves `/version`

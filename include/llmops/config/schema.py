@@ -260,6 +260,9 @@ class RolloutSpec(Strict):
     steps: TrafficSteps = [10, 50, 100]
     analysis_window_s: int = Field(default=300, ge=5, le=86400, description="analysis time per traffic step")
     readiness_timeout_s: int = Field(default=1800, ge=10, le=86400)
+    lease_s: int = Field(default=300, ge=10, le=86400, description=(
+        "how long a rollout task execution may go silent before another execution of the same run (a retry on "
+        "another worker) takes the rollout over; renewed at every step and during analysis"))
     canary_replicas: int = Field(default=1, ge=1, le=100)
     thresholds: RolloutThresholds = RolloutThresholds()
     probe: RolloutProbe = RolloutProbe()

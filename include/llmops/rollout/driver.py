@@ -1,19 +1,33 @@
 """The one rollout driver: pre-flight, then the plan's actions against a backend, then the report.
 
     ctx = RolloutContext(resolved, store=store, backend=backend, registry=registry, run_id=run_id, ...)
-    pre = preflight(ctx)                        # every check before anything is created; takes the lock
-    progress = begin(ctx, pre)                  # the plan's first state
-    result = drive(ctx, progress)               # acts until it must wait or the rollout ended
+    me = Execution.new(try_number)              # this execution (an Airflow try, or a resumption of it)
+    result = run(ctx, me)                       # start or resume this run's rollout; acts until it must wait
     while isinstance(result, Waiting):          # the Airflow operator defers here instead
         event = ...                             # a trigger (or `wait_blocking`) reports readiness
-        result = drive(ctx, result.progress, event)
+        result = run(ctx, me, event)            # the same execution resumes (its token travels in the progress)
     result.report, result.locations             # Finished: stored Markdown + HTML report
 
-The driver carries the plan's `PlanState` forward in `RolloutProgress` (JSON-able, so it travels through a
-trigger and back): nothing is replayed. It returns only where something must be waited for (the
-canary ready, the stable track ready on the new version); everything else (traffic steps, analysis,
-promote, roll back) runs here. The Airflow operator, the tests (through `airflow dags test`), the demo
-and the benchmark all run this module.
+State model. Everything a rollout has decided lives in its record (`llmops.rollout.record`), stored beside the
+deployment by the backend and written with a compare-and-swap at every transition of the plan, before the
+next action is performed: the resolved request, the plan's `PlanState` and next `Action` with what was
+measured so far (`RolloutProgress`), the attempts per action, who acts (the owner and its lease), and at the
+end the outcome and report locations. `run` therefore never restarts a rollout of the same run:
+
+- no record of this run: pre-flight (which refuses while another run's record holds the lock), then the
+  record is created (or a finished record of an earlier run replaced) by CAS; the loser of a race re-reads;
+- this run's record, finished: its outcome is returned as it stands (no action, no second report);
+- active or halted, owned by a live execution of the same run: wait for it (poll the record) until it ends
+  or goes (lease over, process gone, or a later Airflow try);
+- otherwise this execution takes it over and resumes from the stored action: every action is idempotent,
+  so an action interrupted by a kill is simply performed again; attempts counted before an action survive
+  retries; an owner whose write fails the CAS stops (`LostOwnership`) and waits like a second execution.
+
+The driver returns only where something must be waited for (the canary ready, the stable track ready on
+the new version); everything else (traffic steps, analysis, promote, roll back) runs here. The Airflow
+operator, the tests (through `airflow dags test` and the scheduler), the demo and the benchmark all run it.
+A roll back or promotion failing `MAX_ATTEMPTS` times halts the rollout: the record keeps the lock (status
+`halted`), the report names the state it was left in, and clearing the task resumes it with fresh attempts.
 """
 
 from __future__ import annotations
@@ -30,7 +44,7 @@ from llmops.canary.analysis import analyse
 from llmops.canary.metrics import metrics_path
 from llmops.canary.verdict import decisive_failure, judge
 from llmops.rollout import preflight as pf
-from llmops.rollout.errors import PreflightError
+from llmops.rollout.errors import PreflightError, RolloutInProgressError
 from llmops.rollout.plan import (
     Action,
     Observation,
@@ -40,6 +54,7 @@ from llmops.rollout.plan import (
     state_from_dict,
     state_to_dict,
 )
+from llmops.rollout.record import Execution, LostOwnership, Owner, RolloutRecord, owner_gone
 from llmops.rollout.report import (
     RolloutReport,
     StepReport,
@@ -51,6 +66,7 @@ from llmops.rollout.report import (
 from llmops.rollout.request import ResolvedRollout
 from llmops.serving import manifests as m
 from llmops.serving.port import ArtefactFacts, Problem, Readiness, RolloutBackend, WaitTarget
+from llmops.serving.processes import process_alive
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = {"roll_back": 3, "promote": 2}  # then the driver raises: a person has to look
@@ -67,6 +83,7 @@ class RolloutContext:
     run_id: str
     report_dir: Path
     server_metrics: Callable[[str, int], dict] | None = None  # (track, window_s) -> PromQL numbers, optional
+    journal: Journal | None = None  # set by `run` while this execution owns the record
     _manifests: dict[str, Manifest] = field(default_factory=dict)
 
     @property
@@ -107,6 +124,7 @@ class RolloutProgress:
     timings: dict[str, float] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
     wait_deadline: float | None = None
+    execution: str = ""  # the token of the execution that owns the rollout (travels through the trigger)
 
     def to_dict(self) -> dict:
         return {"manifest_uri": self.manifest_uri, "stable_version": self.stable_version,
@@ -116,7 +134,7 @@ class RolloutProgress:
                 "started_at": self.started_at, "manual_roll_back": self.manual_roll_back,
                 "canary_extra_args": list(self.canary_extra_args),
                 "steps": [step_to_dict(s) for s in self.steps], "timings": dict(self.timings),
-                "attempts": dict(self.attempts), "wait_deadline": self.wait_deadline}
+                "attempts": dict(self.attempts), "wait_deadline": self.wait_deadline, "execution": self.execution}
 
     @classmethod
     def from_dict(cls, data: dict) -> RolloutProgress:
@@ -126,7 +144,7 @@ class RolloutProgress:
                    canary_extra_args=list(data.get("canary_extra_args") or []),
                    steps=[step_from_dict(s) for s in data.get("steps") or []],
                    timings=dict(data.get("timings") or {}), attempts=dict(data.get("attempts") or {}),
-                   wait_deadline=data.get("wait_deadline"))
+                   wait_deadline=data.get("wait_deadline"), execution=data.get("execution", ""))
 
 
 @dataclass
@@ -146,8 +164,9 @@ class Finished:
 
 # --- pre-flight ------------------------------------------------------------------------------------
 
-def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
-    """Every check before any object is created; raises PreflightError listing all problems at once."""
+def preflight(ctx: RolloutContext) -> PreflightResult:
+    """Every check before any object is created; raises PreflightError listing all problems at once. Writes
+    nothing: `run` takes the lock (creates the record) after it passed."""
     resolved, backend, deployment = ctx.resolved, ctx.backend, ctx.deployment
     subject = f"rollout of {deployment.model} to {deployment.name}"
     version = resolved.request.version
@@ -178,9 +197,6 @@ def preflight(ctx: RolloutContext, *, acquire: bool = True) -> PreflightResult:
         problems += key_problems + pf.check_signature(deployment, signature)
         problems += backend.capacity_problems(facts)
     pf.raise_if_problems(subject, problems)
-    if acquire and not backend.acquire(ctx.run_id):
-        pf.raise_if_problems(subject, pf.check_not_in_progress(deployment.name, backend.lock_holder() or "?",
-                                                               ctx.run_id))
     checks = ["artefact exists", pf.checksums_checked(verification), pf.signature_checked(signature),
               "compatible with GPU profile", "capacity", "no rollout running"]
     return PreflightResult(manifest, facts, backend.stable_version(), previous, checks)
@@ -209,11 +225,10 @@ def begin(ctx: RolloutContext, pre: PreflightResult) -> RolloutProgress:
 
 
 def finish_unchanged(ctx: RolloutContext, pre: PreflightResult) -> Finished:
-    """The requested version already serves: nothing to do, the lock is released, a short report is stored."""
-    ctx.backend.release(ctx.run_id)
+    """The requested version already serves: nothing to do, a short report is stored, the lock is freed."""
     report = _report(ctx, pre.manifest.uri or "", pre.stable_version, "unchanged",
                      f"{ctx.deployment.name} already serves this version")
-    return Finished(report, store_report(report, store=ctx.store, manifest=pre.manifest, local_dir=ctx.report_dir))
+    return _finish(ctx, report, pre.manifest)
 
 
 def drive(ctx: RolloutContext, progress: RolloutProgress, event: dict | None = None) -> Waiting | Finished:
@@ -222,13 +237,16 @@ def drive(ctx: RolloutContext, progress: RolloutProgress, event: dict | None = N
     `event` is the readiness event that ended the last wait: `{"status": "ready"|"not_ready", "detail",
     "ready_s"}`. Every failure of an action becomes an `error` observation; the plan decides what follows
     (roll back; retry a roll back; finish a half-done promotion). A roll back or promotion that keeps
-    failing raises after `MAX_ATTEMPTS`, keeping the lock so no other rollout starts on a broken state.
+    failing halts after `MAX_ATTEMPTS` (`_halt`), keeping the lock so no other rollout starts on a broken state.
+    With `ctx.journal` (set by `run`) every transition is stored before the next action is performed.
     """
     backend = ctx.backend
     manifest = ctx.manifest(progress.manifest_uri)
     state, action = progress.plan, progress.action
     while not state.done:
         kind = action.kind
+        if kind in MAX_ATTEMPTS and event is None and progress.attempts.get(kind, 0) >= MAX_ATTEMPTS[kind]:
+            return _halt(ctx, progress, manifest, kind)  # (with an event, the last attempt's wait just ended)
         try:
             if kind == "deploy_canary":
                 backend.deploy_canary(manifest, ctx.run_id, progress.canary_extra_args)
@@ -256,7 +274,7 @@ def drive(ctx: RolloutContext, progress: RolloutProgress, event: dict | None = N
                                   step.verdict.summary)
             elif kind == "promote":
                 if event is None:
-                    _count(progress, "promote")
+                    _count(ctx, progress, "promote")
                     if backend.begin_promote(manifest):
                         return _wait(ctx, progress, state, action, backend.wait_target("stable", manifest))
                 else:
@@ -268,27 +286,59 @@ def drive(ctx: RolloutContext, progress: RolloutProgress, event: dict | None = N
                 backend.finish_promote()
                 obs = Observation("promoted", time.time(), progress.manifest_uri)
             elif kind == "roll_back":
-                _count(progress, "roll_back")
+                _count(ctx, progress, "roll_back")
                 backend.roll_back()
                 obs = Observation("rolled_back", time.time(), action.reason)
             else:  # pragma: no cover - "done" only follows a terminal phase
                 break
+        except LostOwnership:
+            raise
         except Exception as exc:  # every failure is an observation; the plan decides what follows
-            if kind in MAX_ATTEMPTS and progress.attempts.get(kind, 0) >= MAX_ATTEMPTS[kind]:
-                raise
             log.exception("%s failed", kind)
             obs = Observation("error", time.time(), f"{kind}: {type(exc).__name__}: {exc}")
         state, action = advance(state, obs)
         progress.plan, progress.action = state, action
-    backend.release(ctx.run_id)
+        _save(ctx, progress)  # the transition is stored before the next action is performed
     progress.timings["total_s"] = round(time.time() - progress.started_at, 1)
     reason = state.reason or "every analysis step passed"
     report = _report(ctx, progress.manifest_uri, progress.stable_version, state.phase, reason, progress)
-    return Finished(report, store_report(report, store=ctx.store, manifest=manifest, local_dir=ctx.report_dir))
+    return _finish(ctx, report, manifest, progress)
 
 
-def _count(progress: RolloutProgress, kind: str) -> None:
+def _save(ctx: RolloutContext, progress: RolloutProgress, **changes) -> None:
+    if ctx.journal is not None:
+        ctx.journal.save(progress, **changes)
+
+
+def _count(ctx: RolloutContext, progress: RolloutProgress, kind: str) -> None:
+    """One more attempt of `kind`, stored before the attempt: a retry after a kill counts it too."""
     progress.attempts[kind] = progress.attempts.get(kind, 0) + 1
+    _save(ctx, progress)
+
+
+def _finish(ctx: RolloutContext, report: RolloutReport, manifest: Manifest,
+            progress: RolloutProgress | None = None) -> Finished:
+    """Store the one report of this run, then mark the record finished (which frees the lock). A kill in
+    between leaves the record active: the next execution rewrites the same report key and finishes it."""
+    locations = store_report(report, store=ctx.store, manifest=manifest, local_dir=ctx.report_dir)
+    if ctx.journal is not None:
+        ctx.journal.save(progress, status="finished", outcome=report.outcome, reason=report.reason,
+                         report=locations)
+    return Finished(report, locations)
+
+
+def _halt(ctx: RolloutContext, progress: RolloutProgress, manifest: Manifest, kind: str) -> Finished:
+    """`kind` failed MAX_ATTEMPTS times: keep the lock (status halted), report the state it was left in."""
+    what = {"roll_back": "the canary may still run and take traffic; the stable track is untouched",
+            "promote": "the stable track may run the old or the new version; the canary may still run"}[kind]
+    last = progress.plan.timeline[-1].detail if progress.plan.timeline else ""
+    reason = (f"{kind} failed {progress.attempts.get(kind, 0)} times (last: {last}); {what}. The rollout lock is "
+              f"kept. Fix: remove the cause, then clear this task to resume the rollout from {kind}")
+    report = _report(ctx, progress.manifest_uri, progress.stable_version, f"{kind}_failed", reason, progress)
+    locations = store_report(report, store=None, manifest=manifest, local_dir=ctx.report_dir)
+    if ctx.journal is not None:
+        ctx.journal.save(progress, status="halted", outcome=report.outcome, reason=reason, report=locations)
+    return Finished(report, locations)
 
 
 def _extra_args_note(progress: RolloutProgress) -> str:
@@ -304,7 +354,10 @@ def _wait(ctx: RolloutContext, progress: RolloutProgress, state: PlanState, acti
     progress.plan, progress.action = state, action
     if progress.wait_deadline is None:
         progress.wait_deadline = time.time() + ctx.deployment.rollout.readiness_timeout_s
-    return Waiting(target, max(1.0, progress.wait_deadline - time.time()), progress)
+    timeout_s = max(1.0, progress.wait_deadline - time.time())
+    # deferred: no process of this execution runs until the trigger fires; the lease covers the wait
+    _save(ctx, progress, deferred=True, lease_s=timeout_s + ctx.deployment.rollout.lease_s)
+    return Waiting(target, timeout_s, progress)
 
 
 def wait_blocking(backend: RolloutBackend, waiting: Waiting, *, poll_s: float = 2.0) -> dict:
@@ -324,12 +377,131 @@ def wait_blocking(backend: RolloutBackend, waiting: Waiting, *, poll_s: float = 
             "ready_s": round(time.monotonic() - started, 1)}
 
 
-def run_blocking(ctx: RolloutContext, progress: RolloutProgress, *, poll_s: float = 2.0) -> Finished:
-    """`drive` to the end in this process (the benchmark); the DAG defers instead of blocking."""
-    result = drive(ctx, progress)
+def run_blocking(ctx: RolloutContext, me: Execution | None = None, *, poll_s: float = 2.0) -> Finished:
+    """`run` to the end in this process (the benchmark); the DAG defers instead of blocking."""
+    me = me or Execution.new()
+    result = run(ctx, me)
     while isinstance(result, Waiting):
-        result = drive(ctx, result.progress, wait_blocking(ctx.backend, result, poll_s=poll_s))
+        result = run(ctx, me, wait_blocking(ctx.backend, result, poll_s=poll_s))
     return result
+
+
+# --- the record: start, resume, wait, take over ------------------------------------------------------
+
+class Journal:
+    """This execution's handle on the record: every save is a compare-and-swap that renews the lease."""
+
+    def __init__(self, ctx: RolloutContext, record: RolloutRecord, version: str, me: Execution):
+        self.ctx, self.record, self.version, self.me = ctx, record, version, me
+        self.saved_at = time.monotonic()
+
+    @property
+    def lease_s(self) -> float:
+        return float(self.ctx.deployment.rollout.lease_s)
+
+    def save(self, progress: RolloutProgress | None = None, *, status: str | None = None, deferred: bool = False,
+             lease_s: float | None = None, **fields) -> None:
+        record = self.record
+        if progress is not None:
+            record.progress = progress.to_dict()
+        if status is not None:
+            record.status = status
+        for name, value in fields.items():
+            setattr(record, name, value)
+        record.owner = Owner.of(self.me, lease_s or self.lease_s, deferred=deferred)
+        record.updated_at = time.time()
+        version = self.ctx.backend.write_record(record.to_dict(), self.version)
+        if version is None:
+            raise LostOwnership(f"run {record.run_id}: another execution wrote the rollout record of "
+                                f"{self.ctx.deployment.name} since this one did; this one stops acting",
+                                fix="nothing to do: the other execution carries the rollout on")
+        self.version, self.saved_at = version, time.monotonic()
+
+    def heartbeat(self) -> None:
+        """Renew the lease during long work (analysis) at a third of its length."""
+        if time.monotonic() - self.saved_at >= self.lease_s / 3:
+            self.save()
+
+
+def _read(ctx: RolloutContext) -> tuple[RolloutRecord | None, str | None]:
+    data, version = ctx.backend.read_record()
+    return (RolloutRecord.from_dict(data) if data else None), version
+
+
+def run(ctx: RolloutContext, me: Execution, event: dict | None = None, *, poll_s: float = 5.0,
+        on_wait: Callable[[str], None] | None = None) -> Waiting | Finished:
+    """Start this run's rollout, or resume it from its record, or wait for the execution that owns it.
+
+    Raises PreflightError (refused before anything changed; RolloutInProgressError while another run holds
+    the deployment). `event` is the readiness event of this execution's own wait; a takeover drops it."""
+    while True:
+        ctx.journal = None
+        record, version = _read(ctx)
+        if record is not None and record.run_id != ctx.run_id:
+            if record.holds_lock:
+                raise _in_progress(ctx, record)
+            record = None  # an earlier run's finished record: replaced (at `version`) by this run's
+        if record is not None:
+            if record.status == "finished":
+                log.info("run %s already finished its rollout of %s (%s): %s; no action taken, no new report",
+                         ctx.run_id, ctx.deployment.name, record.outcome, record.reason)
+                return _finished_as_recorded(ctx, record)
+            gone = owner_gone(record.owner, me, pid_alive=process_alive)
+            if record.owner is not None and record.owner.token != me.token and gone is None:
+                (on_wait or log.info)(
+                    f"run {ctx.run_id}'s rollout of {ctx.deployment.name} is carried on by another execution "
+                    f"(try {record.owner.try_number}, {record.owner.host} pid {record.owner.pid}, lease "
+                    f"{record.owner.lease_until - time.time():.0f} s more); waiting for it")
+                time.sleep(poll_s)
+                continue
+            if record.owner is not None and record.owner.token != me.token:
+                log.info("taking over run %s's rollout of %s: the execution that owned it is gone (%s)",
+                         ctx.run_id, ctx.deployment.name, gone)
+                event = None  # its wait (if any) is redone by this execution
+        try:
+            if record is None or record.progress is None:
+                # a new rollout (or again: an execution killed between taking the lock and storing its plan)
+                pre = preflight(ctx)
+                journal = Journal(ctx, RolloutRecord(ctx.run_id, "active", ctx.resolved.model_dump(mode="json")),
+                                  version, me)
+                journal.save()  # the lock: created, or the earlier record replaced, by compare-and-swap
+                ctx.journal = journal
+                if pre.unchanged:
+                    return finish_unchanged(ctx, pre)
+                progress, event = begin(ctx, pre), None
+            else:
+                ctx.resolved = ResolvedRollout.model_validate(record.resolved)  # the request as it began
+                progress = RolloutProgress.from_dict(record.progress)
+                if record.status == "halted":
+                    log.info("resuming halted run %s at %s with fresh attempts", ctx.run_id, progress.action.kind)
+                    progress.attempts.pop(progress.action.kind, None)
+                    record.status = "active"
+                journal = Journal(ctx, record, version, me)
+            progress.execution = me.token
+            journal.save(progress)
+            ctx.journal = journal
+            return drive(ctx, progress, event)
+        except LostOwnership as exc:  # another execution wrote first: look at the record again
+            log.info("%s", exc)
+            event = None
+
+
+def _in_progress(ctx: RolloutContext, record: RolloutRecord) -> RolloutInProgressError:
+    progress = record.progress or {}
+    phase = (progress.get("plan") or {}).get("phase", "starting")
+    fix = ("wait for that run to finish (or fail and roll back), then trigger again; this run is refused, not "
+           "queued" if record.status == "active" else
+           f"that run halted ({record.reason}); fix the cause and clear its rollout task to resume it")
+    return RolloutInProgressError(f"rollout of {ctx.deployment.model} to {ctx.deployment.name}", [Problem(
+        "rollout lock", f"deployment {ctx.deployment.name!r} is held by run {record.run_id!r} ({record.status}, "
+                        f"phase {phase})", fix)])
+
+
+def _finished_as_recorded(ctx: RolloutContext, record: RolloutRecord) -> Finished:
+    progress = RolloutProgress.from_dict(record.progress) if record.progress else None
+    report = _report(ctx, progress.manifest_uri if progress else "", progress.stable_version if progress else None,
+                     record.outcome or "?", record.reason, progress)
+    return Finished(report, dict(record.report))
 
 
 # --- analysis --------------------------------------------------------------------------------------
@@ -343,6 +515,8 @@ def analyse_step(ctx: RolloutContext, canary_percent: int) -> StepReport:
     started = time.time()
 
     def stop_reason(observed) -> str | None:
+        if ctx.journal is not None:
+            ctx.journal.heartbeat()  # a long window keeps the lease (LostOwnership stops the analysis)
         return ctx.backend.canary_gone() or decisive_failure(observed, thresholds)
 
     observed = analyse(canary_url=canary_url, stable_url=stable_url, model=ctx.deployment.model,
@@ -386,9 +560,11 @@ def store_report(report: RolloutReport, *, store: Any, manifest: Manifest, local
     local_dir.mkdir(parents=True, exist_ok=True)
     (local_dir / "report.md").write_text(markdown)
     (local_dir / "report.html").write_text(page)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    key = f"{manifest.prefix}/rollouts/{report.deployment}/{report.run_id.replace('/', '_')}-{stamp}"
+    # one key per run (write-once): a resumed or repeated execution of the run cannot add a second report
+    key = f"{manifest.prefix}/rollouts/{report.deployment}/{report.run_id.replace('/', '_')}"
     locations = {"local_markdown": str(local_dir / "report.md"), "local_html": str(local_dir / "report.html")}
+    if store is None:  # a halted rollout: the final report comes when it is resumed
+        return locations
     try:
         # reports sit beside the immutable version (not listed in its manifest, never fetched with it)
         locations["store_markdown"] = store.put_beside(key, "report.md", markdown.encode())

@@ -5,14 +5,16 @@ cncf-kubernetes' `KubernetesHook` clients), so the same decisions are tested aga
 emulator with the official client.
 
 Versions are recorded on the objects themselves: the stable Deployment carries
-`llmops.io/version` and `llmops.io/previous-version`, which is all a manual roll back needs. A
-ConfigMap `<deployment>-rollout-lock`, created atomically (409 if it exists), is the rollout lock.
+`llmops.io/version` and `llmops.io/previous-version`, which is all a manual roll back needs. The ConfigMap
+`<deployment>-rollout-lock` holds the rollout record (`llmops.rollout.record`: lock, resolved request, progress),
+created atomically (409 if it exists) and patched only at the resourceVersion it was read at (a merge patch
+carrying resourceVersion is conditional: 409 when the object changed since).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -30,6 +32,7 @@ class KubeClient(Protocol):
     def get(self, kind: str, name: str, namespace: str) -> dict | None: ...
     def delete(self, kind: str, name: str, namespace: str) -> bool: ...
     def create(self, obj: dict) -> dict | None: ...  # None when it already exists (409)
+    def patch_if_unchanged(self, obj: dict) -> dict | None: ...  # at metadata.resourceVersion; None on 409
     def list(self, kind: str, namespace: str | None = None) -> list[dict]: ...
 
 
@@ -182,22 +185,30 @@ class KubernetesBackend:
         return self.service_url_template.format(service=m.object_name(self.deployment, track),
                                                 namespace=self.deployment.namespace, port=self.deployment.port)
 
-    # --- lock ----------------------------------------------------------------------------------
-    def lock_holder(self) -> str | None:
+    # --- the rollout record (lock, request, progress: llmops.rollout.record) ------------------------
+    def read_record(self) -> tuple[dict | None, str | None]:
         obj = self.client.get("ConfigMap", self.lock_name, self.deployment.namespace)
-        return (obj or {}).get("data", {}).get("run_id") if obj else None
+        if obj is None or "record" not in (obj.get("data") or {}):
+            return None, None
+        return json.loads(obj["data"]["record"]), obj["metadata"].get("resourceVersion")
 
-    def acquire(self, run_id: str) -> bool:
-        created = self.client.create({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": self.lock_name, "namespace": self.deployment.namespace,
-                         "labels": m.labels(self.deployment)},
-            "data": {"run_id": run_id, "since": str(int(time.time()))}})
-        return created is not None or self.lock_holder() == run_id
+    def write_record(self, data: dict, version: str | None) -> str | None:
+        """Create the ConfigMap (409: someone else did) or patch it at `version` (409: it changed since). Every
+        key of `data` is sent each time, so the merge patch replaces the record whole."""
+        body = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": self.lock_name, "namespace": self.deployment.namespace,
+                             "labels": m.labels(self.deployment)},
+                "data": {"run_id": data["run_id"], "status": data["status"], "record": json.dumps(data)}}
+        if version is None:
+            written = self.client.create(body)
+        else:
+            body["metadata"]["resourceVersion"] = version
+            written = self.client.patch_if_unchanged(body)
+        return None if written is None else written["metadata"].get("resourceVersion", "")
 
-    def release(self, run_id: str) -> None:
-        if self.lock_holder() in (run_id, None):
-            self.client.delete("ConfigMap", self.lock_name, self.deployment.namespace)
+    def lock_holder(self) -> str | None:
+        record, _ = self.read_record()
+        return record["run_id"] if record and record.get("status") != "finished" else None
 
     # --- pre-flight ----------------------------------------------------------------------------
     def verify_artefact(self, store: Any, manifest: Any) -> Any:

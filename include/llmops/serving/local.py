@@ -6,8 +6,8 @@ and stopped, with all their children, by `llmops.serving.processes`.
 
 State lives in `$LLMOPS_HOME/serving/<deployment>/state.json` (which process serves which version on
 which port, the canary weight, the previous version) so separate Airflow tasks, a retry, or the demo
-script see the same deployment. A lock file created with O_EXCL makes a second rollout of the same
-deployment fail instead of queueing. Every server runs in its own working directory
+script see the same deployment. `rollout.json` beside it is the rollout record (`llmops.rollout.record`: the
+lock, the resolved request, the progress), replaced atomically under a file lock with a generation check. Every server runs in its own working directory
 `serving/<deployment>/servers/<tag>/`.
 
 There is no load balancer locally: the canary weight is recorded (and reported) but the analysis
@@ -16,6 +16,7 @@ probes each backend directly, exactly as on Kubernetes.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -125,30 +126,38 @@ class LocalRuntime:
         state.history.append({"at": time.time(), "event": event, **detail})
         state.history = state.history[-50:]
 
-    # --- lock ----------------------------------------------------------------------------------
+    # --- the rollout record (lock, request, progress: llmops.rollout.record) ------------------------
     @property
-    def lock_path(self) -> Path:
-        return self.root / "rollout.lock"
+    def record_path(self) -> Path:
+        return self.root / "rollout.json"
+
+    def read_record(self) -> tuple[dict | None, str | None]:
+        try:
+            stored = json.loads(self.record_path.read_text())
+        except FileNotFoundError:
+            return None, None
+        return stored["record"], str(stored["generation"])
+
+    def write_record(self, data: dict, version: str | None) -> str | None:
+        """Compare-and-swap on the generation number, under an exclusive lock on a guard file; the new content
+        replaces the old atomically (a reader never sees half a record, a SIGKILL never leaves one)."""
+        with open(self.root / "rollout.guard", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                _, current = self.read_record()
+                if current != version:
+                    return None
+                generation = int(current or 0) + 1
+                tmp = self.record_path.with_name(f".rollout.json.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps({"generation": generation, "record": data}, indent=1))
+                os.replace(tmp, self.record_path)
+                return str(generation)
+            finally:
+                fcntl.flock(guard, fcntl.LOCK_UN)
 
     def lock_holder(self) -> str | None:
-        try:
-            return json.loads(self.lock_path.read_text())["run_id"]
-        except (OSError, ValueError, KeyError):
-            return None
-
-    def acquire(self, run_id: str) -> bool:
-        """Take the rollout lock for `run_id`; True if taken (or already held by the same run)."""
-        try:
-            fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return self.lock_holder() == run_id
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"run_id": run_id, "at": time.time(), "pid": os.getpid()}, handle)
-        return True
-
-    def release(self, run_id: str) -> None:
-        if self.lock_holder() in (run_id, None):
-            self.lock_path.unlink(missing_ok=True)
+        record, _ = self.read_record()
+        return record["run_id"] if record and record.get("status") != "finished" else None
 
     # --- processes -----------------------------------------------------------------------------
     def _start(self, track: str, version: str, model_dir: Path, extra_args: list[str]) -> Server:

@@ -124,6 +124,22 @@ class VllmKubernetesHook(BaseHook):
         return self._json(patch(obj["metadata"]["name"], obj["metadata"]["namespace"], obj,
                                 _content_type=MERGE_PATCH, _preload_content=False))
 
+    def patch_if_unchanged(self, obj: dict) -> dict | None:
+        """A JSON merge patch carrying metadata.resourceVersion: the API server applies it only while that is
+        still the stored version, else answers 409 (None here): a compare-and-swap with the `patch` verb."""
+        from kubernetes.client.rest import ApiException
+
+        if not obj["metadata"].get("resourceVersion"):
+            raise ValueError("patch_if_unchanged needs metadata.resourceVersion (the version it was read at)")
+        patch = self._ops(obj["kind"])[1]
+        try:
+            return self._json(patch(obj["metadata"]["name"], obj["metadata"]["namespace"], obj,
+                                    _content_type=MERGE_PATCH, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
     def get(self, kind: str, name: str, namespace: str) -> dict | None:
         from kubernetes.client.rest import ApiException
 

@@ -102,21 +102,17 @@ class ModelRolloutOperator(BaseOperator):
     # --- life cycle ------------------------------------------------------------------------------
     def execute(self, context):
         from llmops.rollout import driver
-        from llmops.rollout.errors import PreflightError
+        from llmops.rollout.record import Execution
 
         context["ti"].xcom_push(key=REPORT_XCOM_KEY, value={})  # the link has a value while the rollout runs
         ctx = self.build_context(context)
         self.log.info("request: %s", ctx.resolved.summary())
-        dry_run = ctx.resolved.request.dry_run
-        try:
-            pre = driver.preflight(ctx, acquire=not dry_run)
-        except PreflightError as exc:  # refused: retrying would only queue the run silently
-            raise AirflowFailException(str(exc)) from None
-        self.log.info("pre-flight passed for %s -> %s: %s", pre.manifest.uri, ctx.deployment.name,
-                      ", ".join(pre.checks))
-        if dry_run:
+        if ctx.resolved.request.dry_run:
             from llmops.settings import get_settings
 
+            pre = self._refused_fails(driver.preflight, ctx)
+            self.log.info("pre-flight passed for %s -> %s: %s", pre.manifest.uri, ctx.deployment.name,
+                          ", ".join(pre.checks))
             settings = get_settings()
             objects = driver.objects_at_first_step(ctx, pre, fetch_image=settings.worker_image,
                                                    model_cache_pvc=settings.model_cache_pvc)
@@ -124,22 +120,31 @@ class ModelRolloutOperator(BaseOperator):
                           json.dumps(objects, indent=1))
             return {"outcome": "dry_run", "manifest_uri": pre.manifest.uri,
                     "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects]}
-        if pre.unchanged:
-            return self._finish(context, driver.finish_unchanged(ctx, pre))
-        return self._drive(context, ctx, driver.begin(ctx, pre), None)
+        # a new rollout, or this run's own resumed from its record (a retry, a restarted worker, a second
+        # execution); another live execution of this run is waited for
+        return self._run(context, ctx, Execution.new(context["ti"].try_number), None)
 
     def execute_complete(self, context, event: dict):
-        from llmops.rollout.driver import RolloutProgress
+        from llmops.rollout.record import Execution
 
         ctx = self.build_context(context)
         self.log.info("%s readiness: %s (%s) after %s s", event.get("track"), event["status"], event["detail"],
                       event.get("ready_s"))
-        return self._drive(context, ctx, RolloutProgress.from_dict(event["progress"]), event)
+        me = Execution.new(context["ti"].try_number, token=(event.get("progress") or {}).get("execution") or None)
+        return self._run(context, ctx, me, event)
 
-    def _drive(self, context, ctx, progress, event):
-        from llmops.rollout.driver import Waiting, drive
+    def _refused_fails(self, call, *args, **kwargs):
+        from llmops.rollout.errors import PreflightError
 
-        result = drive(ctx, progress, event)
+        try:
+            return call(*args, **kwargs)
+        except PreflightError as exc:  # refused: retrying would only queue the run silently
+            raise AirflowFailException(str(exc)) from None
+
+    def _run(self, context, ctx, me, event):
+        from llmops.rollout.driver import Waiting, run
+
+        result = self._refused_fails(run, ctx, me, event, on_wait=self.log.info)
         if isinstance(result, Waiting):
             from llmops_airflow.triggers.readiness import readiness_trigger
 
@@ -163,9 +168,11 @@ class ModelRolloutOperator(BaseOperator):
         self.log.info("report stored at %s", json.dumps(locations, indent=1))
         result = {"outcome": report.outcome, "reason": report.reason, "report": locations,
                   "manifest_uri": report.canary_version}
+        where = locations.get("store_markdown") or locations.get("local_markdown", "?")
         if report.outcome == "rolled_back":
-            raise AirflowFailException(f"rolled back: {report.reason}; report: "
-                                       f"{locations.get('store_markdown') or locations['local_markdown']}")
+            raise AirflowFailException(f"rolled back: {report.reason}; report: {where}")
+        if report.outcome not in ("promoted", "unchanged"):  # halted: a person has to look (the lock is kept)
+            raise AirflowFailException(f"{report.outcome}: {report.reason}; report: {where}")
         return result
 
     def _promql(self, conn_id: str, deployment: str, runtime: str = "vllm"):

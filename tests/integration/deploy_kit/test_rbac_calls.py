@@ -117,7 +117,10 @@ def drive_rollout(hook, recorder: Recorder, strategy: str, *, promote: bool) -> 
     with recorder.code():
         assert hook.test_connection()[0], "the connection test reads /version"
         assert backend.capacity_problems(facts) == []
-        assert backend.acquire(f"run-{strategy}-{promote}")
+        record = {"run_id": f"run-{strategy}-{promote}", "status": "active", "resolved": {}}
+        _, earlier = backend.read_record()  # the previous rollout's finished record, if any
+        version = backend.write_record(record, earlier)  # the rollout record: lock, then every transition
+        assert version and backend.read_record() == (record, version)
         assert backend.stable_version() == STABLE
         backend.deploy_canary(manifest, f"run-{strategy}-{promote}")
     play_controller(hook, "canary")
@@ -139,7 +142,7 @@ def drive_rollout(hook, recorder: Recorder, strategy: str, *, promote: bool) -> 
             backend.finish_promote()
         else:
             backend.roll_back()
-        backend.release(f"run-{strategy}-{promote}")
+        assert backend.write_record({**record, "status": "finished"}, version)
         assert backend.lock_holder() is None
 
 

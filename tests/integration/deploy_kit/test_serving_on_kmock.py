@@ -151,7 +151,7 @@ def test_what_the_backend_applies_mounts_the_cache_scrapes_each_pod_once_and_has
     deployment = registry.deployment(name)
     backend = KubernetesBackend(hook, deployment, registry.gpu_profile(deployment.gpu_profile),
                                 model_cache_pvc="llmops-model-cache")
-    assert backend.acquire("run-mounts")
+    assert backend.write_record({"run_id": "run-mounts", "status": "active", "resolved": {}}, None)
     backend.deploy_canary(MANIFEST, "run-mounts")
     d, ns = deployment, deployment.namespace
     canary = hook.get("Deployment", m.object_name(d, "canary"), ns)

@@ -24,7 +24,7 @@ def nothing_serves(env: dict) -> bool:
         data = json.loads(state.read_text())
         if data.get("stable") or data.get("canary"):
             return False
-    return not Path(env["LLMOPS_HOME"], "serving", "tiny-llama-chat", "rollout.lock").exists()
+    return not Path(env["LLMOPS_HOME"], "serving", "tiny-llama-chat", "rollout.json").exists()  # no record
 
 
 def test_dry_run_passes_preflight_and_creates_nothing(env, rollout_store):

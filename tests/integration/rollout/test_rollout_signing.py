@@ -59,7 +59,7 @@ def _preflight(hook, registry, store, uri, tmp_path):
     backend = KubernetesBackend(hook, deployment, registry.gpu_profile(deployment.gpu_profile))
     resolved = resolve_request(RolloutRequest(deployment=DEPLOYMENT, version=uri), registry)
     ctx = driver.RolloutContext(resolved, store, backend, registry, "run-1", tmp_path / "report")
-    return driver.preflight(ctx, acquire=False)
+    return driver.preflight(ctx)
 
 
 def test_preflight_verifies_the_signature_and_refuses_what_it_must(kube, cluster, registry, tmp_path):

@@ -27,6 +27,7 @@ from llmops.artefacts import Manifest, open_store
 from llmops.config import load_registry
 from llmops.rollout import driver
 from llmops.rollout.errors import PreflightError
+from llmops.rollout.record import Execution
 from llmops.rollout.request import RolloutRequest, resolve_request
 from llmops.serving.kubernetes import KubernetesBackend
 from llmops.settings import PROJECT_ROOT
@@ -109,9 +110,11 @@ def test_a_trtllm_canary_is_applied_and_rolled_back_when_no_pod_gets_ready(kube,
     ctx = context(backend, registry, store, uris["trt_fp8"], tmp_path)
     pre = driver.preflight(ctx)
     assert pre.facts.serving_runtime == "tensorrt-llm" and pre.facts.built_for == ("l20", "h20", "h100")
-    assert backend.lock_holder() == "manual__trtllm"
+    assert backend.lock_holder() is None  # pre-flight writes nothing; `run` takes the lock
 
-    waiting = driver.drive(ctx, driver.begin(ctx, pre))
+    me = Execution.new(1)
+    waiting = driver.run(ctx, me)
+    assert backend.lock_holder() == "manual__trtllm"
     assert isinstance(waiting, driver.Waiting) and waiting.target.track == "canary"
     assert waiting.target.identifiers["name"] == "tiny-llama-trtllm-canary"
     applied = {(o[0], o[2]) for o in kube.live_objects() if o[1] == NS}
@@ -136,7 +139,7 @@ def test_a_trtllm_canary_is_applied_and_rolled_back_when_no_pod_gets_ready(kube,
     # Here a cluster schedules the pod on an L20 and trtllm-serve loads the checkpoint: nothing does here.
     ready = backend.check_ready(waiting.target)
     assert not ready.ready and "0/1 replicas ready" in ready.detail
-    finished = driver.drive(ctx, waiting.progress, {"status": "not_ready", "detail": ready.detail})
+    finished = driver.run(ctx, me, {"status": "not_ready", "detail": ready.detail})
     assert isinstance(finished, driver.Finished) and finished.report.outcome == "rolled_back"
     assert hook.get("Deployment", "tiny-llama-trtllm-canary", NS) is None
     assert backend.lock_holder() is None
@@ -205,7 +208,8 @@ def test_the_model_rollout_dag_rolls_a_trtllm_canary_back_when_it_never_gets_rea
     created = [w for w in kube.writes() if w.startswith("POST /apis/apps/v1/namespaces/llmops/deployments")]
     assert created, "the canary Deployment was applied"
     assert hook.get("Deployment", "tiny-llama-trtllm-canary", NS) is None
-    assert hook.get("ConfigMap", "tiny-llama-trtllm-rollout-lock", NS) is None
+    lock = hook.get("ConfigMap", "tiny-llama-trtllm-rollout-lock", NS)  # the run's record stays, finished: no lock
+    assert lock["data"]["status"] == "finished" and json.loads(lock["data"]["record"])["outcome"] == "rolled_back"
 
 
 def test_the_local_runtime_refuses_a_trtllm_deployment_before_starting_anything(registry, store, tmp_path):
