@@ -72,7 +72,7 @@ def main() -> int:
             stable = store.resolve(stable_uri, "tiny-llama")
             backend.verify_artefact(store, stable)
             backend.deploy("stable", stable.uri, backend.model_dir(stable))
-            print(f"[bench] stable ready after {backend.wait_ready('stable', timeout_s=600):.1f} s (not measured)")
+            print(f"[bench] stable ready after {backend.wait_ready('stable'):.1f} s (not measured)")
             broken, broken_s = rollout(registry, store, backend, broken_uri, "bench-roll-back", steps,
                                        args.window_s * 4, tmp)
             promoted, total = rollout(registry, store, backend, candidate_uri, "bench-promote", steps,

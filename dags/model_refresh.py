@@ -27,9 +27,10 @@ that failed to resolve, never holds back another item):
 3. **download** the snapshot pinned to the sha (weight policy, sha256 checked against the hub), with the
    token of the model's own Connection (`hf_connection_id`);
 4. **quantize** with the recipe (llm-compressor / optimum GPTQ for vLLM, ModelOpt for TensorRT-LLM);
-5. **validate**: the serving runtime loads the checkpoint and answers the golden prompts greedily; its
-   token ids must agree with the unquantized model's on `validation.min_agreement` of them (TensorRT-LLM:
-   GPU pods only);
+5. **validate**: the serving runtime loads the unquantized checkpoint (the reference, recorded once per commit)
+   and the quantized one the same way; the candidate scores the reference's answers to the golden prompts
+   teacher-forced: mean KL and top-1 agreement where the reference is confident, against the recipe's
+   thresholds (`validation.thresholds` overrides them; TensorRT-LLM: GPU pods only);
 6. **publish** under `models/<model>/<sha>/<runtime>-<recipe>/`, manifest last;
 7. **announce** an Asset event (`model_artefacts`) whose extra carries the manifest URI and lineage.
 

@@ -76,7 +76,8 @@ store = open_store(get_settings().store_uri)
 print("\n[model_refresh] published versions of tiny-llama:")
 for manifest in store.list_versions("tiny-llama"):
     check = manifest.model_extra.get("validation", {})
-    verdict = (f"validated by {check.get('runtime')}: agreement {check.get('agreement'):.0%}"
+    verdict = (f"validated by {check.get('runtime')}: mean KL {check.get('mean_kl')} nats against the unquantized "
+               f"model, confident top-1 {check.get('confident_top1')}"
                if check.get("status") == "passed" else f"validation {check.get('status')}: {check.get('reason')}")
     print(f"  {manifest.uri}\n    {manifest.serving_runtime} {manifest.quantization_format} "
           f"({manifest.recipe}), needs compute capability {manifest.min_compute_capability}+, "

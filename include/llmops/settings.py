@@ -109,6 +109,13 @@ class Settings:
     exits "already running" (0: at once)."""
     hf_endpoint: str = ""
     """HF_ENDPOINT: a hub mirror used by models without their own `endpoint` (huggingface_hub's own name)."""
+    vllm_ready_timeout_s: float = 900.0
+    """LLMOPS_VLLM_READY_TIMEOUT_S: how long a local vLLM server (the validate step's, the local serving runtime's)
+    may take to become ready. ~40 s on an idle 2-core machine, 10-15 min under load 20-40. An expired wait is
+    transient once: the retry waits twice as long; a second expiry is permanent."""
+    trtllm_ready_timeout_s: float = 1800.0
+    """LLMOPS_TRTLLM_READY_TIMEOUT_S: how long TensorRT-LLM may take to load a checkpoint in the validate step
+    (GPU pods; first loads compile kernels). Expiry is transient once, like vLLM's."""
     credentials: Credentials = field(default_factory=Credentials, repr=False)
     """What this job was handed for the systems it talks to (see `Credentials`)."""
     trusted_public_keys: str = ""
@@ -172,6 +179,8 @@ def get_settings() -> Settings:
         kb_lease_ttl_s=_seconds("LLMOPS_KB_LEASE_TTL_S", 60.0, minimum=3.0),
         kb_lease_wait_s=_seconds("LLMOPS_KB_LEASE_WAIT_S", 0.0),
         hf_endpoint=_env("HF_ENDPOINT", ""),
+        vllm_ready_timeout_s=_seconds("LLMOPS_VLLM_READY_TIMEOUT_S", 900.0, minimum=1),
+        trtllm_ready_timeout_s=_seconds("LLMOPS_TRTLLM_READY_TIMEOUT_S", 1800.0, minimum=1),
         credentials=Credentials(
             hf_token=_env("HF_TOKEN", ""), milvus_token=_env("MILVUS_TOKEN", ""),
             object_store={name: value for name in OBJECT_STORE_VARIABLES if (value := _env(name, ""))},

@@ -157,6 +157,27 @@ def test_items_carry_the_golden_set_and_survive_the_trip_through_a_command_line(
     assert json.loads(item.to_json())["max_model_len"] == 1024
 
 
+def test_items_carry_the_recipes_thresholds_with_the_models_overrides():
+    plain = model(recipes=["llmcompressor-w8a8", "llmcompressor-w4a16"], profiles=["a10"])
+    items = {i.recipe: i for i in expand([plain]).items}
+    for recipe, item in items.items():
+        assert item.thresholds == dict(RECIPES[recipe].validation.__dict__)
+    assert items["llmcompressor-w4a16"].thresholds["max_mean_kl"] >= items["llmcompressor-w8a8"].thresholds["max_mean_kl"]
+    tuned = model(recipes=["llmcompressor-w8a8"], profiles=["a10"], validation={
+        "golden_prompts": [{"prompt": "a"}], "thresholds": {"max_mean_kl": 0.2}})
+    (item,) = expand([tuned]).items
+    assert item.thresholds == {**dict(RECIPES["llmcompressor-w8a8"].validation.__dict__), "max_mean_kl": 0.2}
+    assert parse_item(item.to_json()) == item
+
+
+@pytest.mark.parametrize(("thresholds", "message"), [
+    ({"max_mean_kl": 0}, "greater than 0"), ({"min_confident_top1": 1.5}, "less than or equal to 1"),
+    ({"max_mean_kl": float("nan")}, "finite number"), ({"max_kl": 0.1}, "Extra inputs are not permitted")])
+def test_threshold_overrides_are_checked(thresholds, message):
+    with pytest.raises(ValueError, match=message):
+        model(validation={"golden_prompts": [{"prompt": "a"}], "thresholds": thresholds})
+
+
 def test_an_items_outcome_is_published_or_the_first_failed_step_with_its_error():
     done = dict.fromkeys(ITEM_STEPS, "success")
     assert item_outcome("m/r", done, manifest_uri="file:///s/manifest.json") == ItemOutcome(

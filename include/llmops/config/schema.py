@@ -150,14 +150,30 @@ class ModelTarget(Strict):
         return RECIPES[self.recipe].runtime
 
 
+class ValidationThresholdOverrides(Strict):
+    """A model's own teacher-forced thresholds; each one left out keeps its recipe's (config.recipes)."""
+
+    max_mean_kl: float | None = Field(default=None, gt=0.0, le=10.0,
+                                      description="mean KL(reference || candidate) per token, nats")
+    min_confident_top1: float | None = Field(default=None, ge=0.0, le=1.0,
+                                             description="share of confident positions with the same top-1 token")
+    confidence_margin: float | None = Field(default=None, ge=0.0, le=50.0,
+                                            description="reference top-1 minus top-2 logprob (nats) that makes a "
+                                                        "position confident")
+
+
 class ModelValidation(Strict):
     golden_prompts: list[GoldenPrompt] = Field(
         min_length=1, description="required: without them a quantized checkpoint could be published unchecked")
     max_new_tokens: int = Field(default=16, ge=1, le=512)
     min_agreement: float = Field(
         default=0.5, ge=0.0, le=1.0,
-        description="share of golden prompts where the quantized model's greedy output matches the original's",
+        description="information only: the report says whether this share of golden prompts kept the unquantized "
+                    "model's free-running greedy token ids; the verdict is teacher-forced (thresholds)",
     )
+    thresholds: ValidationThresholdOverrides = Field(
+        default_factory=ValidationThresholdOverrides,
+        description="overrides of the recipe's teacher-forced thresholds for this model")
 
     @field_validator("golden_prompts")
     @classmethod

@@ -46,7 +46,7 @@ def build_manifest(item: WorkItem, built_by: dict):
     validation = {k: v for k, v in json.loads(validation_path.read_text()).items() if k not in _VOLATILE}
     if validation.get("status") not in ("passed", "skipped"):
         raise NotValidated(f"{item.prefix}: validation {validation.get('status')} "
-                           f"(agreement {validation.get('agreement')}, needs {validation.get('min_agreement')})",
+                           f"({'; '.join(validation.get('problems') or []) or 'no verdict recorded'})",
                            fix="see the validate task's log; a failed checkpoint is never published")
     return Manifest.for_directory(
         checkpoint,

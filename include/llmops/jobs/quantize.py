@@ -1,8 +1,8 @@
 """python -m llmops.jobs.quantize --item JSON: quantize one planned artefact version (worker environment).
 
 The item comes from llmops.refresh (the plan task). Reads the downloaded snapshot at item.source_dir,
-writes the checkpoint to item.work_dir/checkpoint with llmops_quantize.json (recipe, tool versions,
-the unquantized model's greedy answers on the golden prompts). Rerunning reuses a finished checkpoint.
+writes the checkpoint to item.work_dir/checkpoint with llmops_quantize.json (recipe, tool versions, source).
+Rerunning reuses a finished checkpoint.
 """
 
 from __future__ import annotations
@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LlmopsError, OSError) as exc:  # a domain error, or a full or read-only work directory: one line, not a traceback
         return fail_known(exc, log, f"quantize into {item.checkpoint_dir}")
     emit_result({"model": item.model, "recipe": item.artefact_recipe, "checkpoint": item.checkpoint_dir,
-                 "scheme": metadata["scheme"], "seconds": metadata.get("seconds", 0.0),
-                 "reference": metadata["reference"]["completions"]})
+                 "scheme": metadata["scheme"], "seconds": metadata.get("seconds", 0.0)})
     return 0
 
 

@@ -22,7 +22,6 @@ from llmops.config.recipes import RECIPES, Recipe
 from llmops.hardware import cuda_available
 from llmops.quantize.errors import QuantizeError, RecipeUnavailable
 from llmops.validate.golden import GoldenSet
-from llmops.validate.reference import eos_token_ids, greedy_generations
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +147,9 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
              max_model_len: int = 4096, tensor_parallel_size: int = 1, source_meta: dict | None = None) -> dict:
     """Quantize `source` with recipe `recipe_name` into `out`; return the metadata written beside it.
 
-    Before quantizing, the unquantized model answers the golden prompts greedily: the reference the
-    validate step compares the serving runtime's answers with (stored in the metadata). The golden
-    prompts are also the calibration texts of recipes that calibrate.
+    The golden prompts are the calibration texts of recipes that calibrate. The reference the validate step
+    judges the checkpoint against is not made here: it is the unquantized checkpoint served by the validating
+    runtime itself (llmops.validate.reference_store).
     """
     if recipe_name not in RECIPES:
         raise QuantizeError(f"recipe {recipe_name!r} is unknown", fix=f"use one of {', '.join(sorted(RECIPES))}")
@@ -160,8 +159,7 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
         raise QuantizeError(f"source {source} has no config.json", fix="point --source at a downloaded "
                             "Hugging Face snapshot (the download step's output)")
     existing = load_metadata(out)
-    if (existing and existing.get("recipe") == recipe.name and existing.get("source") == (source_meta or {})
-            and "generations" in existing.get("reference", {})):
+    if existing and existing.get("recipe") == recipe.name and existing.get("source") == (source_meta or {}):
         log.info("%s already holds a %s checkpoint of this source; reusing it", out, recipe.name)
         return existing
     check_runnable(recipe)
@@ -173,10 +171,6 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
     log.info("quantizing %s with %s (%s %s)", source, recipe.name, recipe.tool, recipe.scheme)
     calibration = golden.texts
     model, tokenizer = _load(source, trust_remote_code=trust_remote_code)
-    reference = greedy_generations(model, tokenizer, golden.texts, golden.max_new_tokens)
-    eos_ids = eos_token_ids(model, tokenizer)
-    log.info("reference (unquantized, greedy): %s",
-             {text: g["text"] for text, g in zip(golden.texts, reference, strict=True)})
     runner = {"llmcompressor": _llmcompressor, "modelopt": _modelopt, "optimum-gptq": _optimum_gptq}[recipe.tool]
     details = runner(recipe, model, tokenizer, staging, calibration, trust_remote_code=trust_remote_code)
     if trust_remote_code:
@@ -188,9 +182,6 @@ def quantize(recipe_name: str, source: Path, out: Path, *, golden: GoldenSet, tr
         "min_compute_capability": recipe.min_compute_capability, "params": recipe.params,
         "quantization": details, "tool_versions": versions, "source": source_meta or {},
         "trust_remote_code": trust_remote_code,
-        "reference": {"generator": "transformers greedy, unquantized", "golden": golden.to_dict(),
-                      "completions": [g["text"] for g in reference], "generations": reference,
-                      "eos_token_ids": eos_ids},
     }
     # Only what the checkpoint is goes into the file (no timings): a forced rebuild of the same source
     # with the same tools yields the same bytes, which the immutable store accepts as "already published".

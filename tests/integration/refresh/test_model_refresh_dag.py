@@ -110,9 +110,12 @@ def test_the_first_run_downloads_quantizes_validates_with_vllm_and_publishes(ref
     assert manifest is not None, first_run[-4000:]
     assert (manifest.source_repo, manifest.source_sha, manifest.source_revision) == ("llmops-demo/tiny-llama", sha, "main")
     assert manifest.model_extra["validation"]["status"] == "passed"
-    assert manifest.model_extra["validation"]["agreement"] >= 0.5
+    validation = manifest.model_extra["validation"]
+    assert validation["compared"].startswith("teacher-forced") and validation["positions"] > 0
+    assert validation["mean_kl"] <= validation["thresholds"]["max_mean_kl"]
+    assert validation["reference"]["served_by"] == "vllm"  # the unquantized model, served as the candidate is
     assert manifest.built_by.dag_id == "model_refresh" and manifest.built_by.run_id.startswith("manual__")
-    assert "agreement" in first_run and "PASS" in first_run  # the validation verdict reaches the task log
+    assert "mean KL" in first_run and "PASS" in first_run  # the validation verdict reaches the task log
     assert Path(env["LLMOPS_HOME"], "work", "tiny-llama", sha, "source", "model.safetensors").is_file()
 
 

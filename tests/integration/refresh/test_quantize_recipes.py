@@ -50,14 +50,11 @@ def test_modelopt_fp8_writes_the_unified_checkpoint_tensorrt_llm_loads(quantized
     assert "model.layers.0.self_attn.q_proj.weight_scale" in dtypes
 
 
-def test_the_unquantized_models_greedy_answers_are_recorded_as_the_reference(quantized):
+def test_the_metadata_records_the_source_and_tools_and_no_reference_of_another_runtime(quantized):
+    """The reference is the validating runtime's own (llmops.validate.reference_store), not transformers' answers."""
     for item, result, _ in quantized.values():
         metadata = json.loads((Path(item.checkpoint_dir) / "llmops_quantize.json").read_text())
-        reference = metadata["reference"]
-        assert reference["golden"]["prompts"][0]["prompt"] == "The capital of France is"
-        # the tiny model was trained on these sentences, so its greedy continuations are known
-        assert reference["completions"][:2] == [" Paris.", " four, five."]
-        assert result["reference"] == reference["completions"]
+        assert "reference" not in metadata and "reference" not in result
         assert metadata["source"]["sha"] == item.sha
         assert {"torch", "transformers"} <= set(metadata["tool_versions"])
     tools = {json.loads((Path(i.checkpoint_dir) / "llmops_quantize.json").read_text())["tool"]: i

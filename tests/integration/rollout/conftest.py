@@ -84,7 +84,7 @@ def local_backend(rollout_tmp, rollout_store):
         for attempt in (1, 2):
             backend.deploy("stable", stable.uri, backend.model_dir(stable))
             try:
-                backend.wait_ready("stable", timeout_s=900)  # ~40 s alone; minutes with 8 suites on 2 cores
+                backend.wait_ready("stable")  # LLMOPS_VLLM_READY_TIMEOUT_S: ~40 s alone; minutes with 8 suites on 2 cores
                 break
             except LocalRuntimeError as exc:
                 # Seen on the shared dev machine: the server SIGKILLed seconds after start with an empty log,
