@@ -135,3 +135,28 @@ def test_malformed_input_is_refused_naming_the_prompt_and_the_fix(prompt, messag
     with pytest.raises(InvalidValue, match=message) as caught:
         judge_teacher_forced([prompt], THRESHOLDS)
     assert caught.value.fix
+
+
+def test_relative_kl_catches_a_broken_candidate_of_a_near_flat_model_that_absolute_kl_lets_through():
+    """A random model's distribution is almost uniform: a broken candidate stays within a tiny absolute KL, but
+    loses most of the little the reference knows."""
+    vocab = 512
+    reference = {t: math.log(1 / vocab) + 0.05 * math.sin(t) for t in range(20)}
+    broken = {t: math.log(1 / vocab) + 0.05 * math.cos(3 * t) for t in range(20)}
+    close = {t: lp + 0.002 * math.cos(t) for t, lp in reference.items()}
+    pairs = lambda cand: [TeacherForcedPrompt("p", [1, 2, 3], [TeacherForcedPosition(reference, cand)] * 3)]  # noqa: E731
+    bad = judge_teacher_forced(pairs(broken), THRESHOLDS, vocab_size=vocab)
+    assert bad.mean_kl < THRESHOLDS.max_mean_kl  # the absolute bound alone would pass it
+    assert not bad.passed and any("of the reference's information" in p for p in bad.problems)
+    good = judge_teacher_forced(pairs(close), THRESHOLDS, vocab_size=vocab)
+    assert good.passed and good.relative_kl < bad.relative_kl / 10
+    assert "of the reference's information" in good.summary()
+    assert judge_teacher_forced(pairs(broken), THRESHOLDS).relative_kl is None  # without the vocabulary size
+
+
+def test_a_peaked_references_information_is_large_so_a_small_kl_is_a_small_share():
+    from llmops.validate.teacher_forced import position_information
+
+    assert position_information({1: math.log(0.99)}, 1000) == pytest.approx(
+        0.99 * math.log(0.99 * 1000) + 0.01 * math.log(0.01 * 1000 / 999), rel=1e-9)
+    assert position_information({t: math.log(1 / 1000) for t in range(20)}, 1000) == pytest.approx(0, abs=1e-9)

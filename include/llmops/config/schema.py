@@ -157,6 +157,9 @@ class ValidationThresholdOverrides(Strict):
                                       description="mean KL(reference || candidate) per token, nats")
     min_confident_top1: float | None = Field(default=None, ge=0.0, le=1.0,
                                              description="share of confident positions with the same top-1 token")
+    max_relative_kl: float | None = Field(default=None, gt=0.0, le=10.0,
+                                          description="mean KL over the reference's own information "
+                                                      "(KL(reference || uniform))")
     confidence_margin: float | None = Field(default=None, ge=0.0, le=50.0,
                                             description="reference top-1 minus top-2 logprob (nats) that makes a "
                                                         "position confident")

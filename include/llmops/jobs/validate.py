@@ -124,8 +124,20 @@ def record_reference(runtime: Runtime, source: Path, golden) -> list[dict]:
                 for text, g in zip(golden.texts, generations, strict=True)]
 
 
-def judge_candidate(runtime: Runtime, checkpoint: Path, golden, reference: list[dict], thresholds) -> tuple:
-    """(teacher-forced result, free-running greedy verdict) of `checkpoint` against the reference's prompts."""
+def vocab_size(checkpoint: Path) -> int | None:
+    """The model's vocabulary size from its config.json (multimodal configs keep it in text_config)."""
+    try:
+        config = json.loads((Path(checkpoint) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    size = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    return int(size) if isinstance(size, int) and size > 1 else None
+
+
+def judge_candidate(runtime: Runtime, checkpoint: Path, golden, reference: list[dict], thresholds, *,
+                    vocab: int | None = None) -> tuple:
+    """(teacher-forced result, free-running greedy verdict) of `checkpoint` against the reference's prompts;
+    `vocab`: the vocabulary size, for the relative KL (default: the checkpoint's config.json)."""
     from llmops.validate.golden import expectation_problems, judge_agreement
     from llmops.validate.teacher_forced import TeacherForcedPosition, TeacherForcedPrompt, judge_teacher_forced
 
@@ -134,7 +146,7 @@ def judge_candidate(runtime: Runtime, checkpoint: Path, golden, reference: list[
         greedy = session.greedy([p["prompt_token_ids"] for p in reference], golden.max_new_tokens)
     result = judge_teacher_forced([TeacherForcedPrompt(p["prompt"], p["token_ids"], [
         TeacherForcedPosition(ref, cand) for ref, cand in zip(p["top_logprobs"], candidate, strict=True)])
-        for p, candidate in zip(reference, scored, strict=True)], thresholds)
+        for p, candidate in zip(reference, scored, strict=True)], thresholds, vocab_size=vocab or vocab_size(checkpoint))
     # golden expectations hold on what the candidate itself answers
     result.problems.extend(expectation_problems(golden, [g["text"] for g in greedy]))
     result.passed = result.passed and not result.problems
@@ -174,7 +186,7 @@ def validate(item: WorkItem) -> dict:
         raise ValidationFailed(f"{item.prefix}: the unquantized model's own answers miss the golden expectations: "
                                f"{'; '.join(original)}", fix=f"correct validation.golden_prompts of {item.model} in "
                                "models.yaml (the expectations must hold for the original model)")
-    result, free = judge_candidate(runtime, checkpoint, golden, prompts, thresholds)
+    result, free = judge_candidate(runtime, checkpoint, golden, prompts, thresholds, vocab=vocab_size(source))
     summary = (f"{result.summary()}\nfree-running greedy, information only: {free.agreement:.0%} of the prompts "
                f"kept the reference's token ids (validation.min_agreement {golden.min_agreement:.0%})")
     log.info("validation of %s against the unquantized model, both served by %s %s (reference %s)\n%s",

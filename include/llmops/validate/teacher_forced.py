@@ -11,14 +11,19 @@ later token "differ". Per position this module gets each model's top-k logprobs 
   `thresholds.confidence_margin` nats. Near-ties (a random or undertrained model, an open question) are not
   counted: there the choice is a coin toss that any rounding flips, and KL already measures how close they are.
 
-The verdict passes when the mean KL is at most `max_mean_kl` and the confident top-1 agreement is at least
-`min_confident_top1` (with no confident position at all, KL alone decides and the summary says so). There must
-be at least one scored position.
+- relative KL: the mean KL divided by the reference's own information, the mean KL(reference || uniform over the
+  vocabulary) (same top-k approximation, the tail spread evenly over the unlisted tokens). A near-flat model
+  (random, barely trained) keeps every candidate, broken or not, within a tiny absolute KL; relative to what the
+  reference knows, a broken candidate loses about all of it and a good quantization a few per cent.
+
+The verdict passes when the mean KL is at most `max_mean_kl`, the relative KL at most `max_relative_kl` (when the
+vocabulary size is given) and the confident top-1 agreement at least `min_confident_top1` (with no confident
+position at all, KL alone decides and the summary says so). There must be at least one scored position.
 
 How to feed it (any runtime):
     positions = [TeacherForcedPosition(reference={id: logprob, ...}, candidate={id: logprob, ...}), ...]
     prompt = TeacherForcedPrompt(prompt="text", token_ids=[continuation ids], positions=positions)
-    result = judge_teacher_forced([prompt, ...], thresholds)      # thresholds: config.recipes.ValidationThresholds
+    result = judge_teacher_forced([prompt, ...], thresholds, vocab_size=V)  # config.recipes.ValidationThresholds
 Position i holds each model's distribution over the token at continuation index i, i.e. conditioned on the
 prompt ids plus continuation ids [:i]. With vLLM: a completion of prompt + continuation ids with
 `prompt_logprobs=k` and `max_tokens=1`; entry len(prompt) + i of `prompt_logprobs` is position i
@@ -108,6 +113,16 @@ def position_kl(reference: Mapping[int, float], candidate: Mapping[int, float]) 
     return max(kl, 0.0)  # rounding of the listed masses can make a near-identical pair a hair negative
 
 
+def position_information(reference: Mapping[int, float], vocab_size: int) -> float:
+    """KL(reference || uniform over `vocab_size` tokens) in nats: the reference's top-k, the rest of its mass spread
+    evenly over the unlisted tokens (a lower bound, like `position_kl`)."""
+    kl = sum(math.exp(lp) * (lp + math.log(vocab_size)) for lp in reference.values())
+    tail, unlisted = 1.0 - sum(math.exp(lp) for lp in reference.values()), vocab_size - len(reference)
+    if tail > PROBABILITY_FLOOR and unlisted > 0:
+        kl += tail * math.log(tail * vocab_size / unlisted)
+    return max(kl, 0.0)
+
+
 def _top2(logprobs: Mapping[int, float]) -> tuple[int, float]:
     """(top-1 token, log p(top-1) - log p(top-2)); the margin is infinite with a single listed token."""
     ranked = sorted(logprobs.items(), key=lambda item: (-item[1], item[0]))
@@ -126,6 +141,8 @@ class TeacherForcedResult:
     confident_positions: int
     confident_agreeing: int
     thresholds: ValidationThresholds
+    relative_kl: float | None = None
+    """mean KL / mean KL(reference || uniform); None without the vocabulary size."""
     prompts: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -137,6 +154,7 @@ class TeacherForcedResult:
     def to_dict(self) -> dict:
         return {"passed": self.passed, "compared": "teacher-forced: the reference continuation scored by both models",
                 "mean_kl": round(self.mean_kl, 6), "max_kl": round(self.max_kl, 6), "positions": self.positions,
+                "relative_kl": None if self.relative_kl is None else round(self.relative_kl, 4),
                 "confident_positions": self.confident_positions, "confident_agreeing": self.confident_agreeing,
                 "confident_top1": None if self.confident_top1 is None else round(self.confident_top1, 4),
                 "thresholds": dict(self.thresholds.__dict__), "prompts": self.prompts, "problems": self.problems}
@@ -148,8 +166,10 @@ class TeacherForcedResult:
                 f"confident top-1 agreement {self.confident_top1:.0%} ({self.confident_agreeing} of "
                 f"{self.confident_positions} positions with a reference margin >= {t.confidence_margin:g} nats; "
                 f"needs {t.min_confident_top1:.0%})")
-        lines = [f"teacher-forced over {self.positions} tokens: mean KL {self.mean_kl:.4f} nats (at most "
-                 f"{t.max_mean_kl:g}), max {self.max_kl:.4f}; {top1}: {'PASS' if self.passed else 'FAIL'}"]
+        relative = ("" if self.relative_kl is None else f", {self.relative_kl:.1%} of the reference's information "
+                    f"(at most {t.max_relative_kl:.0%})")
+        lines = [f"teacher-forced over {self.positions} tokens: mean KL {self.mean_kl:.5f} nats (at most "
+                 f"{t.max_mean_kl:g}){relative}, max {self.max_kl:.4f}; {top1}: {'PASS' if self.passed else 'FAIL'}"]
         for row in self.prompts:
             agreement = (f"top-1 {row['confident_agreeing']}/{row['confident_positions']} confident"
                          if row["confident_positions"] else "no confident position")
@@ -159,10 +179,12 @@ class TeacherForcedResult:
         return "\n".join(lines)
 
 
-def judge_teacher_forced(prompts: Sequence[TeacherForcedPrompt], thresholds: ValidationThresholds
-                         ) -> TeacherForcedResult:
-    """The verdict on a candidate from both models' top-k logprobs along the reference's continuations."""
+def judge_teacher_forced(prompts: Sequence[TeacherForcedPrompt], thresholds: ValidationThresholds, *,
+                         vocab_size: int | None = None) -> TeacherForcedResult:
+    """The verdict on a candidate from both models' top-k logprobs along the reference's continuations.
+    `vocab_size` (the model's, e.g. config.json's vocab_size) enables the relative KL check."""
     kls: list[float] = []
+    information = 0.0
     confident = agreeing = 0
     rows, problems = [], []
     for item in prompts:
@@ -176,6 +198,8 @@ def judge_teacher_forced(prompts: Sequence[TeacherForcedPrompt], thresholds: Val
             reference = _logprobs(position.reference, f"{where}: the reference")
             candidate = _logprobs(position.candidate, f"{where}: the candidate")
             prompt_kls.append(position_kl(reference, candidate))
+            if vocab_size:
+                information += position_information(reference, vocab_size)
             top, margin = _top2(reference)
             if margin >= thresholds.confidence_margin:
                 prompt_confident += 1
@@ -189,13 +213,17 @@ def judge_teacher_forced(prompts: Sequence[TeacherForcedPrompt], thresholds: Val
                      "max_kl": round(max(prompt_kls), 6) if prompt_kls else 0.0, "max_kl_at": worst,
                      "confident_positions": prompt_confident, "confident_agreeing": prompt_agreeing})
     mean_kl = sum(kls) / len(kls) if kls else 0.0
+    relative = sum(kls) / information if vocab_size and information > 0 else None
     result = TeacherForcedResult(False, mean_kl, max(kls, default=0.0), len(kls), confident, agreeing, thresholds,
-                                 rows, problems)
+                                 relative, rows, problems)
     if not kls:
         problems.append("no token was scored (no golden prompt, or only empty continuations); fix: add "
                         "validation.golden_prompts to the model in models.yaml, or raise validation.max_new_tokens")
     if mean_kl > thresholds.max_mean_kl:
         problems.append(f"mean KL {mean_kl:.4f} nats exceeds {thresholds.max_mean_kl:g}")
+    if relative is not None and relative > thresholds.max_relative_kl:
+        problems.append(f"the candidate loses {relative:.0%} of the reference's information (mean KL over mean "
+                        f"KL(reference || uniform)), more than {thresholds.max_relative_kl:.0%}")
     if result.confident_top1 is not None and result.confident_top1 < thresholds.min_confident_top1:
         problems.append(f"confident top-1 agreement {result.confident_top1:.0%} is below "
                         f"{thresholds.min_confident_top1:.0%}")

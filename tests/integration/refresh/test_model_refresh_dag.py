@@ -4,8 +4,9 @@ a file store.
 
 The first run has three items, each on its own chain: tiny-llama/llmcompressor-w8a8 (validated by vLLM),
 tiny-llama/modelopt-fp8 (TensorRT-LLM validation skipped locally) and tiny-strict/llmcompressor-w8a8, whose
-golden prompt expects an answer the model never gives, so its validation fails (before starting vLLM: the
-unquantized model misses it too). The other two publish, the
+golden prompt expects an answer the model never gives, so its validation fails (once vLLM has served the
+unquantized model as the reference, before the candidate is served: the unquantized model misses it too). The
+other two publish, the
 run ends failed and the report lists all three. A second run (tiny-llama only) skips what the first published.
 """
 
@@ -24,7 +25,7 @@ from refresh_helpers import ROOT
 from llmops.artefacts import open_store
 from support.olah import olah_server, publish_repo
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # two DAG runs, one vLLM start, on a shared machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # two DAG runs, three vLLM starts, on a shared machine
 
 FIRST_RUN = {"model": "all"}
 SECOND_RUN = {"model": "tiny-llama"}
