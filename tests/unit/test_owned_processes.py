@@ -55,8 +55,10 @@ ENGINE = textwrap.dedent("""
 OWNER = textwrap.dedent('''
     import sys, time
     from pathlib import Path
-    from llmops.validate.vllm_server import vllm_server
-    with vllm_server(Path(sys.argv[1]), python=sys.executable, ready_timeout=600) as base:
+    from llmops.serving.ready import ReadyLimit
+    from llmops.validate.vllm_server import server_flags, vllm_server
+    with vllm_server(Path(sys.argv[1]), server_flags(max_model_len=512), python=sys.executable,
+                     ready=ReadyLimit("LLMOPS_VLLM_READY_TIMEOUT_S", 600)) as base:
         print("ready", base, flush=True)
         time.sleep(600)
 ''')

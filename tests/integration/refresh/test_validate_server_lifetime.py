@@ -23,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[3]
 OWNER = textwrap.dedent('''
     import sys, time
     from pathlib import Path
-    from llmops.validate.vllm_server import vllm_server
-    with vllm_server(Path(sys.argv[1]), python=sys.executable, max_model_len=128, ready_timeout=1500) as base:
+    from llmops.serving.ready import ReadyLimit
+    from llmops.validate.vllm_server import server_flags, vllm_server
+    with vllm_server(Path(sys.argv[1]), server_flags(max_model_len=128), python=sys.executable,
+                     ready=ReadyLimit("LLMOPS_VLLM_READY_TIMEOUT_S", 1500)) as base:
         print("ready", base, flush=True)
         time.sleep(1800)
 ''')
