@@ -278,8 +278,9 @@ def choose_backend(st_model, name: str, model_dir: Path, cache_dir: Path) -> dic
     use_int8 = speedup >= AUTO_MIN_SPEEDUP
     choice = {"backend": "onnx" if use_int8 else "torch", "quantize": "int8" if use_int8 else None, "cpu": cpu,
               "torch_cpu_s": round(torch_s, 3), "onnx_int8_cpu_s": round(int8_s, 3), "speedup": round(speedup, 2),
-              "why": f"ONNX int8 took {speedup:.2f}x less CPU time than torch on {len(_SAMPLE)} sample chunks here; "
-                     f"{'at least' if use_int8 else 'below'} the {AUTO_MIN_SPEEDUP:g}x needed to leave torch"}
+              "why": f"on {len(_SAMPLE)} sample chunks here torch needed {speedup:.2f}x the CPU time of ONNX int8, "
+                     f"{'at least' if use_int8 else 'below'} the {AUTO_MIN_SPEEDUP:g}x that int8 must gain to be "
+                     f"chosen (delete {record.name} to measure again)"}
     tmp = record.with_name(f".tmp-{os.getpid()}-{record.name}")
     tmp.write_text(json.dumps(choice, indent=1) + "\n")
     os.replace(tmp, record)  # a twin measuring at the same moment writes an equally valid choice
