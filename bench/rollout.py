@@ -31,7 +31,8 @@ from pathlib import Path
 from _common import ROOT  # noqa: F401 - puts include/ on sys.path
 from llmops.artefacts import open_store
 from llmops.config import load_registry
-from llmops.demo.rollout import ensure_tiny_model, publish_local_build
+from llmops.demo.rollout import publish_local_build
+from llmops.demo.tiny_model import demo_model
 from llmops.rollout import driver
 from llmops.rollout.request import RolloutRequest, resolve_request
 from llmops.serving.local import LocalRuntime
@@ -56,9 +57,7 @@ def main() -> int:
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     settings = get_settings()
-    trained = ensure_tiny_model(settings.home / "demo" / "rollout" / "tiny-llama")
-    untrained = ensure_tiny_model(settings.home / "demo" / "rollout" / "tiny-llama-untrained",
-                                  "--seed", "1", "--train-steps", "0")
+    trained, untrained = demo_model(), demo_model("--seed", "1", "--train-steps", "0")
     registry = load_registry()
 
     with tempfile.TemporaryDirectory(prefix="llmops-bench-rollout-") as tmp:

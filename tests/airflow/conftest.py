@@ -64,7 +64,7 @@ def airflow_stack(tmp_path_factory, venvs):
     with running:
         airflow = running.enter_context(local_airflow(
             root / "state", base_env=_INHERITED, venvs=venvs, config_dir=config,
-            demo_model_dir=venvs.parent / "test" / "cache" / "tiny-llama", timeout=420,
+            demo_model_cache=venvs.parent / "cache" / "demo-models", timeout=420,
             echo=lambda line: print(f"[airflow_stack] {line}")))
         print(f"[airflow_stack] ready in {time.monotonic() - started:.0f} s at {airflow.url}")
         yield airflow

@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmops.jobs._cli import parse_result
 from support._proc import ROOT, free_port, free_ports, http_ok, start_owned, stop
 
 DEMO_REPO = "llmops-demo/tiny-llama"
@@ -160,36 +160,33 @@ def airflow_settings(airflow_home: Path, port: int, logs: Path) -> dict[str, str
 
 
 class _DemoModel:
-    """The tiny demo model, trained once into `model_dir` (about 15 s on an idle machine, minutes on a busy
-    one) in the background while Airflow starts; staged, then renamed, so a twin never sees half of it."""
+    """The tiny demo model from the machine's cache (`llmops.jobs.make_tiny_model --cache`), looked up (or, the
+    first time, trained: about a minute idle, longer on a busy machine) in the background while Airflow starts.
+    The builder's lock makes a twin wait for the first build and reuse it."""
 
-    def __init__(self, model_dir: Path, env: Mapping[str, str], worker_python: Path, log: Path):
-        self.model_dir, self.log = model_dir, log
-        self.proc: subprocess.Popen | None = None
-        if (model_dir / "model.safetensors").is_file():
-            return
-        model_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = model_dir.with_name(f".{model_dir.name}.{os.getpid()}")
-        shutil.rmtree(self.staging, ignore_errors=True)
-        with open(log, "ab") as out:
-            self.proc = start_owned([str(worker_python), "-m", "llmops.jobs.make_tiny_model", "--out",
-                                     str(self.staging)], stdout=out, stderr=subprocess.STDOUT, env=dict(env))
+    def __init__(self, cache: Path, env: Mapping[str, str], worker_python: Path, log: Path):
+        self.log = log
+        self.path: Path | None = None
+        self.out = open(log, "w+b")  # noqa: SIM115 - read back in wait(), closed in stop()
+        self.proc: subprocess.Popen | None = start_owned(
+            [str(worker_python), "-m", "llmops.jobs.make_tiny_model", "--cache", str(cache)],
+            stdout=self.out, stderr=subprocess.STDOUT, env=dict(env))
 
     def wait(self) -> Path:
-        if self.proc is not None:
-            if self.proc.wait() != 0:
-                raise RuntimeError(f"building the demo model failed:\n{self.log.read_text(errors='replace')[-3000:]}")
-            try:
-                self.staging.rename(self.model_dir)
-            except OSError:  # a twin finished first
-                shutil.rmtree(self.staging, ignore_errors=True)
+        if self.path is None:
+            assert self.proc is not None
+            code = self.proc.wait()
             self.proc = None
-        return self.model_dir
+            result = parse_result(self.log.read_text(errors="replace")) if code == 0 else None
+            if result is None:
+                raise RuntimeError(f"building the demo model failed:\n{self.log.read_text(errors='replace')[-3000:]}")
+            self.path = Path(result["path"])
+        return self.path
 
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc)
-            shutil.rmtree(self.staging, ignore_errors=True)
+        self.out.close()
 
 
 def _start(name: str, args: list[str], env: Mapping[str, str], logs: Path, airflow_bin: Path) -> subprocess.Popen:
@@ -247,7 +244,7 @@ def local_airflow(
     airflow_home: Path | None = None,
     port: int | None = None,
     venvs: Path | None = None,
-    demo_model_dir: Path | None = None,
+    demo_model_cache: Path | None = None,
     mirrors: Path | None = None,
     config_dir: Path | None = None,
     timeout: float = 300,
@@ -257,7 +254,7 @@ def local_airflow(
     home, Milvus data) and the stack's own under `state/ui` (server logs, hub mirror); stop it on exit.
 
     `base_env` is the environment to start from (its AIRFLOW__* settings win over the optional defaults,
-    never over the ones that tie the components together). `demo_model_dir` caches the trained demo model,
+    never over the ones that tie the components together). `demo_model_cache` is the machine's cache of demo model builds (default: base_env's LLMOPS_HOME/cache/demo-models),
     `mirrors` holds the hub mirror's repos (share both with `make demo` to build the same commit).
     `config_dir` is the registry (default: `LLMOPS_CONFIG_DIR` of `base_env`, else include/config).
     """
@@ -300,8 +297,8 @@ def local_airflow(
         from support.milvus import milvus_lite_server
         from support.olah import olah_server, publish_repo, repo_path
 
-        model = _DemoModel(Path(demo_model_dir or own / "tiny-llama"), env, venvs / "worker" / "bin" / "python",
-                           server_logs / "demo-model.log")
+        cache = Path(demo_model_cache or Path(base_env.get("LLMOPS_HOME", ROOT / ".llmops")) / "cache" / "demo-models")
+        model = _DemoModel(cache, env, venvs / "worker" / "bin" / "python", server_logs / "demo-model.log")
         stack.callback(model.stop)
         mirrors = Path(mirrors or own / "hf-mirror")
         if migrate.wait() != 0:
@@ -382,7 +379,6 @@ def main() -> int:
     base = {k: v for k, v in os.environ.items() if k != "AIRFLOW_HOME"}
     try:
         with local_airflow(home, base_env=base, port=port, venvs=home / "venvs",
-                           demo_model_dir=home / "demo" / "model_refresh" / "tiny-llama",
                            mirrors=home / "demo" / "model_refresh" / "hf-mirror",
                            echo=lambda line: print(f"[ui] {line}", flush=True)) as airflow:
             print(f"\n  Airflow UI:  {airflow.url}\n  login:       {airflow.username} / {airflow.password}\n"

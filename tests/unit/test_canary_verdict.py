@@ -117,7 +117,7 @@ def test_a_significant_rank_test_outvoted_by_the_ratio_is_mentioned():
     canary = [samples_round("canary", 0.05, shift=0.01) for _ in range(3)]
     stable = [samples_round("stable", 0.05) for _ in range(3)]
     check = {c.name: c for c in judge(Observations(GOLDEN["all_pass"], canary, stable), T).checks}["p95_latency_ratio"]
-    assert check.status == "pass" and "outvoted" in check.detail and "threshold 1.5" in check.detail
+    assert check.status == "pass" and "outvoted" in check.detail and "rolled back above 1.22" in check.detail
 
 
 def samples_round(target, base, n=20, outliers=0, shift=0.0):

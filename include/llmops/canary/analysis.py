@@ -30,30 +30,41 @@ def analyse(*, canary_url: str, stable_url: str | None, model: str, golden_promp
     before = _scrape(canary_url, stable_url, metrics_path)
     golden = run_golden(canary_url, model, golden_prompts, timeout_s=timeout_s)
     log.info("golden prompts on the canary: %d/%d passed", sum(g.passed for g in golden), len(golden))
-    observed = Observations(golden, has_stable=stable_url is not None)
-    reason = stop_reason(observed) if stop_reason else None
-    if reason:
-        log.warning("analysis stopped before the load rounds: %s", reason)
-        return _finish(observed, reason, canary_url, stable_url, before, metrics_path)
     probe = AlternatingProbe(stable_url, canary_url, model, requests=requests, concurrency=concurrency,
                              max_tokens=max_tokens, pause_s=pause_s, min_rounds=min_rounds, timeout_s=timeout_s,
                              max_consecutive_errors=max_consecutive_errors)
+    remaining = max(0.0, window_s - (time.monotonic() - started))
+    observed = observe(golden, probe, remaining, stop_reason=stop_reason)
+    return _finish(observed, canary_url, stable_url, before, metrics_path)
+
+
+def observe(golden: list, probe: AlternatingProbe, remaining_s: float, *,
+            stop_reason: Callable[[Observations], str | None] | None = None,
+            clock: Callable[[], float] = time.monotonic) -> Observations:
+    """The window after the golden prompts: `probe`'s rounds for `remaining_s` seconds, `stop_reason` asked
+    after the golden prompts and after every round. The rollout runs it on live servers (`analyse`);
+    bench/judge.py replays recorded rounds through it (a probe with `measure`, `sleep` and `clock` replaced)."""
+    has_stable = probe.stable_url is not None
+    observed = Observations(golden, has_stable=has_stable)
+    reason = stop_reason(observed) if stop_reason else None
+    if reason:
+        log.warning("analysis stopped before the load rounds: %s", reason)
+        return replace(observed, stopped_early=reason)
     state: dict = {"reason": None}
 
     def after_round(canary_rounds, stable_rounds, error_limit: str) -> bool:
         so_far = Observations(golden, list(canary_rounds), list(stable_rounds), {},
-                              error_limit_reached=error_limit, has_stable=stable_url is not None)
+                              error_limit_reached=error_limit, has_stable=has_stable)
         state["reason"] = (stop_reason(so_far) if stop_reason else None) or error_limit or None
         return bool(state["reason"])
 
-    remaining = max(0.0, window_s - (time.monotonic() - started))
-    canary_rounds, stable_rounds, error_limit = probe.run(remaining, after_round=after_round)
+    canary_rounds, stable_rounds, error_limit = probe.run(remaining_s, after_round=after_round, clock=clock)
     errors = sum(1 for r in canary_rounds + stable_rounds if r.measurement_error)
-    observed = Observations(golden, canary_rounds, stable_rounds, {}, measurement_errors=errors,
-                            error_limit_reached=error_limit, has_stable=stable_url is not None)
     if state["reason"]:
         log.warning("analysis stopped early: %s", state["reason"])
-    return _finish(observed, state["reason"] or "", canary_url, stable_url, before, metrics_path)
+    return Observations(golden, canary_rounds, stable_rounds, {}, measurement_errors=errors,
+                        error_limit_reached=error_limit, has_stable=has_stable,
+                        stopped_early=state["reason"] or "")
 
 
 def _scrape(canary_url: str, stable_url: str | None, path: str) -> dict:
@@ -61,9 +72,9 @@ def _scrape(canary_url: str, stable_url: str | None, path: str) -> dict:
             "stable": metrics.scrape(stable_url, path=path) if stable_url else None}
 
 
-def _finish(observed: Observations, reason: str, canary_url: str, stable_url: str | None,
+def _finish(observed: Observations, canary_url: str, stable_url: str | None,
             before: dict, metrics_path: str) -> Observations:
     after = _scrape(canary_url, stable_url, metrics_path)
     server_side = {track: metrics.window_summary(before[track], after[track])
                    for track in ("canary", "stable") if track == "canary" or stable_url}
-    return replace(observed, metrics=server_side, stopped_early=reason)
+    return replace(observed, metrics=server_side)

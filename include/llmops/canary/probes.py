@@ -111,7 +111,7 @@ def timed_stream(client: httpx.Client, base_url: str, model: str, prompt: str, m
 def load_round(base_url: str, model: str, target: str, *, requests: int, concurrency: int, max_tokens: int,
                timeout_s: float = 30.0, prompts: Sequence[str] = LOAD_PROMPTS) -> ProbeRound:
     """A bounded synthetic load: `requests` streamed completions, at most `concurrency` in flight."""
-    started_at = time.time()
+    started_at, started = time.time(), time.perf_counter()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(limits=limits, timeout=timeout_s) as client, ThreadPoolExecutor(concurrency) as pool:
         timings = list(pool.map(lambda i: timed_stream(client, base_url, model, prompts[i % len(prompts)],
@@ -124,7 +124,7 @@ def load_round(base_url: str, model: str, target: str, *, requests: int, concurr
     measurement_error = f"no response to {requests} requests ({timings[0].error})" if unanswered and timings else ""
     return ProbeRound(target, requests, requests - len(ok), percentile(e2e, 50), percentile(e2e, 95),
                       percentile(ttft, 50), percentile(ttft, 95), started_at,
-                      tuple(round(v, 5) for v in e2e), measurement_error)
+                      tuple(round(v, 5) for v in e2e), measurement_error, round(time.perf_counter() - started, 4))
 
 
 @dataclass
@@ -135,6 +135,9 @@ class AlternatingProbe:
     pause, so neither backend systematically runs on a warmer or colder machine. Rounds run until the
     analysis window is used up (and at least `min_rounds` times), until `after_round` asks to stop, or
     until `max_consecutive_errors` rounds in a row got no response at all (the third value returned).
+
+    `measure(url, target)` runs one round (default: `load_round` with this probe's settings) and `sleep`
+    pauses; bench/judge.py replays recorded rounds through this same loop with both (and `clock`) replaced.
     """
 
     stable_url: str | None
@@ -148,6 +151,14 @@ class AlternatingProbe:
     timeout_s: float = 30.0
     max_consecutive_errors: int = 4
     warmup: bool = True
+    measure: Callable[[str, str, int], ProbeRound] | None = None
+    sleep: Callable[[float], None] = time.sleep
+
+    def _round(self, url: str, target: str, requests: int) -> ProbeRound:
+        if self.measure is not None:
+            return self.measure(url, target, requests)
+        return load_round(url, self.model, target, requests=requests, concurrency=self.concurrency,
+                          max_tokens=self.max_tokens, timeout_s=self.timeout_s)
 
     def run(self, window_s: float, *, clock: Callable[[], float] = time.monotonic,
             after_round: Callable[[list[ProbeRound], list[ProbeRound], str], bool] | None = None
@@ -159,8 +170,7 @@ class AlternatingProbe:
             # compiles) while the stable one is warm: one unrecorded round each keeps that out of the verdict.
             for url in (self.canary_url, self.stable_url):
                 if url is not None:
-                    load_round(url, self.model, "warmup", requests=self.concurrency, concurrency=self.concurrency,
-                               max_tokens=self.max_tokens, timeout_s=self.timeout_s)
+                    self._round(url, "warmup", self.concurrency)
         canary_rounds: list[ProbeRound] = []
         stable_rounds: list[ProbeRound] = []
         index = consecutive_errors = 0
@@ -173,9 +183,8 @@ class AlternatingProbe:
             for target, url in order:
                 if url is None:
                     continue
-                time.sleep(self.pause_s)
-                result = load_round(url, self.model, target, requests=self.requests, concurrency=self.concurrency,
-                                    max_tokens=self.max_tokens, timeout_s=self.timeout_s)
+                self.sleep(self.pause_s)
+                result = self._round(url, target, self.requests)
                 (canary_rounds if target == "canary" else stable_rounds).append(result)
                 unmeasured = unmeasured or bool(result.measurement_error)
             index += 1

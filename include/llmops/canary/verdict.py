@@ -5,9 +5,14 @@ token ids with the original model's: this one judges a live canary against a sta
 
 Latency on shared CPUs (and on busy GPUs) is noisy: a single probe pair can make an identical canary
 look 10x slower (see ENVIRONMENT.md). The latency check therefore compares *paired rounds* (stable and
-canary probed one after the other, alternating who goes first, never simultaneously) and takes the
-median of the per-round p95 ratios, so one stalled round cannot fail a healthy canary, and one lucky
-round cannot pass a slow one. Errors and golden prompts are counted over all rounds.
+canary probed one after the other, alternating who goes first, never simultaneously). Its ratio is the
+geometric mean of the median of the per-round p95 ratios (one stalled round cannot fail a healthy canary,
+one lucky round cannot pass a slow one) and the ratio of the p95s of all requests pooled (steadier when
+single rounds are very noisy). `max_p95_latency_ratio` is the slowdown the judge must catch; it rolls back
+above the geometric midpoint between 1 and it (`Thresholds.latency_decision_ratio`, 1.22 for 1.5), so an
+identical canary and one exactly that much slower are misjudged about equally rarely. bench/judge.py
+measures both error rates on latencies recorded from real vLLM pairs (see the README). Errors and golden
+prompts are counted over all rounds.
 
 The ratio says *how much* slower; a one-sided Mann-Whitney rank test on the per-request latencies of all
 rounds (as Netflix's Kayenta judge does) says whether the canary is slower *at all* rather than hit by a
@@ -32,7 +37,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from llmops.canary.stats import mann_whitney_greater, median
+from llmops.canary.stats import mann_whitney_greater, median, percentile
 from llmops.config.schema import RolloutProbe, RolloutThresholds
 from llmops.golden import GoldenOutcome
 
@@ -55,6 +60,12 @@ class Thresholds:
     latency_alpha: float = 0.05
     min_errors_to_stop: int = _PROBE.min_errors_to_stop
 
+    @property
+    def latency_decision_ratio(self) -> float:
+        """Where the latency check rolls back: the geometric midpoint between an identical canary (1.0) and the
+        slowdown it must catch (`max_p95_latency_ratio`), 1.22 for 1.5, so both are misjudged equally rarely."""
+        return self.max_p95_latency_ratio ** 0.5
+
     @classmethod
     def of(cls, limits: RolloutThresholds, probe: RolloutProbe) -> Thresholds:
         return cls(**limits.model_dump(), min_rounds=probe.min_rounds, min_errors_to_stop=probe.min_errors_to_stop)
@@ -74,6 +85,7 @@ class ProbeRound:
     started_at: float = 0.0
     e2e_samples: tuple[float, ...] = ()
     measurement_error: str = ""  # no request got any response: the probe could not measure (not counted as errors)
+    duration_s: float = 0.0  # wall time of the round (how much of the analysis window it used)
 
 
 @dataclass(frozen=True)
@@ -160,14 +172,24 @@ def _latency_check(obs: Observations, t: Thresholds) -> Check:
     if len(ratios) < t.min_rounds:
         return Check("p95_latency_ratio", "inconclusive", median(ratios) if ratios else None,
                      t.max_p95_latency_ratio, f"only {len(ratios)} comparable round(s), need {t.min_rounds}")
-    ratio = median(ratios)
-    assert ratio is not None
-    detail = (f"compared: the median of {len(ratios)} paired-round p95 ratios = {ratio:.2f} "
-              f"(threshold {t.max_p95_latency_ratio:g}); per round " + ", ".join(f"{r:.2f}" for r in ratios))
+    paired = median(ratios)
+    assert paired is not None
+    decision = t.latency_decision_ratio
     canary_samples = [v for r in obs.canary_rounds for v in r.e2e_samples]
     stable_samples = [v for r in obs.stable_rounds for v in r.e2e_samples]
+    pooled_canary, pooled_stable = percentile(canary_samples, 95), percentile(stable_samples, 95)
+    if pooled_canary is not None and pooled_stable:
+        pooled = pooled_canary / pooled_stable
+        ratio = (paired * pooled) ** 0.5
+        detail = (f"compared: p95 ratio {ratio:.2f} = the geometric mean of the median of {len(ratios)} paired-round "
+                  f"p95 ratios ({paired:.2f}) and the ratio of the pooled p95s ({pooled:.2f})")
+    else:  # rounds recorded without per-request samples
+        ratio = paired
+        detail = f"compared: the median of {len(ratios)} paired-round p95 ratios = {ratio:.2f}"
+    detail += (f" (a canary {t.max_p95_latency_ratio:g}x slower must fail: rolled back above {decision:.2f}); "
+               "per round " + ", ".join(f"{r:.2f}" for r in ratios))
     p_value = mann_whitney_greater(canary_samples, stable_samples)
-    over = ratio > t.max_p95_latency_ratio
+    over = ratio > decision
     if p_value is not None:
         detail += (f"; rank test canary slower p={p_value:.3g} (alpha {t.latency_alpha:g}, "
                    f"{len(canary_samples)} vs {len(stable_samples)} requests)")
@@ -175,8 +197,8 @@ def _latency_check(obs: Observations, t: Thresholds) -> Check:
         if over and not significant:
             detail += ": not significant, the ratio is treated as noise"
         elif significant and not over:
-            detail += (": significant, but outvoted by the median ratio (within the threshold): "
-                       "the canary is measurably slower, by less than the allowed ratio")
+            detail += (": significant, but outvoted by the ratio (below the decision ratio): "
+                       "the canary is measurably slower, by less than the judge acts on")
         over = over and significant
     return Check("p95_latency_ratio", "fail" if over else "pass", ratio, t.max_p95_latency_ratio, detail)
 

@@ -6,7 +6,8 @@
 
 `versions` picks the version model_refresh published last for the vLLM runtime (the candidate) and
 the one before it (the baseline the canary is compared with). If the store has fewer than two, it
-builds the tiny model (worker environment) and publishes it, recorded honestly as a local build
+takes the tiny model (`llmops.demo.tiny_model.demo_model`: the machine's one accepted build) and publishes
+it, recorded honestly as a local build
 (source_repo local/make_tiny_model, source sha = the git object id of its weights), recipe `unquantized`.
 """
 
@@ -14,27 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 from llmops.artefacts import ArtefactNotFoundError, Manifest, open_store
+from llmops.demo.tiny_model import demo_model
 from llmops.hashing import git_blob_sha1
 from llmops.serving.local import LocalRuntime
-from llmops.settings import PROJECT_ROOT, child_environment, get_settings
+from llmops.settings import get_settings
 
 MODEL = "tiny-llama"
 DEPLOYMENT = "tiny-llama-chat"
-
-
-def ensure_tiny_model(out: Path, *args: str) -> Path:
-    """The tiny model in `out`, built by the worker environment's `llmops.jobs.make_tiny_model` unless it is
-    there already (`args` e.g. `--seed 1 --train-steps 0` for an untrained one that fails golden prompts)."""
-    if not ((out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()):  # one model per seed
-        env = child_environment({"PYTHONPATH": str(PROJECT_ROOT / "include")})
-        subprocess.run([get_settings().worker_python, "-m", "llmops.jobs.make_tiny_model", "--out", str(out), *args],
-                       check=True, env=env, stdout=subprocess.DEVNULL, timeout=1800)
-    return out
 
 
 def publish_local_build(store, model_dir: Path, source_sha: str | None = None) -> str:
@@ -57,7 +48,7 @@ def versions() -> dict:
     published = [m.uri for m in store.list_versions(MODEL) if m.serving_runtime == "vllm"]
     older = [uri for uri in published if uri != candidate]
     if candidate is None or not older:
-        local = publish_local_build(store, ensure_tiny_model(settings.home / "demo" / "rollout" / "tiny-llama"))
+        local = publish_local_build(store, demo_model())
         if candidate is None:
             candidate = local
         baseline = local if local != candidate else None

@@ -533,8 +533,10 @@ def analyse_step(ctx: RolloutContext, canary_percent: int) -> StepReport:
         observed.metrics["promql"] = {track: ctx.server_metrics(track, ctx.resolved.window_s)
                                       for track in ("stable", "canary")}
     verdict = judge(observed, thresholds)
+    placement = getattr(ctx.backend, "placement", None)  # the local runtime's CPU sets; pods are the scheduler's
     return StepReport(canary_percent, verdict, observed.canary_rounds, observed.stable_rounds, observed.golden,
-                      observed.metrics, round(time.time() - started, 1), observed.stopped_early)
+                      observed.metrics, round(time.time() - started, 1), observed.stopped_early,
+                      placement() if placement else "")
 
 
 # --- report ----------------------------------------------------------------------------------------

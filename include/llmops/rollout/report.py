@@ -27,6 +27,7 @@ class StepReport:
     metrics: dict = field(default_factory=dict)
     window_s: float = 0.0
     stopped_early: str = ""
+    placement: str = ""  # where stable and canary ran while compared (local runtime: CPU sets, or that they shared)
 
 
 @dataclass
@@ -114,8 +115,8 @@ def _blocks(report: RolloutReport) -> list[tuple]:
         ("canary version", f"`{report.canary_version}`"),
         ("stable version", f"`{report.stable_version or 'none (initial deployment)'}`"),
         ("reason", report.reason),
-        ("thresholds", f"median paired-round p95 latency ratio <= {t.max_p95_latency_ratio:g} (and a significant "
-                       f"rank test, alpha {t.latency_alpha:g}), canary error rate <= {t.max_error_rate:g}, golden "
+        ("thresholds", f"p95 latency ratio: a canary {t.max_p95_latency_ratio:g}x slower fails, rolled back above "
+                       f"{t.latency_decision_ratio:.2f} when a rank test agrees (alpha {t.latency_alpha:g}), canary error rate <= {t.max_error_rate:g}, golden "
                        f"pass rate >= {t.min_golden_pass_rate:g}, at least {t.min_rounds} paired rounds; early stop "
                        f"on golden prompts failing, >= {t.min_errors_to_stop} errors over the rate, or the canary "
                        f"gone"),
@@ -134,6 +135,8 @@ def _blocks(report: RolloutReport) -> list[tuple]:
                    ("para", step.verdict.summary)]
         if step.stopped_early:
             blocks.append(("para", f"Analysis stopped early: {step.stopped_early}"))
+        if step.placement:
+            blocks.append(("para", f"Placement: {step.placement}"))
         blocks.append(("table", CHECK_HEAD, _check_rows(step.verdict)))
         rows = _summary_rows(step)
         if rows:
@@ -227,4 +230,5 @@ def step_from_dict(data: dict) -> StepReport:
 
     return StepReport(data["canary_percent"], verdict, [probe_round(r) for r in data["canary_rounds"]],
                       [probe_round(r) for r in data["stable_rounds"]], [GoldenOutcome(**g) for g in data["golden"]],
-                      data.get("metrics") or {}, data.get("window_s", 0.0), data.get("stopped_early", ""))
+                      data.get("metrics") or {}, data.get("window_s", 0.0), data.get("stopped_early", ""),
+                      data.get("placement", ""))

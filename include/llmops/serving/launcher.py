@@ -7,6 +7,7 @@ One launcher for every local vLLM: the local serving runtime's stable and canary
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -16,6 +17,16 @@ from llmops.serving.processes import TAG_VARIABLE, start_owned
 from llmops.settings import child_environment
 
 log = logging.getLogger(__name__)
+
+
+def cpu_halves() -> tuple[str, str]:
+    """Two disjoint CPU sets (VLLM_CPU_OMP_THREADS_BIND lists) from the CPUs this process may use; the same
+    set twice when it may use only one."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return ",".join(map(str, cpus)), ",".join(map(str, cpus))
+    half = len(cpus) // 2
+    return ",".join(map(str, cpus[:half])), ",".join(map(str, cpus[half:]))
 
 
 def free_port() -> int:
@@ -31,13 +42,15 @@ def default_dtype() -> str | None:
 
 def vllm_command(python: str, model_dir: Path | str, *, served_name: str, port: int, max_model_len: int,
                  tensor_parallel_size: int = 1, extra_args: list[str] | tuple[str, ...] = (),
-                 dtype: str | None = None) -> tuple[list[str], dict[str, str]]:
+                 dtype: str | None = None, cpus: str = "") -> tuple[list[str], dict[str, str]]:
     """The command and environment this project starts a vLLM OpenAI-compatible server with.
 
     `python -m vllm.entrypoints.openai.api_server`, since `vllm serve` does not exist for the vllm-cpu
     distribution. On CPU: bfloat16, because vLLM's CPU int8/int4 kernels take bfloat16 activations
     ("int8_scaled_mm_with_quant: expect A to be bfloat16 or half" under float32), and a 1 GiB KV cache
     instead of the default 4. `dtype` overrides that choice (the validation benchmark serves one side in float32).
+    `cpus` (CPU only, e.g. "0" or "2,3") pins the server's OpenMP threads there (`VLLM_CPU_OMP_THREADS_BIND`);
+    without it vLLM's `auto` binds every server to the same first core.
     """
     command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
@@ -48,13 +61,15 @@ def vllm_command(python: str, model_dir: Path | str, *, served_name: str, port: 
         command += ["--dtype", dtype]
     if not cuda_available():
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if cpus:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpus
     return [*command, *extra_args], env
 
 
 def start_vllm(python: str, model_dir: Path | str, *, served_name: str, port: int, max_model_len: int,
                log_path: Path, tensor_parallel_size: int = 1, extra_args: list[str] | tuple[str, ...] = (),
                tag: str = "", cwd: Path | None = None, owned: bool = False,
-               dtype: str | None = None) -> subprocess.Popen:
+               dtype: str | None = None, cpus: str = "") -> subprocess.Popen:
     """Start vLLM on 127.0.0.1:`port` in a session of its own, its output appended to `log_path`.
 
     `tag` (with `cwd`, the server's own working directory) marks the server and all its children, so
@@ -63,7 +78,8 @@ def start_vllm(python: str, model_dir: Path | str, *, served_name: str, port: in
     that lives only as long as its caller (the validate step's); the local runtime's stable and canary
     outlive the task that starts them and are not owned."""
     command, env = vllm_command(python, model_dir, served_name=served_name, port=port, max_model_len=max_model_len,
-                                tensor_parallel_size=tensor_parallel_size, extra_args=extra_args, dtype=dtype)
+                                tensor_parallel_size=tensor_parallel_size, extra_args=extra_args, dtype=dtype,
+                                cpus=cpus)
     if tag:
         env[TAG_VARIABLE] = tag
     log.info("starting vLLM: %s", " ".join(command))

@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llmops.canary.probes import generation_ok
+from llmops.hardware import cuda_available
 from llmops.serving.errors import LocalRuntimeError
-from llmops.serving.launcher import free_port, start_vllm
+from llmops.serving.launcher import cpu_halves, free_port, start_vllm
 from llmops.serving.port import Problem, Readiness, Track, WaitTarget, verify_by_download
 from llmops.serving.processes import available_memory_bytes, process_alive, stop_process, tagged_processes
 from llmops.serving.ready import ReadyLimit, wait_until_ready
@@ -52,6 +53,7 @@ class Server:
     tag: str = ""  # LLMOPS_SERVER_TAG of the process and its children
     workdir: str = ""  # the server's own working directory, inherited by its children
     extra_args: list[str] = field(default_factory=list)
+    cpus: str = ""  # VLLM_CPU_OMP_THREADS_BIND of the server ("" on GPU or from before it was recorded)
 
     @property
     def url(self) -> str:
@@ -161,7 +163,31 @@ class LocalRuntime:
         return record["run_id"] if record and record.get("status") != "finished" else None
 
     # --- processes -----------------------------------------------------------------------------
+    def _cpus_for(self, track: str, state: DeploymentState) -> str:
+        """The half of this process's CPUs the other track's live server does not use: two servers compared
+        with each other must not share a core (vLLM's `auto` bind puts both on the first one)."""
+        if cuda_available():
+            return ""
+        first, second = cpu_halves()
+        other: Server | None = state.canary if track == "stable" else state.stable
+        if other is not None and other.cpus in (first, second) and process_alive(other.pid, other.port):
+            return second if other.cpus == first else first
+        return first if track == "stable" else second
+
+    def placement(self) -> str:
+        """Where stable and canary run, for the rollout report: disjoint CPU sets, or that they share one."""
+        state = self.load()
+        if state.stable is None or state.canary is None or not (state.stable.cpus and state.canary.cpus):
+            return ""
+        stable, canary = set(state.stable.cpus.split(",")), set(state.canary.cpus.split(","))
+        if stable & canary:
+            return (f"stable and canary SHARE CPUs {','.join(sorted(stable & canary))} (this process may use "
+                    f"{len(os.sched_getaffinity(0))} CPU): their latencies are compared under contention")
+        return (f"stable on CPUs {state.stable.cpus}, canary on CPUs {state.canary.cpus} "
+                "(disjoint, VLLM_CPU_OMP_THREADS_BIND)")
+
     def _start(self, track: str, version: str, model_dir: Path, extra_args: list[str]) -> Server:
+        cpus = self._cpus_for(track, self.load())
         port = free_port()
         log_path = self.root / f"{track}-{port}.log"
         tag = f"{track}-{port}-{uuid.uuid4().hex[:12]}"
@@ -169,11 +195,11 @@ class LocalRuntime:
         workdir.mkdir(parents=True)
         process = start_vllm(self.serving_python, model_dir, served_name=self.model, port=port,
                              max_model_len=self.max_model_len, log_path=log_path, extra_args=extra_args, tag=tag,
-                             cwd=workdir)
-        log.info("started %s vLLM for %s on port %d (pid %d, args %s, log %s)", track, version, port, process.pid,
-                 extra_args, log_path)
+                             cwd=workdir, cpus=cpus)
+        log.info("started %s vLLM for %s on port %d (pid %d, args %s, CPUs %s, log %s)", track, version, port,
+                 process.pid, extra_args, cpus or "-", log_path)
         return Server(process.pid, port, version, str(model_dir), str(log_path), time.time(), tag, str(workdir),
-                      list(extra_args))
+                      list(extra_args), cpus)
 
     def deploy(self, track: str, version: str, model_dir: Path, *, extra_args: list[str] | None = None) -> Server:
         """Start (or keep, if it already serves `version` with these arguments) the process of `track`.

@@ -18,7 +18,7 @@ import pytest
 
 from llmops.artefacts import Manifest, open_store
 from llmops.config import load_registry
-from llmops.demo.rollout import ensure_tiny_model
+from llmops.demo.tiny_model import demo_model
 from llmops.serving.errors import LocalRuntimeError
 from llmops.serving.local import LocalRuntime
 from llmops.settings import PROJECT_ROOT, get_settings
@@ -28,10 +28,8 @@ SHAS = {"stable": "a" * 40, "healthy": "b" * 40, "garbage": "c" * 40}
 
 @pytest.fixture(scope="session")
 def tiny_models() -> dict[str, Path]:
-    root = get_settings().home / "test" / "rollout" / "models"
-    # the demo's helper: deterministic for a seed, so reused across sessions
-    return {"trained": ensure_tiny_model(root / "trained"),
-            "garbage": ensure_tiny_model(root / "garbage", "--seed", "1", "--train-steps", "0")}
+    # the machine's one accepted build of the demo model (built once, then cached), and an untrained one
+    return {"trained": demo_model(), "garbage": demo_model("--seed", "1", "--train-steps", "0")}
 
 
 @pytest.fixture(scope="session")
