@@ -167,7 +167,7 @@ class TeacherForcedResult:
                 f"{self.confident_positions} positions with a reference margin >= {t.confidence_margin:g} nats; "
                 f"needs {t.min_confident_top1:.0%})")
         relative = ("" if self.relative_kl is None else f", {self.relative_kl:.1%} of the reference's information "
-                    f"(at most {t.max_relative_kl:.0%})")
+                    f"(at most {t.max_relative_kl:.1%})")
         lines = [f"teacher-forced over {self.positions} tokens: mean KL {self.mean_kl:.5f} nats (at most "
                  f"{t.max_mean_kl:g}){relative}, max {self.max_kl:.4f}; {top1}: {'PASS' if self.passed else 'FAIL'}"]
         for row in self.prompts:
@@ -223,7 +223,7 @@ def judge_teacher_forced(prompts: Sequence[TeacherForcedPrompt], thresholds: Val
         problems.append(f"mean KL {mean_kl:.4f} nats exceeds {thresholds.max_mean_kl:g}")
     if relative is not None and relative > thresholds.max_relative_kl:
         problems.append(f"the candidate loses {relative:.0%} of the reference's information (mean KL over mean "
-                        f"KL(reference || uniform)), more than {thresholds.max_relative_kl:.0%}")
+                        f"KL(reference || uniform)), more than {thresholds.max_relative_kl:.1%}")
     if result.confident_top1 is not None and result.confident_top1 < thresholds.min_confident_top1:
         problems.append(f"confident top-1 agreement {result.confident_top1:.0%} is below "
                         f"{thresholds.min_confident_top1:.0%}")
