@@ -34,7 +34,8 @@ class ValidationThresholds:
     """Mean KL divided by the reference's own information, mean KL(reference || uniform over the vocabulary), both
     in the top-k approximation, must not exceed this. It catches what the absolute bound cannot on a near-flat
     model (random or barely trained), where every candidate, broken or not, stays within a tiny absolute KL
-    (bench/validation.py, a random Qwen2: broken 6-9 %, W4A16 0.7 %, W8A8 under 0.01 %)."""
+    (a random Qwen2 scored teacher-forced in transformers, fp32: broken copies 6-9 %, W4A16 0.7 %, W8A8 under
+    0.01 %; bench/validation.py measures it with vLLM)."""
 
     def replace(self, **overrides: float | None) -> ValidationThresholds:
         """These thresholds with the values that are not None in `overrides` (a model's models.yaml entry)."""
