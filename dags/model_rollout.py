@@ -40,6 +40,10 @@ deployment with a canary that judges itself. One task,
    to the artefact, printed in the task log and linked from the task ("Rollout report"). A roll back
    fails the run, after the report is written, so the failure notifier fires.
 
+The rollout's record (lock, request, progress) lives beside the deployment and is stored at every step: a
+retry, a restarted worker or a second execution of the same run resumes it (or waits for it) instead of
+starting over, and each run stores one report.
+
 Locally (`LLMOPS_RUNTIME=local`) stable and canary are real vLLM processes on 127.0.0.1.
 Empty thresholds / steps / window use the deployment's `rollout:` defaults. **version** `previous` rolls back
 to the version the current stable one replaced (read from the `llmops.io/previous-version` annotation, or
