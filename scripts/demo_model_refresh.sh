@@ -41,18 +41,23 @@ if not (repo_path(mirrors, repo) / ".git").exists():  # publish once: a new comm
     print(f"[model_refresh] published the tiny model to the local hub mirror as {repo}@main ({sha[:12]})")
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT")
+RETURNED = "Returned value was: "  # `airflow dags test` logs the report task's return value: the whole report
+LOGGER_SUFFIX = re.compile(r"\s+\[airflow\.task\.[^\]]*\] loc=\S+$")
 
 
 def report(log: Path) -> str:
-    """The DAG's closing report (printed by its `report` task) from the run log."""
+    """The DAG's closing report (the `report` task's return value, logged by `airflow dags test`) from the run log."""
     lines, keep = [], False
     for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("model_refresh: "):  # the header of the report task's text
-            lines, keep = [], True
-        elif keep and TIMESTAMP.match(line):
+        if f"{RETURNED}model_refresh: " in line:
+            lines, keep = [line.split(RETURNED, 1)[1]], True
+            continue
+        if keep and TIMESTAMP.match(line):
             keep = False
         if keep:
             lines.append(line)
+    if lines:
+        lines[-1] = LOGGER_SUFFIX.sub("", lines[-1])
     return "\n".join(lines)
 
 

@@ -30,14 +30,15 @@ def record(home: Path) -> dict | None:
         return None
 
 
-def test_a_rollout_killed_mid_analysis_is_resumed_by_airflows_retry(airflow_stack, rest_runs, venvs):
+def test_a_rollout_killed_mid_analysis_is_resumed_by_airflows_retry(airflow_stack, rest_runs):
     from llmops.artefacts import Manifest, open_store
     from llmops.serving.local import LocalRuntime
     from llmops.serving.processes import process_alive, tagged_processes
 
     airflow_stack.wait_for_run(*rest_runs["rollout"], timeout=900)  # that run must not see this version
     home = Path(airflow_stack.env["LLMOPS_HOME"])
-    model = venvs.parent / "test" / "cache" / "tiny-llama"  # the stack's trained demo model (conftest.py)
+    model = airflow_stack.demo_model  # the stack's trained demo model, as published to its hub mirror
+    assert model is not None and (model / "config.json").exists(), model
     store = open_store(airflow_stack.env["LLMOPS_STORE_URI"])
     manifest = Manifest.for_directory(model, model="tiny-llama", source_repo="llmops-demo/tiny-llama",
                                       source_sha="d" * 40, recipe="unquantized", serving_runtime="vllm",

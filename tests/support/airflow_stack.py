@@ -60,6 +60,8 @@ class LocalAirflow:
     state: Path
     env: dict[str, str]
     logs: dict[str, Path] = field(default_factory=dict)
+    demo_model: Path | None = None
+    """The trained demo model's folder (the machine's build that the stack published to its hub mirror)."""
     _token: str | None = None
 
     def token(self) -> str:
@@ -344,8 +346,9 @@ def local_airflow(
             return expected <= {dag["dag_id"] for dag in dags.get("dags", [])}
 
         _wait(parsed, timeout, f"the DAGs {sorted(expected)}")
+        airflow.demo_model = model.wait()
         if not (repo_path(mirrors, DEMO_REPO) / ".git").exists():  # once: a new commit is a new sha to build
-            publish_repo(mirrors, DEMO_REPO, model.wait(), branch="main", message="tiny-llama for the local Airflow")
+            publish_repo(mirrors, DEMO_REPO, airflow.demo_model, branch="main", message="tiny-llama for the local Airflow")
         echo(f"Airflow is up in {time.monotonic() - started:.0f} s")
         yield airflow
 
