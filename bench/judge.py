@@ -3,15 +3,23 @@
     python bench/judge.py                 # seconds, no servers: replay bench/judge_data.json through the judge
     python bench/judge.py --record        # ~20-40 min on 2 busy cores: record real vLLM CPU pairs into that file
 
-`--record` starts real vLLM CPU servers of the tiny demo model with the project's launcher (stable and canary
-on disjoint CPU sets, as the local runtime places them) and probes each pair through the rollout's own probe
-(`canary.probes.AlternatingProbe`, `load_round`, `run_golden`) with the deployment's probe settings:
+`--record` starts real vLLM CPU servers of the tiny demo model with the project's launcher and probes each pair
+through the rollout's own probe (`canary.probes.AlternatingProbe`, `load_round`, `run_golden`) with the
+deployment's probe settings. `--record --only slower` (or any subset) re-records those scenarios and keeps the
+others; each scenario stores when, on which machine and at which load it was recorded.
 
-  identical   the canary serves the stable's weights.
-  slower      the identical canary behind a delaying proxy that releases every streamed chunk at 1.5x the time
-              the server took to produce it, so the canary's client-side latency (TTFT, every token, p95) is
-              exactly 1.5x that of a real server under the same load. Fewer threads or a larger model would make
-              it slower by a factor nobody can state on a shared 2-core machine; the proxy's factor is exact.
+  identical   the canary serves the stable's weights (a second server, on the other half of the CPUs, as the local
+              runtime places a canary).
+  slower      stable = one real vLLM server probed directly; canary = the SAME server through a delaying proxy
+              that releases every streamed chunk at 1.5x the time the server took to produce it. The probe
+              alternates stable and canary rounds (never simultaneous), so both sides see the same server, the
+              same cores and the same background load, and the canary's client-side latency is 1.5x that of the
+              stable under the conditions of its own round. Two servers on disjoint cores cannot give this on a
+              shared machine: in the first recording (2 cores, load 22-40) other tenants loaded the stable's core
+              more than the canary's, and the canary behind the 1.5x proxy measured FASTER (pooled p95 ratio
+              0.91), so that data tested the machine, not the judge. Fewer threads or a larger model would make
+              the canary slower by a factor nobody can state on a shared machine; the proxy's factor is exact
+              (its own overhead only adds delay).
   queueing    the canary runs with `--max-num-seqs 1`: it serves one request at a time and queues the rest.
   golden      the canary serves an untrained model (seed 1): it fails the golden prompts.
 
@@ -113,8 +121,14 @@ class _DelayingProxy:
                     except OSError:  # the client stopped reading after [DONE]: nothing left to send
                         pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):  # a client closing its keep-alive connection
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -197,17 +211,18 @@ def record(args) -> int:
     from llmops.demo.tiny_model import demo_model
     from llmops.serving.launcher import cpu_halves
 
+    wanted = [s for s in SCENARIOS if s in (args.only or SCENARIOS)]
     trained = args.model or demo_model()
-    untrained = demo_model("--seed", "1", "--train-steps", "0")
     stable_cpus, canary_cpus = cpu_halves()
     data = json.loads(DATA.read_text()) if DATA.is_file() else {}
-    data.update({"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "slowdown": SLOWDOWN,
-                 "model": "tiny-llama" + (f" from {args.model.name}" if args.model else " (demo model)"),
-                 "machine": _machine(stable_cpus, canary_cpus)})
+    data.update({"slowdown": SLOWDOWN,
+                 "model": "tiny-llama" + (f" from {args.model.name}" if args.model else " (demo model)")})
     data.setdefault("scenarios", {})
-    wanted = args.only or list(SCENARIOS)
-    canaries = {"identical": (trained, []), "queueing": (trained, ["--max-num-seqs", "1"]), "golden": (untrained, [])}
-    needed = [name for name in canaries if name in wanted or (name == "identical" and "slower" in wanted)]
+    # slower needs no canary server: its canary is the stable server behind the delaying proxy
+    canaries = {"identical": (trained, []), "queueing": (trained, ["--max-num-seqs", "1"])}
+    if "golden" in wanted:
+        canaries["golden"] = (demo_model("--seed", "1", "--train-steps", "0"), [])
+    needed = [name for name in canaries if name in wanted]
     with tempfile.TemporaryDirectory(prefix="llmops-judge-") as tmp:
         work = Path(tmp)
         # all servers start at once (starting takes minutes on a busy machine), are recorded one pair at a time
@@ -217,18 +232,22 @@ def record(args) -> int:
         try:
             _wait_ready(servers, work, args.ready_s)
             stable_url = servers["stable"][1]
-            for scenario in [s for s in SCENARIOS if s in wanted]:
-                canary_url = servers["identical" if scenario == "slower" else scenario][1]
+            for scenario in wanted:
                 rounds = args.rounds if scenario != "golden" else max(4, args.rounds // 6)
                 print(f"[judge] recording {scenario}: {rounds} paired rounds", flush=True)
                 if scenario == "slower":
-                    proxy = _DelayingProxy(canary_url, SLOWDOWN)
+                    proxy = _DelayingProxy(stable_url, SLOWDOWN)
                     try:
-                        data["scenarios"][scenario] = _record_scenario(stable_url, proxy.url, rounds, 2)
+                        recorded = _record_scenario(stable_url, proxy.url, rounds, 2)
                     finally:
                         proxy.close()
+                    machine = _machine(stable_cpus, stable_cpus, "one server: canary = stable behind the 1.5x proxy")
                 else:
-                    data["scenarios"][scenario] = _record_scenario(stable_url, canary_url, rounds, 2)
+                    recorded = _record_scenario(stable_url, servers[scenario][1], rounds, 2)
+                    machine = _machine(stable_cpus, canary_cpus, "two servers")
+                recorded.update({"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                 "machine": machine})
+                data["scenarios"][scenario] = recorded
                 DATA.write_text(json.dumps(data, separators=(",", ":")) + "\n")
         finally:
             for proc, _ in servers.values():
@@ -237,7 +256,7 @@ def record(args) -> int:
     return 0
 
 
-def _machine(stable_cpus: str, canary_cpus: str) -> dict:
+def _machine(stable_cpus: str, canary_cpus: str, servers: str) -> dict:
     import os
     import platform
 
@@ -247,7 +266,7 @@ def _machine(stable_cpus: str, canary_cpus: str) -> dict:
     except (OSError, StopIteration):
         model = platform.processor()
     return {"cpu": model, "cpus": len(os.sched_getaffinity(0)), "load_1m": round(os.getloadavg()[0], 1),
-            "stable_cpus": stable_cpus, "canary_cpus": canary_cpus}
+            "stable_cpus": stable_cpus, "canary_cpus": canary_cpus, "servers": servers}
 
 
 # --- replay ----------------------------------------------------------------------------------------
@@ -356,10 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     result = calibrate(data, args.windows, args.window_s)
     window = args.window_s or resolved_defaults().window_s
-    machine = data.get("machine", {})
-    print(f"[judge] data: {args.data.name} recorded {data.get('recorded_at')} on {machine.get('cpus')} x "
-          f"{machine.get('cpu')} (load {machine.get('load_1m')}); window {window} s, {args.windows} windows per "
-          f"scenario, replayed in {time.perf_counter() - started:.1f} s")
+    print(f"[judge] data: {args.data.name}; window {window} s, {args.windows} windows per scenario, replayed in "
+          f"{time.perf_counter() - started:.1f} s")
+    for name in SCENARIOS:
+        scenario = data["scenarios"][name]
+        m = scenario["machine"]
+        print(f"[judge]   {name:9s} recorded {scenario['recorded_at']} on {m['cpus']} x {m['cpu']} (load "
+              f"{m['load_1m']}), {m['servers']}, stable on CPUs {m['stable_cpus']}, canary on {m['canary_cpus']}")
     for name, r in result.items():
         print(f"[judge]   {name:9s} right {r['correct']}/{r['windows']}, rounds per window {r['rounds_median']:.0f}, "
               f"latency statistic p05/p50/p95 "

@@ -1,12 +1,9 @@
 """The canary judge's error rates, on real latencies: bench/judge.py replays analysis windows resampled from rounds
 recorded on real vLLM CPU pairs (bench/judge_data.json: identical, 1.5x slower, queueing, golden-failing) through
 the rollout's own probe loop, early stop and verdict with the default thresholds. A change to the judge that
-promotes fewer identical canaries, or rolls back fewer queueing or golden-failing ones, than 95 % fails here.
-
-The 1.5x slower canary is NOT asserted: in the committed recording (2 cores, load 22-40, stable and canary on
-one core each) the other tenants loaded the stable's core more than the canary's while it was recorded, and
-the canary behind the 1.5x proxy measured faster than the stable (pooled ratio 0.91); the README states the
-rate bench/judge.py prints for it."""
+promotes fewer identical canaries, or rolls back fewer 1.5x slower, queueing or golden-failing ones, than 95 %
+fails here. (The 1.5x slower canary is the stable server itself behind a delaying proxy, probed alternately with
+it: see bench/judge.py's docstring.)"""
 
 from __future__ import annotations
 
@@ -25,6 +22,6 @@ def test_the_default_judge_meets_its_error_budget_on_the_recorded_pairs():
     counts = {name: (int(right), int(total)) for name, right, total in
               re.findall(r"(identical|slower|queueing|golden-failing) \w+(?: \w+)? (\d+)/(\d+)", line)}
     assert set(counts) == {"identical", "slower", "queueing", "golden-failing"}, line
-    for name in ("identical", "queueing", "golden-failing"):
+    for name in ("identical", "slower", "queueing", "golden-failing"):
         right, total = counts[name]
         assert total == 200 and right >= 0.95 * total, f"{name}: {right}/{total} judged right\n{done.stdout}"
