@@ -23,13 +23,13 @@ model_dir="$(sed -n 's/^LLMOPS_RESULT //p' "$demo/make-model.log" | tail -n 1 | 
 PYTHONPATH="$root/tests:$PYTHONPATH" python - "$demo" "$model_dir" <<'PY'
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from support.olah import olah_server, publish_repo, repo_path
+from support.refresh_report import report_from_log
 
 from llmops.artefacts import open_store
 from llmops.settings import get_settings
@@ -40,25 +40,13 @@ if not (repo_path(mirrors, repo) / ".git").exists():  # publish once: a new comm
     sha = publish_repo(mirrors, repo, model_dir, branch="main", message="tiny-llama made by llmops.demo")
     print(f"[model_refresh] published the tiny model to the local hub mirror as {repo}@main ({sha[:12]})")
 
-TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT")
-RETURNED = "Returned value was: "  # `airflow dags test` logs the report task's return value: the whole report
-LOGGER_SUFFIX = re.compile(r"\s+\[airflow\.task\.[^\]]*\] loc=\S+$")
-
 
 def report(log: Path) -> str:
-    """The DAG's closing report (the `report` task's return value, logged by `airflow dags test`) from the run log."""
-    lines, keep = [], False
-    for line in log.read_text(errors="replace").splitlines():
-        if f"{RETURNED}model_refresh: " in line:
-            lines, keep = [line.split(RETURNED, 1)[1]], True
-            continue
-        if keep and TIMESTAMP.match(line):
-            keep = False
-        if keep:
-            lines.append(line)
-    if lines:
-        lines[-1] = LOGGER_SUFFIX.sub("", lines[-1])
-    return "\n".join(lines)
+    """The DAG's closing report (logged line by line by its `report` task) from the run log."""
+    try:
+        return report_from_log(log.read_text(errors="replace"), "model_refresh: ")
+    except AssertionError:
+        return ""
 
 
 with olah_server(mirrors, work_dir=demo / "olah") as endpoint:

@@ -93,13 +93,17 @@ def test_one_item_failing_validation_does_not_stop_the_others_and_the_report_lis
     assert store.read_manifest(f"models/tiny-llama/{sha}/tensorrt-llm-modelopt-fp8") is not None, log[-6000:]
     assert store.read_manifest(f"models/tiny-strict/{sha}/vllm-llmcompressor-w8a8") is None
     assert latest_run_state() == "failed", log[-4000:]
-    report = log[log.index("model_refresh: 2 published"):]
+    from support.refresh_report import report_from_log, rows
+
+    report = report_from_log(log, "model_refresh: 2 published")  # the report task's return value, whole
     assert "0 skipped, 1 failed" in report.splitlines()[0]
-    failed, *published = [line.split() for line in report.splitlines()[1:4]]
-    assert failed[:3] == ["failed", "tiny-strict/llmcompressor-w8a8", "validate:"]
-    assert "the unquantized model's own answers miss the golden expectations" in report.splitlines()[1], report[:2000]
-    assert sorted(p[1] for p in published) == ["tiny-llama/llmcompressor-w8a8", "tiny-llama/modelopt-fp8"]
-    assert all(p[0] == "published" and p[2].endswith("/manifest.json") for p in published)
+    items = rows(report)
+    assert report.splitlines()[1].split()[:3] == ["failed", "tiny-strict/llmcompressor-w8a8", "validate:"], report[:2000]
+    assert "the unquantized model's own answers miss the golden expectations" in \
+        items["tiny-strict/llmcompressor-w8a8"][1], report[:2000]
+    published = {key: detail for key, (status, detail) in items.items() if status == "published"}
+    assert sorted(published) == ["tiny-llama/llmcompressor-w8a8", "tiny-llama/modelopt-fp8"], report[:2000]
+    assert all(detail.endswith("/manifest.json") for detail in published.values())
     assert "XCom not found" not in log
 
 
