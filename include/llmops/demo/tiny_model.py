@@ -53,9 +53,9 @@ MODEL = "tiny-llama"
 #: every expected token: bf16 keeps ~3 significant digits, so logits of this model (|l| < ~30) move by well
 #: under 0.5 between kernels; a margin of 3 leaves a wide safety factor.
 MIN_MARGIN = 3.0
-TRAIN_STEPS = 600
-MAX_TRAIN_STEPS = 3000
-CHECK_EVERY = 100
+TRAIN_STEPS = 200
+MAX_TRAIN_STEPS = 1500
+CHECK_EVERY = 50
 ACCEPTED = "accepted.json"  # the build's acceptance record, written last: its presence marks a finished build
 
 
@@ -211,10 +211,11 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0, train_steps: int = TRAIN_S
     while True:
         model.train()
         target = train_steps if step < train_steps else step + CHECK_EVERY
-        for index in range(step, target):
-            ids = encoded[index % len(encoded)]
-            loss = model(input_ids=ids, labels=ids).loss
-            loss.backward()
+        for _ in range(step, target):
+            # Full batch: every fact in every step. One fact per step left the last-trained fact in charge of the
+            # next token, so margins swung with the step count (seed 1 never settled on ' four' within 3000 steps).
+            for ids in encoded:
+                (model(input_ids=ids, labels=ids).loss / len(encoded)).backward()
             optimizer.step()
             optimizer.zero_grad()
         step = target

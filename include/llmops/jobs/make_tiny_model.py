@@ -25,9 +25,9 @@ from llmops.jobs._cli import EXIT_PERMANENT, emit_result, setup_logging
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-steps", type=int, default=None, help="minimum training steps (default 600)")
+    parser.add_argument("--train-steps", type=int, default=None, help="minimum training steps (default 200)")
     parser.add_argument("--max-train-steps", type=int, default=None,
-                        help="training goes on until the model is accepted, at most this long (default 3000)")
+                        help="training goes on until the model is accepted, at most this long (default 1500)")
     parser.add_argument("--facts", type=Path, default=None, help="JSON list of training sentences")
     parser.add_argument("--cache", type=Path, default=None,
                         help="the machine's cache of builds (default $LLMOPS_HOME/cache/demo-models)")
