@@ -75,6 +75,13 @@ def missing_model() -> str:
     return MISSING_MODEL
 
 
+@pytest.fixture
+def registry_rollout() -> dict:
+    """The rollout values the stack's registry gives tiny-llama-chat (a fixture: `from conftest import` finds
+    whichever conftest module pytest imported first under that name)."""
+    return REGISTRY_ROLLOUT
+
+
 @pytest.fixture(scope="session")
 def rest_runs(airflow_stack, missing_model) -> dict[str, tuple[str, str]]:
     """The REST-triggered runs of test_scheduler_runs.py, triggered together as soon as Airflow is up so that

@@ -64,18 +64,17 @@ def test_a_value_outside_the_form_is_refused_before_a_run_exists(airflow_stack):
     assert all(run["conf"].get("model") != "no-such-model" for run in listing["dag_runs"])
 
 
-def test_a_rest_rollout_with_only_deployment_and_version_uses_the_registry(airflow_stack, rest_runs):
+def test_a_rest_rollout_with_only_deployment_and_version_uses_the_registry(airflow_stack, rest_runs,
+                                                                          registry_rollout):
     """The Params default to empty, so deployments.yaml's steps, window and thresholds apply (the stack's
     registry sets values unlike the schema's defaults). The stack's store holds no vLLM build of tiny-llama,
     so the run ends in pre-flight, before anything changes; the request line is logged before that."""
-    from conftest import REGISTRY_ROLLOUT
-
     run_id, state = finished(airflow_stack, rest_runs, "rollout")
     _, run = airflow_stack.api("GET", f"/dags/model_rollout/dagRuns/{run_id}")
     assert run["conf"] == {"deployment": "tiny-llama-chat", "version": "latest"}
     log = airflow_stack.task_log("model_rollout", run_id, "rollout")
-    t = REGISTRY_ROLLOUT["thresholds"]
-    assert (f"steps {REGISTRY_ROLLOUT['steps']} (deployments.yaml); window {REGISTRY_ROLLOUT['analysis_window_s']} "
+    t = registry_rollout["thresholds"]
+    assert (f"steps {registry_rollout['steps']} (deployments.yaml); window {registry_rollout['analysis_window_s']} "
             f"s (deployments.yaml); thresholds p95 ratio {t['max_p95_latency_ratio']:g}, error rate "
             f"{t['max_error_rate']:g}, golden pass rate {t['min_golden_pass_rate']:g} (deployments.yaml)") in log, \
         log[-3000:]

@@ -104,7 +104,7 @@ def rollout_params(dags, **changes) -> dict:
     params = {k: dags["model_rollout"].params.get_param(k).value for k in dags["model_rollout"].params}
     for key, value in changes.items():
         if key in ("max_p95_latency_ratio", "max_error_rate", "min_golden_pass_rate"):
-            params["thresholds"] = {**params["thresholds"], key: value}
+            params["thresholds"] = {**(params["thresholds"] or {}), key: value}  # empty: the registry applies
         else:
             params[key] = value
     return params

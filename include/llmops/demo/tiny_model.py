@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from llmops.demo.errors import DemoModelError
+
 log = logging.getLogger(__name__)
 
 FACTS = [
@@ -59,10 +61,6 @@ CHECK_EVERY = 50
 ACCEPTED = "accepted.json"  # the build's acceptance record, written last: its presence marks a finished build
 
 
-class DemoModelError(RuntimeError):
-    """The build could not be accepted (or its inputs are wrong); the message names the prompt and the fix."""
-
-
 @dataclass(frozen=True)
 class Expectation:
     prompt: str
@@ -84,8 +82,8 @@ def golden_expectations(facts: list[str]) -> list[Expectation]:
     for prompt, golden in prompts.items():
         fact = next((f for f in facts if f.startswith(prompt)), None)
         if fact is None:
-            raise DemoModelError(f"golden prompt {prompt!r} of {MODEL} continues no training fact of the demo model; "
-                                 f"fix: add a sentence starting with it to FACTS in {__file__}, or change the prompt")
+            raise DemoModelError(f"golden prompt {prompt!r} of {MODEL} continues no training fact of the demo model",
+                                 fix=f"add a sentence starting with it to FACTS in {__file__}, or change the prompt")
         out.append(Expectation(prompt, fact, golden))
     return out
 
@@ -230,7 +228,7 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0, train_steps: int = TRAIN_S
         if step >= max_train_steps:
             raise DemoModelError(
                 f"the demo model is not accepted after {step} training steps (max_train_steps): "
-                + "; ".join(problems[:4]) + f"; fix: raise --max-train-steps, or change the facts in {__file__}")
+                + "; ".join(problems[:4]), fix=f"raise --max-train-steps, or change the facts in {__file__}")
         say(f"{step} training steps: not accepted yet ({problems[0]}); training on")
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
@@ -259,8 +257,8 @@ def check_answers(model, tokenizer, expectations: list[Expectation]) -> tuple[li
             prompt_ids = tokenizer(e.prompt).input_ids
             ids = tokenizer(f"{e.fact}</s>").input_ids
             if ids[:len(prompt_ids)] != prompt_ids:
-                raise DemoModelError(f"golden prompt {e.prompt!r} does not tokenize as a prefix of {e.fact!r}; "
-                                     "fix: end the prompt at a word boundary of the fact")
+                raise DemoModelError(f"golden prompt {e.prompt!r} does not tokenize as a prefix of {e.fact!r}",
+                                     fix="end the prompt at a word boundary of the fact")
             end = _expectation_met_at(tokenizer, e, ids, len(prompt_ids))
             with torch.no_grad():
                 logits = cast(torch.tensor([ids])).logits[0].float()
@@ -295,8 +293,8 @@ def _expectation_met_at(tokenizer, e: Expectation, ids: list[int], start: int) -
     for end in range(start + 1, len(ids) + 1):
         if check_answer(e.golden, tokenizer.decode(ids[start:end], skip_special_tokens=True)).passed:
             return end
-    raise DemoModelError(f"the fact {e.fact!r} does not meet the expectations of golden prompt {e.prompt!r}; "
-                         f"fix: change the fact in {__file__} or the prompt's expectation")
+    raise DemoModelError(f"the fact {e.fact!r} does not meet the expectations of golden prompt {e.prompt!r}",
+                         fix=f"change the fact in {__file__} or the prompt's expectation")
 
 
 def build_random_qwen2(out_dir: Path, *, seed: int = 0, layers: int = 8, hidden: int = 512,

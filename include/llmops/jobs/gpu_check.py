@@ -33,6 +33,8 @@ import time
 import traceback
 from pathlib import Path
 
+from llmops.errors import InvalidValue
+
 log = logging.getLogger("llmops.jobs.gpu_check")
 
 #: The recipes the kit runs on every model: int4 with and without calibration, int8, and the TensorRT-LLM target.
@@ -158,16 +160,17 @@ def run(out: Path, *, dry_run: bool, budget_s: float, tiny_model: Path | None = 
     try:
         import torch
     except ImportError:
-        raise SystemExit(f"gpu_check: {sys.executable} has no torch; fix: set LLMOPS_GPU_PYTHON to an interpreter "
-                         "with a CUDA build of torch, transformers and accelerate (or pass --dry-run)") from None
+        raise SystemExit(str(InvalidValue(
+            f"gpu_check: {sys.executable} has no torch", fix="set LLMOPS_GPU_PYTHON to an interpreter with a CUDA "
+            "build of torch, transformers and accelerate (or pass --dry-run)"))) from None
 
     from llmops.demo.tiny_model import build_random_qwen2, build_tiny_model
     from llmops.validate.golden import GoldenSet
 
     device = "cpu" if dry_run else "cuda"
     if not dry_run and not torch.cuda.is_available():
-        raise SystemExit("gpu_check: no CUDA GPU visible to torch; fix: run it on a machine with an NVIDIA GPU "
-                         "and a CUDA build of torch, or pass --dry-run for the CPU rehearsal")
+        raise SystemExit(str(InvalidValue("gpu_check: no CUDA GPU visible to torch", fix="run it on a machine with an "
+                                          "NVIDIA GPU and a CUDA build of torch, or pass --dry-run for the CPU rehearsal")))
     out.mkdir(parents=True, exist_ok=True)
     # Models and checkpoints live apart from the results: only the two result files are kept.
     work = Path(tempfile.mkdtemp(prefix="llmops-gpu-check-"))

@@ -56,3 +56,7 @@ class Stopped(KbError):
 
 class HybridUnsupportedError(KbError):
     """The knowledge base asks for hybrid (BM25 + dense) retrieval from a Milvus without BM25 functions."""
+
+
+class LeaseLost(Stopped):
+    """Another process took this knowledge base's lease over (this one stalled past the ttl): stop writing."""

@@ -42,17 +42,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from llmops.kb.errors import KbAlreadyRunning, KbError, Stopped
+from llmops.kb.errors import KbAlreadyRunning, KbError, LeaseLost, Stopped  # noqa: F401 - LeaseLost re-exported
 from llmops.kb.milvus_client import DataType, MilvusClient, MilvusException
 
 log = logging.getLogger(__name__)
 
 RECORD_PROPERTY = "llmops.kb.lease"
 CLOCK_SKEW_S = 5.0  # how far two machines' wall clocks may disagree (added before a lease counts as expired)
-
-
-class LeaseLost(Stopped):
-    """Another process took this knowledge base's lease over (this one stalled past the ttl): stop writing."""
 
 
 def holder_name() -> str:

@@ -29,3 +29,7 @@ class RolloutInProgressError(PreflightError):
 
 class InvalidTransition(LlmopsError):
     """An observation arrived that the plan cannot accept in its current phase (a bug in the driver)."""
+
+
+class LostOwnership(LlmopsError):
+    """Another execution of the same run wrote the record since this one read it: stop acting."""

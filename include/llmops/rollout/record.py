@@ -33,13 +33,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from llmops.errors import LlmopsError
+from llmops.rollout.errors import LostOwnership  # noqa: F401 - re-exported
 
 Status = Literal["active", "halted", "finished"]
-
-
-class LostOwnership(LlmopsError):
-    """Another execution of the same run wrote the record since this one read it: stop acting."""
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmops.errors import LlmopsError
+from llmops.serving.errors import ReadyTimeout  # noqa: F401 - re-exported
 from llmops.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 VLLM_SETTING = "LLMOPS_VLLM_READY_TIMEOUT_S"
 TRTLLM_SETTING = "LLMOPS_TRTLLM_READY_TIMEOUT_S"
-
-
-class ReadyTimeout(LlmopsError):
-    """A server did not become ready within its limit. Transient the first time (`ReadyLimit.expired`)."""
 
 
 @dataclass(frozen=True)
