@@ -208,7 +208,8 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0, train_steps: int = TRAIN_S
     step, problems, margins = 0, [], {}
     while True:
         model.train()
-        target = train_steps if step < train_steps else step + CHECK_EVERY
+        # unchecked builds (e.g. the untrained model of --train-steps 0) train exactly train_steps
+        target = train_steps if step < train_steps or not checked else step + CHECK_EVERY
         for _ in range(step, target):
             # Full batch: every fact in every step. One fact per step left the last-trained fact in charge of the
             # next token, so margins swung with the step count (seed 1 never settled on ' four' within 3000 steps).
