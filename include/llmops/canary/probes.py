@@ -163,14 +163,16 @@ class AlternatingProbe:
     def run(self, window_s: float, *, clock: Callable[[], float] = time.monotonic,
             after_round: Callable[[list[ProbeRound], list[ProbeRound], str], bool] | None = None
             ) -> tuple[list[ProbeRound], list[ProbeRound], str]:
-        started = clock()
-        deadline = started + window_s
         if self.warmup:
             # A fresh canary serves its first requests from cold caches (and on CPU, first-shape kernel
-            # compiles) while the stable one is warm: one unrecorded round each keeps that out of the verdict.
-            for url in (self.canary_url, self.stable_url):
+            # compiles for every batch size it meets) while the stable one is warm: unrecorded full rounds
+            # (two on the canary, one on the stable) keep that out of the verdict. One round of `concurrency`
+            # requests was not enough: a CI run's first recorded canary round still ran 4.6x the stable's.
+            for url in (self.canary_url, self.canary_url, self.stable_url):
                 if url is not None:
-                    self._round(url, "warmup", self.concurrency)
+                    self._round(url, "warmup", self.requests)
+        started = clock()  # the window measures: warm-up rounds do not use it up
+        deadline = started + window_s
         canary_rounds: list[ProbeRound] = []
         stable_rounds: list[ProbeRound] = []
         index = consecutive_errors = 0

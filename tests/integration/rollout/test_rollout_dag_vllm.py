@@ -108,14 +108,16 @@ def test_canary_that_queues_requests_is_rolled_back_by_default_settings(env, rol
 
 
 def test_healthy_canary_is_promoted_then_a_rerun_changes_nothing(env, rollout_store, local_backend):
-    """The promote path. The latency limit is raised to 4x (through the form's thresholds): in the full suite
-    the stable has served for minutes while the canary is fresh, and on two shared cores the fresh server's
-    p95 over 16 requests of ~50 ms ran 1.7x and 2.3x the stable's in two CI runs (alone: within 1.5x). The
-    latency gate at default settings is the queueing test's."""
+    """The promote path, not the latency gate (that is the queueing test's, at default settings, and
+    bench/judge.py's). The slowdown to catch is raised to 10x (the registry's maximum) through the form's
+    thresholds, so the judge rolls back above a 3.16 ratio: in the full suite the stable has served for minutes
+    while the canary is fresh, and on two shared cores an identical canary was judged 1.7x, 2.3x and 3.17x the
+    stable's (the last with a 4.6x first round, a cold canary: the probe now warms the canary with two full
+    unrecorded rounds). Golden prompts and errors keep their limits."""
     _, uris = rollout_store
     old = local_backend.load().stable
     rc, log = dags_test(env, {"version": uris["healthy"], "steps": [50, 100], "analysis_window_s": 10,
-                              "thresholds": {"max_p95_latency_ratio": 4.0}})
+                              "thresholds": {"max_p95_latency_ratio": 10.0}})
     assert rc == 0, log[-6000:]
     report = newest_report(env_home(env))
     assert "PROMOTED" in report and "Step: 50 %" in report and "Step: 100 %" in report
