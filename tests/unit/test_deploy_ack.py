@@ -6,7 +6,8 @@ says where it comes from: the Milvus operator's CRD at the release values.yaml n
 minimal schema for ClusterAliyunPipelineConfig, whose CRD is not public). RBAC is checked against what the
 pipelines really create: the kinds rollout renders, plus job pods and the rollout lock.
 Spot node pools carry the label and taint the pods select and tolerate; the metrics adapter's rules give the
-HPA the metric names the rendered HPAs ask for. Files named *-values.yaml are Helm values, not objects.
+HPA the metric names the rendered HPAs ask for. Files named *-values.yaml are Helm values, not objects: Airflow's
+validates against the values.schema.json of the chart release values.yaml pins (tests/unit/data/schemas/).
 That the kit applies to a Kubernetes API is tested against kmock in tests/integration/deploy_kit/.
 """
 
@@ -254,6 +255,58 @@ def test_airflow_values_use_kubernetes_executor_and_secrets_only(rendered):
     assert values["dags"]["gitSync"]["enabled"] is VALUES["airflow"]["git_sync"]["enabled"]
     job = next(d for d in manifests(rendered) if d["kind"] == "Job")
     assert job["spec"]["template"]["spec"]["containers"][0]["args"][:4] == ["airflow", "pools", "set", "gpu"]
+
+
+def _airflow_values(out: Path) -> dict:
+    return yaml.safe_load((out / "30-airflow-values.yaml").read_text())
+
+
+@pytest.mark.parametrize("git_sync", [False, True], ids=["baked-dags", "git-sync"])
+def test_airflow_values_validate_against_the_pinned_charts_schema(rendered, tmp_path, git_sync):
+    """Both ways the kit deploys dags/ (baked into the image, or git-sync) render values the pinned chart release
+    accepts, and name no key it would ignore."""
+    from support.helm_values import chart_schema, problems
+
+    if git_sync:
+        values = _filled_values()
+        values["airflow"]["git_sync"]["enabled"] = True
+        from support.ack import render_kit
+
+        render_kit(tmp_path / "out", yaml.safe_dump(values))
+        rendered = tmp_path / "out"
+    airflow = _airflow_values(rendered)
+    assert airflow["dags"]["gitSync"]["enabled"] is git_sync
+    version = VALUES["airflow"]["chart_version"]
+    assert problems(airflow, chart_schema("airflow", version)) == []
+    assert problems(airflow, chart_schema("airflow", version, strict=True)) == []
+    assert f"--version {version}" in (rendered / "30-airflow-values.yaml").read_text()
+    assert f"--version {version}" in (ROOT / "README.md").read_text()
+
+
+def test_the_chart_schema_refuses_values_the_chart_would_not_take(rendered):
+    from support.helm_values import chart_schema, problems
+
+    version = VALUES["airflow"]["chart_version"]
+    schema, strict = chart_schema("airflow", version), chart_schema("airflow", version, strict=True)
+    good = _airflow_values(rendered)
+    workers, git_sync = good["workers"], good["dags"]["gitSync"]
+    refused_by_helm = [  # (values, what the schema says), each one mistake away from the rendered values
+        ({**good, "executor": "Kubernetes"}, "executor: 'Kubernetes' does not match '^(("),  # not an executor class
+        ({**good, "workers": {**workers, "serviceAccount": {**workers["serviceAccount"], "create": "false"}}},
+         "workers.serviceAccount.create: 'false' is not of type 'boolean'"),
+        ({**good, "dags": {**good["dags"], "gitSync": {**git_sync, "revision": "main"}}},  # the key is `rev`
+         "dags.gitSync: Additional properties are not allowed ('revision' was unexpected)"),
+    ]
+    for values, expected in refused_by_helm:
+        found = problems(values, schema)
+        assert len(found) == 1 and found[0].startswith(expected), (expected, found)
+    # a misspelt top-level key: Helm installs it and the chart ignores it (the Secret name falls back to a
+    # generated key); only the strict schema refuses it
+    misspelt = {**{k: v for k, v in good.items() if k != "jwtSecretName"}, "jwtSecretname": good["jwtSecretName"]}
+    assert problems(misspelt, schema) == []
+    assert problems(misspelt, strict) == ["<top>: Additional properties are not allowed ('jwtSecretname' was unexpected)"]
+    with pytest.raises(FileNotFoundError, match="vendor that release"):
+        chart_schema("airflow", "0.0.0")
 
 
 def _pool_blocks(tf: str) -> dict[str, str]:
