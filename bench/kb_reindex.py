@@ -69,6 +69,7 @@ from llmops.kb.embedders import SentenceTransformerEmbedder  # noqa: E402
 from llmops.kb.index import KbIndex, connect  # noqa: E402
 from llmops.kb.pipeline import reindex  # noqa: E402
 from support.embedders import CountingEmbedder  # noqa: E402
+from support.pdf import text_pdf  # noqa: E402
 
 TOPICS = ["scheduler", "retries", "alerts", "storage", "permissions", "upgrades", "metrics", "backups",
           "networking", "billing", "tokens", "logging", "caching", "queues", "exports", "webhooks"]
@@ -92,32 +93,6 @@ def write_corpus(root: Path, documents: int, seed: int = 7) -> None:
                                                        + "\n")
 
 
-def _pdf(pages: list[list[str]]) -> bytes:
-    """A PDF with one page per entry of `pages` (lines of real Helvetica text), written by hand: no PDF writer is
-    installed. pypdf (our loader, and LangChain's PyPDFLoader) extracts the text back."""
-    def escape(line: str) -> str:
-        return line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-
-    kids = " ".join(f"{3 + 2 * n} 0 R" for n in range(len(pages)))
-    objects = ["<< /Type /Catalog /Pages 2 0 R >>", f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>"]
-    font = 3 + 2 * len(pages)
-    for n, lines in enumerate(pages):
-        content = "BT /F1 10 Tf 50 750 Td 13 TL " + " ".join(f"({escape(line)}) Tj T*" for line in lines) + " ET"
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * n} 0 R "
-                       f"/Resources << /Font << /F1 {font} 0 R >> >> >>")
-        objects.append(f"<< /Length {len(content)} >>\nstream\n{content}\nendstream")
-    objects.append("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    out, offsets = b"%PDF-1.4\n", []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode()
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    return out
-
-
 def write_pdf_corpus(root: Path, pages: int, per_file: int = 11, seed: int = 11) -> None:
     """`pages` pages of manual-like text in PDFs of `per_file` pages (a 374-page corpus: 34 files)."""
     rng = random.Random(seed)
@@ -127,7 +102,7 @@ def write_pdf_corpus(root: Path, pages: int, per_file: int = 11, seed: int = 11)
             f"The {topic} service {rng.choice(VERBS)} {rng.choice(NOUNS)} every {rng.randint(2, 90)} minutes for "
             f"tenant {rng.randint(1, 999)}." for _ in range(rng.randint(12, 30))]
             for number in range(start, min(start + per_file, pages))]
-        (root / f"{topic}-manual-{start // per_file:03d}.pdf").write_bytes(_pdf(body))
+        (root / f"{topic}-manual-{start // per_file:03d}.pdf").write_bytes(text_pdf(body))
 
 
 def change_documents(root: Path, share: float, round_: int) -> list[str]:

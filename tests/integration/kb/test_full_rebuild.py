@@ -109,9 +109,10 @@ def test_stopped_or_killed_full_builds_never_touch_the_alias_and_leave_nothing_b
 
 def test_pdf_documents_are_indexed(make_kb, corpus, tmp_path, open_index, embedder):
     from llmops.kb.loaders import load_pdf
+    from support.pdf import text_pdf
 
-    _write_pdf(corpus / "guides" / "sla.pdf",
-               ["Service level agreement", "Orbit support answers priority one tickets within four hours."])
+    (corpus / "guides" / "sla.pdf").write_bytes(
+        text_pdf([["Service level agreement", "Orbit support answers priority one tickets within four hours."]]))
     with open(corpus / "guides" / "sla.pdf", "rb") as stream:
         assert "priority one tickets" in " ".join(load_pdf(stream, "sla.pdf"))
     kb = make_kb()
@@ -120,30 +121,6 @@ def test_pdf_documents_are_indexed(make_kb, corpus, tmp_path, open_index, embedd
     assert summary.failed == [] and summary.embedded_documents == 13
     hits = search(kb, index, embedder, "how fast does support answer priority one tickets", limit=1)
     assert hits[0]["doc_id"] == "guides/sla.pdf"
-
-
-def _write_pdf(path, lines: list[str]) -> None:
-    """A minimal one-page PDF with real text (Helvetica), written by hand: no PDF writer is installed."""
-    content = "BT /F1 12 Tf 72 720 Td 14 TL " + " ".join(
-        "(" + line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ") Tj T*" for line in lines) + " ET"
-    objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>",
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        "/Resources << /Font << /F1 5 0 R >> >> >>",
-        f"<< /Length {len(content)} >>\nstream\n{content}\nendstream",
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = b"%PDF-1.4\n"
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode()
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    path.write_bytes(out)
 
 
 def test_a_small_knowledge_base_shows_progress_batch_by_batch(make_kb, tmp_path, open_index, minilm):
