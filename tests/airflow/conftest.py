@@ -58,12 +58,14 @@ def airflow_stack(tmp_path_factory, venvs):
     deployments["deployments"][0]["rollout"].update(REGISTRY_ROLLOUT)
     (config / "deployments.yaml").write_text(yaml.safe_dump(deployments, sort_keys=False))
 
+    pauses = root / "pauses"  # llmops.seams: a test holds a task at a named point to kill it there
+    pauses.mkdir()
     started = time.monotonic()
     running = contextlib.ExitStack()
     _running.append(running)
     with running:
         airflow = running.enter_context(local_airflow(
-            root / "state", base_env=_INHERITED, venvs=venvs, config_dir=config,
+            root / "state", base_env={**_INHERITED, "LLMOPS_PAUSE_DIR": str(pauses)}, venvs=venvs, config_dir=config,
             demo_model_cache=venvs.parent / "cache" / "demo-models", timeout=420,
             echo=lambda line: print(f"[airflow_stack] {line}")))
         print(f"[airflow_stack] ready in {time.monotonic() - started:.0f} s at {airflow.url}")

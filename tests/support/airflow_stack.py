@@ -88,9 +88,11 @@ class LocalAirflow:
             except ValueError:
                 return exc.code, {"detail": text}
 
-    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
-        """Trigger `dag_id` with `conf` (validated against its Params by the server); returns the run id."""
-        status, body = self.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+    def trigger(self, dag_id: str, conf: dict | None = None, *, run_id: str | None = None) -> str:
+        """Trigger `dag_id` with `conf` (validated against its Params by the server); returns the run id
+        (`run_id` if given, else the server's)."""
+        request = {"logical_date": None, "conf": conf or {}, **({"dag_run_id": run_id} if run_id else {})}
+        status, body = self.api("POST", f"/dags/{dag_id}/dagRuns", request)
         if status != 200:
             raise RuntimeError(f"triggering {dag_id} with {conf} answered {status}: {body}")
         return body["dag_run_id"]

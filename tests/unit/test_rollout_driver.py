@@ -45,6 +45,25 @@ def test_who_may_take_a_rollout_over():
     assert owner_gone(Owner("me", 2, "host-a", 100, 0.0), me, pid_alive=dead, now=999.0) is None  # itself
 
 
+def test_when_a_waiting_execution_looks_at_the_record_again():
+    """What the operator's record trigger asks while another live execution of the run owns the rollout."""
+    from llmops.rollout.record import Execution, Owner, RolloutRecord, look_again
+
+    me = Execution("me", 1, "host-a", None)
+    alive, dead = (lambda pid: True), (lambda pid: False)
+    owner = Owner("other", 1, "host-a", 200, lease_until=1000.0)
+    active = RolloutRecord("run-1", "active", {}, owner=owner).to_dict()
+    assert look_again(active, "run-1", "other", me, pid_alive=alive, now=999.0) is None  # it still acts
+    assert "gone" in look_again(active, "run-1", "other", me, pid_alive=dead, now=999.0)
+    assert "gone" in look_again(active, "run-1", "other", me, pid_alive=alive, now=1001.0)  # its lease ended
+    assert "another execution" in look_again(active, "run-1", "third", me, pid_alive=alive, now=999.0)
+    for status in ("finished", "halted"):
+        ended = RolloutRecord("run-1", status, {}, owner=owner).to_dict()
+        assert status in look_again(ended, "run-1", "other", me, pid_alive=alive, now=999.0)
+    assert "replaced" in look_again(None, "run-1", "other", me, pid_alive=alive, now=999.0)
+    assert "replaced" in look_again({**active, "run_id": "run-2"}, "run-1", "other", me, pid_alive=alive, now=999.0)
+
+
 def test_a_roll_back_that_keeps_failing_halts_with_the_lock_kept_and_a_named_state(tmp_path):
     """The attempts are counted in the stored progress before each attempt: a kill and a retry do not reset them.
     The backend's roll back fails (a real LocalRuntime whose state file cannot be written: a directory is in

@@ -17,8 +17,10 @@ end the outcome and report locations. `run` therefore never restarts a rollout o
 - no record of this run: pre-flight (which refuses while another run's record holds the lock), then the
   record is created (or a finished record of an earlier run replaced) by CAS; the loser of a race re-reads;
 - this run's record, finished: its outcome is returned as it stands (no action, no second report);
-- active or halted, owned by a live execution of the same run: wait for it (poll the record) until it ends
-  or goes (lease over, process gone, or a later Airflow try);
+- active or halted, owned by a live execution of the same run: `run` returns `OwnedElsewhere`; the caller
+  waits until the record says it ended or the owner went (lease over, process gone, or a later Airflow try;
+  `record.look_again`) and calls `run` again (the operator defers on a record trigger, holding no worker
+  slot; `run_blocking` polls);
 - otherwise this execution takes it over and resumes from the stored action: every action is idempotent,
   so an action interrupted by a kill is simply performed again; attempts counted before an action survive
   retries; an owner whose write fails the CAS stops (`LostOwnership`) and waits like a second execution.
@@ -64,6 +66,7 @@ from llmops.rollout.report import (
     step_to_dict,
 )
 from llmops.rollout.request import ResolvedRollout
+from llmops.seams import pause_point
 from llmops.serving import manifests as m
 from llmops.serving.port import ArtefactFacts, Problem, Readiness, RolloutBackend, WaitTarget
 from llmops.serving.processes import process_alive
@@ -154,6 +157,14 @@ class Waiting:
     target: WaitTarget
     timeout_s: float
     progress: RolloutProgress
+
+
+@dataclass
+class OwnedElsewhere:
+    """Another live execution of this run carries the rollout on: call `run` again once `look_again` says so."""
+
+    owner: Owner
+    message: str
 
 
 @dataclass
@@ -381,8 +392,13 @@ def run_blocking(ctx: RolloutContext, me: Execution | None = None, *, poll_s: fl
     """`run` to the end in this process (the benchmark); the DAG defers instead of blocking."""
     me = me or Execution.new()
     result = run(ctx, me)
-    while isinstance(result, Waiting):
-        result = run(ctx, me, wait_blocking(ctx.backend, result, poll_s=poll_s))
+    while not isinstance(result, Finished):
+        if isinstance(result, OwnedElsewhere):
+            log.info("%s", result.message)
+            time.sleep(poll_s)
+            result = run(ctx, me)
+        else:
+            result = run(ctx, me, wait_blocking(ctx.backend, result, poll_s=poll_s))
     return result
 
 
@@ -428,9 +444,9 @@ def _read(ctx: RolloutContext) -> tuple[RolloutRecord | None, str | None]:
     return (RolloutRecord.from_dict(data) if data else None), version
 
 
-def run(ctx: RolloutContext, me: Execution, event: dict | None = None, *, poll_s: float = 5.0,
-        on_wait: Callable[[str], None] | None = None) -> Waiting | Finished:
-    """Start this run's rollout, or resume it from its record, or wait for the execution that owns it.
+def run(ctx: RolloutContext, me: Execution, event: dict | None = None) -> Waiting | OwnedElsewhere | Finished:
+    """Start this run's rollout, or resume it from its record; or, while another live execution of the run owns
+    it, return `OwnedElsewhere` (the caller waits for that one without acting).
 
     Raises PreflightError (refused before anything changed; RolloutInProgressError while another run holds
     the deployment). `event` is the readiness event of this execution's own wait; a takeover drops it."""
@@ -448,12 +464,10 @@ def run(ctx: RolloutContext, me: Execution, event: dict | None = None, *, poll_s
                 return _finished_as_recorded(ctx, record)
             gone = owner_gone(record.owner, me, pid_alive=process_alive)
             if record.owner is not None and record.owner.token != me.token and gone is None:
-                (on_wait or log.info)(
+                return OwnedElsewhere(record.owner, (
                     f"run {ctx.run_id}'s rollout of {ctx.deployment.name} is carried on by another execution "
                     f"(try {record.owner.try_number}, {record.owner.host} pid {record.owner.pid}, lease "
-                    f"{record.owner.lease_until - time.time():.0f} s more); waiting for it")
-                time.sleep(poll_s)
-                continue
+                    f"{record.owner.lease_until - time.time():.0f} s more); waiting for it"))
             if record.owner is not None and record.owner.token != me.token:
                 log.info("taking over run %s's rollout of %s: the execution that owned it is gone (%s)",
                          ctx.run_id, ctx.deployment.name, gone)
@@ -515,6 +529,7 @@ def analyse_step(ctx: RolloutContext, canary_percent: int) -> StepReport:
     started = time.time()
 
     def stop_reason(observed) -> str | None:
+        pause_point("analyse")  # a test seam (llmops.seams): kill tests stop the task here
         if ctx.journal is not None:
             ctx.journal.heartbeat()  # a long window keeps the lease (LostOwnership stops the analysis)
         return ctx.backend.canary_gone() or decisive_failure(observed, thresholds)

@@ -20,7 +20,8 @@ one persisted object:
 
 Who may act: the owner; or any execution of the same run once the owner is gone (lease expired; its pid dead on
 this host; or a later Airflow try, since Airflow runs one try of a task at a time). Another live execution of
-the same run waits for the owner instead of acting. An owner that lost the record (a write's CAS failed) stops
+the same run waits for the owner instead of acting (`look_again` says when to look at the record again; the
+Airflow operator waits deferred, on a trigger that asks it). An owner that lost the record (a write's CAS failed) stops
 acting at once (`LostOwnership`).
 """
 
@@ -108,3 +109,19 @@ def owner_gone(owner: Owner | None, me: Execution, *, pid_alive, now: float | No
     if owner.pid is not None and owner.host == me.host and not pid_alive(owner.pid):
         return f"its process {owner.pid} on {owner.host} has exited"
     return None
+
+
+def look_again(data: dict | None, run_id: str, owner_token: str, me: Execution, *, pid_alive,
+               now: float | None = None) -> str | None:
+    """Why an execution waiting for `owner_token`'s execution of `run_id` should read the record again (its
+    rollout ended or halted, another execution took it, or the owner is gone), or None while it still acts.
+    `data` is the stored record (`RolloutRecord.to_dict`)."""
+    if data is None or data.get("run_id") != run_id:
+        return "the record of this run is gone (replaced)"
+    record = RolloutRecord.from_dict(data)
+    if record.status != "active":
+        return f"the rollout is {record.status}"
+    if record.owner is None or record.owner.token != owner_token:
+        return "another execution owns the rollout now"
+    gone = owner_gone(record.owner, me, pid_alive=pid_alive, now=now)
+    return f"the owner is gone: {gone}" if gone else None

@@ -88,6 +88,15 @@ def pod_ready(pod: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
+def read_record_at(client: KubeClient, identifiers: dict) -> tuple[dict | None, str | None]:
+    """The rollout record in the ConfigMap `identifiers["name"]` and its resourceVersion (a trigger reads it
+    this way too)."""
+    obj = client.get("ConfigMap", identifiers["name"], identifiers["namespace"])
+    if obj is None or "record" not in (obj.get("data") or {}):
+        return None, None
+    return json.loads(obj["data"]["record"]), obj["metadata"].get("resourceVersion")
+
+
 def check_ready(client: KubeClient, identifiers: dict, *,
                 generate: Callable[[str, str], tuple[bool, str]] | None = None) -> Readiness:
     """Ready = the Deployment reports all replicas updated and ready, AND every ready pod of this version
@@ -187,10 +196,11 @@ class KubernetesBackend:
 
     # --- the rollout record (lock, request, progress: llmops.rollout.record) ------------------------
     def read_record(self) -> tuple[dict | None, str | None]:
-        obj = self.client.get("ConfigMap", self.lock_name, self.deployment.namespace)
-        if obj is None or "record" not in (obj.get("data") or {}):
-            return None, None
-        return json.loads(obj["data"]["record"]), obj["metadata"].get("resourceVersion")
+        return read_record_at(self.client, self.record_identifiers())
+
+    def record_identifiers(self) -> dict:
+        return {"runtime": self.runtime, "namespace": self.deployment.namespace, "name": self.lock_name,
+                "kubernetes_conn_id": self.deployment.kubernetes_connection_id}
 
     def write_record(self, data: dict, version: str | None) -> str | None:
         """Create the ConfigMap (409: someone else did) or patch it at `version` (409: it changed since). Every

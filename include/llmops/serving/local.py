@@ -29,6 +29,7 @@ from pathlib import Path
 
 from llmops.canary.probes import generation_ok
 from llmops.hardware import cuda_available
+from llmops.seams import pause_point
 from llmops.serving.errors import LocalRuntimeError
 from llmops.serving.launcher import cpu_halves, free_port, start_vllm
 from llmops.serving.port import Problem, Readiness, Track, WaitTarget, verify_by_download
@@ -86,6 +87,15 @@ def process_ready(identifiers: dict) -> Readiness:
     return Readiness(ok, detail)
 
 
+def read_record_at(identifiers: dict) -> tuple[dict | None, str | None]:
+    """The rollout record in `identifiers["path"]` and its generation (a trigger reads it this way too)."""
+    try:
+        stored = json.loads(Path(identifiers["path"]).read_text())
+    except FileNotFoundError:
+        return None, None
+    return stored["record"], str(stored["generation"])
+
+
 def stop_server(server: Server) -> None:
     stop_process(server.pid, port=server.port, tag=server.tag, workdir=server.workdir)
     if server.workdir and not tagged_processes(server.tag, server.workdir):
@@ -135,11 +145,10 @@ class LocalRuntime:
         return self.root / "rollout.json"
 
     def read_record(self) -> tuple[dict | None, str | None]:
-        try:
-            stored = json.loads(self.record_path.read_text())
-        except FileNotFoundError:
-            return None, None
-        return stored["record"], str(stored["generation"])
+        return read_record_at(self.record_identifiers())
+
+    def record_identifiers(self) -> dict:
+        return {"runtime": self.runtime, "path": str(self.record_path)}
 
     def write_record(self, data: dict, version: str | None) -> str | None:
         """Compare-and-swap on the generation number, under an exclusive lock on a guard file; the new content
@@ -258,6 +267,7 @@ class LocalRuntime:
         state.stable, state.canary, state.canary_percent = state.canary, None, 0
         self._event(state, "promoted", version=state.stable.version)
         self.save(state)
+        pause_point("promote")  # a test seam (llmops.seams): kill tests stop the task here
         if old and old.pid != state.stable.pid:
             stop_server(old)
         return state.stable

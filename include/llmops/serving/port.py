@@ -111,6 +111,9 @@ class RolloutBackend(Protocol):
     def previous_version(self) -> str | None: ...
     def read_record(self) -> tuple[dict | None, str | None]:
         """The rollout record (`llmops.rollout.record`) stored beside the deployment, and its version token."""
+    def record_identifiers(self) -> dict:
+        """Where the record is, for a trigger that reads it without the backend: `runtime` and the identifiers
+        of the backend module's `read_record_at`."""
     def write_record(self, data: dict, version: str | None) -> str | None:
         """Compare-and-swap: create the record (`version` None; it must not exist) or replace the one read at
         `version`. The new version token, or None when another writer got there first (nothing written)."""

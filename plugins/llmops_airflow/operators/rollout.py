@@ -4,8 +4,10 @@ Shaped like cncf-kubernetes' pod operator: `execute` builds the context once (re
 store, backend) and calls the driver (`llmops.rollout.driver`); where the driver must wait (canary
 ready, stable ready on the new version) the operator defers with a readiness trigger carrying
 identifiers and the serialised progress; `execute_complete` rebuilds the context and resumes the
-driver from the trigger's event. Every decision is the driver's (and the plan's); this module only
-adapts Airflow: Connections, XCom, failing the task on a roll back, the report link.
+driver from the trigger's event. Where another live execution of the same run owns the rollout, it
+defers on the record trigger and `execute_after_owner` runs the driver again once that one is done.
+Every decision is the driver's (and the plan's); this module only adapts Airflow: Connections, XCom,
+failing the task on a roll back, the report link.
 """
 
 from __future__ import annotations
@@ -121,8 +123,15 @@ class ModelRolloutOperator(BaseOperator):
             return {"outcome": "dry_run", "manifest_uri": pre.manifest.uri,
                     "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects]}
         # a new rollout, or this run's own resumed from its record (a retry, a restarted worker, a second
-        # execution); another live execution of this run is waited for
+        # execution); another live execution of this run is waited for, deferred (execute_after_owner)
         return self._run(context, ctx, Execution.new(context["ti"].try_number), None)
+
+    def execute_after_owner(self, context, event: dict):
+        """The execution this one waited for is done with the rollout (or gone): look at the record again."""
+        from llmops.rollout.record import Execution
+
+        self.log.info("the rollout's record changed: %s", event["detail"])
+        return self._run(context, self.build_context(context), Execution.new(context["ti"].try_number), None)
 
     def execute_complete(self, context, event: dict):
         from llmops.rollout.record import Execution
@@ -142,9 +151,20 @@ class ModelRolloutOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
 
     def _run(self, context, ctx, me, event):
-        from llmops.rollout.driver import Waiting, run
+        from llmops.rollout.driver import OwnedElsewhere, Waiting, run
 
-        result = self._refused_fails(run, ctx, me, event, on_wait=self.log.info)
+        result = self._refused_fails(run, ctx, me, event)
+        if isinstance(result, OwnedElsewhere):  # another live execution of this run acts: wait without a slot
+            from llmops_airflow.triggers.record import RolloutRecordTrigger
+
+            self.log.info("%s", result.message)
+            identifiers = ctx.backend.record_identifiers()
+            if identifiers["runtime"] == "kubernetes" and self.kubernetes_config_dict:
+                identifiers["config_dict"] = self.kubernetes_config_dict
+            self.defer(trigger=RolloutRecordTrigger(identifiers=identifiers, run_id=ctx.run_id,
+                                                    owner_token=result.owner.token, try_number=me.try_number,
+                                                    poll_s=READY_POLL_S[identifiers["runtime"]]),
+                       method_name="execute_after_owner")
         if isinstance(result, Waiting):
             from llmops_airflow.triggers.readiness import readiness_trigger
 

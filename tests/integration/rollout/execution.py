@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from llmops.artefacts import open_store
@@ -33,13 +34,17 @@ def main() -> int:
     ctx = driver.RolloutContext(resolved, open_store(args["store_uri"]), backend, registry, args["run_id"],
                                 Path(args["report_dir"]))
     me = Execution.new(args["try_number"])
-    result = driver.run(ctx, me, poll_s=0.3, on_wait=lambda message: print("waiting:", message, flush=True))
+    result = driver.run(ctx, me)
+    while isinstance(result, driver.OwnedElsewhere):  # as the operator's record trigger waits, in this process
+        print("waiting:", result.message, flush=True)
+        time.sleep(0.3)
+        result = driver.run(ctx, me)
     owner = isinstance(result, driver.Waiting)
     if owner:
         print("deferred", flush=True)
         event = ({"status": "not_ready", "detail": "no GPU in the emulator"} if args["mode"] == "decide"
                  else driver.wait_blocking(backend, result, poll_s=0.3))
-        result = driver.run(ctx, me, event, poll_s=0.3)
+        result = driver.run(ctx, me, event)
     print(json.dumps({"outcome": result.report.outcome, "locations": result.locations, "acted": owner}), flush=True)
     return 0
 
