@@ -9,6 +9,7 @@ The record's compare-and-swap on the local runtime is raced by processes too."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -142,6 +143,30 @@ def test_a_stale_write_of_the_record_is_refused_on_the_api_server(kube, hook, re
     assert backend.write_record({**data, "status": "active"}, first) is None  # read at `first`: stale
     assert backend.read_record() == ({**data, "status": "finished"}, second)
     assert any(w.startswith("PATCH ") and "configmaps" in w for w in kube.writes())
+
+
+def test_the_record_trigger_reads_the_configmap_and_fires_once_the_owner_is_done(kube, hook, registry):
+    """The operator's wait for another live execution of its run (a deferral): the trigger reads the record
+    through the API server and fires when the owner finished its rollout, not while the owner acts."""
+    from llmops.rollout.record import Owner
+    from llmops_airflow.triggers.record import RolloutRecordTrigger
+
+    backend = backend_for(hook, registry, registry.deployment("tiny-llama-trtllm"))
+    owner = Execution.new(1)  # this process, live on this host
+    acting = RolloutRecord("manual__owned", "active", {}, owner=Owner.of(owner, 600))
+    version = backend.write_record(acting.to_dict(), None)
+    trigger = RolloutRecordTrigger(identifiers=backend.record_identifiers(), run_id="manual__owned",
+                                   owner_token=owner.token, try_number=1, poll_s=0.2)
+
+    async def wait_then_finish() -> dict:
+        first = asyncio.ensure_future(trigger.run().__anext__())
+        await asyncio.sleep(1.5)  # several reads of a record whose owner still acts
+        assert not first.done()
+        done = RolloutRecord("manual__owned", "finished", {}, owner=acting.owner, outcome="rolled_back")
+        assert await asyncio.to_thread(backend.write_record, done.to_dict(), version) is not None
+        return (await asyncio.wait_for(first, 60)).payload
+
+    assert asyncio.run(wait_then_finish()) == {"status": "look_again", "detail": "the rollout is finished"}
 
 
 _INCREMENT = """
