@@ -15,7 +15,7 @@ export AIRFLOW_HOME="$LLMOPS_HOME/demo/rollout/airflow" LLMOPS_RUNTIME=local
 mkdir -p "$AIRFLOW_HOME"
 log="$LLMOPS_HOME/demo/rollout"
 # 120 s per step: on a busy 2-core machine a 20 s window (3 rounds) promotes an identical canary only ~77 % of
-# the time, 120 s ~97 % (python bench/judge.py --window-s 120); the deployment's default 300 s is what the
+# the time, 120 s ~94 % (python bench/judge.py --window-s 120); the deployment's default 300 s is what the
 # README's error budget states.
 window="${LLMOPS_DEMO_WINDOW_S:-120}"
 

@@ -17,11 +17,11 @@ import os
 import time
 from pathlib import Path
 
-PAUSE_DIR = "LLMOPS_PAUSE_DIR"
+from llmops.settings import get_settings
 
 
 def pause_point(name: str) -> None:
-    folder = os.environ.get(PAUSE_DIR)
+    folder = get_settings().pause_dir
     if not folder:
         return
     claimed = Path(folder) / f"{name}.{os.getpid()}.claimed"

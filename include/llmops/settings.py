@@ -120,6 +120,8 @@ class Settings:
     """What this job was handed for the systems it talks to (see `Credentials`)."""
     trusted_public_keys: str = ""
     """TRUSTED_KEYS_ENV: PEM public keys the fetch init container verifies a version's signature with."""
+    pause_dir: str = ""
+    """LLMOPS_PAUSE_DIR: tests only, where `llmops.seams.pause_point` looks for pause requests (unset: never pauses)."""
 
     @property
     def venvs(self) -> Path:
@@ -186,6 +188,7 @@ def get_settings() -> Settings:
             object_store={name: value for name in OBJECT_STORE_VARIABLES if (value := _env(name, ""))},
             signing_key=_env(SIGNING_KEY_ENV, "")),
         trusted_public_keys=_env(TRUSTED_KEYS_ENV, ""),
+        pause_dir=_env("LLMOPS_PAUSE_DIR", ""),
     )
     _check_kubernetes_values(settings)
     return settings

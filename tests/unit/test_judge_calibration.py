@@ -1,10 +1,9 @@
 """The canary judge's error rates, on real latencies: bench/judge.py replays analysis windows resampled from rounds
 recorded on real vLLM CPU pairs (bench/judge_data.json: identical, 1.5x slower, queueing, golden-failing) through
 the rollout's own probe loop, early stop and verdict with the default thresholds, 200 windows from each of 3
-independent random streams. A change to the judge that promotes fewer identical canaries, or rolls back fewer
-queueing or golden-failing ones, than 95 %, or catches fewer 1.5x slower ones than 90 %, fails here. (1.5x is
-exactly the slowdown the judge must catch: the data support ~94 % there, and one stream's rate moves by a few
-percent with any change in the draws, so 95 % of one stream failed changes that did not touch the judge.) (The 1.5x slower canary is the stable server itself behind a delaying proxy, probed alternately with
+independent random streams (one stream's rate moves by a few percent with any change in the draws). A change to
+the judge that promotes fewer identical canaries, or rolls back fewer 1.5x slower, queueing or golden-failing ones,
+than 95 % fails here. (The 1.5x slower canary is the stable server itself behind a delaying proxy, probed alternately with
 it: see bench/judge.py's docstring.)"""
 
 from __future__ import annotations
@@ -26,6 +25,5 @@ def test_the_default_judge_meets_its_error_budget_on_the_recorded_pairs():
     assert set(counts) == {"identical", "slower", "queueing", "golden-failing"}, line
     for name in ("identical", "slower", "queueing", "golden-failing"):
         right, total = counts[name]
-        target = 0.90 if name == "slower" else 0.95
-        assert total == 600 and right >= target * total, f"{name}: {right}/{total} judged right\n{done.stdout}"
+        assert total == 600 and right >= 0.95 * total, f"{name}: {right}/{total} judged right\n{done.stdout}"
     assert done.returncode == 0, done.stdout

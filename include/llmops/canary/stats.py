@@ -22,6 +22,17 @@ def median(values: Sequence[float]) -> float | None:
     return percentile(values, 50.0)
 
 
+def trimmed_geometric_mean(ratios: Sequence[float], share: float = 0.2) -> float | None:
+    """The geometric mean of positive `ratios` without the lowest and highest `share` of them (at least one each side
+    from three values on: the median of three), so a stalled or a lucky round cannot decide alone."""
+    logs = sorted(math.log(r) for r in ratios if r > 0)
+    if not logs:
+        return None
+    cut = max(1, int(len(logs) * share)) if len(logs) >= 3 else 0
+    kept = logs[cut:len(logs) - cut]
+    return math.exp(sum(kept) / len(kept))
+
+
 def mann_whitney_greater(x: Sequence[float], y: Sequence[float]) -> float | None:
     """One-sided Mann-Whitney U test: p-value for "x tends to be larger than y" (normal approximation with
     tie correction and continuity correction). None when either sample is empty."""
