@@ -18,6 +18,8 @@ from llmops.rollout.plan import (
 )
 
 VALID = {
+    "checking_warm": {"warm_ready", "warm_not_ready", "error"},
+    "restoring": {"warm_restored", "error"},
     "deploying": {"canary_deployed", "error"},
     "waiting_ready": {"canary_ready", "canary_not_ready", "error"},
     "shifting": {"weights_set", "error"},
@@ -101,9 +103,13 @@ def test_every_phase_accepts_exactly_its_observations(phase, kind):
     assert new.timeline[-1].event == kind
     if kind == "error":
         # an error never promotes by accident and never abandons a roll back or a half-done promotion
-        assert action.kind == {"promoting": "promote"}.get(phase, "roll_back")
+        # (before a warm copy took traffic: the normal canary rollout; once it may have: finish moving it)
+        assert action.kind == {"promoting": "promote", "checking_warm": "deploy_canary",
+                               "restoring": "restore_warm"}.get(phase, "roll_back")
     if action.kind == "promote":
-        assert phase in ("analysing", "promoting")
+        assert phase in ("analysing", "promoting", "restoring")
+    if action.kind == "restore_warm":  # traffic goes to a kept copy only after its check passed
+        assert phase in ("checking_warm", "restoring") and kind in ("warm_ready", "error")
 
 
 def test_every_sequence_of_outcomes_promotes_only_when_all_passed():
@@ -139,3 +145,33 @@ def test_plan_state_survives_a_round_trip_between_tasks():
     again = state_from_dict(json.loads(json.dumps(state_to_dict(state))))
     assert again == state
     assert advance(again, Observation("canary_ready"))[1].canary_percent == 10
+
+
+def test_warm_roll_back_checks_the_kept_copy_then_moves_traffic_then_promotes_it():
+    state, action = start([10, 50, 100], has_stable=True, warm=True)
+    assert (state.phase, action.kind) == ("checking_warm", "check_warm")
+    state, action = advance(state, Observation("warm_ready", detail="3 golden prompts passed"))
+    assert action.kind == "restore_warm"
+    state, action = advance(state, Observation("error", detail="route patch refused"))
+    assert action.kind == "restore_warm"  # retried, never a canary while traffic may be on the copy
+    state, action = advance(state, Observation("warm_restored"))
+    assert action.kind == "promote"
+    state, action = advance(state, Observation("promoted"))
+    assert state.outcome == "promoted"
+    assert [e.event for e in state.timeline] == ["start", "warm_ready", "error", "warm_restored", "promoted"]
+
+
+@pytest.mark.parametrize("failure", [Observation("warm_not_ready", detail="kept copy expired"),
+                                     Observation("error", detail="check_warm: connection refused")])
+def test_a_kept_copy_that_fails_its_check_becomes_the_normal_canary_rollout(failure):
+    state, action = start([10, 50, 100], has_stable=True, warm=True)
+    state, action = advance(state, failure)
+    assert action.kind == "deploy_canary" and state.steps == (10, 50, 100)
+    state, action = advance(state, Observation("canary_deployed"))
+    state, action = advance(state, Observation("canary_ready"))
+    assert action.kind == "set_weights" and action.canary_percent == 10  # the configured steps, from the first
+
+
+def test_without_a_stable_there_is_nothing_warm_to_go_back_to():
+    state, action = start([10, 100], has_stable=False, warm=True)
+    assert action.kind == "deploy_canary"

@@ -273,6 +273,20 @@ class RolloutProbe(Strict):
         description="canary request errors needed before an error rate over the threshold stops the analysis early")
 
 
+class KeepPrevious(Strict):
+    """After a promotion the replaced stable version stays warm this long (warm roll back, README "Warm roll
+    back"): `version: previous` before `minutes` have passed shifts traffic back to it without a cold start.
+    `replicas` pods on Kubernetes (gateway-httproute only); the local runtime keeps its one process. 0 (either)
+    turns it off: the old version is stopped at promotion, as before."""
+
+    replicas: int = Field(default=1, ge=0, le=100, description="pods of the previous version kept (0: off)")
+    minutes: float = Field(default=30, ge=0, le=7 * 24 * 60, description="how long after the promotion (0: off)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.replicas > 0 and self.minutes > 0
+
+
 class RolloutSpec(Strict):
     """Defaults of a model_rollout run for this deployment; the trigger form may override them."""
 
@@ -283,6 +297,7 @@ class RolloutSpec(Strict):
         "how long a rollout task execution may go silent before another execution of the same run (a retry on "
         "another worker) takes the rollout over; renewed at every step and during analysis"))
     canary_replicas: int = Field(default=1, ge=1, le=100)
+    keep_previous: KeepPrevious = KeepPrevious()
     thresholds: RolloutThresholds = RolloutThresholds()
     probe: RolloutProbe = RolloutProbe()
     golden_prompts: list[GoldenPrompt] = Field(

@@ -30,6 +30,15 @@ the new version); everything else (traffic steps, analysis, promote, roll back) 
 operator, the tests (through `airflow dags test` and the scheduler), the demo and the benchmark all run it.
 A roll back or promotion failing `MAX_ATTEMPTS` times halts the rollout: the record keeps the lock (status
 `halted`), the report names the state it was left in, and clearing the task resumes it with fresh attempts.
+
+Warm roll back (README "Warm roll back"). A promotion keeps the replaced version running for the deployment's
+`rollout.keep_previous` (`begin_promote(keep=(replicas, until))`; the report says until when). `version: previous`
+while that copy runs, serves the recorded previous version and has not expired takes the plan's warm path: the
+copy's readiness and golden prompts are checked, traffic goes back to it (no new server), then its version is
+promoted. Otherwise (expired, gone, or failing its check) it is the normal canary rollout. Clean-up happens at
+rollouts, nothing runs periodically: every rollout of the deployment releases an expired copy once it holds the
+lock, and any canary deployment releases the kept copy (its resources go to the canary; a promotion keeps the
+version it replaces instead).
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from typing import Any
 from llmops.artefacts import ArtefactError, Manifest
 from llmops.canary.analysis import analyse
 from llmops.canary.metrics import metrics_path
+from llmops.canary.probes import run_golden
 from llmops.canary.verdict import decisive_failure, judge
 from llmops.rollout import preflight as pf
 from llmops.rollout.errors import PreflightError, RolloutInProgressError
@@ -68,11 +78,11 @@ from llmops.rollout.report import (
 from llmops.rollout.request import ResolvedRollout
 from llmops.seams import pause_point
 from llmops.serving import manifests as m
-from llmops.serving.port import ArtefactFacts, Problem, Readiness, RolloutBackend, WaitTarget
+from llmops.serving.port import ArtefactFacts, Problem, Readiness, RolloutBackend, WaitTarget, WarmCopy
 from llmops.serving.processes import process_alive
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = {"roll_back": 3, "promote": 2}  # then the driver raises: a person has to look
+MAX_ATTEMPTS = {"roll_back": 3, "promote": 2, "restore_warm": 3}  # then the rollout halts: a person has to look
 
 
 @dataclass
@@ -106,6 +116,7 @@ class PreflightResult:
     stable_version: str | None
     previous_version: str | None
     checks: list[str] = field(default_factory=list)
+    warm: WarmCopy | None = None  # the kept copy this rollout (version previous) restores, if usable
 
     @property
     def unchanged(self) -> bool:
@@ -128,6 +139,13 @@ class RolloutProgress:
     attempts: dict[str, int] = field(default_factory=dict)
     wait_deadline: float | None = None
     execution: str = ""  # the token of the execution that owns the rollout (travels through the trigger)
+    kept_until: float | None = None  # promotion: the replaced version runs warm until then (epoch seconds)
+    kept_version: str | None = None
+
+    @property
+    def restored_warm(self) -> bool:
+        """Traffic went back to a kept copy (warm roll back): nothing is kept at its promotion."""
+        return any(e.event == "warm_restored" for e in self.plan.timeline)
 
     def to_dict(self) -> dict:
         return {"manifest_uri": self.manifest_uri, "stable_version": self.stable_version,
@@ -137,7 +155,8 @@ class RolloutProgress:
                 "started_at": self.started_at, "manual_roll_back": self.manual_roll_back,
                 "canary_extra_args": list(self.canary_extra_args),
                 "steps": [step_to_dict(s) for s in self.steps], "timings": dict(self.timings),
-                "attempts": dict(self.attempts), "wait_deadline": self.wait_deadline, "execution": self.execution}
+                "attempts": dict(self.attempts), "wait_deadline": self.wait_deadline, "execution": self.execution,
+                "kept_until": self.kept_until, "kept_version": self.kept_version}
 
     @classmethod
     def from_dict(cls, data: dict) -> RolloutProgress:
@@ -147,7 +166,8 @@ class RolloutProgress:
                    canary_extra_args=list(data.get("canary_extra_args") or []),
                    steps=[step_from_dict(s) for s in data.get("steps") or []],
                    timings=dict(data.get("timings") or {}), attempts=dict(data.get("attempts") or {}),
-                   wait_deadline=data.get("wait_deadline"), execution=data.get("execution", ""))
+                   wait_deadline=data.get("wait_deadline"), execution=data.get("execution", ""),
+                   kept_until=data.get("kept_until"), kept_version=data.get("kept_version"))
 
 
 @dataclass
@@ -210,7 +230,12 @@ def preflight(ctx: RolloutContext) -> PreflightResult:
     pf.raise_if_problems(subject, problems)
     checks = ["artefact exists", pf.checksums_checked(verification), pf.signature_checked(signature),
               "compatible with GPU profile", "capacity", "no rollout running"]
-    return PreflightResult(manifest, facts, backend.stable_version(), previous, checks)
+    warm = backend.warm_copy() if resolved.request.version == "previous" else None
+    if warm is not None and (warm.version != manifest.uri or warm.expired(time.time())):
+        warm = None  # not the version asked for, or its time is over: the normal rollout (which releases it)
+    if warm is not None:
+        checks.append(f"kept warm until {_utc(warm.until)}: warm roll back")
+    return PreflightResult(manifest, facts, backend.stable_version(), previous, checks, warm)
 
 
 def objects_at_first_step(ctx: RolloutContext, pre: PreflightResult, *, fetch_image: str,
@@ -229,7 +254,8 @@ def objects_at_first_step(ctx: RolloutContext, pre: PreflightResult, *, fetch_im
 def begin(ctx: RolloutContext, pre: PreflightResult) -> RolloutProgress:
     """The plan's initial state for a rollout that passed pre-flight."""
     now = time.time()
-    state, action = start(ctx.resolved.steps, has_stable=pre.stable_version is not None, at=now)
+    state, action = start(ctx.resolved.steps, has_stable=pre.stable_version is not None, at=now,
+                          warm=pre.warm is not None)
     manual = ctx.resolved.request.version == "previous"
     return RolloutProgress(pre.manifest.uri or "", pre.stable_version, state, action, now, manual_roll_back=manual,
                     canary_extra_args=list(ctx.resolved.request.canary_extra_args or []))
@@ -259,7 +285,17 @@ def drive(ctx: RolloutContext, progress: RolloutProgress, event: dict | None = N
         if kind in MAX_ATTEMPTS and event is None and progress.attempts.get(kind, 0) >= MAX_ATTEMPTS[kind]:
             return _halt(ctx, progress, manifest, kind)  # (with an event, the last attempt's wait just ended)
         try:
-            if kind == "deploy_canary":
+            if kind == "check_warm":
+                obs = _check_warm(ctx, progress)
+            elif kind == "restore_warm":
+                _count(ctx, progress, "restore_warm")
+                backend.restore_warm(progress.manifest_uri)
+                progress.timings["traffic_restored_s"] = round(time.time() - progress.started_at, 1)
+                obs = Observation("warm_restored", time.time(), "traffic on the kept copy, no new server")
+            elif kind == "deploy_canary":
+                released = backend.release_warm()  # the canary gets its resources; a promotion keeps anew
+                if released:
+                    log.info("released the kept copy: %s", released)
                 backend.deploy_canary(manifest, ctx.run_id, progress.canary_extra_args)
                 obs = Observation("canary_deployed", time.time(), _extra_args_note(progress))
             elif kind == "wait_ready":
@@ -286,7 +322,7 @@ def drive(ctx: RolloutContext, progress: RolloutProgress, event: dict | None = N
             elif kind == "promote":
                 if event is None:
                     _count(ctx, progress, "promote")
-                    if backend.begin_promote(manifest):
+                    if backend.begin_promote(manifest, _keep(ctx, progress)):
                         return _wait(ctx, progress, state, action, backend.wait_target("stable", manifest))
                 else:
                     ready, event = _readiness(event), None
@@ -312,8 +348,57 @@ def drive(ctx: RolloutContext, progress: RolloutProgress, event: dict | None = N
         _save(ctx, progress)  # the transition is stored before the next action is performed
     progress.timings["total_s"] = round(time.time() - progress.started_at, 1)
     reason = state.reason or "every analysis step passed"
+    if state.phase == "promoted" and progress.restored_warm:
+        reason = (f"warm roll back: the kept copy took the traffic again "
+                  f"{progress.timings.get('traffic_restored_s', 0):.1f} s after the start (no new server), "
+                  "after its readiness and golden prompts passed")
     report = _report(ctx, progress.manifest_uri, progress.stable_version, state.phase, reason, progress)
     return _finish(ctx, report, manifest, progress)
+
+
+def _check_warm(ctx: RolloutContext, progress: RolloutProgress) -> Observation:
+    """The kept copy before it takes traffic: still there, in time, ready (a real generation), golden prompts."""
+    copy = ctx.backend.warm_copy()
+    if copy is None or copy.version != progress.manifest_uri:
+        return Observation("warm_not_ready", time.time(), "the kept copy is gone")
+    if copy.expired(time.time()):
+        return Observation("warm_not_ready", time.time(), f"the kept copy expired at {_utc(copy.until)}")
+    ready = ctx.backend.check_ready(copy.target)
+    if not ready.ready:
+        return Observation("warm_not_ready", time.time(), f"the kept copy is not ready: {ready.detail}")
+    golden = run_golden(copy.url, ctx.deployment.model, ctx.deployment.rollout.golden_prompts,
+                        timeout_s=ctx.deployment.rollout.probe.timeout_s)
+    failed = [g.prompt for g in golden if not g.passed]
+    if failed:
+        return Observation("warm_not_ready", time.time(), f"the kept copy fails golden prompts {failed}")
+    return Observation("warm_ready", time.time(), f"ready, {len(golden)} golden prompts passed")
+
+
+def _keep(ctx: RolloutContext, progress: RolloutProgress) -> tuple[int, float] | None:
+    """What a promotion keeps of the version it replaces: (replicas, until), fixed at the first attempt so a retry
+    keeps the same window; nothing after a warm roll back, or with keep_previous off."""
+    keep = ctx.deployment.rollout.keep_previous
+    if progress.restored_warm or not keep.enabled or not progress.stable_version:
+        return None
+    if progress.kept_until is None:
+        progress.kept_until = time.time() + keep.minutes * 60
+        progress.kept_version = progress.stable_version
+        _save(ctx, progress)
+    return keep.replicas, progress.kept_until
+
+
+def _release_expired(ctx: RolloutContext) -> None:
+    """Every rollout, once it holds the lock: a kept copy whose time is over is stopped / deleted."""
+    try:
+        copy = ctx.backend.warm_copy()
+        if copy is not None and copy.expired(time.time()):
+            log.info("released the expired kept copy of %s: %s", ctx.deployment.name, ctx.backend.release_warm())
+    except Exception as exc:  # clean-up must not stop a rollout; the next one tries again
+        log.warning("could not release the expired kept copy of %s: %s", ctx.deployment.name, exc)
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 def _save(ctx: RolloutContext, progress: RolloutProgress, **changes) -> None:
@@ -341,6 +426,7 @@ def _finish(ctx: RolloutContext, report: RolloutReport, manifest: Manifest,
 def _halt(ctx: RolloutContext, progress: RolloutProgress, manifest: Manifest, kind: str) -> Finished:
     """`kind` failed MAX_ATTEMPTS times: keep the lock (status halted), report the state it was left in."""
     what = {"roll_back": "the canary may still run and take traffic; the stable track is untouched",
+            "restore_warm": "traffic may be on the stable track, the kept copy, or split between them",
             "promote": "the stable track may run the old or the new version; the canary may still run"}[kind]
     last = progress.plan.timeline[-1].detail if progress.plan.timeline else ""
     reason = (f"{kind} failed {progress.attempts.get(kind, 0)} times (last: {last}); {what}. The rollout lock is "
@@ -480,6 +566,7 @@ def run(ctx: RolloutContext, me: Execution, event: dict | None = None) -> Waitin
                                   version, me)
                 journal.save()  # the lock: created, or the earlier record replaced, by compare-and-swap
                 ctx.journal = journal
+                _release_expired(ctx)
                 if pre.unchanged:
                     return finish_unchanged(ctx, pre)
                 progress, event = begin(ctx, pre), None
@@ -566,6 +653,11 @@ def _report(ctx: RolloutContext, canary_uri: str, stable_uri: str | None, outcom
         report.timings = dict(progress.timings)
         report.manual_roll_back = progress.manual_roll_back
         report.canary_extra_args = list(progress.canary_extra_args)
+        report.warm_roll_back = progress.restored_warm
+        if outcome == "promoted" and progress.kept_until is not None:
+            report.kept_previous = {"version": progress.kept_version or "",
+                                    "replicas": ctx.deployment.rollout.keep_previous.replicas,
+                                    "until": progress.kept_until}
     report.probe = {"requests_per_round": ctx.deployment.rollout.probe.requests_per_round,
                     "concurrency": ctx.resolved.probe_concurrency, "window_s": ctx.resolved.window_s}
     return report

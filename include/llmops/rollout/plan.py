@@ -8,6 +8,11 @@ The effects (Kubernetes objects, local vLLM processes) live elsewhere; every dec
 the whole plan is tested exhaustively without servers. Any failure before promotion ends in
 `roll_back` (canary removed, weights restored, stable untouched). A first deployment (no stable yet)
 has nothing to compare with: it goes straight to 100 % after readiness and golden prompts.
+
+A warm roll back (`start(..., warm=True)`: `version: previous` while the replaced version is still kept
+running) checks the kept copy (`check_warm`: ready, golden prompts), shifts traffic to it (`restore_warm`),
+then promotes its version (`promote`). A kept copy that fails its check, or errors before traffic moved,
+turns the run into the normal canary rollout (`deploy_canary`); an error once traffic moves retries it.
 """
 
 from __future__ import annotations
@@ -18,18 +23,21 @@ from typing import Literal
 from llmops.config.schema import check_steps
 from llmops.rollout.errors import InvalidTransition
 
-Phase = Literal["deploying", "waiting_ready", "shifting", "analysing", "promoting", "rolling_back",
-                "promoted", "rolled_back"]
+Phase = Literal["checking_warm", "restoring", "deploying", "waiting_ready", "shifting", "analysing",
+                "promoting", "rolling_back", "promoted", "rolled_back"]
 TERMINAL: tuple[Phase, ...] = ("promoted", "rolled_back")
-PHASES: tuple[Phase, ...] = ("deploying", "waiting_ready", "shifting", "analysing", "promoting",
-                             "rolling_back", "promoted", "rolled_back")
+PHASES: tuple[Phase, ...] = ("checking_warm", "restoring", "deploying", "waiting_ready", "shifting", "analysing",
+                             "promoting", "rolling_back", "promoted", "rolled_back")
 
-ObservationKind = Literal["canary_deployed", "canary_ready", "canary_not_ready", "weights_set", "analysis_passed",
-                          "analysis_failed", "promoted", "rolled_back", "error"]
-OBSERVATIONS: tuple[ObservationKind, ...] = ("canary_deployed", "canary_ready", "canary_not_ready", "weights_set",
-                                             "analysis_passed", "analysis_failed", "promoted", "rolled_back", "error")
+ObservationKind = Literal["warm_ready", "warm_not_ready", "warm_restored", "canary_deployed", "canary_ready",
+                          "canary_not_ready", "weights_set", "analysis_passed", "analysis_failed", "promoted",
+                          "rolled_back", "error"]
+OBSERVATIONS: tuple[ObservationKind, ...] = ("warm_ready", "warm_not_ready", "warm_restored", "canary_deployed",
+                                             "canary_ready", "canary_not_ready", "weights_set", "analysis_passed",
+                                             "analysis_failed", "promoted", "rolled_back", "error")
 
-ActionKind = Literal["deploy_canary", "wait_ready", "set_weights", "analyse", "promote", "roll_back", "done"]
+ActionKind = Literal["check_warm", "restore_warm", "deploy_canary", "wait_ready", "set_weights", "analyse", "promote",
+                     "roll_back", "done"]
 
 
 @dataclass(frozen=True)
@@ -75,14 +83,20 @@ class PlanState:
         return self.phase if self.done else None
 
 
-def start(steps: list[int] | tuple[int, ...], *, has_stable: bool, at: float = 0.0) -> tuple[PlanState, Action]:
-    """The initial state and its first action. Without a stable version the steps collapse to [100]."""
+def start(steps: list[int] | tuple[int, ...], *, has_stable: bool, at: float = 0.0,
+          warm: bool = False) -> tuple[PlanState, Action]:
+    """The initial state and its first action. Without a stable version the steps collapse to [100]. `warm`:
+    the version rolled out is kept running (warm roll back); the steps are kept for the cold fallback."""
     try:
         steps = tuple(check_steps(list(steps)))
     except ValueError as exc:
         raise InvalidTransition(f"steps {exc}") from None
     if not has_stable:
         steps = (100,)
+    if warm and has_stable:
+        state = PlanState(steps=steps, has_stable=has_stable, phase="checking_warm",
+                          timeline=(TimelineEntry(at, "checking_warm", "start", "warm roll back: the kept copy"),))
+        return state, Action("check_warm")
     state = PlanState(steps=steps, has_stable=has_stable, phase="deploying",
                       timeline=(TimelineEntry(at, "deploying", "start", f"steps {list(steps)}"),))
     return state, Action("deploy_canary")
@@ -110,12 +124,18 @@ def advance(state: PlanState, obs: Observation) -> tuple[PlanState, Action]:
     if phase in TERMINAL:
         raise InvalidTransition(f"the rollout already ended ({phase}); observation {kind!r} is not accepted")
     if kind == "error":
+        if phase == "checking_warm":  # traffic has not moved: the normal (cold) rollout instead
+            return _go(state, obs, "deploying"), Action("deploy_canary", reason=obs.detail)
+        if phase == "restoring":  # traffic may have moved: finish moving it
+            return _go(state, obs, "restoring"), Action("restore_warm", reason=obs.detail)
         if phase == "rolling_back":  # a failed roll back is retried, never abandoned
             return _go(state, obs, "rolling_back"), Action("roll_back", reason=state.reason or obs.detail)
         if phase == "promoting":  # promotion half done: finish it rather than leave two versions serving
             return _go(state, obs, "promoting"), Action("promote", reason=obs.detail)
         return _roll_back(state, obs, f"error while {phase}: {obs.detail}")
     expected: dict[Phase, tuple[ObservationKind, ...]] = {
+        "checking_warm": ("warm_ready", "warm_not_ready"),
+        "restoring": ("warm_restored",),
         "deploying": ("canary_deployed",),
         "waiting_ready": ("canary_ready", "canary_not_ready"),
         "shifting": ("weights_set",),
@@ -126,6 +146,12 @@ def advance(state: PlanState, obs: Observation) -> tuple[PlanState, Action]:
     if kind not in expected.get(phase, ()):
         raise InvalidTransition(f"phase {phase!r} expects {list(expected.get(phase, ()))}, got {kind!r}")
 
+    if kind == "warm_ready":
+        return _go(state, obs, "restoring"), Action("restore_warm")
+    if kind == "warm_not_ready":
+        return _go(state, obs, "deploying"), Action("deploy_canary", reason=obs.detail)
+    if kind == "warm_restored":
+        return _go(state, obs, "promoting", canary_percent=100), Action("promote")
     if kind == "canary_deployed":
         return _go(state, obs, "waiting_ready"), Action("wait_ready")
     if kind == "canary_not_ready":

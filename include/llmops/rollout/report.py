@@ -45,6 +45,8 @@ class RolloutReport:
     timeline: list[tuple[float, str, str, str]] = field(default_factory=list)  # (at, phase, event, detail)
     timings: dict[str, float] = field(default_factory=dict)
     manual_roll_back: bool = False  # version "previous": a person asked to go back
+    warm_roll_back: bool = False  # ... and the kept copy of that version took the traffic again (no cold start)
+    kept_previous: dict = field(default_factory=dict)  # promoted: {version, replicas, until} of the warm copy
     canary_extra_args: list[str] = field(default_factory=list)
     probe: dict = field(default_factory=dict)  # requests per round, concurrency, window
 
@@ -100,7 +102,7 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def _title(report: RolloutReport) -> str:
-    kind = "Manual roll back" if report.manual_roll_back else "Rollout"
+    kind = "Warm roll back" if report.warm_roll_back else "Manual roll back" if report.manual_roll_back else "Rollout"
     return f"{kind} of {report.model} to {report.deployment}: {report.outcome.upper()}"
 
 
@@ -108,7 +110,11 @@ def _blocks(report: RolloutReport) -> list[tuple]:
     """The report's content once, as blocks both renderers draw: Markdown and HTML show the same things."""
     t = report.thresholds
     items = [("run", f"`{report.run_id}` on runtime `{report.runtime}`")]
-    if report.manual_roll_back:
+    if report.warm_roll_back:
+        items.append(("kind", "warm roll back (version `previous`): the copy of that version kept running since its "
+                              "replacement was checked (ready, golden prompts) and took the traffic again, no new "
+                              "server started"))
+    elif report.manual_roll_back:
         items.append(("kind", "manual roll back (version `previous`): a person asked to return to the version "
                               "the stable one replaced; it went through the same checks and canary steps"))
     items += [
@@ -125,6 +131,13 @@ def _blocks(report: RolloutReport) -> list[tuple]:
         items.append(("probe", ", ".join(f"{k} {v}" for k, v in report.probe.items())))
     if report.canary_extra_args:
         items.append(("canary extra args", "`" + " ".join(report.canary_extra_args) + "` (canary only)"))
+    if report.kept_previous:
+        kept = report.kept_previous
+        until = datetime.fromtimestamp(kept["until"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        what = "its vLLM process" if report.runtime == "local" else f"{kept['replicas']} replica(s)"
+        items.append(("previous version kept warm", f"`{kept['version']}` ({what}) until {until}: `version: "
+                      "previous` before then rolls back without a cold start; the next rollout after that "
+                      "releases it"))
     if report.timings:
         items.append(("timings", ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items())))
     blocks: list[tuple] = [("title", _title(report)), ("items", items)]

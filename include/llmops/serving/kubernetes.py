@@ -9,10 +9,17 @@ Versions are recorded on the objects themselves: the stable Deployment carries
 `<deployment>-rollout-lock` holds the rollout record (`llmops.rollout.record`: lock, resolved request, progress),
 created atomically (409 if it exists) and patched only at the resourceVersion it was read at (a merge patch
 carrying resourceVersion is conditional: 409 when the object changed since).
+
+Warm roll back (gateway-httproute): a promotion given `keep` applies `<deployment>-previous` (the replaced version,
+`keep` replicas, annotation `llmops.io/keep-until`) before the stable Deployment moves on; `restore_warm` routes
+100 % to it; the following promotion rolls the stable Deployment back to that version and `finish_promote` routes
+to stable again and deletes the copy. With replica-ratio nothing is kept (behind the one Service the copy would
+take a replica share of the traffic).
 """
 
 from __future__ import annotations
 
+import copy as copy_module
 import json
 import logging
 from collections.abc import Callable
@@ -22,7 +29,7 @@ from llmops.canary.probes import generation_ok
 from llmops.config.schema import Deployment, GpuProfile
 from llmops.serving import manifests as m
 from llmops.serving.capacity import NodeCapacity, check_capacity, replica_request
-from llmops.serving.port import ArtefactFacts, Problem, Readiness, WaitTarget
+from llmops.serving.port import ArtefactFacts, Problem, Readiness, WaitTarget, WarmCopy
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +64,14 @@ def _on_spot_pool(node: dict, profile: GpuProfile) -> bool:
     return profile.spot is not None and any(t.get("key") == profile.spot.taint.key for t in taints)
 
 
-def node_capacity(client: KubeClient, profile: GpuProfile, *, spot: bool = False) -> list[NodeCapacity]:
+def node_capacity(client: KubeClient, profile: GpuProfile, *, spot: bool = False,
+                  released: dict[str, str] | None = None) -> list[NodeCapacity]:
     """Allocatable minus requested `profile.resource_name` on the nodes matching the profile's selector; the
-    profile's spot nodes count only for a deployment that may run there (`spot`: their taint keeps others off)."""
+    profile's spot nodes count only for a deployment that may run there (`spot`: their taint keeps others off).
+    Pods matching the labels `released` do not count (a kept copy the rollout releases before its canary starts)."""
     nodes = [n for n in client.list("Node") if _matches(n, profile.node_selector)
              and (spot or not _on_spot_pool(n, profile))]
-    pods = client.list("Pod")
+    pods = [p for p in client.list("Pod") if not (released and _matches(p, released))]
     out = []
     for node in nodes:
         name = node["metadata"]["name"]
@@ -229,7 +238,8 @@ class KubernetesBackend:
 
     def capacity_problems(self, facts: ArtefactFacts) -> list[Problem]:
         per_replica = replica_request(self.profile, facts)
-        return check_capacity(node_capacity(self.client, self.profile, spot=self.deployment.spot),
+        kept = {m.LABEL_NAME: self.deployment.name, m.LABEL_TRACK: "previous"}
+        return check_capacity(node_capacity(self.client, self.profile, spot=self.deployment.spot, released=kept),
                               profile=self.profile,
                               per_replica=per_replica, replicas=self.deployment.rollout.canary_replicas)
 
@@ -299,12 +309,16 @@ class KubernetesBackend:
     def endpoints(self) -> tuple[str | None, str]:
         return (self.service_url("stable") if self.stable_version() else None), self.service_url("canary")
 
-    def begin_promote(self, manifest: Any) -> bool:
+    def begin_promote(self, manifest: Any, keep: tuple[int, float] | None = None) -> bool:
         """Move the stable Deployment to the new version (rolling update, maxUnavailable 0); traffic stays
-        on the canary until `finish_promote`. True: the stable track must be waited for."""
+        on the canary until `finish_promote`. True: the stable track must be waited for. With `keep` (replicas,
+        until) the replaced version first gets its own Deployment, NAME-previous (gateway-httproute only)."""
         d = self.deployment
         new = self._version(manifest)
         old = self.stable_version()
+        kept = old if old != new.manifest_uri else self.previous_version()  # a retry: the stable moved already
+        if keep and keep[0] > 0 and kept and d.traffic.strategy == "gateway-httproute":
+            self._keep(kept, replicas=keep[0], until=keep[1])
         if old != new.manifest_uri:  # else a retry after the patch
             self.client.apply(m.render_deployment(d, self.profile, "stable", new, replicas=self._stable_replicas(),
                                                   previous_version=old, fetch_image=self.fetch_image,
@@ -312,12 +326,67 @@ class KubernetesBackend:
         return True
 
     def finish_promote(self) -> None:
-        """Weights back to the (new) stable, canary removed, HPA unfrozen."""
+        """Weights back to the (new) stable, canary removed, HPA unfrozen; a kept copy of the version the stable
+        now serves (the one a warm roll back routed to) is deleted."""
         d = self.deployment
         if d.traffic.strategy == "gateway-httproute":
             self.client.apply(m.render_httproute(d, 0))
         self.client.delete("Deployment", m.object_name(d, "canary"), d.namespace)
+        copy = self.warm_copy()
+        if copy is not None and copy.version == self.stable_version():
+            self.release_warm()
         self.client.apply(m.render_hpa(d))
+
+    # --- warm roll back ------------------------------------------------------------------------
+    def _keep(self, uri: str, *, replicas: int, until: float) -> None:
+        """NAME-previous serving `uri`: the stable Deployment's pod spec as it still is (its GPUs, tensor
+        parallelism and arguments), under the track label `previous`. A retry after the stable moved on finds the
+        copy there already and only sets its size and time."""
+        d = self.deployment
+        name = m.object_name(d, "previous")
+        copy, stable = self.warm_copy(), self.stable_object()
+        meta = {"name": name, "namespace": d.namespace,
+                "annotations": {m.ANNOTATION_VERSION: uri, m.ANNOTATION_KEEP_UNTIL: f"{until:.0f}"}}
+        if copy is not None and copy.version == uri:
+            self.client.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+                               "spec": {"replicas": replicas}})
+        elif stable is not None and stable["metadata"].get("annotations", {}).get(m.ANNOTATION_VERSION) == uri:
+            spec = copy_module.deepcopy(stable["spec"])
+            spec["replicas"] = replicas
+            spec["selector"]["matchLabels"][m.LABEL_TRACK] = "previous"
+            template = spec["template"]
+            template["metadata"]["labels"][m.LABEL_TRACK] = "previous"
+            for constraint in template["spec"].get("topologySpreadConstraints") or []:
+                constraint.get("labelSelector", {}).get("matchLabels", {})[m.LABEL_TRACK] = "previous"
+            labels = dict(template["metadata"]["labels"])
+            self.client.apply({"apiVersion": "apps/v1", "kind": "Deployment",
+                               "metadata": {**meta, "labels": labels}, "spec": spec})
+        else:
+            log.warning("%s: the stable Deployment no longer serves %s; nothing is kept", d.name, uri)
+            return
+        self.client.apply(m.render_service(d, "previous"))
+
+    def warm_copy(self) -> WarmCopy | None:
+        obj = self._get("Deployment", "previous")
+        if obj is None:
+            return None
+        meta = obj["metadata"]
+        version_id = (meta.get("labels") or {}).get(m.LABEL_VERSION_ID, "")
+        return WarmCopy(meta.get("annotations", {}).get(m.ANNOTATION_VERSION, ""),
+                        float(meta.get("annotations", {}).get(m.ANNOTATION_KEEP_UNTIL) or 0),
+                        int(obj.get("spec", {}).get("replicas") or 0), self.service_url("previous"),
+                        WaitTarget("kubernetes", "previous", self.identifiers("previous", version_id)))
+
+    def restore_warm(self, version: str) -> None:
+        """All traffic to NAME-previous (its pods run already: no new pod). Idempotent."""
+        copy = self.warm_copy()
+        if copy is None or copy.version != version:
+            raise RuntimeError(f"{self.deployment.name}: no kept Deployment of {version} to route to")
+        self.client.apply(m.render_httproute(self.deployment, 0, previous_percent=100))
+
+    def release_warm(self) -> str | None:
+        name = m.object_name(self.deployment, "previous")
+        return f"Deployment {name}" if self.client.delete("Deployment", name, self.deployment.namespace) else None
 
     def roll_back(self) -> None:
         """Weights restored to stable, canary removed, HPA unfrozen; the stable Deployment is not touched."""

@@ -12,6 +12,10 @@ lock, the resolved request, the progress), replaced atomically under a file lock
 
 There is no load balancer locally: the canary weight is recorded (and reported) but the analysis
 probes each backend directly, exactly as on Kubernetes.
+
+Warm roll back: a promotion given `keep` leaves the replaced stable process running as `kept` until `kept_until`
+(state.json); `restore_warm` makes it the stable process again (no vLLM start) and stops the one it replaces;
+`release_warm` stops it (the driver does so when it expired, and before any canary starts).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from llmops.hardware import cuda_available
 from llmops.seams import pause_point
 from llmops.serving.errors import LocalRuntimeError
 from llmops.serving.launcher import cpu_halves, free_port, start_vllm
-from llmops.serving.port import Problem, Readiness, Track, WaitTarget, verify_by_download
+from llmops.serving.port import Problem, Readiness, Track, WaitTarget, WarmCopy, verify_by_download
 from llmops.serving.processes import available_memory_bytes, process_alive, stop_process, tagged_processes
 from llmops.serving.ready import ReadyLimit, wait_until_ready
 
@@ -68,13 +72,16 @@ class DeploymentState:
     canary_percent: int = 0
     previous_version: str | None = None
     history: list[dict] = field(default_factory=list)
+    kept: Server | None = None  # the replaced stable process, kept warm after a promotion
+    kept_until: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> DeploymentState:
         return cls(stable=Server(**data["stable"]) if data.get("stable") else None,
                    canary=Server(**data["canary"]) if data.get("canary") else None,
                    canary_percent=data.get("canary_percent", 0), previous_version=data.get("previous_version"),
-                   history=data.get("history", []))
+                   history=data.get("history", []), kept=Server(**data["kept"]) if data.get("kept") else None,
+                   kept_until=data.get("kept_until"))
 
 
 def process_ready(identifiers: dict) -> Readiness:
@@ -255,22 +262,63 @@ class LocalRuntime:
         self._event(state, "weights", canary_percent=canary_percent)
         self.save(state)
 
-    def promote(self) -> Server:
-        """The canary process becomes the stable one; the old stable is stopped. Idempotent."""
+    def promote(self, keep: tuple[int, float] | None = None) -> Server:
+        """The canary process becomes the stable one; the old stable is stopped, or with `keep` (replicas,
+        until) kept running until then (replicas > 0: locally there is one process). Idempotent."""
         state = self.load()
         if state.canary is None:
             if state.stable is None:
                 raise LocalRuntimeError(f"{self.deployment}: nothing to promote")
             return state.stable  # already promoted (a retry)
-        old = state.stable
+        old, earlier = state.stable, state.kept
         state.previous_version = old.version if old else state.previous_version
         state.stable, state.canary, state.canary_percent = state.canary, None, 0
-        self._event(state, "promoted", version=state.stable.version)
+        keeping = bool(keep and keep[0] > 0 and old and old.pid != state.stable.pid
+                       and process_alive(old.pid, old.port))
+        state.kept, state.kept_until = (old, keep[1]) if keeping else (None, None)
+        self._event(state, "promoted", version=state.stable.version, kept_until=state.kept_until)
         self.save(state)
         pause_point("promote")  # a test seam (llmops.seams): kill tests stop the task here
-        if old and old.pid != state.stable.pid:
-            stop_server(old)
+        for server in (earlier, None if keeping else old):
+            if server and server.pid != state.stable.pid:
+                stop_server(server)
         return state.stable
+
+    def restore_warm(self, version: str) -> None:
+        """The kept process of `version` becomes the stable one again (no vLLM start); the stable process it
+        replaces is stopped. Idempotent: a retry after the swap finds `version` stable and nothing kept."""
+        state = self.load()
+        kept = state.kept
+        if kept is None or kept.version != version:
+            if state.stable is not None and state.stable.version == version:
+                return
+            raise LocalRuntimeError(f"{self.deployment}: no kept process of {version} to restore",
+                                    fix="trigger again: the rollout then starts a canary of it")
+        replaced = state.stable
+        state.stable, state.kept, state.kept_until = kept, None, None
+        state.previous_version = replaced.version if replaced else state.previous_version
+        self._event(state, "warm_restored", version=version, port=kept.port)
+        self.save(state)
+        if replaced is not None and replaced.pid != kept.pid:
+            stop_server(replaced)
+
+    def warm_copy(self) -> WarmCopy | None:
+        state = self.load()
+        if state.kept is None:
+            return None
+        return WarmCopy(state.kept.version, state.kept_until or 0.0, 1, state.kept.url,
+                        WaitTarget("local", "previous", self._identifiers("previous", state.kept)))
+
+    def release_warm(self) -> str | None:
+        state = self.load()
+        kept = state.kept
+        if kept is None:
+            return None
+        state.kept, state.kept_until = None, None
+        self._event(state, "kept_released", version=kept.version)
+        self.save(state)
+        stop_server(kept)
+        return f"vLLM process {kept.pid} of {kept.version} (port {kept.port})"
 
     def roll_back(self) -> None:
         """Stop the canary, restore all weight to stable; the stable process is not touched. Idempotent."""
@@ -283,10 +331,10 @@ class LocalRuntime:
 
     def stop_all(self) -> None:
         state = self.load()
-        for server in (state.canary, state.stable):
+        for server in (state.canary, state.stable, state.kept):
             if server is not None:
                 stop_server(server)
-        state.stable = state.canary = None
+        state.stable = state.canary = state.kept = None
         self.save(state)
 
     # --- the rollout port (llmops.serving.port.RolloutBackend) ---------------------------------
@@ -343,8 +391,8 @@ class LocalRuntime:
             return f"the canary vLLM process {canary.pid} (port {canary.port}) exited; see {canary.log_path}"
         return None
 
-    def begin_promote(self, manifest) -> bool:
-        self.promote()  # the canary process, already serving and judged, becomes the stable one
+    def begin_promote(self, manifest, keep: tuple[int, float] | None = None) -> bool:
+        self.promote(keep)  # the canary process, already serving and judged, becomes the stable one
         return False
 
     def finish_promote(self) -> None:

@@ -18,6 +18,10 @@ Objects for deployment NAME:
     ServiceMonitor NAME                     Prometheus Operator / ARMS scrape of /metrics through the track
                                             Services only: one target per pod
     HTTPRoute    NAME                       Gateway API weights stable/canary (ACK Gateway with Envoy)
+    Deployment   NAME-previous              the replaced stable version kept warm after a promotion (rollout.
+    Service      NAME-previous              keep_previous, gateway-httproute only: behind the combined Service
+                                            NAME it would take a replica share); `llmops.io/keep-until` says
+                                            until when; a warm roll back routes to it, then it is deleted
 
 Zones: each track is ONE Deployment spread over zones and nodes (topologySpreadConstraints), not one
 Deployment per zone behind the gateway: the rollout, the HPA and the PDB then each see one stable track,
@@ -49,12 +53,13 @@ from llmops.config.schema import Deployment, GpuProfile, quantity
 from llmops.serving import trtllm
 from llmops.settings import TRUSTED_KEYS_ENV
 
-Track = Literal["stable", "canary"]
-TRACKS: tuple[Track, ...] = ("stable", "canary")
+Track = Literal["stable", "canary", "previous"]
+TRACKS: tuple[Track, ...] = ("stable", "canary")  # the tracks of a rollout; "previous" is the warm copy
 
 ANNOTATION_VERSION = "llmops.io/version"
 ANNOTATION_PREVIOUS_VERSION = "llmops.io/previous-version"
 ANNOTATION_ROLLOUT = "llmops.io/rollout-run"
+ANNOTATION_KEEP_UNTIL = "llmops.io/keep-until"  # epoch seconds: the kept previous version is released after
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_TRACK = "llmops.io/track"
@@ -428,9 +433,11 @@ def render_service_monitor(deployment: Deployment) -> dict[str, Any]:
     }
 
 
-def render_httproute(deployment: Deployment, canary_percent: int) -> dict[str, Any]:
-    if not 0 <= canary_percent <= 100:
-        raise ValueError(f"canary_percent {canary_percent} must be within 0..100")
+def render_httproute(deployment: Deployment, canary_percent: int, *, previous_percent: int = 0) -> dict[str, Any]:
+    """Weights stable/canary; `previous_percent` > 0 adds the kept previous version (a warm roll back)."""
+    if not 0 <= canary_percent <= 100 or not 0 <= previous_percent <= 100 - canary_percent:
+        raise ValueError(f"canary_percent {canary_percent} and previous_percent {previous_percent} must be within "
+                         "0..100 together")
     traffic = deployment.traffic
     spec: dict[str, Any] = {
         "parentRefs": [{"name": traffic.gateway_name or "gateway",
@@ -438,11 +445,15 @@ def render_httproute(deployment: Deployment, canary_percent: int) -> dict[str, A
         "rules": [{
             "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
             "backendRefs": [
-                {"name": object_name(deployment, "stable"), "port": deployment.port, "weight": 100 - canary_percent},
+                {"name": object_name(deployment, "stable"), "port": deployment.port,
+                 "weight": 100 - canary_percent - previous_percent},
                 {"name": object_name(deployment, "canary"), "port": deployment.port, "weight": canary_percent},
             ],
         }],
     }
+    if previous_percent:
+        spec["rules"][0]["backendRefs"].append(
+            {"name": object_name(deployment, "previous"), "port": deployment.port, "weight": previous_percent})
     if traffic.hostname:
         spec["hostnames"] = [traffic.hostname]
     return {

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 from llmops.artefacts import ArtefactIntegrityError, ArtefactNotFoundError
 
-Track = Literal["stable", "canary"]
+Track = Literal["stable", "canary", "previous"]  # previous: the warm copy kept after a promotion
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,20 @@ class WaitTarget:
         return cls(data["runtime"], data["track"], dict(data.get("identifiers") or {}))
 
 
+@dataclass(frozen=True)
+class WarmCopy:
+    """The previous stable version kept running after a promotion (warm roll back), as the backend sees it."""
+
+    version: str  # manifest URI
+    until: float  # epoch seconds: after this it is released by the next rollout of the deployment
+    replicas: int
+    url: str  # where its golden prompts are sent before it takes traffic again
+    target: WaitTarget  # its readiness check (the same check as the canary's)
+
+    def expired(self, now: float) -> bool:
+        return now >= self.until
+
+
 class RolloutBackend(Protocol):
     """The effects of a rollout on one serving system. Every action is idempotent (a retry re-applies it)."""
 
@@ -128,9 +142,17 @@ class RolloutBackend(Protocol):
     def set_weights(self, canary_percent: int) -> None: ...
     def endpoints(self) -> tuple[str | None, str]: ...
     def canary_gone(self) -> str | None: ...
-    def begin_promote(self, manifest: Any) -> bool: ...
+    def begin_promote(self, manifest: Any, keep: tuple[int, float] | None = None) -> bool:
+        """Move the stable track to `manifest`; with `keep` (replicas, until) the replaced version stays warm.
+        True: the stable track must be waited for (`wait_target("stable")`), then `finish_promote`."""
     def finish_promote(self) -> None: ...
     def roll_back(self) -> None: ...
+    def warm_copy(self) -> WarmCopy | None:
+        """The kept previous version (expired or not), or None."""
+    def restore_warm(self, version: str) -> None:
+        """Traffic to the warm copy of `version` (no new server); `begin_promote` then makes it the stable one."""
+    def release_warm(self) -> str | None:
+        """Stop (local) or delete (Kubernetes) the warm copy; what was released, or None. Idempotent."""
 
 
 def verify_by_download(store: Any, manifest: Any, dest: Path | None = None) -> list[str]:
