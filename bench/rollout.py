@@ -1,9 +1,10 @@
 """Benchmark the rollout driver on the local runtime (real vLLM processes on CPU), the code the DAG runs.
 
-    python bench/rollout.py                       # ~4-6 min: one stable start, a promoted and a rolled back canary
+    python bench/rollout.py                       # ~6-9 min: one stable start, a promoted and a rolled back canary,
+                                                  # a warm and a cold roll back
     python bench/rollout.py --window-s 15 --steps 50,100
 
-Two rollouts through `llmops.rollout.driver` (waiting in-process with the same readiness check the
+Four rollouts through `llmops.rollout.driver` (waiting in-process with the same readiness check the
 DAG's trigger runs):
 
 1. **promote ratio**: a canary with the stable's weights is promoted. What a rollout cannot avoid is
@@ -15,6 +16,12 @@ DAG's trigger runs):
    ends the analysis at once, so the rollout is over soon after the canary is ready:
        time to roll back - canary ready time                                           target <= 15 s
    with the same (long) windows, which a judge without early stopping would sit through.
+3. **warm vs cold roll back** (`version: previous`): right after the promotion the replaced stable process is
+   kept (keep_previous), so the roll back checks it (readiness, golden prompts) and gives it the traffic again
+   (warm); then `version: previous` once more, with nothing kept, goes back the normal way: a canary vLLM
+   start, the same steps and windows, promotion (cold, the baseline measured in the same run):
+       warm roll back wall time / cold roll back wall time                              target <= 0.25
+   Both also report when the previous version had the traffic again (warm: the switch; cold: 100 % canary).
 
 The stable vLLM is started before the measurement (it is not part of a rollout).
 """
@@ -54,6 +61,7 @@ def main() -> int:
     parser.add_argument("--steps", default="50,100")
     parser.add_argument("--target", type=float, default=1.15)
     parser.add_argument("--roll-back-target-s", type=float, default=15.0)
+    parser.add_argument("--warm-target", type=float, default=0.25, help="warm / cold roll back wall time, at most")
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     settings = get_settings()
@@ -76,6 +84,12 @@ def main() -> int:
                                        args.window_s * 4, tmp)
             promoted, total = rollout(registry, store, backend, candidate_uri, "bench-promote", steps,
                                       args.window_s, tmp)
+            kept = backend.load().kept
+            print(f"[bench] promoted; the replaced stable is kept: {kept is not None}")
+            warm, warm_s = rollout(registry, store, backend, "previous", "bench-warm-roll-back", steps,
+                                   args.window_s, tmp)  # back to the first version, on its kept process
+            cold, cold_s = rollout(registry, store, backend, "previous", "bench-cold-roll-back", steps,
+                                   args.window_s, tmp)  # back again: nothing is kept after a warm roll back
         finally:
             backend.stop_all()
 
@@ -95,13 +109,33 @@ def main() -> int:
                       "after_ready_s": round(after_ready, 1), "configured_window_s": args.window_s * 4,
                       "target_after_ready_s": args.roll_back_target_s},
     }
+    warm_ratio = warm_s / cold_s
+    result["roll_back_previous"] = {
+        "warm": {"outcome": warm.report.outcome, "warm": warm.report.warm_roll_back, "wall_s": round(warm_s, 1),
+                 "traffic_back_s": warm.report.timings.get("traffic_restored_s")},
+        "cold": {"outcome": cold.report.outcome, "warm": cold.report.warm_roll_back, "wall_s": round(cold_s, 1),
+                 "traffic_back_s": _full_traffic_s(cold.report), "canary_ready_s": cold.report.timings.get(
+                     "canary_ready_s")},
+        "ratio": round(warm_ratio, 3), "target": args.warm_target}
     print(json.dumps(result, indent=1))
     print(f"[bench] rollout wall time / (canary ready + analysis window) = {ratio:.3f} (target <= {args.target})")
     print(f"[bench] time to roll back a canary failing golden prompts = canary ready + {after_ready:.1f} s "
           f"(target <= + {args.roll_back_target_s:g} s)")
+    print(f"[bench] time to roll back (version previous): warm {warm_s:.1f} s (traffic back after "
+          f"{warm.report.timings.get('traffic_restored_s', float('nan')):.1f} s), cold {cold_s:.1f} s (traffic back "
+          f"after {_full_traffic_s(cold.report) or float('nan'):.1f} s); warm / cold = {warm_ratio:.3f} "
+          f"(target <= {args.warm_target})")
     ok = (ratio <= args.target and promoted.report.outcome == "promoted" and broken.report.outcome == "rolled_back"
-          and after_ready <= args.roll_back_target_s)
+          and after_ready <= args.roll_back_target_s and warm.report.warm_roll_back
+          and not cold.report.warm_roll_back and cold.report.outcome == "promoted" and warm_ratio <= args.warm_target)
     return 0 if ok else 1
+
+
+def _full_traffic_s(report) -> float | None:
+    """Seconds from the start until the canary (the previous version, on a cold roll back) had 100 %."""
+    start = report.timeline[0][0] if report.timeline else None
+    full = [at for at, _, event, detail in report.timeline if event == "weights_set" and detail == "canary 100 %"]
+    return round(full[0] - start, 1) if start is not None and full else None
 
 
 if __name__ == "__main__":

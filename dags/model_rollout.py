@@ -48,7 +48,11 @@ Locally (`LLMOPS_RUNTIME=local`) stable and canary are real vLLM processes on 12
 Empty thresholds / steps / window use the deployment's `rollout:` defaults. **version** `previous` rolls back
 to the version the current stable one replaced (read from the `llmops.io/previous-version` annotation, or
 the local runtime's state), through the same checks and canary steps (use steps `[100]` to go at once);
-the report labels it a manual roll back. **canary_extra_args** tries server flags (vLLM's, or
+the report labels it a manual roll back. Within the deployment's `rollout.keep_previous` window (default 30
+minutes after a promotion, named in the promotion's report) the replaced version still runs: `previous` then
+checks that kept copy (ready, golden prompts) and gives it the traffic again without a cold start ("Warm roll
+back"); after the window it is the normal rollout, and the next rollout releases the expired copy.
+**canary_extra_args** tries server flags (vLLM's, or
 trtllm-serve's) on the canary only.
 """
 

@@ -132,14 +132,21 @@ def drive_rollout(hook, recorder: Recorder, strategy: str, *, promote: bool) -> 
             assert backend.canary_gone() is None
         backend.endpoints()
         if promote:
-            backend.begin_promote(manifest)
+            backend.begin_promote(manifest, (1, 4e9))  # keeping the replaced version warm (gateway only)
     if promote:
         play_controller(hook, "stable")
+        play_controller(hook, "previous")
     with recorder.code():
         if promote:
             assert check_ready(hook, backend.wait_target("stable", manifest).identifiers,
                                generate=lambda url, model: (True, "")).ready
             backend.finish_promote()
+            kept = backend.warm_copy()  # a warm roll back: check the kept copy, route to it, release it
+            if strategy == "gateway-httproute":
+                assert kept is not None and kept.version == STABLE
+                assert check_ready(hook, kept.target.identifiers, generate=lambda url, model: (True, "")).ready
+                backend.restore_warm(STABLE)
+            backend.release_warm()
         else:
             backend.roll_back()
         assert backend.write_record({**record, "status": "finished"}, version)

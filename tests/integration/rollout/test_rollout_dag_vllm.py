@@ -107,13 +107,16 @@ def test_canary_that_queues_requests_is_rolled_back_by_default_settings(env, rol
     assert_clean(local_backend)
 
 
-def test_healthy_canary_is_promoted_then_a_rerun_changes_nothing(env, rollout_store, local_backend):
-    """The promote path, not the latency gate (that is the queueing test's, at default settings, and
-    bench/judge.py's). The slowdown to catch is raised to 10x (the registry's maximum) through the form's
-    thresholds, so the judge rolls back above a 3.16 ratio: in the full suite the stable has served for minutes
-    while the canary is fresh, and on two shared cores an identical canary was judged 1.7x, 2.3x and 3.17x the
-    stable's (the last with a 4.6x first round, a cold canary: the probe now warms the canary with two full
-    unrecorded rounds). Golden prompts and errors keep their limits."""
+def test_healthy_canary_is_promoted_then_a_rerun_changes_nothing_then_previous_is_warm(env, rollout_store,
+                                                                                      local_backend):
+    """The promote path, then the warm roll back; not the latency gate (that is the queueing test's, at default
+    settings, and bench/judge.py's). The slowdown to catch is raised to 10x (the registry's maximum) through the
+    form's thresholds, so the judge rolls back above a 3.16 ratio: in the full suite the stable has served for
+    minutes while the canary is fresh, and on two shared cores an identical canary was judged 1.7x, 2.3x and 3.17x
+    the stable's (the last with a 4.6x first round, a cold canary: the probe now warms the canary with two full
+    unrecorded rounds). Golden prompts and errors keep their limits. The promotion keeps the old stable process
+    (keep_previous: one replica for 30 minutes by default); `version: previous` then gives it the traffic again
+    without starting a server, and stops the promoted one, which leaves the session's stable as it was."""
     _, uris = rollout_store
     old = local_backend.load().stable
     rc, log = dags_test(env, {"version": uris["healthy"], "steps": [50, 100], "analysis_window_s": 10,
@@ -121,14 +124,30 @@ def test_healthy_canary_is_promoted_then_a_rerun_changes_nothing(env, rollout_st
     assert rc == 0, log[-6000:]
     report = newest_report(env_home(env))
     assert "PROMOTED" in report and "Step: 50 %" in report and "Step: 100 %" in report
+    assert "previous version kept warm" in report and "its vLLM process" in report
     state = local_backend.load()
     assert state.stable.version == uris["healthy"] and state.previous_version == uris["stable"]
     assert state.canary is None and state.stable.pid != old.pid
-    assert tagged_processes(old.tag, old.workdir) == []  # the old stable stopped, children included
+    assert state.kept.pid == old.pid and process_alive(old.pid, old.port)  # kept warm, not stopped
+    assert time.time() + 25 * 60 < state.kept_until <= time.time() + 30 * 60
     assert "four" in complete(state.stable.url, "tiny-llama", "One, two, three,")
     rc, log = dags_test(env, {"version": uris["healthy"]})
     assert rc == 0 and "already serves this version" in log, log[-4000:]
     assert local_backend.load().stable.pid == state.stable.pid
+    assert local_backend.load().kept.pid == old.pid  # within its window: still kept
+    assert_clean(local_backend)
+
+    promoted = state.stable
+    rc, log = dags_test(env, {"version": "previous"})
+    assert rc == 0, log[-6000:]
+    report = newest_report(env_home(env))
+    assert "Warm roll back" in report and "PROMOTED" in report and "traffic_restored_s" in report, report
+    assert "started canary vLLM" not in log and "Step:" not in report  # no server started, no canary steps
+    state = local_backend.load()
+    assert state.stable.pid == old.pid and state.stable.version == uris["stable"]  # the very same process
+    assert state.kept is None and state.previous_version == uris["healthy"]
+    assert tagged_processes(promoted.tag, promoted.workdir) == []  # the replaced one stopped, children included
+    assert stable_snapshot(local_backend)[2]
     assert_clean(local_backend)
 
 

@@ -15,10 +15,12 @@ import asyncio
 import json
 import threading
 import time
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
 
+from llmops.config.schema import KeepPrevious
 from llmops.rollout import driver
 from llmops.rollout.errors import PreflightError
 from llmops.rollout.request import RolloutRequest, resolve_request
@@ -99,12 +101,13 @@ def play_controller(client, track):
 
 class Controller(threading.Thread):
     """Plays the controller while a DAG run goes on; with `kill_canary`, deletes the canary's pods as soon as
-    the canary takes traffic (a node lost mid-analysis)."""
+    the canary takes traffic (a node lost mid-analysis). `samples`: what the cluster looked like over time."""
 
     def __init__(self, client, *, kill_canary=False):
         super().__init__(daemon=True)
         self.client, self.kill_canary = client, kill_canary
         self.stop, self.killed = threading.Event(), False
+        self.samples: list[dict] = []
 
     def run(self):
         while not self.stop.is_set():
@@ -112,6 +115,8 @@ class Controller(threading.Thread):
                 if not self.killed:
                     play_controller(self.client, "canary")
                 play_controller(self.client, "stable")
+                play_controller(self.client, "previous")
+                self.samples.append(sample(self.client))
                 if self.kill_canary and not self.killed and weights(self.client)[1] > 0:
                     for pod in self.client.list("Pod", NS):
                         if pod["metadata"]["labels"].get(m.LABEL_TRACK) == "canary":
@@ -125,6 +130,20 @@ class Controller(threading.Thread):
 def weights(client):
     route = client.get("HTTPRoute", "tiny-llama-chat", NS)
     return [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] if route else [100, 0]
+
+
+def sample(client):
+    """Replicas per track (None: no Deployment), the stable's version and the route's weights by backend."""
+    out = {}
+    for track in ("stable", "canary", "previous"):
+        obj = client.get("Deployment", f"tiny-llama-chat-{track}", NS)
+        out[track] = None if obj is None else obj["spec"]["replicas"]
+        if track == "stable" and obj is not None:
+            out["stable_version"] = obj["metadata"]["annotations"][m.ANNOTATION_VERSION]
+    route = client.get("HTTPRoute", "tiny-llama-chat", NS)
+    out["weights"] = {b["name"].removeprefix("tiny-llama-chat-"): b["weight"]
+                      for b in route["spec"]["rules"][0]["backendRefs"]} if route else {}
+    return out
 
 
 def run_trigger(trigger):
@@ -242,3 +261,83 @@ def test_readiness_needs_a_real_generation(kube, hook, registry, rollout_store, 
     hook.delete("Deployment", "tiny-llama-chat-stable", NS)
     event = run_trigger(KubernetesVllmReadyTrigger(identifiers=ids, timeout_s=30, poll_s=0.2))
     assert event["status"] == "not_ready" and "does not exist" in event["detail"]  # fatal: no 30 s wait
+
+
+def keeping(resolved, replicas, minutes):
+    d = resolved.deployment
+    rollout = d.rollout.model_copy(update={"keep_previous": KeepPrevious(replicas=replicas, minutes=minutes)})
+    return resolved.model_copy(update={"deployment": d.model_copy(update={"rollout": rollout})})
+
+
+def rollout_in_process(hook, registry, store, url, version, run_id, tmp_path, *, keep=(2, 30.0)):
+    """One rollout through the driver (waiting with the trigger's check in-process), the controller playing."""
+    backend = make_backend(hook, registry, url)
+    ctx = context(backend, registry, store, version, run_id, tmp_path / run_id)
+    ctx.resolved = keeping(resolve_request(RolloutRequest(deployment="tiny-llama-chat", version=version,
+                                                          steps=[100], analysis_window_s=5), registry), *keep)
+    backend.deployment = ctx.resolved.deployment
+    controller = Controller(hook)
+    controller.start()
+    try:
+        finished = driver.run_blocking(ctx, poll_s=0.3)
+    finally:
+        controller.stop.set()
+        controller.join()
+    return finished, controller.samples
+
+
+@pytest.mark.slow  # readiness, golden prompts and analysis go to a real vLLM (the session's stable server)
+@pytest.mark.timeout(2400)
+def test_warm_roll_back_on_kubernetes_keeps_routes_back_and_expires(kube, hook, registry, rollout_store,
+                                                                   local_backend, tmp_path):
+    store, uris = rollout_store
+    url = local_backend.load().stable.url
+    backend = make_backend(hook, registry, url)
+    seed_stable(backend, uris["stable"])
+
+    # promote: the replaced version gets NAME-previous at keep_previous.replicas, kept until the report says
+    started = time.time()
+    promoted, samples = rollout_in_process(hook, registry, store, url, uris["healthy"], "promote", tmp_path)
+    assert promoted.report.outcome == "promoted", promoted.report.reason
+    kept = hook.get("Deployment", "tiny-llama-chat-previous", NS)
+    kubernetes_validate.validate(kept, "1.31", strict=True)
+    assert kept["spec"]["replicas"] == 2
+    assert kept["metadata"]["annotations"][m.ANNOTATION_VERSION] == uris["stable"]
+    until = float(kept["metadata"]["annotations"][m.ANNOTATION_KEEP_UNTIL])
+    assert started + 30 * 60 - 5 <= until <= time.time() + 30 * 60 + 5
+    assert promoted.report.kept_previous["until"] == pytest.approx(until, abs=1)
+    assert "previous version kept warm" in Path(promoted.locations["local_markdown"]).read_text()
+    assert samples[-1]["weights"] == {"stable": 100, "canary": 0} and samples[-1]["canary"] is None
+    assert backend.stable_version() == uris["healthy"]
+
+    # version previous within the window: the kept Deployment takes 100 % (no canary, no new Deployment of the
+    # version), then the stable Deployment is moved back to it and traffic returns to stable; the copy is deleted
+    rolled, samples = rollout_in_process(hook, registry, store, url, "previous", "warm", tmp_path)
+    report = rolled.report
+    assert report.outcome == "promoted" and report.warm_roll_back, report.reason
+    assert "traffic_restored_s" in report.timings and not report.kept_previous  # nothing kept after going back
+    assert all(s["canary"] is None for s in samples), "a warm roll back starts no canary"
+    on_copy = [i for i, s in enumerate(samples) if s["weights"].get("previous") == 100]
+    assert on_copy, samples
+    assert samples[on_copy[0]]["stable_version"] == uris["healthy"]  # traffic moved before the stable did
+    assert samples[on_copy[0]]["weights"] == {"stable": 0, "canary": 0, "previous": 100}
+    assert samples[on_copy[0]]["previous"] == 2  # the kept pods, not scaled or replaced
+    assert hook.get("Deployment", "tiny-llama-chat-previous", NS) is None
+    assert weights(hook) == [100, 0] and backend.stable_version() == uris["stable"]
+    assert backend.previous_version() == uris["healthy"] and backend.lock_holder() is None
+
+    # promote again with a short window; once it expired, version previous is the normal canary rollout, and the
+    # expired copy is deleted before its canary starts
+    promoted, _ = rollout_in_process(hook, registry, store, url, uris["healthy"], "promote-2", tmp_path,
+                                     keep=(1, 0.02))
+    assert promoted.report.outcome == "promoted"
+    assert hook.get("Deployment", "tiny-llama-chat-previous", NS)["spec"]["replicas"] == 1
+    time.sleep(max(0.0, promoted.report.kept_previous["until"] - time.time()) + 0.5)
+    cold, samples = rollout_in_process(hook, registry, store, url, "previous", "cold", tmp_path)
+    assert cold.report.outcome == "promoted" and cold.report.manual_roll_back and not cold.report.warm_roll_back
+    with_canary = [s for s in samples if s["canary"] is not None]
+    assert with_canary and all(s["previous"] is None for s in with_canary)  # released before the canary
+    assert backend.stable_version() == uris["stable"]
+    # ... and that normal promotion keeps the version it replaced, as any promotion does
+    assert hook.get("Deployment", "tiny-llama-chat-previous", NS)["metadata"]["annotations"][
+        m.ANNOTATION_VERSION] == uris["healthy"]
