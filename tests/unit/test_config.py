@@ -67,6 +67,10 @@ def test_fp8_recipe_on_a10_is_refused(config_dir):
         # the API server refuses Service 7b-chat (DNS-1035: a letter first); the rule and a fix are named
         ("deployments.yaml", lambda d: d["deployments"][0].update(name="7b-chat"),
          "deployments[7b-chat].name", "DNS-1035 labels"),
+        ("deployments.yaml", lambda d: d["deployments"][0]["rollout"].update(keep_previous={"minutes": -5}),
+         "deployments[tiny-llama-chat].rollout.keep_previous.minutes", "greater than or equal to 0"),
+        ("deployments.yaml", lambda d: d["deployments"][0]["rollout"].update(keep_previous={"replica": 1}),
+         "deployments[tiny-llama-chat].rollout.keep_previous.replica", "spelling"),
         ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0]["chunking"].update(overlap=5000, size=100),
          "knowledge_bases[product-docs].chunking", "lower overlap"),
         ("knowledge_bases.yaml", lambda d: d["knowledge_bases"][0].update(name="Product Docs"),
@@ -185,3 +189,13 @@ def test_a_signing_key_under_llmops_home_as_the_demo_makes_it(config_dir, tmp_pa
     path.write_text(yaml.safe_dump(data))
     assert load_registry(config_dir).deployment(data["deployments"][0]["name"]).signing.public_keys == [
         public.read_text()]
+
+
+def test_keep_previous_defaults_to_one_replica_for_30_minutes_and_0_turns_it_off(config_dir):
+    edit(config_dir, "deployments.yaml", lambda d: [d["deployments"][0]["rollout"].pop("keep_previous"),
+                                                    d["deployments"][1]["rollout"].update(
+                                                        keep_previous={"replicas": 0, "minutes": 30})])
+    registry = load_registry(config_dir)
+    keep = registry.deployment("tiny-llama-chat").rollout.keep_previous
+    assert (keep.replicas, keep.minutes, keep.enabled) == (1, 30, True)
+    assert not registry.deployment("tiny-llama-trtllm").rollout.keep_previous.enabled

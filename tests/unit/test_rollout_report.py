@@ -73,3 +73,18 @@ def test_step_reports_round_trip_through_json():
 
     step = make_report().steps[0]
     assert step_from_dict(json.loads(json.dumps(step_to_dict(step)))) == step
+
+
+def test_a_promotion_says_until_when_the_previous_version_is_kept_and_a_warm_roll_back_says_so():
+    from dataclasses import replace
+
+    promoted = replace(make_report(), outcome="promoted", runtime="kubernetes",
+                       kept_previous={"version": "file:///s/manifest.json", "replicas": 2, "until": 1767225600.0})
+    md = render_markdown(promoted)
+    assert "previous version kept warm" in md and "`file:///s/manifest.json` (2 replica(s)) until " \
+        "2026-01-01 00:00:00 UTC" in md
+    assert "2026-01-01 00:00:00 UTC" in render_html(promoted)
+    warm = replace(make_report(), outcome="promoted", manual_roll_back=True, warm_roll_back=True)
+    md = render_markdown(warm)
+    assert md.startswith("# Warm roll back of tiny-llama") and "no new server started" in md
+    assert "previous version kept warm" not in md
