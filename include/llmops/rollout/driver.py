@@ -331,6 +331,7 @@ def drive(ctx: RolloutContext, progress: RolloutProgress, event: dict | None = N
                         raise RuntimeError(f"the stable track did not become ready on the new version: "
                                            f"{ready.detail}")
                 backend.finish_promote()
+                _kept_as_reported(ctx, progress)
                 obs = Observation("promoted", time.time(), progress.manifest_uri)
             elif kind == "roll_back":
                 _count(ctx, progress, "roll_back")
@@ -385,6 +386,18 @@ def _keep(ctx: RolloutContext, progress: RolloutProgress) -> tuple[int, float] |
         progress.kept_version = progress.stable_version
         _save(ctx, progress)
     return keep.replicas, progress.kept_until
+
+
+def _kept_as_reported(ctx: RolloutContext, progress: RolloutProgress) -> None:
+    """The report names a kept copy only if the backend kept one (replica-ratio keeps nothing; locally a stable
+    process that had died is not kept)."""
+    if progress.kept_until is None:
+        return
+    copy = ctx.backend.warm_copy()
+    if copy is None or copy.version != progress.kept_version:
+        log.info("%s: the replaced version %s is not kept (the backend kept nothing)", ctx.deployment.name,
+                 progress.kept_version)
+        progress.kept_until = progress.kept_version = None
 
 
 def _release_expired(ctx: RolloutContext) -> None:

@@ -146,6 +146,8 @@ def drive_rollout(hook, recorder: Recorder, strategy: str, *, promote: bool) -> 
                 assert kept is not None and kept.version == STABLE
                 assert check_ready(hook, kept.target.identifiers, generate=lambda url, model: (True, "")).ready
                 backend.restore_warm(STABLE)
+            else:  # behind the one Service a kept copy would take a replica share: nothing is kept
+                assert kept is None
             backend.release_warm()
         else:
             backend.roll_back()
