@@ -7,7 +7,7 @@ code (reference and candidate served by real vLLM on CPU, teacher-forced verdict
 Models: the tiny trained Llama (llmops.demo.tiny_model) and a random Qwen2 whose byte-level BPE emits multi-byte
 text (tests/support/validation_models.py). Good candidates, which must pass: the Llama served in float32 against
 its bfloat16 reference, and W8A8, W4A16 and FP8-dynamic (llm-compressor) of both models. Bad ones, which must
-fail: weights of another seed, the last layer zeroed, the W8A8 checkpoint's quantization scales x4, the
+fail: weights of another seed, the first layer zeroed, the W8A8 checkpoint's quantization scales x4, the
 embedding rows permuted. A candidate vLLM on CPU cannot load (FP8) is listed as not servable and left out of the
 counts. Prints `validation calibration: good passed G/G, bad failed B/B` and the margin between the classes.
 """

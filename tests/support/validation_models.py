@@ -5,7 +5,13 @@ multi-byte text, and broken copies of a checkpoint that validation must refuse. 
     python tests/support/validation_models.py break --kind zero-layer|scales-x4|permute-embeddings --src DIR --out DIR
 
 `break` writes a copy of a checkpoint (unquantized or compressed-tensors) with one defect:
-- zero-layer: every weight of the last decoder layer set to zero (its attention and MLP add nothing);
+- zero-layer: every weight of the FIRST decoder layer set to zero (its attention and MLP add nothing, the residual
+  stream passes through unchanged). Not the last one: the trained demo Llama is confident enough that its residual
+  stream carries the answer past a zeroed last layer (transformers, fp32, its 5 golden prompts x 12 tokens: mean KL
+  0.0045, top-1 20/20; vLLM bf16 in bench/validation.py: 0.0043, 100 %), and a layer whose removal changes no output
+  is not a defect the metrics can or should see. Without the first layer no later layer sees what it builds from
+  the embeddings (same measurement: tiny Llama mean KL 0.58, 9.8 % of the reference's information, top-1 17/20;
+  the random Qwen2 104 % of its information), each far past every recipe's thresholds;
 - scales-x4: every quantization scale (`*weight_scale`) multiplied by 4 (a quantized checkpoint only);
 - permute-embeddings: the rows of the input embedding shuffled (a fixed seed), so each id embeds as another token.
 """
@@ -61,13 +67,11 @@ def break_checkpoint(src: Path, out: Path, kind: str, *, seed: int = 0) -> Path:
     src, out = Path(src), Path(out)
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(src, out)
-    config = json.loads((src / "config.json").read_text())
-    last = config["num_hidden_layers"] - 1
     changed = 0
     for path in sorted(out.glob("*.safetensors")):
         tensors = load_file(path)
         for name, tensor in tensors.items():
-            if kind == "zero-layer" and f"layers.{last}." in name and tensor.is_floating_point():
+            if kind == "zero-layer" and ".layers.0." in name and tensor.is_floating_point():
                 tensors[name] = torch.zeros_like(tensor)
             elif kind == "scales-x4" and name.endswith("weight_scale"):
                 tensors[name] = tensor * 4
