@@ -56,27 +56,49 @@ def kill_task(pid: int) -> None:
     os.killpg(pid, signal.SIGKILL)
 
 
-def test_a_rollout_killed_mid_analysis_and_mid_promotion_is_resumed_by_airflows_retries(airflow_stack, rest_runs):
-    from llmops.artefacts import Manifest, open_store
+# Golden prompts and latency are not what these tests are about (see the module's docstring).
+LAX = {"min_golden_pass_rate": 0.0, "max_p95_latency_ratio": 10.0, "max_error_rate": 1.0}
+
+
+@pytest.fixture(scope="module")
+def backend(airflow_stack):
+    """The stack's local runtime of DEPLOYMENT, as the rollout task sees it; every vLLM of it stops at the end."""
     from llmops.serving.local import LocalRuntime
+
+    runtime = LocalRuntime(Path(airflow_stack.env["LLMOPS_HOME"]), DEPLOYMENT, "tiny-llama",
+                           serving_python=airflow_stack.env["LLMOPS_SERVING_PYTHON"])
+    yield runtime
+    runtime.stop_all()
+
+
+def publish_demo_model(airflow_stack, commit: str) -> str:
+    """The stack's trained demo model published as an unquantized vLLM version of source commit `commit` (create
+    if absent: publishing it again returns the same URI)."""
+    from llmops.artefacts import Manifest, open_store
+
+    model = airflow_stack.demo_model  # the stack's trained demo model, as published to its hub mirror
+    assert model is not None and (model / "config.json").exists(), model
+    store = open_store(airflow_stack.env["LLMOPS_STORE_URI"])
+    manifest = Manifest.for_directory(model, model="tiny-llama", source_repo="llmops-demo/tiny-llama",
+                                      source_sha=commit, recipe="unquantized", serving_runtime="vllm",
+                                      quantization_format="none", min_compute_capability=0.0, max_model_len=512)
+    return store.publish(model, manifest.prefix, manifest)
+
+
+def test_a_rollout_killed_mid_analysis_and_mid_promotion_is_resumed_by_airflows_retries(airflow_stack, rest_runs,
+                                                                                        backend):
+    from llmops.artefacts import open_store
     from llmops.serving.processes import process_alive, tagged_processes
 
     airflow_stack.wait_for_run(*rest_runs["rollout"], timeout=900)  # that run must not see this version
     home = Path(airflow_stack.env["LLMOPS_HOME"])
     pauses = Path(airflow_stack.env["LLMOPS_PAUSE_DIR"])
-    model = airflow_stack.demo_model  # the stack's trained demo model, as published to its hub mirror
-    assert model is not None and (model / "config.json").exists(), model
     store = open_store(airflow_stack.env["LLMOPS_STORE_URI"])
-    manifest = Manifest.for_directory(model, model="tiny-llama", source_repo="llmops-demo/tiny-llama",
-                                      source_sha="d" * 40, recipe="unquantized", serving_runtime="vllm",
-                                      quantization_format="none", min_compute_capability=0.0, max_model_len=512)
-    uri = store.publish(model, manifest.prefix, manifest)
-    backend = LocalRuntime(home, DEPLOYMENT, "tiny-llama", serving_python=airflow_stack.env["LLMOPS_SERVING_PYTHON"])
+    uri = publish_demo_model(airflow_stack, "d" * 40)
     for point in ("analyse", "promote"):  # each held once: the try after a kill passes the point
         (pauses / f"{point}.pause").touch()
     run_id = airflow_stack.trigger("model_rollout", {
-        "deployment": DEPLOYMENT, "version": uri, "steps": [100], "analysis_window_s": 30,
-        "thresholds": {"min_golden_pass_rate": 0.0, "max_p95_latency_ratio": 10.0, "max_error_rate": 1.0}})
+        "deployment": DEPLOYMENT, "version": uri, "steps": [100], "analysis_window_s": 30, "thresholds": LAX})
     try:
         first = reached(pauses, "analyse", timeout=1800)  # a vLLM start takes minutes on a loaded 2-core machine
         held = record(home)
@@ -114,7 +136,46 @@ def test_a_rollout_killed_mid_analysis_and_mid_promotion_is_resumed_by_airflows_
     finally:
         for marker in pauses.iterdir():  # lets a held task go on, whatever failed
             marker.unlink(missing_ok=True)
-        backend.stop_all()
+
+
+def test_a_promotion_keeps_the_replaced_version_warm_and_previous_shifts_back_to_it(airflow_stack, backend):
+    """Warm roll back (issue 21) under the scheduler, triggered through REST as an operator would: a promotion keeps
+    the stable it replaces running (keep_previous, by default one replica for 30 minutes), and `version: previous`
+    gives that very process the traffic again without starting a server or analysing canary steps. Starts from the
+    stable the kill test above left (or deploys one when run alone)."""
+    from llmops.serving.processes import process_alive, tagged_processes
+
+    home = Path(airflow_stack.env["LLMOPS_HOME"])
+
+    def roll_out(version: str, **conf) -> str:
+        run_id = airflow_stack.trigger("model_rollout", {"deployment": DEPLOYMENT, "version": version, **conf})
+        state = airflow_stack.wait_for_run("model_rollout", run_id, timeout=1800)
+        assert state == "success", airflow_stack.run_summary("model_rollout", run_id)
+        return run_id
+
+    first_uri = publish_demo_model(airflow_stack, "d" * 40)
+    if backend.load().stable is None:  # run alone: the first version is deployed here
+        roll_out(first_uri, steps=[100], analysis_window_s=10, thresholds=LAX)
+    first = backend.load().stable
+    assert first is not None and first.version == first_uri and process_alive(first.pid, first.port)
+
+    second_uri = publish_demo_model(airflow_stack, "e" * 40)
+    roll_out(second_uri, steps=[100], analysis_window_s=10, thresholds=LAX)
+    promoted = backend.load()
+    assert promoted.stable.version == second_uri and promoted.stable.pid != first.pid
+    assert promoted.kept is not None and promoted.kept.pid == first.pid  # kept warm, not stopped
+    assert process_alive(first.pid, first.port) and promoted.kept_until > time.time() + 25 * 60
+
+    run_id = roll_out("previous")
+    log = airflow_stack.task_log("model_rollout", run_id, "rollout")
+    assert "Warm roll back" in log and "started canary vLLM" not in log, log[-4000:]
+    restored = backend.load()
+    assert restored.stable.pid == first.pid and restored.stable.version == first_uri  # the very same process
+    assert restored.kept is None and restored.canary is None and backend.lock_holder() is None
+    assert tagged_processes(promoted.stable.tag, promoted.stable.workdir) == []  # the replaced one stopped
+    servers = [tag.name for tag in (home / "serving" / DEPLOYMENT / "servers").iterdir()
+               if tagged_processes(tag.name, str(tag))]
+    assert servers == [first.tag], servers  # no server was started for the roll back
 
 
 def test_a_second_live_execution_of_a_run_waits_deferred_and_returns_the_owners_outcome(airflow_stack):
