@@ -11,7 +11,7 @@ from pathlib import Path
 
 from airflow.sdk import Param, dag
 
-from llmops.config.schema import RolloutThresholds, TrafficSteps
+from llmops.config.schema import ApprovalSpec, RolloutThresholds, TrafficSteps
 from llmops.rollout.request import TRAFFIC_CHOICES
 from llmops_airflow.dag_defaults import START_DATE, default_args
 from llmops_airflow.forms import optional_typed, rollout_defaults_md
@@ -121,6 +121,16 @@ def registry_values(field: str, text: str) -> str:
                                                "deployment's extra_args; in the report. Flags that change policy "
                                                "or exposure (--trust-remote-code, --host, --api-key, ...) are "
                                                "refused: the README lists the allowed ones"),
+        "approval": optional_typed(
+            ApprovalSpec, None, title="Human gate",
+            description="after_steps: the step (canary %) after whose passed analysis the rollout waits for a "
+                        "person to approve (continue) or reject (roll back), [] for none; timeout_s: how long it "
+                        "waits; on_timeout: reject or approve. Empty: the deployment's; a key given overrides "
+                        "only that key",
+            description_md=registry_values("approval", "A human gate: `after_steps` (the step, canary %, after "
+                                           "whose passed analysis the rollout waits for approval; `[]` for none), "
+                                           "`timeout_s`, `on_timeout` (`reject` rolls back, `approve` "
+                                           "continues). A key given overrides only that key.")),
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="run pre-flight and print the objects; create nothing"),
     },

@@ -49,6 +49,8 @@ def _nullable(schema: dict) -> dict:
     schema = {k: v for k, v in schema.items() if k not in ("title", "default")}
     if "type" in schema:
         schema["type"] = ["null", schema["type"]]
+    if "enum" in schema:
+        schema["enum"] = [None, *schema["enum"]]
     if "properties" in schema:
         schema["properties"] = {name: _nullable(prop) for name, prop in schema["properties"].items()}
     return schema
@@ -60,8 +62,9 @@ def optional_typed(type_: Any, default: Any, *, title: str, description: str, **
     from airflow.sdk import Param
     from pydantic import TypeAdapter
 
-    return Param(default, title=title, description=description, **extra,
-                 **_nullable(TypeAdapter(type_).json_schema()))
+    schema = _nullable(TypeAdapter(type_).json_schema())
+    schema.pop("description", None)  # the Param's own description (the type's docstring is for developers)
+    return Param(default, title=title, description=description, **extra, **schema)
 
 
 def rollout_defaults_md(field: str) -> str:
@@ -83,7 +86,8 @@ def rollout_defaults_md(field: str) -> str:
             except Exception:  # noqa: BLE001 - an invalid entry is the task's to report
                 continue
             if hasattr(value, "model_dump"):
-                value = ", ".join(f"{k} {v:g}" for k, v in value.model_dump().items())
+                value = ", ".join(f"{k} {v:g}" if isinstance(v, int | float) else f"{k} {v}"
+                                  for k, v in value.model_dump().items())
             lines.append(f"- `{item['name']}`: {value}")
         return "\n".join(lines)
     except Exception:  # noqa: BLE001 - never break DAG parsing over the registry

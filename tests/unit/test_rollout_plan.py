@@ -24,6 +24,7 @@ VALID = {
     "waiting_ready": {"canary_ready", "canary_not_ready", "error"},
     "shifting": {"weights_set", "error"},
     "analysing": {"analysis_passed", "analysis_failed", "error"},
+    "awaiting_approval": {"approved", "rejected", "error"},
     "promoting": {"promoted", "error"},
     "rolling_back": {"rolled_back", "error"},
 }
@@ -107,7 +108,7 @@ def test_every_phase_accepts_exactly_its_observations(phase, kind):
         assert action.kind == {"promoting": "promote", "checking_warm": "deploy_canary",
                                "restoring": "restore_warm"}.get(phase, "roll_back")
     if action.kind == "promote":
-        assert phase in ("analysing", "promoting", "restoring")
+        assert phase in ("analysing", "awaiting_approval", "promoting", "restoring")
     if action.kind == "restore_warm":  # traffic goes to a kept copy only after its check passed
         assert phase in ("checking_warm", "restoring") and kind in ("warm_ready", "error")
 
@@ -133,6 +134,29 @@ def test_every_sequence_of_outcomes_promotes_only_when_all_passed():
             state, _ = drive(state, action, script)
             assert (state.outcome == "promoted") == (ready and all(outcomes)), (ready, outcomes)
             assert all(analysed[:-1]) if analysed else True  # it stops at the first failure
+
+
+def test_a_gated_plan_promotes_only_when_every_step_passed_and_the_gate_was_approved():
+    """All analysis outcomes x approved/rejected at a gate after 50: promotion iff all passed and approved;
+    the gate is asked only when the gated step passed."""
+    for approve in (True, False):
+        for outcomes in itertools.product([True, False], repeat=3):
+            state, action = start([10, 50, 100], has_stable=True, approval_after=[50])
+            results, asked = iter(outcomes), []
+
+            def script(a, approve=approve, results=results, asked=asked):
+                if a.kind == "analyse":
+                    return Observation("analysis_passed" if next(results) else "analysis_failed")
+                if a.kind == "await_approval":
+                    asked.append(a.canary_percent)
+                    return Observation("approved" if approve else "rejected")
+                return Observation({"deploy_canary": "canary_deployed", "wait_ready": "canary_ready",
+                                    "set_weights": "weights_set", "promote": "promoted",
+                                    "roll_back": "rolled_back"}[a.kind])
+
+            state, _ = drive(state, action, script)
+            assert (state.outcome == "promoted") == (all(outcomes) and approve), (approve, outcomes)
+            assert asked == ([50] if all(outcomes[:2]) else []), (approve, outcomes, asked)
 
 
 def test_plan_state_survives_a_round_trip_between_tasks():

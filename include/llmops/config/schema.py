@@ -58,6 +58,14 @@ def check_steps(value: list[int]) -> list[int]:
     return value
 
 
+def check_gate(approval: ApprovalSpec, steps: list[int]) -> None:
+    """The one rule for a gate: it waits after one of the rollout's traffic steps."""
+    missing = [s for s in approval.after_steps if s not in steps]
+    if missing:
+        raise InvalidValue(f"approval.after_steps {missing} is not among the traffic steps {steps}",
+                           fix=f"gate after one of {steps}, or change the steps")
+
+
 #: canary traffic percentages per step; the trigger form's JSON schema is derived from this type
 TrafficSteps = Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1, max_length=10),
                          AfterValidator(check_steps)]
@@ -287,6 +295,25 @@ class KeepPrevious(Strict):
         return self.replicas > 0 and self.minutes > 0
 
 
+OnTimeout = Literal["reject", "approve"]
+
+
+class ApprovalSpec(Strict):
+    """A human gate: after the analysis of a listed traffic step passed, the rollout waits for a person to
+    approve (continue) or reject (roll back). The canary keeps serving at that step's weight while it waits;
+    the task waits without a worker slot (Airflow's human-in-the-loop state, awaiting input)."""
+
+    after_steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default=[], max_length=1, description=(
+            "the traffic step (canary %) after whose passed analysis the rollout waits for approval; empty: no "
+            "gate. At most one: Airflow keeps one human-in-the-loop request per task instance. On a first "
+            "deployment (no stable: the steps collapse to [100]) a gate waits after 100"))
+    timeout_s: int = Field(default=3600, ge=1, le=7 * 86400,
+                           description="how long the gate waits for an answer before on_timeout applies")
+    on_timeout: OnTimeout = Field(default="reject", description="what an unanswered gate decides: reject rolls "
+                                                                "back, approve continues")
+
+
 class RolloutSpec(Strict):
     """Defaults of a model_rollout run for this deployment; the trigger form may override them."""
 
@@ -306,6 +333,12 @@ class RolloutSpec(Strict):
     prometheus_connection_id: str | None = Field(
         default=None, pattern=CONN_ID_RE,
         description="Airflow Connection of a Prometheus server; without it /metrics is scraped")
+    approval: ApprovalSpec = ApprovalSpec()
+
+    @model_validator(mode="after")
+    def _gate_is_a_step(self) -> RolloutSpec:
+        check_gate(self.approval, list(self.steps))
+        return self
 
     @field_validator("golden_prompts")
     @classmethod

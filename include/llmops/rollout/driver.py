@@ -26,7 +26,8 @@ end the outcome and report locations. `run` therefore never restarts a rollout o
   retries; an owner whose write fails the CAS stops (`LostOwnership`) and waits like a second execution.
 
 The driver returns only where something must be waited for (the canary ready, the stable track ready on
-the new version); everything else (traffic steps, analysis, promote, roll back) runs here. The Airflow
+the new version: `Waiting`; a person's answer at a human gate: `AwaitingApproval`, see `llmops.rollout.approval`);
+everything else (traffic steps, analysis, promote, roll back) runs here. The Airflow
 operator, the tests (through `airflow dags test` and the scheduler), the demo and the benchmark all run it.
 A roll back or promotion failing `MAX_ATTEMPTS` times halts the rollout: the record keeps the lock (status
 `halted`), the report names the state it was left in, and clearing the task resumes it with fresh attempts.
@@ -55,6 +56,8 @@ from llmops.canary.analysis import analyse
 from llmops.canary.metrics import metrics_path
 from llmops.canary.probes import run_golden
 from llmops.canary.verdict import decisive_failure, judge
+from llmops.errors import InvalidValue
+from llmops.rollout import approval as gate
 from llmops.rollout import preflight as pf
 from llmops.rollout.errors import PreflightError, RolloutInProgressError
 from llmops.rollout.plan import (
@@ -188,6 +191,16 @@ class OwnedElsewhere:
 
 
 @dataclass
+class AwaitingApproval:
+    """The driver stopped at a human gate: resume with an answer event (`llmops.rollout.approval`). The wait is
+    recorded (phase awaiting_approval, its deadline in `progress.wait_deadline`); the canary keeps serving."""
+
+    request: gate.ApprovalRequest
+    progress: RolloutProgress
+    report: dict[str, str]  # the report so far (locations), which the request links to
+
+
+@dataclass
 class Finished:
     report: RolloutReport
     locations: dict[str, str]
@@ -255,7 +268,7 @@ def begin(ctx: RolloutContext, pre: PreflightResult) -> RolloutProgress:
     """The plan's initial state for a rollout that passed pre-flight."""
     now = time.time()
     state, action = start(ctx.resolved.steps, has_stable=pre.stable_version is not None, at=now,
-                          warm=pre.warm is not None)
+                          warm=pre.warm is not None, approval_after=ctx.resolved.approval.after_steps)
     manual = ctx.resolved.request.version == "previous"
     return RolloutProgress(pre.manifest.uri or "", pre.stable_version, state, action, now, manual_roll_back=manual,
                     canary_extra_args=list(ctx.resolved.request.canary_extra_args or []))
@@ -268,12 +281,14 @@ def finish_unchanged(ctx: RolloutContext, pre: PreflightResult) -> Finished:
     return _finish(ctx, report, pre.manifest)
 
 
-def drive(ctx: RolloutContext, progress: RolloutProgress, event: dict | None = None) -> Waiting | Finished:
+def drive(ctx: RolloutContext, progress: RolloutProgress,
+          event: dict | None = None) -> Waiting | AwaitingApproval | Finished:
     """Perform the plan's actions until the rollout must wait (`Waiting`) or ended (`Finished`).
 
     `event` is the readiness event that ended the last wait: `{"status": "ready"|"not_ready", "detail",
-    "ready_s"}`. Every failure of an action becomes an `error` observation; the plan decides what follows
-    (roll back; retry a roll back; finish a half-done promotion). A roll back or promotion that keeps
+    "ready_s"}`, or the answer at a human gate (`llmops.rollout.approval`). Every failure of an action becomes
+    an `error` observation; the plan decides what follows (roll back; retry a roll back; finish a half-done
+    promotion). A roll back or promotion that keeps
     failing halts after `MAX_ATTEMPTS` (`_halt`), keeping the lock so no other rollout starts on a broken state.
     With `ctx.journal` (set by `run`) every transition is stored before the next action is performed.
     """
@@ -319,6 +334,12 @@ def drive(ctx: RolloutContext, progress: RolloutProgress, event: dict | None = N
                 log.info("verdict at %s %%: %s", action.canary_percent, step.verdict.summary)
                 obs = Observation("analysis_passed" if step.verdict.passed else "analysis_failed", time.time(),
                                   step.verdict.summary)
+            elif kind == "await_approval":
+                if event is None:
+                    return _await_approval(ctx, progress, state, action, manifest)
+                obs, event = gate.observe(event, ctx.resolved.approval, at=time.time()), None
+                progress.wait_deadline = None
+                log.info("approval at %s %%: %s", action.canary_percent, obs.detail)
             elif kind == "promote":
                 if event is None:
                     _count(ctx, progress, "promote")
@@ -470,6 +491,30 @@ def _wait(ctx: RolloutContext, progress: RolloutProgress, state: PlanState, acti
     return Waiting(target, timeout_s, progress)
 
 
+def _await_approval(ctx: RolloutContext, progress: RolloutProgress, state: PlanState, action: Action,
+                    manifest: Manifest) -> AwaitingApproval:
+    """Record the wait for a person (deferred: no process runs; the lease covers the wait) and build what the
+    approver is asked, with the report so far (stored beside the version, under the gate's own key)."""
+    progress.plan, progress.action = state, action
+    spec = ctx.resolved.approval
+    if progress.wait_deadline is None:  # a resumed execution keeps the first deadline
+        progress.wait_deadline = time.time() + spec.timeout_s
+    timeout_s = max(1.0, progress.wait_deadline - time.time())
+    _save(ctx, progress, deferred=True, lease_s=timeout_s + ctx.deployment.rollout.lease_s)
+    step = progress.steps[-1]
+    report = _report(ctx, progress.manifest_uri, progress.stable_version, "awaiting_approval",
+                     f"analysis at {step.canary_percent}% passed; waiting for approval", progress)
+    locations = store_report(report, store=ctx.store, manifest=manifest, local_dir=ctx.report_dir,
+                             key_suffix=f"approval-{step.canary_percent}")
+    link = locations.get("store_html") or locations.get("local_html", "")
+    request = gate.approval_request(
+        deployment=ctx.deployment.name, model=ctx.deployment.model, run_id=ctx.run_id,
+        canary_version=progress.manifest_uri, step=step,
+        next_step=gate.next_step_text(state.steps, state.step_index), report_link=link, spec=spec,
+        timeout_s=timeout_s)
+    return AwaitingApproval(request, progress, locations)
+
+
 def wait_blocking(backend: RolloutBackend, waiting: Waiting, *, poll_s: float = 2.0) -> dict:
     """Wait in this process with the same check the trigger runs; returns the trigger's event shape."""
     started = time.monotonic()
@@ -488,7 +533,12 @@ def wait_blocking(backend: RolloutBackend, waiting: Waiting, *, poll_s: float = 
 
 
 def run_blocking(ctx: RolloutContext, me: Execution | None = None, *, poll_s: float = 2.0) -> Finished:
-    """`run` to the end in this process (the benchmark); the DAG defers instead of blocking."""
+    """`run` to the end in this process (the benchmark); the DAG defers instead of blocking. Nobody can answer
+    a human gate here: a gated rollout is refused before anything changes."""
+    if ctx.resolved.approval.after_steps:
+        raise InvalidValue(f"{ctx.deployment.name}'s rollout waits for approval after "
+                           f"{ctx.resolved.approval.after_steps} %, which only the model_rollout DAG can ask a "
+                           "person for", fix="run it through Airflow, or request approval.after_steps []")
     me = me or Execution.new()
     result = run(ctx, me)
     while not isinstance(result, Finished):
@@ -543,12 +593,14 @@ def _read(ctx: RolloutContext) -> tuple[RolloutRecord | None, str | None]:
     return (RolloutRecord.from_dict(data) if data else None), version
 
 
-def run(ctx: RolloutContext, me: Execution, event: dict | None = None) -> Waiting | OwnedElsewhere | Finished:
+def run(ctx: RolloutContext, me: Execution, event: dict | None = None
+        ) -> Waiting | AwaitingApproval | OwnedElsewhere | Finished:
     """Start this run's rollout, or resume it from its record; or, while another live execution of the run owns
     it, return `OwnedElsewhere` (the caller waits for that one without acting).
 
     Raises PreflightError (refused before anything changed; RolloutInProgressError while another run holds
-    the deployment). `event` is the readiness event of this execution's own wait; a takeover drops it."""
+    the deployment). `event` is the readiness event (or the approval answer) of this execution's own wait; a
+    takeover drops it (the new owner asks again, keeping the wait's deadline)."""
     while True:
         ctx.journal = None
         record, version = _read(ctx)
@@ -676,14 +728,18 @@ def _report(ctx: RolloutContext, canary_uri: str, stable_uri: str | None, outcom
     return report
 
 
-def store_report(report: RolloutReport, *, store: Any, manifest: Manifest, local_dir: Path) -> dict[str, str]:
-    """Write the report as Markdown and HTML locally and next to the artefact in the store."""
+def store_report(report: RolloutReport, *, store: Any, manifest: Manifest, local_dir: Path,
+                 key_suffix: str = "") -> dict[str, str]:
+    """Write the report as Markdown and HTML locally and next to the artefact in the store. `key_suffix` keeps
+    an interim report (a human gate's) apart from the final one."""
     markdown, page = render_markdown(report), render_html(report)
+    local_dir = local_dir / key_suffix if key_suffix else local_dir
     local_dir.mkdir(parents=True, exist_ok=True)
     (local_dir / "report.md").write_text(markdown)
     (local_dir / "report.html").write_text(page)
     # one key per run (write-once): a resumed or repeated execution of the run cannot add a second report
     key = f"{manifest.prefix}/rollouts/{report.deployment}/{report.run_id.replace('/', '_')}"
+    key = f"{key}/{key_suffix}" if key_suffix else key
     locations = {"local_markdown": str(local_dir / "report.md"), "local_html": str(local_dir / "report.html")}
     if store is None:  # a halted rollout: the final report comes when it is resumed
         return locations

@@ -13,6 +13,10 @@ A warm roll back (`start(..., warm=True)`: `version: previous` while the replace
 running) checks the kept copy (`check_warm`: ready, golden prompts), shifts traffic to it (`restore_warm`),
 then promotes its version (`promote`). A kept copy that fails its check, or errors before traffic moved,
 turns the run into the normal canary rollout (`deploy_canary`); an error once traffic moves retries it.
+
+A human gate (`approval_after`): after the passed analysis of a gated step the plan waits for a person
+(`await_approval`); `approved` goes on (next step, or promote), `rejected` rolls back. A gated first
+deployment waits after 100 %, before it is promoted.
 """
 
 from __future__ import annotations
@@ -24,20 +28,21 @@ from llmops.config.schema import check_steps
 from llmops.rollout.errors import InvalidTransition
 
 Phase = Literal["checking_warm", "restoring", "deploying", "waiting_ready", "shifting", "analysing",
-                "promoting", "rolling_back", "promoted", "rolled_back"]
+                "awaiting_approval", "promoting", "rolling_back", "promoted", "rolled_back"]
 TERMINAL: tuple[Phase, ...] = ("promoted", "rolled_back")
 PHASES: tuple[Phase, ...] = ("checking_warm", "restoring", "deploying", "waiting_ready", "shifting", "analysing",
-                             "promoting", "rolling_back", "promoted", "rolled_back")
+                             "awaiting_approval", "promoting", "rolling_back", "promoted", "rolled_back")
 
 ObservationKind = Literal["warm_ready", "warm_not_ready", "warm_restored", "canary_deployed", "canary_ready",
-                          "canary_not_ready", "weights_set", "analysis_passed", "analysis_failed", "promoted",
-                          "rolled_back", "error"]
+                          "canary_not_ready", "weights_set", "analysis_passed", "analysis_failed", "approved",
+                          "rejected", "promoted", "rolled_back", "error"]
 OBSERVATIONS: tuple[ObservationKind, ...] = ("warm_ready", "warm_not_ready", "warm_restored", "canary_deployed",
                                              "canary_ready", "canary_not_ready", "weights_set", "analysis_passed",
-                                             "analysis_failed", "promoted", "rolled_back", "error")
+                                             "analysis_failed", "approved", "rejected", "promoted", "rolled_back",
+                                             "error")
 
-ActionKind = Literal["check_warm", "restore_warm", "deploy_canary", "wait_ready", "set_weights", "analyse", "promote",
-                     "roll_back", "done"]
+ActionKind = Literal["check_warm", "restore_warm", "deploy_canary", "wait_ready", "set_weights", "analyse",
+                     "await_approval", "promote", "roll_back", "done"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class PlanState:
     canary_percent: int = 0
     reason: str = ""
     timeline: tuple[TimelineEntry, ...] = field(default_factory=tuple)
+    approval_after: tuple[int, ...] = ()  # the steps whose passed analysis waits for a person
 
     @property
     def done(self) -> bool:
@@ -84,21 +90,26 @@ class PlanState:
 
 
 def start(steps: list[int] | tuple[int, ...], *, has_stable: bool, at: float = 0.0,
-          warm: bool = False) -> tuple[PlanState, Action]:
-    """The initial state and its first action. Without a stable version the steps collapse to [100]. `warm`:
-    the version rolled out is kept running (warm roll back); the steps are kept for the cold fallback."""
+          warm: bool = False, approval_after: list[int] | tuple[int, ...] = ()) -> tuple[PlanState, Action]:
+    """The initial state and its first action. Without a stable version the steps collapse to [100] (and a
+    gate, if any, to a gate after 100). `warm`: the version rolled out is kept running (warm roll back, no
+    analysis, so no gate); the steps and the gate are kept for the cold fallback."""
     try:
         steps = tuple(check_steps(list(steps)))
     except ValueError as exc:
         raise InvalidTransition(f"steps {exc}") from None
+    gates = tuple(approval_after)
+    if any(g not in steps for g in gates):
+        raise InvalidTransition(f"approval after {list(gates)} is not among the steps {list(steps)}")
     if not has_stable:
-        steps = (100,)
+        steps, gates = (100,), ((100,) if gates else ())
     if warm and has_stable:
-        state = PlanState(steps=steps, has_stable=has_stable, phase="checking_warm",
+        state = PlanState(steps=steps, has_stable=has_stable, phase="checking_warm", approval_after=gates,
                           timeline=(TimelineEntry(at, "checking_warm", "start", "warm roll back: the kept copy"),))
         return state, Action("check_warm")
-    state = PlanState(steps=steps, has_stable=has_stable, phase="deploying",
-                      timeline=(TimelineEntry(at, "deploying", "start", f"steps {list(steps)}"),))
+    detail = f"steps {list(steps)}" + (f", approval after {list(gates)}" if gates else "")
+    state = PlanState(steps=steps, has_stable=has_stable, phase="deploying", approval_after=gates,
+                      timeline=(TimelineEntry(at, "deploying", "start", detail),))
     return state, Action("deploy_canary")
 
 
@@ -140,6 +151,7 @@ def advance(state: PlanState, obs: Observation) -> tuple[PlanState, Action]:
         "waiting_ready": ("canary_ready", "canary_not_ready"),
         "shifting": ("weights_set",),
         "analysing": ("analysis_passed", "analysis_failed"),
+        "awaiting_approval": ("approved", "rejected"),
         "promoting": ("promoted",),
         "rolling_back": ("rolled_back",),
     }
@@ -164,7 +176,12 @@ def advance(state: PlanState, obs: Observation) -> tuple[PlanState, Action]:
         return new, Action("analyse", canary_percent=percent, step_index=state.step_index)
     if kind == "analysis_failed":
         return _roll_back(state, obs, f"analysis at {state.canary_percent}% failed: {obs.detail}")
-    if kind == "analysis_passed":
+    if kind == "analysis_passed" and state.canary_percent in state.approval_after:
+        new = _go(state, obs, "awaiting_approval")
+        return new, Action("await_approval", canary_percent=state.canary_percent, step_index=state.step_index)
+    if kind == "rejected":
+        return _roll_back(state, obs, f"not approved at {state.canary_percent}%: {obs.detail}")
+    if kind in ("analysis_passed", "approved"):
         if state.step_index + 1 < len(state.steps):
             return _next_step(state, obs)
         return _go(state, obs, "promoting"), Action("promote")
@@ -178,10 +195,12 @@ def state_to_dict(state: PlanState) -> dict:
     """JSON-able form, so the plan can travel between Airflow tasks (XCom)."""
     return {"steps": list(state.steps), "has_stable": state.has_stable, "phase": state.phase,
             "step_index": state.step_index, "canary_percent": state.canary_percent, "reason": state.reason,
-            "timeline": [[e.at, e.phase, e.event, e.detail] for e in state.timeline]}
+            "timeline": [[e.at, e.phase, e.event, e.detail] for e in state.timeline],
+            "approval_after": list(state.approval_after)}
 
 
 def state_from_dict(data: dict) -> PlanState:
     return PlanState(steps=tuple(data["steps"]), has_stable=data["has_stable"], phase=data["phase"],
                      step_index=data["step_index"], canary_percent=data["canary_percent"], reason=data["reason"],
-                     timeline=tuple(TimelineEntry(*e) for e in data["timeline"]))
+                     timeline=tuple(TimelineEntry(*e) for e in data["timeline"]),
+                     approval_after=tuple(data.get("approval_after") or ()))

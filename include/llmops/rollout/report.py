@@ -121,6 +121,10 @@ def _blocks(report: RolloutReport) -> list[tuple]:
         ("canary version", f"`{report.canary_version}`"),
         ("stable version", f"`{report.stable_version or 'none (initial deployment)'}`"),
         ("reason", report.reason),
+    ]
+    items += [("approval", f"{detail} ({_stamp(at)})") for at, _, event, detail in report.timeline
+              if event in ("approved", "rejected")]
+    items += [
         ("thresholds", f"p95 latency ratio: a canary {t.max_p95_latency_ratio:g}x slower fails, rolled back above "
                        f"{t.latency_decision_ratio:.2f} when a rank test agrees (alpha {t.latency_alpha:g}), canary error rate <= {t.max_error_rate:g}, golden "
                        f"pass rate >= {t.min_golden_pass_rate:g}, at least {t.min_rounds} paired rounds; early stop "

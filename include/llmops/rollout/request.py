@@ -11,11 +11,13 @@ from llmops.config.loader import Registry
 from llmops.config.schema import (
     NAME_RE,
     TRTLLM_CONFIG_FLAGS,
+    ApprovalSpec,
     Deployment,
     RolloutThresholds,
     TrafficSteps,
     TrafficStrategy,
 )
+from llmops.config.schema import check_gate as _check_gate
 from llmops.errors import ConfigError, InvalidValue, shorten, validation_problem
 from llmops.rollout.canary_args import check_canary_args
 
@@ -49,6 +51,8 @@ class RolloutRequest(BaseModel):
     canary_extra_args: list[str] | None = Field(
         default=None, description="extra server arguments (vLLM or trtllm-serve flags) for the canary only (after the "
                      "deployment's extra_args)")
+    approval: ApprovalSpec | None = Field(
+        default=None, description="a human gate for this run; only the keys given override the deployment's")
     dry_run: bool = False
 
     @field_validator("canary_extra_args")
@@ -67,6 +71,9 @@ class RolloutRequest(BaseModel):
         thresholds = {k: v for k, v in (data.pop("thresholds", None) or {}).items() if v is not None}
         if thresholds:
             data["thresholds"] = thresholds
+        approval = {k: v for k, v in (data.pop("approval", None) or {}).items() if v is not None}
+        if approval:
+            data["approval"] = approval
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -86,6 +93,7 @@ class ResolvedRollout(BaseModel):
     steps: list[int]
     window_s: int
     thresholds: Thresholds
+    approval: ApprovalSpec = ApprovalSpec()
 
     def summary(self) -> str:
         """One line for the log: what this run does, and which values came from the trigger."""
@@ -98,8 +106,15 @@ class ResolvedRollout(BaseModel):
         return (f"{self.deployment.name} <- {self.request.version}; steps {self.steps} ({source('steps')}); "
                 f"window {self.window_s} s ({source('analysis_window_s')}); thresholds p95 ratio "
                 f"{t.max_p95_latency_ratio:g}, error rate {t.max_error_rate:g}, golden pass rate "
-                f"{t.min_golden_pass_rate:g} ({source('thresholds')}); canary extra args "
-                f"{self.request.canary_extra_args or []}")
+                f"{t.min_golden_pass_rate:g} ({source('thresholds')}); approval {self.approval_summary} "
+                f"({source('approval')}); canary extra args {self.request.canary_extra_args or []}")
+
+    @property
+    def approval_summary(self) -> str:
+        a = self.approval
+        if not a.after_steps:
+            return "none"
+        return f"after {a.after_steps[0]} %, {a.on_timeout} after {a.timeout_s} s without an answer"
 
     @property
     def probe_concurrency(self) -> int:
@@ -129,6 +144,13 @@ def resolve_request(request: RolloutRequest, registry: Registry) -> ResolvedRoll
     given = request.thresholds
     thresholds = spec.thresholds if given is None else spec.thresholds.model_copy(
         update={name: getattr(given, name) for name in given.model_fields_set})
-    return ResolvedRollout(request=request, deployment=deployment, steps=request.steps or list(spec.steps),
+    steps = request.steps or list(spec.steps)
+    approval = spec.approval if request.approval is None else spec.approval.model_copy(
+        update={name: getattr(request.approval, name) for name in request.approval.model_fields_set})
+    try:
+        _check_gate(approval, steps)
+    except InvalidValue as exc:
+        raise ConfigError("model_rollout params", [("approval", exc.what, exc.fix)]) from None
+    return ResolvedRollout(request=request, deployment=deployment, steps=steps,
                            window_s=request.analysis_window_s or spec.analysis_window_s,
-                           thresholds=Thresholds.of(thresholds, spec.probe))
+                           thresholds=Thresholds.of(thresholds, spec.probe), approval=approval)

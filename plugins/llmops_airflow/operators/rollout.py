@@ -6,7 +6,12 @@ ready, stable ready on the new version) the operator defers with a readiness tri
 identifiers and the serialised progress; `execute_complete` rebuilds the context and resumes the
 driver from the trigger's event. Where another live execution of the same run owns the rollout, it
 defers on the record trigger and `execute_after_owner` runs the driver again once that one is done.
-Every decision is the driver's (and the plan's); this module only adapts Airflow: Connections, XCom,
+At a human gate (`llmops.rollout.approval`) the operator writes Airflow's
+human-in-the-loop request for its task instance (subject, body with the step's verdict and the report link,
+options Approve / Reject, the on_timeout option as default) and parks the task in Airflow 3.3's awaiting-input
+state (no worker slot, no trigger): the answer, given in the UI's Required Actions or through the REST API, or
+the scheduler's timeout sweep applying the default, resumes it in `approval_complete`. Every decision is the
+driver's (and the plan's); this module only adapts Airflow: Connections, XCom, human-in-the-loop requests,
 failing the task on a roll back, the report link.
 """
 
@@ -36,6 +41,16 @@ class RolloutReportLink(BaseOperatorLink):
         if target and "://" not in target:
             target = f"file://{target}"
         return target
+
+
+def approval_answer(event: dict) -> dict:
+    """Airflow's human-in-the-loop resume event as the driver's answer (`llmops.rollout.approval`): the chosen
+    option, who chose it, and whether the timeout chose it (the default written by the scheduler's sweep, or a
+    timeout error where no default was set)."""
+    user = event.get("responded_by_user") or {}
+    chosen = event.get("chosen_options") or [None]
+    return {"choice": chosen[0], "by": user.get("name") or user.get("id"),
+            "timed_out": bool(event.get("timedout")) or event.get("error_type") == "timeout"}
 
 
 class ModelRolloutOperator(BaseOperator):
@@ -142,6 +157,29 @@ class ModelRolloutOperator(BaseOperator):
         me = Execution.new(context["ti"].try_number, token=(event.get("progress") or {}).get("execution") or None)
         return self._run(context, ctx, me, event)
 
+    def approval_complete(self, context, event: dict, execution: str | None = None):
+        """Resumed by an answer to the human-in-the-loop request (or the timeout sweep's default)."""
+        from llmops.rollout.record import Execution
+
+        ctx = self.build_context(context)
+        me = Execution.new(context["ti"].try_number, token=execution)
+        return self._run(context, ctx, me, {"approval": approval_answer(event)})
+
+    def _ask(self, context, awaiting):
+        """Write the human-in-the-loop request of this task instance and park the task until it is answered."""
+        from airflow.sdk.exceptions import TaskAwaitingInput
+        from airflow.sdk.execution_time.hitl import upsert_hitl_detail
+
+        request = awaiting.request
+        context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=awaiting.report)  # the link shows the report so far
+        upsert_hitl_detail(ti_id=context["ti"].id, options=list(request.options), subject=request.subject,
+                           body=request.body, defaults=[request.default], multiple=False, params={})
+        self.log.info("waiting for approval (up to %.0f s, then %s): %s\n%s", request.timeout_s, request.default,
+                      request.subject, request.body)
+        raise TaskAwaitingInput(method_name="approval_complete",
+                                kwargs={"execution": awaiting.progress.execution},
+                                timeout=timedelta(seconds=request.timeout_s))
+
     def _refused_fails(self, call, *args, **kwargs):
         from llmops.rollout.errors import PreflightError
 
@@ -151,9 +189,11 @@ class ModelRolloutOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
 
     def _run(self, context, ctx, me, event):
-        from llmops.rollout.driver import OwnedElsewhere, Waiting, run
+        from llmops.rollout.driver import AwaitingApproval, OwnedElsewhere, Waiting, run
 
         result = self._refused_fails(run, ctx, me, event)
+        if isinstance(result, AwaitingApproval):
+            self._ask(context, result)
         if isinstance(result, OwnedElsewhere):  # another live execution of this run acts: wait without a slot
             from llmops_airflow.triggers.record import RolloutRecordTrigger
 
