@@ -40,6 +40,14 @@ deployment with a canary that judges itself. One task,
    to the artefact, printed in the task log and linked from the task ("Rollout report"). A roll back
    fails the run, after the report is written, so the failure notifier fires.
 
+**Human gate** (`approval`, or the deployment's `rollout.approval`): after the passed analysis of the step
+in `after_steps` (a first deployment: before the promotion) the task waits in Airflow's *awaiting input*
+state (no worker slot; the canary keeps serving) for a person: **Browse > Required Actions** (or the DAG's
+Required Actions tab) shows the step's verdict and the report so far with **Approve** (go on) and **Reject**
+(roll back); no answer within `timeout_s` takes `on_timeout`. REST: `PATCH
+/api/v2/dags/model_rollout/dagRuns/<run>/taskInstances/rollout/-1/hitlDetails` with
+`{"chosen_options": ["Approve"]}` (the README has a curl example). The report says who or what decided.
+
 The rollout's record (lock, request, progress) lives beside the deployment and is stored at every step: a
 retry, a restarted worker or a second execution of the same run resumes it (or waits for it) instead of
 starting over, and each run stores one report.
