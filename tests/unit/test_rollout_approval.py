@@ -189,3 +189,21 @@ def test_the_driver_records_the_wait_and_a_rejection_rolls_back_with_who_decided
     final = RolloutRecord.from_dict(backend.read_record()[0])
     assert final.status == "finished" and final.outcome == "rolled_back"
 
+
+
+def test_the_blocking_runner_refuses_a_gate_before_anything_changes(tmp_path):
+    """bench/rollout.py's runner has nobody to ask: a gated request is refused before pre-flight (no record)."""
+    from llmops.config import load_registry
+    from llmops.errors import InvalidValue
+    from llmops.rollout import driver
+    from llmops.rollout.request import RolloutRequest, resolve_request
+    from llmops.serving.local import LocalRuntime
+
+    registry = load_registry()
+    backend = LocalRuntime(tmp_path, "tiny-llama-chat", "tiny-llama", serving_python="python")
+    resolved = resolve_request(RolloutRequest(deployment="tiny-llama-chat", version="file:///x/manifest.json",
+                                              approval={"after_steps": [50]}), registry)
+    ctx = driver.RolloutContext(resolved, None, backend, registry, "manual__bench", tmp_path / "report")
+    with pytest.raises(InvalidValue, match="only the model_rollout DAG can ask"):
+        driver.run_blocking(ctx)
+    assert backend.read_record()[0] is None
