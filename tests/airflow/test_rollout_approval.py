@@ -87,9 +87,9 @@ def wait_for_the_gate(airflow_stack, run_id: str, home: Path) -> dict:
 
 
 def answer(airflow_stack, run_id: str, choice: str) -> int:
-    """Answer the request of the task's current try, once its park has settled (as a person would: Airflow 3.3.2
-    fails a task resumed before the scheduler has processed the executor's event of the workload that parked it,
-    about one scheduler loop, and retries it; see `decide`)."""
+    """Answer the request of the task's current try a few seconds after it appeared, as a person would (Airflow
+    3.3.2 fails a task resumed before the scheduler has processed the end of the workload that parked it, and
+    retries it; that workload's process took up to 5 s to exit here under load; see `decide`)."""
     ti = task_instance(airflow_stack, run_id)
     time.sleep(5)
     settled = task_instance(airflow_stack, run_id)
@@ -180,8 +180,5 @@ def test_an_approved_gate_promotes(airflow_stack, gated):
     assert "approved by admin" in report and "PROMOTED" in report
     served = backend.load()
     assert served.stable.version == uri and served.stable.pid == canary.pid and served.canary is None
-    asked = sum(airflow_stack.task_log("model_rollout", run_id, TASK, try_number=n).count("waiting for approval")
-                for n in range(1, answers + 1))
-    assert asked == answers, (asked, answers)  # asked once per try that waited (one try unless Airflow's race)
     timeline = [event for _, _, event, _ in final["progress"]["plan"]["timeline"]]
     assert timeline.count("canary_deployed") == 1 and timeline.count("approved") == 1, timeline
