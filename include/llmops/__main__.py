@@ -16,6 +16,7 @@ fails too), 2 when the version cannot be read. file://, s3:// and oss:// URIs; s
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -151,4 +152,5 @@ def offline_kb_errors(registry) -> list:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... verify URI | head` ends quietly, as a Unix tool does
     sys.exit(main())
